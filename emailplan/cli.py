@@ -1,0 +1,107 @@
+"""The ``emailplan`` command: one console entry point, one subcommand per process.
+
+Subcommands import their implementation lazily so ``emailplan --help`` stays
+fast and the operator image never loads the database driver it does not use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from emailplan import __version__
+
+EPILOG = """\
+processes (each reads its settings from EMAILPLAN_* environment variables):
+  operator     control plane: watches EmailPlan resources, scales sender pods
+  worker       data plane: sends one plan's emails from SQS through SES
+  api          data plane: SNS results, tracking pixel, clicks, unsubscribe, stats
+  db upgrade   apply database migrations (run once per release, before api/worker)
+
+examples:
+  emailplan db upgrade
+  EMAILPLAN_PLAN_ID=<uid> emailplan worker
+  emailplan api --port 8080
+  emailplan operator --namespace mail
+"""
+
+
+def _run(target: str) -> Callable[[argparse.Namespace], int]:
+    """Return a runner that imports ``module:function`` only when chosen."""
+
+    def runner(args: argparse.Namespace) -> int:
+        module_name, func_name = target.split(":")
+        func = getattr(importlib.import_module(module_name), func_name)
+        result = func(args)
+        return int(result or 0)
+
+    return runner
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emailplan",
+        description="Run bulk email campaigns through AWS SES from Kubernetes.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"emailplan {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    op = sub.add_parser(
+        "operator",
+        help="run the control plane (kopf operator)",
+        description="Watch EmailPlan resources, register plans with the data-plane API, "
+        "scale each plan's sender Deployment and keep status counts live.",
+    )
+    op.add_argument("--namespace", action="append", default=None,
+                    help="namespace to watch (repeatable); default: all namespaces")
+    op.add_argument("--standalone", action="store_true",
+                    help="run without kopf peering (single replica, local development)")
+    op.add_argument("--peering", default=None,
+                    help="kopf peering object name for HA (default: from settings)")
+    op.set_defaults(func=_run("emailplan.operator.main:main"))
+
+    wk = sub.add_parser(
+        "worker",
+        help="send one plan's emails (sender pod)",
+        description="Long-poll the plan's SQS queue, claim messages in the ledger, render and "
+        "send them through SES at the plan's shared rate, record results in batches. "
+        "The plan comes from EMAILPLAN_PLAN_ID.",
+    )
+    wk.add_argument("--plan-id", default=None, help="plan id (overrides EMAILPLAN_PLAN_ID)")
+    wk.set_defaults(func=_run("emailplan.sender.worker:main"))
+
+    api = sub.add_parser(
+        "api",
+        help="serve the events and stats HTTP API",
+        description="Serve SNS results, open pixel, click redirects, unsubscribe, statistics, "
+        "plan administration, /healthz, /readyz, /metrics and /v1/openapi.json.",
+    )
+    api.add_argument("--host", default=None, help="listen address (default from settings)")
+    api.add_argument("--port", type=int, default=None, help="listen port (default from settings)")
+    api.set_defaults(func=_run("emailplan.sender.api.app:main"))
+
+    db = sub.add_parser("db", help="database administration",
+                        description="Database administration for the data plane.")
+    dbsub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
+    up = dbsub.add_parser("upgrade", help="apply migrations up to a revision (default: head)",
+                          description="Apply alembic migrations to EMAILPLAN_DATABASE_URL.")
+    up.add_argument("revision", nargs="?", default="head")
+    up.set_defaults(func=_run("emailplan.sender.migrate:upgrade"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Process runtime shared by every entry point: logging, Sentry, metrics server."""

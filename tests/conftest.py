@@ -1,0 +1,58 @@
+"""Session fixtures: real PostgreSQL, moto server and Kubernetes control plane on loopback.
+
+Each server is started once per test session by the launchers in hack/devenv
+and stopped at the end, also when tests fail. Tests that need a clean slate
+take the function-scoped helpers (``database_url`` gives a fresh database).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from devenv.moto import MotoServer
+from devenv.postgres import PostgresServer, pg_bin
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def database_url(postgres: PostgresServer) -> str:
+    """A fresh empty database on the session's server (asyncpg URL)."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    subprocess.run([pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(postgres.port), "-U", postgres.user, name],
+                   check=True, capture_output=True)
+    return f"postgresql+asyncpg://{postgres.user}@127.0.0.1:{postgres.port}/{name}"
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+    """moto reset to empty, with credentials in the environment as on a real pod."""
+    moto_server.reset()
+    for key, value in moto_server.env().items():
+        monkeypatch.setenv(key, value)
+    return moto_server
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
