@@ -1,0 +1,49 @@
+"""Settings of the data-plane processes (worker, api, db upgrade), read from the environment.
+
+One typed object per process. Secrets are ``SecretStr`` so they never appear in
+a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SenderSettings(BaseSettings):
+    """Everything the data plane reads from its environment (prefix ``EMAILPLAN_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="EMAILPLAN_", extra="ignore")
+
+    database_url: SecretStr = SecretStr("postgresql+asyncpg://emailplan@127.0.0.1:5432/emailplan")
+    db_pool_size: int = 10
+
+    aws_region: str = Field("us-east-1", validation_alias=AliasChoices("EMAILPLAN_AWS_REGION", "AWS_REGION",
+                                                                       "AWS_DEFAULT_REGION"))
+    aws_endpoint_url: str | None = None
+    ses_endpoint_url: str | None = None  # a separate SES endpoint (benchmarks, throttling proxy)
+
+    token_key: SecretStr = SecretStr("dev-token-key-change-me")
+    api_key: SecretStr = SecretStr("dev-api-key-change-me")
+    public_url: str = "http://127.0.0.1:8080"
+
+    sentry_dsn: SecretStr | None = Field(None, validation_alias=AliasChoices("EMAILPLAN_SENTRY_DSN", "SENTRY_DSN"))
+    metrics_port: int = 9102
+
+    # worker
+    plan_id: str | None = None
+    worker_concurrency: int = 32
+    flush_rows: int = 1000
+    flush_seconds: float = 10.0
+    lease_seconds: int = 300
+    max_attempts: int = 5
+    max_send_rate: float | None = None  # account cap; read from SES GetSendQuota when unset
+
+    # api
+    host: str = "0.0.0.0"  # noqa: S104 - pods listen on all interfaces
+    port: int = 8080
+    sns_topic_arns: list[str] = []
+    sns_cert_host_pattern: str = r"^sns\.[a-zA-Z0-9\-]{3,}\.amazonaws\.com(\.cn)?$"
+    sns_extra_trusted_cert_prefixes: list[str] = []  # tests only: e.g. https://127.0.0.1:PORT/
+    sns_ca_file: str | None = None  # tests only: CA bundle for the local certificate server
+    max_upload_bytes: int = 1024 * 1024 * 1024
