@@ -1,0 +1,216 @@
+"""The ledger schema: what PostgreSQL stores for plans, messages, counters, events and suppressions.
+
+The ledger, not SQS, is the truth about what was sent: a message row moves
+``created → processing → sent|failed`` (or ``stopped``/``suppressed``) under a
+lease, and every status change updates ``plan_counters`` in the same
+transaction so statistics are one primary-key read, never a table scan.
+The API (issue 4) and the worker share these models; migration 0001 creates
+exactly these tables.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Plan states (data plane): see docs/architecture.md.
+PLAN_STATES = ("loading", "ready", "suspended", "stopped", "done")
+# Message statuses; each has a column of the same name in plan_counters.
+MESSAGE_STATUSES = ("created", "processing", "sent", "failed", "stopped", "suppressed")
+# Event-driven counters (written by the API from SES events and tracking).
+EVENT_COUNTERS = (
+    "delivered",
+    "bounced",
+    "complained",
+    "opened",
+    "opened_machine",
+    "clicked",
+    "unsubscribed",
+    "rejected",
+)
+COUNTER_COLUMNS = ("total", *MESSAGE_STATUSES, *EVENT_COUNTERS)
+SUPPRESSION_REASONS = ("bounce", "complaint", "unsubscribe", "manual")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base with stable constraint names (migrations refer to them)."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _ts(nullable: bool = True) -> Mapped[datetime | None]:
+    return mapped_column(DateTime(timezone=True), nullable=nullable)
+
+
+class Plan(Base):
+    """One EmailPlan, keyed by the resource's ``metadata.uid``.
+
+    ``spec`` keeps the sending spec (from, replyTo, subject, html, text,
+    tracking, unsubscribe, ses) as camelCase JSON, like the CRD; the worker
+    re-reads the row, so rate and state changes reach running pods without a restart.
+    """
+
+    __tablename__ = "plans"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    namespace: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    rate_per_second: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("14"))
+    start_at: Mapped[datetime | None] = _ts()
+    state: Mapped[str] = mapped_column(Text, nullable=False, server_default="loading")
+    recipients_complete: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class Message(Base):
+    """One recipient of one plan; the unit that is claimed, sent and counted."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("plan_id", "email"),
+        Index("ix_messages_plan_id_status", "plan_id", "status"),
+        # "sent in the last N hours" is a range scan on this index.
+        Index("ix_messages_sent_at", "sent_at", postgresql_where=text("sent_at IS NOT NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    plan_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("plans.id", ondelete="CASCADE"), nullable=False
+    )
+    row_no: Mapped[int] = mapped_column(Integer, nullable=False)
+    email: Mapped[str] = mapped_column(Text, nullable=False)
+    name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    vars: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="created")
+    ses_message_id: Mapped[str | None] = mapped_column(Text, nullable=True, unique=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    lease_owner: Mapped[str | None] = mapped_column(Text, nullable=True)
+    lease_until: Mapped[datetime | None] = _ts()
+    enqueued: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    sent_at: Mapped[datetime | None] = _ts()
+    delivered_at: Mapped[datetime | None] = _ts()
+    bounced_at: Mapped[datetime | None] = _ts()
+    complained_at: Mapped[datetime | None] = _ts()
+    opened_at: Mapped[datetime | None] = _ts()
+    clicked_at: Mapped[datetime | None] = _ts()
+    unsubscribed_at: Mapped[datetime | None] = _ts()
+
+
+def _counter() -> Mapped[int]:
+    return mapped_column(BigInteger, nullable=False, server_default=text("0"))
+
+
+class PlanCounters(Base):
+    """Per-plan counts, updated in the same transaction as every status change or event."""
+
+    __tablename__ = "plan_counters"
+
+    plan_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("plans.id", ondelete="CASCADE"), primary_key=True
+    )
+    total: Mapped[int] = _counter()
+    created: Mapped[int] = _counter()
+    processing: Mapped[int] = _counter()
+    sent: Mapped[int] = _counter()
+    failed: Mapped[int] = _counter()
+    stopped: Mapped[int] = _counter()
+    suppressed: Mapped[int] = _counter()
+    delivered: Mapped[int] = _counter()
+    bounced: Mapped[int] = _counter()
+    complained: Mapped[int] = _counter()
+    opened: Mapped[int] = _counter()
+    opened_machine: Mapped[int] = _counter()
+    clicked: Mapped[int] = _counter()
+    unsubscribed: Mapped[int] = _counter()
+    rejected: Mapped[int] = _counter()
+
+
+class Event(Base):
+    """An SES / tracking event, recorded once per SNS MessageId (the idempotency key)."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    sns_message_id: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    plan_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True, index=True)
+    message_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    event_type: Mapped[str] = mapped_column(Text, nullable=False)
+    subtype: Mapped[str | None] = mapped_column(Text, nullable=True)
+    recipient: Mapped[str | None] = mapped_column(Text, nullable=True)
+    occurred_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class Suppression(Base):
+    """An address never to send to again (lowercased), across all plans."""
+
+    __tablename__ = "suppressions"
+
+    email: Mapped[str] = mapped_column(Text, primary_key=True)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    plan_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class RateBucket(Base):
+    """A token bucket shared by every worker process (key ``plan:<uuid>`` or ``account``).
+
+    Workers take small grants of tokens in short transactions (row lock), so the
+    plan's rate holds however many pods run; the refill uses the database clock,
+    so pods with skewed clocks still agree.
+    """
+
+    __tablename__ = "rate_buckets"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("0"))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
