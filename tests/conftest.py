@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from devenv.kube import KubeCluster
 from devenv.moto import MotoServer
 from devenv.postgres import PostgresServer, pg_bin
 
@@ -51,6 +52,33 @@ def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
     for key, value in moto_server.env().items():
         monkeypatch.setenv(key, value)
     return moto_server
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[KubeCluster]:
+    """etcd + kube-apiserver + kube-controller-manager, with an admin kubeconfig."""
+    cluster = KubeCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture(scope="session")
+def crd_installed(kube: KubeCluster, repo_root: str) -> KubeCluster:
+    """The EmailPlan CRD applied and established."""
+    kube.kubectl("apply", "-f", os.path.join(repo_root, "crds", "emailplan.yaml"))
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/emailplans.emailplan.io")
+    return kube
+
+
+@pytest.fixture
+def namespace(kube: KubeCluster) -> Iterator[str]:
+    """A fresh namespace for one test."""
+    name = "t-" + uuid.uuid4().hex[:8]
+    kube.kubectl("create", "namespace", name)
+    yield name
+    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="session")

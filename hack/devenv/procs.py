@@ -25,6 +25,8 @@ def spawn(argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None
 
 
 def _die_with_parent() -> None:
+    if os.environ.get("EMAILPLAN_DETACH") == "1":
+        return
     try:
         import ctypes
 
