@@ -25,7 +25,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,9 +72,16 @@ class KubeCluster:
         """Environment for kubectl and clients that should talk to this cluster."""
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["kubectl", f"--kubeconfig={self.kubeconfig}", *args], check=check,
-                              capture_output=True, text=True, input=input)
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["kubectl", f"--kubeconfig={self.kubeconfig}", *args],
+            check=check,
+            capture_output=True,
+            text=True,
+            input=input,
+        )
 
     def start(self) -> KubeCluster:
         bins = self.bin_dir or controlplane_bin()
@@ -88,58 +94,95 @@ class KubeCluster:
 
     def _start(self, bins: Path) -> None:
         pki = LocalPKI(self.base / "pki")
-        serving = pki.issue("apiserver", "kube-apiserver", server=True,
-                            dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
-                            ips=("127.0.0.1", "10.96.0.1"))
+        serving = pki.issue(
+            "apiserver",
+            "kube-apiserver",
+            server=True,
+            dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
+            ips=("127.0.0.1", "10.96.0.1"),
+        )
         admin = pki.issue("admin", "emailplan-admin", org="system:masters")
         kcm = pki.issue("controller-manager", "system:kube-controller-manager")
         sa_key, sa_pub = pki.service_account_keys()
 
         etcd_port, etcd_peer = free_port(), free_port()
-        self.procs["etcd"] = spawn([
-            str(bins / "etcd"), "--name=local", f"--data-dir={self.base / 'etcd'}",
-            f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
-            f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
-            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
-            f"--initial-cluster=local=http://127.0.0.1:{etcd_peer}",
-            "--unsafe-no-fsync", "--log-level=warn",
-        ], self.base / "etcd.log")
-        wait_for(lambda: self._alive("etcd") and _http_ok(f"http://127.0.0.1:{etcd_port}/health"),
-                 60, "etcd")
+        self.procs["etcd"] = spawn(
+            [
+                str(bins / "etcd"),
+                "--name=local",
+                f"--data-dir={self.base / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+                f"--initial-cluster=local=http://127.0.0.1:{etcd_peer}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+            self.base / "etcd.log",
+        )
+        wait_for(lambda: self._alive("etcd") and _http_ok(f"http://127.0.0.1:{etcd_port}/health"), 60, "etcd")
 
         self.api_port = self.api_port or free_port()
-        self.procs["kube-apiserver"] = spawn([
-            str(bins / "kube-apiserver"),
-            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-            f"--secure-port={self.api_port}", f"--cert-dir={self.base / 'pki'}",
-            f"--tls-cert-file={serving[0]}", f"--tls-private-key-file={serving[1]}",
-            f"--client-ca-file={pki.ca_path}",
-            f"--service-account-key-file={sa_pub}", f"--service-account-signing-key-file={sa_key}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            "--authorization-mode=RBAC", f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--allow-privileged=true", "--enable-priority-and-fairness=false",
-            "--profiling=false", "--v=0",
-        ], self.base / "kube-apiserver.log")
+        self.procs["kube-apiserver"] = spawn(
+            [
+                str(bins / "kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.api_port}",
+                f"--cert-dir={self.base / 'pki'}",
+                f"--tls-cert-file={serving[0]}",
+                f"--tls-private-key-file={serving[1]}",
+                f"--client-ca-file={pki.ca_path}",
+                f"--service-account-key-file={sa_pub}",
+                f"--service-account-signing-key-file={sa_key}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                "--authorization-mode=RBAC",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--allow-privileged=true",
+                "--enable-priority-and-fairness=false",
+                "--profiling=false",
+                "--v=0",
+            ],
+            self.base / "kube-apiserver.log",
+        )
         self._write_kubeconfig(self.kubeconfig, pki.ca_path, *admin)
-        wait_for(lambda: self._alive("kube-apiserver") and self._namespace_exists("default"),
-                 180, "kube-apiserver (default namespace)", interval=0.5)
+        wait_for(
+            lambda: self._alive("kube-apiserver") and self._namespace_exists("default"),
+            180,
+            "kube-apiserver (default namespace)",
+            interval=0.5,
+        )
 
         if self.with_controller_manager:
             kcm_config = self.base / "controller-manager.kubeconfig"
             self._write_kubeconfig(kcm_config, pki.ca_path, *kcm)
-            self.procs["kube-controller-manager"] = spawn([
-                str(bins / "kube-controller-manager"), f"--kubeconfig={kcm_config}",
-                f"--authentication-kubeconfig={kcm_config}", f"--authorization-kubeconfig={kcm_config}",
-                "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
-                f"--service-account-private-key-file={sa_key}", f"--root-ca-file={pki.ca_path}",
-                "--use-service-account-credentials=true", f"--controllers={self.controllers}",
-                "--leader-elect=false", f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--concurrent-gc-syncs=5", "--v=0",
-            ], self.base / "kube-controller-manager.log")
-            wait_for(lambda: self._alive("kube-controller-manager") and self._has_sa("default"),
-                     120, "kube-controller-manager (default service account)", interval=0.5)
+            self.procs["kube-controller-manager"] = spawn(
+                [
+                    str(bins / "kube-controller-manager"),
+                    f"--kubeconfig={kcm_config}",
+                    f"--authentication-kubeconfig={kcm_config}",
+                    f"--authorization-kubeconfig={kcm_config}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={free_port()}",
+                    f"--service-account-private-key-file={sa_key}",
+                    f"--root-ca-file={pki.ca_path}",
+                    "--use-service-account-credentials=true",
+                    f"--controllers={self.controllers}",
+                    "--leader-elect=false",
+                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                    "--concurrent-gc-syncs=5",
+                    "--v=0",
+                ],
+                self.base / "kube-controller-manager.log",
+            )
+            wait_for(
+                lambda: self._alive("kube-controller-manager") and self._has_sa("default"),
+                120,
+                "kube-controller-manager (default service account)",
+                interval=0.5,
+            )
 
     def _alive(self, name: str) -> bool:
         proc = self.procs[name]
@@ -151,13 +194,21 @@ class KubeCluster:
     def _write_kubeconfig(self, path: Path, ca: Path, cert: Path, key: Path) -> None:
         b64 = lambda p: base64.b64encode(p.read_bytes()).decode()  # noqa: E731
         config = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "emailplan-local",
-            "clusters": [{"name": "emailplan-local",
-                          "cluster": {"server": self.server, "certificate-authority-data": b64(ca)}}],
-            "users": [{"name": "admin", "user": {"client-certificate-data": b64(cert),
-                                                 "client-key-data": b64(key)}}],
-            "contexts": [{"name": "emailplan-local",
-                          "context": {"cluster": "emailplan-local", "user": "admin"}}],
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "emailplan-local",
+            "clusters": [
+                {
+                    "name": "emailplan-local",
+                    "cluster": {"server": self.server, "certificate-authority-data": b64(ca)},
+                }
+            ],
+            "users": [
+                {"name": "admin", "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)}}
+            ],
+            "contexts": [
+                {"name": "emailplan-local", "context": {"cluster": "emailplan-local", "user": "admin"}}
+            ],
         }
         path.write_text(json.dumps(config, indent=2))
         path.chmod(0o600)
@@ -191,15 +242,17 @@ class KubeCluster:
 
 def _http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=2) as r:
             return bool(r.status == 200)
     except OSError:
         return False
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run a local Kubernetes control plane "
-                                     "(etcd + kube-apiserver + kube-controller-manager) on loopback.")
+    parser = argparse.ArgumentParser(
+        description="Run a local Kubernetes control plane "
+        "(etcd + kube-apiserver + kube-controller-manager) on loopback."
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     default_dir = Path(os.environ.get("EMAILPLAN_DEV_DIR", ".devenv")) / "kube"
     up = sub.add_parser("up", help="start the control plane and print KUBECONFIG")
@@ -232,8 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     args.dir.mkdir(parents=True)
     print("building or reusing control-plane binaries ...", file=sys.stderr)
     bins = controlplane_bin()
-    cluster = KubeCluster(base=args.dir.resolve(), bin_dir=bins,
-                          with_controller_manager=not args.no_controller_manager)
+    cluster = KubeCluster(
+        base=args.dir.resolve(), bin_dir=bins, with_controller_manager=not args.no_controller_manager
+    )
     if args.detach:
         # Children must outlive this process: start them without the death signal.
         os.environ["EMAILPLAN_DETACH"] = "1"

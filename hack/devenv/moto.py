@@ -15,8 +15,11 @@ from devenv.ports import free_port, wait_for
 from devenv.procs import spawn, stop
 
 REGION = "us-east-1"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_DEFAULT_REGION": REGION}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+}
 
 
 @dataclass
@@ -34,23 +37,25 @@ class MotoServer:
         return {**CREDENTIALS, "EMAILPLAN_AWS_ENDPOINT_URL": self.endpoint_url}
 
     def start(self) -> MotoServer:
-        self.proc = spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                          self.base / "moto.log")
+        self.proc = spawn(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            self.base / "moto.log",
+        )
         wait_for(self._ready, 60, f"moto server on port {self.port}")
         return self
 
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"moto exited: {(self.base / 'moto.log').read_text()[-2000:]}")
-        with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=2) as r:  # noqa: S310
+        with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=2) as r:
             return bool(r.status == 200)
 
     def reset(self) -> None:
         req = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
-        urllib.request.urlopen(req, timeout=10).close()  # noqa: S310
+        urllib.request.urlopen(req, timeout=10).close()
 
     def data(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/data.json", timeout=30) as r:  # noqa: S310
+        with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/data.json", timeout=30) as r:
             return dict(json.load(r))
 
     def sent_emails(self) -> list[dict[str, Any]]:

@@ -25,9 +25,13 @@ def _name(cn: str, org: str | None = None) -> x509.Name:
 
 def _write(path: Path, key: rsa.RSAPrivateKey | None, cert: x509.Certificate | None) -> None:
     if key is not None:
-        path.with_suffix(".key").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption()))
+        path.with_suffix(".key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            )
+        )
         path.with_suffix(".key").chmod(0o600)
     if cert is not None:
         path.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -45,14 +49,27 @@ class LocalPKI:
         self.ca_key = _key()
         self.ca_cert = (
             x509.CertificateBuilder()
-            .subject_name(_name("emailplan-local-ca")).issuer_name(_name("emailplan-local-ca"))
-            .public_key(self.ca_key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(self._not_before).not_valid_after(self._not_after)
+            .subject_name(_name("emailplan-local-ca"))
+            .issuer_name(_name("emailplan-local-ca"))
+            .public_key(self.ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(self._not_before)
+            .not_valid_after(self._not_after)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
             .sign(self.ca_key, hashes.SHA256())
         )
         _write(self.dir / "ca", self.ca_key, self.ca_cert)
@@ -61,16 +78,27 @@ class LocalPKI:
     def ca_path(self) -> Path:
         return self.dir / "ca.crt"
 
-    def issue(self, name: str, cn: str, *, org: str | None = None, server: bool = False,
-              dns: tuple[str, ...] = (), ips: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    def issue(
+        self,
+        name: str,
+        cn: str,
+        *,
+        org: str | None = None,
+        server: bool = False,
+        dns: tuple[str, ...] = (),
+        ips: tuple[str, ...] = (),
+    ) -> tuple[Path, Path]:
         """Issue a certificate; returns (cert path, key path)."""
         key = _key()
         usage = [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]
         builder = (
             x509.CertificateBuilder()
-            .subject_name(_name(cn, org)).issuer_name(self.ca_cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(self._not_before).not_valid_after(self._not_after)
+            .subject_name(_name(cn, org))
+            .issuer_name(self.ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(self._not_before)
+            .not_valid_after(self._not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         )
@@ -87,6 +115,9 @@ class LocalPKI:
         key = _key()
         _write(self.dir / "sa", key, None)
         pub = self.dir / "sa.pub"
-        pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
+        pub.write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
         return self.dir / "sa.key", pub

@@ -65,19 +65,50 @@ class PostgresServer:
             os.chmod(self.base, 0o777)
         if not (data / "PG_VERSION").exists():
             subprocess.run(
-                [pg_bin("initdb"), "-D", str(data), "-U", self.user, "-A", "trust", "-E", "UTF8",
-                 "--no-sync"], check=True, capture_output=True, **ids,  # type: ignore[arg-type]
+                [
+                    pg_bin("initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    self.user,
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ],
+                check=True,
+                capture_output=True,
+                **ids,  # type: ignore[arg-type]
             )
         self._launch(ids)
-        subprocess.run([pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
-                        self.database], capture_output=True)
+        subprocess.run(
+            [pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, self.database],
+            capture_output=True,
+        )
         return self
 
     def _launch(self, ids: dict[str, object]) -> None:
         data = self.base / "data"
-        argv = [pg_bin("postgres"), "-D", str(data), "-p", str(self.port), "-h", "127.0.0.1",
-                "-k", str(self.base), "-c", "fsync=off", "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off", "-c", "max_connections=200"]
+        argv = [
+            pg_bin("postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(self.port),
+            "-h",
+            "127.0.0.1",
+            "-k",
+            str(self.base),
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+        ]
         if ids:
             argv = ["setpriv", f"--reuid={ids['user']}", f"--regid={ids['group']}", "--clear-groups", *argv]
         self.proc = spawn(argv, self.base / "postgres.log")
@@ -88,8 +119,9 @@ class PostgresServer:
             raise RuntimeError(f"postgres exited: {(self.base / 'postgres.log').read_text()[-2000:]}")
         if not port_open(self.port):
             return False
-        r = subprocess.run([pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                           capture_output=True)
+        r = subprocess.run(
+            [pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True
+        )
         return r.returncode == 0
 
     def restart(self, down_seconds: float = 0.0) -> None:

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command: set up (idempotent), then run the whole suite, including
+# ruff, mypy and import-linter (tests/test_quality.py). Extra args go to pytest.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash hack/setup.sh
+export EMAILPLAN_CONTROLPLANE_BIN="$(cat .venv/controlplane-bin)"
+printf '\n==> tests\n' >&2
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,208 @@
+"""The EmailPlan CRD against a real kube-apiserver: examples accepted, bad specs refused, columns shown."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any
+
+import pytest
+import yaml
+
+from devenv.kube import KubeCluster
+
+pytestmark = pytest.mark.kube
+
+BASE: dict[str, Any] = {
+    "apiVersion": "emailplan.io/v1alpha1",
+    "kind": "EmailPlan",
+    "metadata": {"name": "p"},
+    "spec": {
+        "from": "News <news@example.com>",
+        "subject": "Hi {{ name }}",
+        "text": "Hello {{ name }}",
+        "recipients": {"inline": [{"email": "a@example.com", "name": "A"}]},
+    },
+}
+
+
+def plan(**changes: Any) -> dict[str, Any]:
+    """BASE with spec fields replaced; a value of None removes the field. Dotted keys go deep."""
+    doc = copy.deepcopy(BASE)
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("__")
+        node = doc["spec"]
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return doc
+
+
+def apply(kube: KubeCluster, ns: str, doc: dict[str, Any]) -> tuple[int, str]:
+    r = kube.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(doc), check=False)
+    return r.returncode, r.stdout + r.stderr
+
+
+INVALID = [
+    ("missing from", plan(**{"from": None}), "spec.from: Required value"),
+    ("missing subject", plan(subject=None), "spec.subject: Required value"),
+    ("no body", plan(text=None), "set html, text or templateRef"),
+    ("no recipients", plan(recipients=None), "spec.recipients: Required value"),
+    (
+        "two recipient sources",
+        plan(recipients={"inline": [{"email": "a@example.com"}], "s3": {"bucket": "lists", "key": "a.csv"}}),
+        "exactly one of recipients.inline, recipients.configMapRef or recipients.s3",
+    ),
+    ("empty recipient source", plan(recipients={}), "spec.recipients"),
+    (
+        "bad inline address",
+        plan(recipients={"inline": [{"email": "not-an-address"}]}),
+        "spec.recipients.inline[0].email",
+    ),
+    ("zero rate", plan(rate__perSecond=0), "spec.rate.perSecond"),
+    ("rate not a number", plan(rate__perSecond="fast"), "spec.rate.perSecond"),
+    ("zero replicas", plan(senders__maxReplicas=0), "spec.senders.maxReplicas"),
+    ("too many replicas", plan(senders__maxReplicas=1000), "spec.senders.maxReplicas"),
+    ("startAt not a time", plan(schedule__startAt="tomorrow"), "spec.schedule.startAt"),
+    (
+        "unknown list format",
+        plan(recipients={"configMapRef": {"name": "c", "key": "k", "format": "xml"}}),
+        "spec.recipients.configMapRef.format",
+    ),
+    ("s3 without bucket", plan(recipients={"s3": {"key": "a.csv"}}), "spec.recipients.s3.bucket"),
+    ("bounce rate above 1", plan(safety__maxBounceRate=1.5), "spec.safety.maxBounceRate"),
+    ("bad SES tag name", plan(ses__tags={"bad key!": "x"}), "ses.tags names may contain only"),
+    ("bad from address", plan(**{"from": "nobody"}), "spec.from"),
+    ("suspend not a bool", plan(suspend="yes"), "spec.suspend"),
+    (
+        "templateRef with inline body",
+        plan(templateRef={"name": "t", "htmlKey": "h"}),
+        "templateRef replaces html and text",
+    ),
+    ("unknown field", plan(subjet="typo"), "subjet"),
+    ("replyTo not a list", plan(replyTo="a@example.com"), "spec.replyTo"),
+    ("configuration set with spaces", plan(ses__configurationSet="my set"), "spec.ses.configurationSet"),
+]
+
+
+@pytest.mark.parametrize(("case", "doc", "message"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_spec_is_refused_naming_the_field(
+    crd_installed: KubeCluster, namespace: str, case: str, doc: dict[str, Any], message: str
+) -> None:
+    code, out = apply(crd_installed, namespace, doc)
+    assert code != 0, f"{case}: accepted but should be refused:\n{out}"
+    assert message in out, f"{case}: error does not name the problem ({message!r}):\n{out}"
+    listed = crd_installed.kubectl("get", "ep", "-n", namespace, "-o", "name").stdout
+    assert listed.strip() == "", "a refused plan must not exist"
+
+
+def test_valid_base_is_accepted_with_defaults(crd_installed: KubeCluster, namespace: str) -> None:
+    code, out = apply(crd_installed, namespace, plan())
+    assert code == 0, out
+    got = json.loads(crd_installed.kubectl("get", "emailplan", "p", "-n", namespace, "-o", "json").stdout)
+    spec = got["spec"]
+    assert spec["rate"]["perSecond"] == 14
+    assert spec["senders"]["maxReplicas"] == 4
+    assert spec["unsubscribe"]["enabled"] is True
+    assert spec["suspend"] is False
+
+
+def _example_docs(repo_root: str) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    folder = os.path.join(repo_root, "examples")
+    for name in sorted(os.listdir(folder)):
+        if name.startswith("emailplan") and name.endswith(".yaml"):
+            with open(os.path.join(folder, name)) as f:
+                out += [(name, d) for d in yaml.safe_load_all(f) if d and d.get("kind") == "EmailPlan"]
+    return out
+
+
+def test_examples_are_accepted(crd_installed: KubeCluster, namespace: str, repo_root: str) -> None:
+    docs = _example_docs(repo_root)
+    assert len(docs) >= 3
+    for name, doc in docs:
+        code, out = apply(crd_installed, namespace, doc)
+        assert code == 0, f"{name}: {out}"
+
+
+def test_printer_columns_show_patched_status(crd_installed: KubeCluster, namespace: str) -> None:
+    kube = crd_installed
+    assert apply(kube, namespace, plan())[0] == 0
+    status = {
+        "phase": "Sending",
+        "total": 2000,
+        "sent": 840,
+        "failed": 3,
+        "opened": 120,
+        "progress": "42%",
+        "delivered": 800,
+        "bounced": 7,
+        "complained": 1,
+        "clicked": 55,
+        "unsubscribed": 2,
+        "suppressed": 5,
+        "stopped": 0,
+        "replicas": 2,
+    }
+    r = kube.kubectl(
+        "patch",
+        "emailplan",
+        "p",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+    assert r.returncode == 0, r.stderr
+
+    table = kube.kubectl("get", "emailplans", "-n", namespace).stdout.splitlines()
+    assert table[0].split() == ["NAME", "PHASE", "TOTAL", "SENT", "FAILED", "OPENED", "PROGRESS", "AGE"]
+    assert table[1].split()[:7] == ["p", "Sending", "2000", "840", "3", "120", "42%"]
+
+    wide = kube.kubectl("get", "ep", "-n", namespace, "-o", "wide").stdout.splitlines()
+    header = wide[0].split()
+    row = dict(zip(header, wide[1].split(), strict=True))
+    assert row["DELIVERED"] == "800" and row["BOUNCED"] == "7" and row["COMPLAINED"] == "1"
+    assert row["CLICKED"] == "55" and row["REPLICAS"] == "2" and row["RATE"] == "14"
+
+
+def test_status_is_validated_too(crd_installed: KubeCluster, namespace: str) -> None:
+    kube = crd_installed
+    assert apply(kube, namespace, plan())[0] == 0
+    r = kube.kubectl(
+        "patch",
+        "emailplan",
+        "p",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"phase": "Exploded"}}),
+        check=False,
+    )
+    assert r.returncode != 0 and "status.phase" in r.stderr
+
+
+def test_spec_is_not_writable_through_status(crd_installed: KubeCluster, namespace: str) -> None:
+    kube = crd_installed
+    assert apply(kube, namespace, plan())[0] == 0
+    kube.kubectl(
+        "patch",
+        "emailplan",
+        "p",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"subject": "changed"}}),
+    )
+    got = json.loads(kube.kubectl("get", "ep", "p", "-n", namespace, "-o", "json").stdout)
+    assert got["spec"]["subject"] == "Hi {{ name }}"
