@@ -1,0 +1,155 @@
+"""Client of the data-plane administration API (docs/architecture.md), one aiohttp session per process.
+
+Errors are split the way the reconciler needs them: ``DataPlaneRejected`` (4xx:
+the plan itself is wrong, retrying will not help, tell the user) versus
+``DataPlaneUnavailable`` (network, 5xx: retry later). The API key travels only
+in the ``x-api-key`` header and is never part of an error message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import aiohttp
+from pydantic import SecretStr
+
+log = logging.getLogger(__name__)
+
+
+class DataPlaneError(Exception):
+    """Any failure talking to the data plane."""
+
+
+class DataPlaneUnavailable(DataPlaneError):
+    """Network error or a 5xx answer: worth retrying."""
+
+
+class DataPlaneRejected(DataPlaneError):
+    """A 4xx answer: the request (the plan) is wrong."""
+
+    def __init__(self, status: int, message: str, body: Any = None) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.body = body
+
+
+async def _iterate(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+class DataPlane:
+    """Typed calls of the administration API; create once and ``close()`` at shutdown."""
+
+    def __init__(self, base_url: str, api_key: SecretStr, *, timeout: float = 30.0) -> None:
+        self._base = base_url.rstrip("/")
+        self._api_key = api_key
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                headers={"x-api-key": self._api_key.get_secret_value()},
+                connector=aiohttp.TCPConnector(limit=20),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        data: Any = None,
+        content_type: str | None = None,
+        allow_404: bool = False,
+    ) -> Any:
+        headers = {"content-type": content_type} if content_type else None
+        try:
+            async with self._client().request(
+                method, self._base + path, json=json_body, data=data, headers=headers
+            ) as resp:
+                text = await resp.text()
+                body: Any
+                try:
+                    body = await resp.json(content_type=None) if text else None
+                except ValueError:
+                    body = text
+                if resp.status == 404 and allow_404:
+                    return None
+                if resp.status >= 500:
+                    raise DataPlaneUnavailable(f"{method} {path}: HTTP {resp.status}")
+                if resp.status >= 400:
+                    raise DataPlaneRejected(resp.status, _message(body, text), body)
+                return body
+        except aiohttp.ClientError as exc:
+            raise DataPlaneUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:
+            raise DataPlaneUnavailable(f"{method} {path}: timed out") from exc
+
+    async def put_plan(self, plan_id: str, plan: dict[str, Any]) -> dict[str, Any]:
+        """Register or update the plan (idempotent by id)."""
+        return dict(await self._call("PUT", f"/v1/plans/{plan_id}", json_body=plan) or {})
+
+    async def get_plan(self, plan_id: str) -> dict[str, Any] | None:
+        """The plan view, or None when the data plane does not know the plan."""
+        body = await self._call("GET", f"/v1/plans/{plan_id}", allow_404=True)
+        return dict(body) if isinstance(body, dict) else None
+
+    async def upload_recipients(
+        self, plan_id: str, chunks: Iterable[bytes], content_type: str
+    ) -> dict[str, Any]:
+        """Stream a recipient list; the answer counts accepted, rejected, duplicate and suppressed rows."""
+        return dict(
+            await self._call(
+                "POST", f"/v1/plans/{plan_id}/recipients", data=_iterate(chunks), content_type=content_type
+            )
+            or {}
+        )
+
+    async def complete_recipients(self, plan_id: str) -> dict[str, Any]:
+        """Mark the list complete: the data plane enqueues every unqueued message once."""
+        return dict(await self._call("POST", f"/v1/plans/{plan_id}/recipients/complete") or {})
+
+    async def load_s3(self, plan_id: str, bucket: str, key: str, fmt: str) -> dict[str, Any]:
+        """Ask the data plane to load (and complete) the list from S3 itself."""
+        body = {"bucket": bucket, "key": key, "format": fmt}
+        return dict(await self._call("POST", f"/v1/plans/{plan_id}/recipients/s3", json_body=body) or {})
+
+    async def suspend(self, plan_id: str) -> dict[str, Any]:
+        return dict(await self._call("POST", f"/v1/plans/{plan_id}/suspend") or {})
+
+    async def resume(self, plan_id: str) -> dict[str, Any]:
+        return dict(await self._call("POST", f"/v1/plans/{plan_id}/resume") or {})
+
+    async def stop(self, plan_id: str) -> dict[str, Any] | None:
+        """Stop the plan; None when the data plane never knew it (nothing to stop)."""
+        body = await self._call("POST", f"/v1/plans/{plan_id}/stop", allow_404=True)
+        return dict(body) if isinstance(body, dict) else None
+
+    async def counts(self, plan_id: str) -> dict[str, Any] | None:
+        """Counts of ``GET /v1/results/count/{planId}``; None for an unknown plan."""
+        body = await self._call("GET", f"/v1/results/count/{plan_id}", allow_404=True)
+        return dict(body) if isinstance(body, dict) else None
+
+
+def _message(body: Any, text: str) -> str:
+    """The human part of a JSON error body (``error``/``message``/``detail``), else the raw text."""
+    if isinstance(body, dict):
+        for key in ("message", "error", "detail"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                errors = body.get("errors")
+                if isinstance(errors, list) and errors:
+                    return f"{value}: {errors[:5]}"
+                return value
+    return text[:500]

@@ -1,0 +1,131 @@
+"""The per-plan sender Deployment, rendered as a plain dict (pure, no API calls).
+
+The pod learns only its plan id from the manifest; template and current rate
+come from the data plane, so the operator changes a running plan by changing
+``spec.replicas`` alone and never forces a rolling restart. Secrets reach the
+pod by reference (``envFrom``), never by value, so the Deployment can be read by
+anyone who may read Deployments without leaking credentials.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from emailplan.operator.settings import OperatorSettings
+
+COMPONENT = "sender"
+MANAGED_BY = "emailplan-operator"
+PLAN_UID_LABEL = "emailplan.io/plan-uid"
+
+
+def deployment_name(plan_name: str) -> str:
+    return f"emailplan-{plan_name}-sender"
+
+
+def labels(plan_name: str, plan_uid: str) -> dict[str, str]:
+    """Recommended ``app.kubernetes.io`` labels plus the plan uid for exact selection."""
+    return {
+        "app.kubernetes.io/name": "emailplan",
+        "app.kubernetes.io/instance": plan_name[:63].rstrip("-_."),
+        "app.kubernetes.io/component": COMPONENT,
+        "app.kubernetes.io/part-of": "emailplan",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        PLAN_UID_LABEL: plan_uid,
+    }
+
+
+def render_deployment(
+    *,
+    plan_name: str,
+    namespace: str,
+    plan_uid: str,
+    replicas: int,
+    settings: OperatorSettings,
+) -> dict[str, Any]:
+    """The Deployment that runs ``emailplan worker`` for one plan.
+
+    Owned by the EmailPlan (``ownerReferences``), so the garbage collector
+    removes it with the plan; ``blockOwnerDeletion`` keeps foreground deletion honest.
+    """
+    meta_labels = labels(plan_name, plan_uid)
+    selector = {PLAN_UID_LABEL: plan_uid, "app.kubernetes.io/component": COMPONENT}
+    env: list[dict[str, Any]] = [{"name": "EMAILPLAN_PLAN_ID", "value": plan_uid}]
+    env += [
+        {"name": k, "value": v} for k, v in sorted(settings.sender_env.items()) if k != "EMAILPLAN_PLAN_ID"
+    ]
+    env_from: list[dict[str, Any]] = [{"secretRef": {"name": n}} for n in settings.sender_secret_name]
+    env_from += [{"configMapRef": {"name": n}} for n in settings.sender_config_map_name]
+    resources: dict[str, Any] = {
+        "requests": {"cpu": settings.sender_cpu_request, "memory": settings.sender_memory_request},
+    }
+    limits = {
+        k: v for k, v in (("cpu", settings.sender_cpu_limit), ("memory", settings.sender_memory_limit)) if v
+    }
+    if limits:
+        resources["limits"] = limits
+    container: dict[str, Any] = {
+        "name": "sender",
+        "image": settings.sender_image,
+        "imagePullPolicy": settings.sender_image_pull_policy,
+        "command": ["emailplan", "worker"],
+        "env": env,
+        "resources": resources,
+        "ports": [{"name": "metrics", "containerPort": settings.sender_metrics_port}],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if env_from:
+        container["envFrom"] = env_from
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        # A worker finishes its in-flight sends and flushes results on SIGTERM.
+        "terminationGracePeriodSeconds": 60,
+        "automountServiceAccountToken": False,
+    }
+    if settings.sender_service_account:
+        pod_spec["serviceAccountName"] = settings.sender_service_account
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(plan_name),
+            "namespace": namespace,
+            "labels": meta_labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": "emailplan.io/v1alpha1",
+                    "kind": "EmailPlan",
+                    "name": plan_name,
+                    "uid": plan_uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector},
+            # Pods of one plan are interchangeable; never run more than asked while rolling.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "template": {
+                "metadata": {
+                    "labels": meta_labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(settings.sender_metrics_port),
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }

@@ -1,0 +1,69 @@
+"""Settings of the operator process, read once from ``EMAILPLAN_*`` environment variables.
+
+One typed object so every knob is documented in one place; the API key and the
+Sentry DSN are ``SecretStr`` so they never show up in a repr, a log line or an Event.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    """Everything the operator reads from its environment (prefix ``EMAILPLAN_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="EMAILPLAN_", extra="ignore")
+
+    # The data-plane administration API (docs/architecture.md).
+    api_url: str = "http://emailplan-api:8080"
+    api_key: SecretStr = SecretStr("dev-api-key-change-me")
+    api_timeout_seconds: float = 30.0
+
+    # How often each plan's status is refreshed from the data plane (DESIGN: at most 10 s).
+    status_interval_seconds: float = Field(5.0, gt=0, le=10)
+
+    # Sender pods: image, where their secrets come from, and their size.
+    sender_image: str = "ghcr.io/emailplan/emailplan:latest"
+    sender_image_pull_policy: str = "IfNotPresent"
+    # Secrets whose keys become the pod's environment (envFrom); comma-separated or a JSON list.
+    sender_secret_name: Annotated[list[str], NoDecode] = []
+    # ConfigMaps likewise (non-secret settings such as EMAILPLAN_PUBLIC_URL).
+    sender_config_map_name: Annotated[list[str], NoDecode] = []
+    # Extra literal environment for the pods, as JSON (local runs: database URL, moto endpoint).
+    sender_env: dict[str, str] = {}
+    sender_service_account: str | None = None
+    sender_cpu_request: str = "100m"
+    sender_memory_request: str = "128Mi"
+    sender_cpu_limit: str | None = None
+    sender_memory_limit: str | None = "512Mi"
+    sender_metrics_port: int = 9102
+
+    # Scaling and safety defaults when the plan does not say.
+    default_per_pod_rate: float = Field(14.0, gt=0)
+    backlog_per_replica: int = Field(100, ge=1)  # one SQS message carries up to 100 ids
+    breaker_min_sample: int = Field(100, ge=1)
+    default_max_bounce_rate: float = 0.05  # SES puts accounts under review at 5 % bounces
+    default_max_complaint_rate: float = 0.001  # and at 0.1 % complaints
+
+    # Process.
+    metrics_port: int = 9103
+    sentry_dsn: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("EMAILPLAN_SENTRY_DSN", "SENTRY_DSN")
+    )
+    peering: str | None = None  # kopf peering object name; None: kopf's auto-detection
+    priority: int | None = None  # kopf peering priority; None: random, so two replicas never tie
+
+    @field_validator("sender_secret_name", "sender_config_map_name", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        """Accept ``a,b`` as well as ``["a","b"]``: Helm values and shell users write either."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
