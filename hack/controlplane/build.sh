@@ -18,6 +18,9 @@ export CGO_ENABLED=0
 
 log() { printf '[controlplane] %s\n' "$*" >&2; }
 mkdir -p "$BIN" "$WORK"
+# One build at a time (tests, the demo and people may all ask at once).
+exec 9>"$CACHE_ROOT/controlplane/.lock"
+flock 9
 
 need() { [ ! -x "$BIN/$1" ]; }
 
@@ -30,7 +33,7 @@ build_etcd() {
   (cd "$d" && go mod init emailplan.local/etcd >/dev/null 2>&1 &&
     go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1 &&
     go mod tidy >/dev/null 2>&1 &&
-    go build -trimpath -o "$BIN/etcd.tmp" . && mv "$BIN/etcd.tmp" "$BIN/etcd")
+    go build -trimpath -o "$BIN/etcd.tmp.$$" . && mv "$BIN/etcd.tmp.$$" "$BIN/etcd")
 }
 
 prepare_kube() {
@@ -84,7 +87,7 @@ build_kube() {
   ld="$ld -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   ld="$ld -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
   log "building $name $KUBE_VERSION ($step/4; a cold build takes several minutes on 2 cores)"
-  (cd "$d" && go build -trimpath -ldflags "$ld" -o "$BIN/$name.tmp" "k8s.io/kubernetes/cmd/$name" && mv "$BIN/$name.tmp" "$BIN/$name")
+  (cd "$d" && go build -trimpath -ldflags "$ld" -o "$BIN/$name.tmp.$$" "k8s.io/kubernetes/cmd/$name" && mv "$BIN/$name.tmp.$$" "$BIN/$name")
 }
 
 build_helm() {
@@ -95,7 +98,7 @@ build_helm() {
   (cd "$d" && go mod init emailplan.local/helm >/dev/null 2>&1 &&
     printf '//go:build tools\n\npackage tools\n\nimport _ "helm.sh/helm/v3/cmd/helm"\n' > tools.go &&
     go get "helm.sh/helm/v3@$HELM_VERSION" >&2 && go mod tidy >&2 &&
-    go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" -o "$BIN/helm.tmp" helm.sh/helm/v3/cmd/helm && mv "$BIN/helm.tmp" "$BIN/helm")
+    go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" -o "$BIN/helm.tmp.$$" helm.sh/helm/v3/cmd/helm && mv "$BIN/helm.tmp.$$" "$BIN/helm")
 }
 
 build_etcd
