@@ -56,12 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Watch EmailPlan resources, register plans with the data-plane API, "
         "scale each plan's sender Deployment and keep status counts live.",
     )
-    op.add_argument("--namespace", action="append", default=None,
-                    help="namespace to watch (repeatable); default: all namespaces")
-    op.add_argument("--standalone", action="store_true",
-                    help="run without kopf peering (single replica, local development)")
-    op.add_argument("--peering", default=None,
-                    help="kopf peering object name for HA (default: from settings)")
+    op.add_argument(
+        "--namespace",
+        action="append",
+        default=None,
+        help="namespace to watch (repeatable); default: all namespaces",
+    )
+    op.add_argument(
+        "--standalone",
+        action="store_true",
+        help="run without kopf peering (single replica, local development)",
+    )
+    op.add_argument(
+        "--peering", default=None, help="kopf peering object name for HA (default: from settings)"
+    )
     op.set_defaults(func=_run("emailplan.operator.main:main"))
 
     wk = sub.add_parser(
@@ -84,11 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=None, help="listen port (default from settings)")
     api.set_defaults(func=_run("emailplan.sender.api.app:main"))
 
-    db = sub.add_parser("db", help="database administration",
-                        description="Database administration for the data plane.")
+    db = sub.add_parser(
+        "db", help="database administration", description="Database administration for the data plane."
+    )
     dbsub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
-    up = dbsub.add_parser("upgrade", help="apply migrations up to a revision (default: head)",
-                          description="Apply alembic migrations to EMAILPLAN_DATABASE_URL.")
+    up = dbsub.add_parser(
+        "upgrade",
+        help="apply migrations up to a revision (default: head)",
+        description="Apply alembic migrations to EMAILPLAN_DATABASE_URL.",
+    )
     up.add_argument("revision", nargs="?", default="head")
     up.set_defaults(func=_run("emailplan.sender.migrate:upgrade"))
     return parser

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+
 from devenv.kube import KubeCluster
 from devenv.moto import MotoServer
 from devenv.postgres import PostgresServer, pg_bin
@@ -31,8 +32,11 @@ def postgres() -> Iterator[PostgresServer]:
 def database_url(postgres: PostgresServer) -> str:
     """A fresh empty database on the session's server (asyncpg URL)."""
     name = "t_" + uuid.uuid4().hex[:12]
-    subprocess.run([pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(postgres.port), "-U", postgres.user, name],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(postgres.port), "-U", postgres.user, name],
+        check=True,
+        capture_output=True,
+    )
     return f"postgresql+asyncpg://{postgres.user}@127.0.0.1:{postgres.port}/{name}"
 
 
