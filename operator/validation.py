@@ -24,7 +24,8 @@ BUILTIN_VARS = ("email", "name", "unsubscribe_url", "plan", "message_id")
 def check_address(value: str, what: str = "from") -> list[str]:
     """``Name <addr@example.com>`` or a bare address; the address part must be valid."""
     display, address = email.utils.parseaddr(value)
-    if not address or "@" not in address:
+    # parseaddr is lenient (it drops spaces inside a domain): the address must appear as written.
+    if not address or "@" not in address or address not in value:
         return [f"{what}: {value!r} is not an email address"]
     try:
         validate_email(address, check_deliverability=False)
