@@ -1,0 +1,776 @@
+"""The ledger: every read and write of plans, recipients and message statuses.
+
+The API (plan administration, uploads, stats) and the worker (claims, results,
+rate budget) both go through these functions, so the rules live in one place:
+
+* a message changes status only inside a transaction that also updates
+  ``plan_counters``, so counts are exact and cheap to read;
+* many-row writes are single statements over arrays (1000+ rows each);
+* a worker owns a message only while its lease runs; an expired lease is
+  reclaimed by anyone, so a crashed pod loses nothing;
+* a suppressed address is refused on insert *and* re-checked at claim time.
+
+All functions take an ``AsyncEngine`` and open their own short transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from emailplan.sender.models import COUNTER_COLUMNS
+from emailplan.sender.ratelimit import Bucket, refill
+from emailplan.sender.recipients import Recipient, RowError, validate_row
+
+INSERT_BATCH = 5000
+ENQUEUE_CHUNK = 10_000
+IDS_PER_QUEUE_MESSAGE = 100
+MAX_REPORTED_ERRORS = 1000
+
+
+class PlanNotFoundError(LookupError):
+    """No plan with this id (the API answers 404)."""
+
+
+class PlanClosedError(RuntimeError):
+    """The plan is stopped or done and takes no more recipients (the API answers 409)."""
+
+
+class QueueSink(Protocol):
+    """What the ledger needs from the work queue (``workqueue.WorkQueue`` implements it)."""
+
+    async def enqueue(self, plan_id: uuid.UUID, batches: Sequence[Sequence[int]]) -> None: ...
+
+    async def purge(self, plan_id: uuid.UUID) -> None: ...
+
+
+@dataclass
+class PlanView:
+    """A plan as the API shows it and the worker reads it."""
+
+    id: uuid.UUID
+    name: str
+    namespace: str
+    spec: dict[str, Any]
+    rate_per_second: float
+    start_at: datetime | None
+    state: str
+    recipients_complete: bool
+    created_at: datetime
+    updated_at: datetime
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class IngestResult:
+    """Outcome of one recipient upload: what was stored, refused, and why (with row numbers)."""
+
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    suppressed: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+    def add_error(self, error: RowError) -> None:
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(error)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "duplicates": self.duplicates,
+            "suppressed": self.suppressed,
+            "errors": [e.as_dict() for e in self.errors],
+        }
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A message this worker now holds under lease, with what it needs to render it."""
+
+    id: int
+    email: str
+    name: str | None
+    vars: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The outcome of one send, written back in a batch by ``record_results``."""
+
+    id: int
+    status: str  # "sent" | "failed"
+    ses_message_id: str | None = None
+    error: str | None = None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+async def _bump(conn: AsyncConnection, plan_id: uuid.UUID, deltas: Mapping[str, int]) -> None:
+    """Add ``deltas`` to the plan's counters (same transaction as the status change)."""
+    changes = {k: v for k, v in deltas.items() if v}
+    if not changes:
+        return
+    unknown = set(changes) - set(COUNTER_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown counters {sorted(unknown)}")
+    sets = ", ".join(f"{col} = {col} + :d_{col}" for col in changes)
+    await conn.execute(
+        text(f"UPDATE plan_counters SET {sets} WHERE plan_id = :plan"),  # noqa: S608 - columns are whitelisted
+        {"plan": plan_id, **{f"d_{k}": v for k, v in changes.items()}},
+    )
+
+
+async def _counts(conn: AsyncConnection, plan_id: uuid.UUID) -> dict[str, int]:
+    row = (
+        (await conn.execute(text("SELECT * FROM plan_counters WHERE plan_id = :plan"), {"plan": plan_id}))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return {}
+    return {k: int(row[k]) for k in COUNTER_COLUMNS}
+
+
+def _view(row: Mapping[str, Any], counts: dict[str, int]) -> PlanView:
+    return PlanView(
+        id=row["id"],
+        name=row["name"],
+        namespace=row["namespace"],
+        spec=dict(row["spec"] or {}),
+        rate_per_second=float(row["rate_per_second"]),
+        start_at=row["start_at"],
+        state=row["state"],
+        recipients_complete=bool(row["recipients_complete"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        counts=counts,
+    )
+
+
+_PLAN = text("SELECT * FROM plans WHERE id = :plan")
+_PLAN_FOR_UPDATE = text("SELECT * FROM plans WHERE id = :plan FOR UPDATE")
+
+
+async def _plan_row(conn: AsyncConnection, plan_id: uuid.UUID, lock: bool = False) -> Mapping[str, Any]:
+    sql = _PLAN_FOR_UPDATE if lock else _PLAN
+    row = (await conn.execute(sql, {"plan": plan_id})).mappings().first()
+    if row is None:
+        raise PlanNotFoundError(str(plan_id))
+    return dict(row)
+
+
+# --------------------------------------------------------------------------- plans
+
+
+async def upsert_plan(
+    engine: AsyncEngine,
+    plan_id: uuid.UUID,
+    *,
+    name: str,
+    namespace: str,
+    spec: dict[str, Any],
+    rate_per_second: float = 14.0,
+    start_at: datetime | None = None,
+    suspended: bool = False,
+) -> tuple[PlanView, bool]:
+    """Create the plan or update it (idempotent PUT by EmailPlan uid); returns (view, created).
+
+    ``spec`` is the sending spec in camelCase (from, replyTo, subject, html, text,
+    tracking, unsubscribe, ses). ``suspended`` toggles ``suspended`` ↔ the state the
+    plan would otherwise have (``loading`` until the list is complete, then ``ready``);
+    a stopped or done plan keeps its state.
+    """
+    if rate_per_second <= 0:
+        raise ValueError("rate_per_second must be positive")
+    async with engine.begin() as conn:
+        existing = (
+            await conn.execute(
+                text("SELECT state, recipients_complete FROM plans WHERE id = :p FOR UPDATE"), {"p": plan_id}
+            )
+        ).first()
+        created = existing is None
+        if existing is None:
+            state = "suspended" if suspended else "loading"
+            await conn.execute(
+                text(
+                    "INSERT INTO plans (id, name, namespace, spec, rate_per_second, start_at, state) "
+                    "VALUES (:id, :name, :ns, CAST(:spec AS jsonb), :rate, :start, :state)"
+                ),
+                {
+                    "id": plan_id,
+                    "name": name,
+                    "ns": namespace,
+                    "spec": json.dumps(spec),
+                    "rate": rate_per_second,
+                    "start": start_at,
+                    "state": state,
+                },
+            )
+            await conn.execute(text("INSERT INTO plan_counters (plan_id) VALUES (:p)"), {"p": plan_id})
+        else:
+            old_state, complete = existing[0], existing[1]
+            if old_state in ("stopped", "done"):
+                state = old_state
+            elif suspended:
+                state = "suspended"
+            else:
+                state = "ready" if complete else "loading"
+            await conn.execute(
+                text(
+                    "UPDATE plans SET name = :name, namespace = :ns, spec = CAST(:spec AS jsonb), "
+                    "rate_per_second = :rate, start_at = :start, state = :state, updated_at = now() "
+                    "WHERE id = :id"
+                ),
+                {
+                    "id": plan_id,
+                    "name": name,
+                    "ns": namespace,
+                    "spec": json.dumps(spec),
+                    "rate": rate_per_second,
+                    "start": start_at,
+                    "state": state,
+                },
+            )
+        row = await _plan_row(conn, plan_id)
+        return _view(row, await _counts(conn, plan_id)), created
+
+
+async def get_plan(engine: AsyncEngine, plan_id: uuid.UUID) -> PlanView | None:
+    """The plan with its counts, or None."""
+    async with engine.connect() as conn:
+        try:
+            row = await _plan_row(conn, plan_id)
+        except PlanNotFoundError:
+            return None
+        return _view(row, await _counts(conn, plan_id))
+
+
+async def set_rate(engine: AsyncEngine, plan_id: uuid.UUID, rate_per_second: float) -> None:
+    """Change the plan's total rate; running workers pick it up on their next token grant."""
+    if rate_per_second <= 0:
+        raise ValueError("rate_per_second must be positive")
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            text("UPDATE plans SET rate_per_second = :r, updated_at = now() WHERE id = :p"),
+            {"r": rate_per_second, "p": plan_id},
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            raise PlanNotFoundError(str(plan_id))
+
+
+async def suspend_plan(engine: AsyncEngine, plan_id: uuid.UUID) -> PlanView:
+    """Pause sending: workers stop claiming; held messages finish; queue work stays for resume."""
+    async with engine.begin() as conn:
+        row = await _plan_row(conn, plan_id, lock=True)
+        if row["state"] in ("loading", "ready"):
+            await conn.execute(
+                text("UPDATE plans SET state = 'suspended', updated_at = now() WHERE id = :p"), {"p": plan_id}
+            )
+        return _view(await _plan_row(conn, plan_id), await _counts(conn, plan_id))
+
+
+async def resume_plan(engine: AsyncEngine, plan_id: uuid.UUID) -> PlanView:
+    """Undo ``suspend_plan``: back to ``ready`` (or ``loading`` if the list is not complete)."""
+    async with engine.begin() as conn:
+        row = await _plan_row(conn, plan_id, lock=True)
+        if row["state"] == "suspended":
+            state = "ready" if row["recipients_complete"] else "loading"
+            await conn.execute(
+                text("UPDATE plans SET state = :s, updated_at = now() WHERE id = :p"),
+                {"s": state, "p": plan_id},
+            )
+        return _view(await _plan_row(conn, plan_id), await _counts(conn, plan_id))
+
+
+async def stop_plan(engine: AsyncEngine, plan_id: uuid.UUID, queue: QueueSink | None = None) -> PlanView:
+    """Stop for good: every message not sent yet becomes ``stopped`` and the queue is purged.
+
+    Messages a worker holds under a live lease are in flight and may still be sent;
+    everything else (created, or processing with an expired lease) is stopped.
+    """
+    async with engine.begin() as conn:
+        row = await _plan_row(conn, plan_id, lock=True)
+        if row["state"] != "done":
+            await conn.execute(
+                text("UPDATE plans SET state = 'stopped', updated_at = now() WHERE id = :p"), {"p": plan_id}
+            )
+        moved = (
+            (
+                await conn.execute(
+                    text(
+                        "WITH m AS (SELECT id, status FROM messages WHERE plan_id = :p "
+                        "AND (status = 'created' OR (status = 'processing' AND lease_until < now())) "
+                        "FOR UPDATE) "
+                        "UPDATE messages SET status = 'stopped', lease_owner = NULL, lease_until = NULL, "
+                        "updated_at = now() FROM m WHERE messages.id = m.id RETURNING m.status"
+                    ),
+                    {"p": plan_id},
+                )
+            )
+            .scalars()
+            .all()
+        )
+        before = Counter(moved)
+        await _bump(
+            conn,
+            plan_id,
+            {"created": -before["created"], "processing": -before["processing"], "stopped": len(moved)},
+        )
+        view = _view(await _plan_row(conn, plan_id), await _counts(conn, plan_id))
+    if queue is not None:
+        await queue.purge(plan_id)
+    return view
+
+
+async def get_counts(engine: AsyncEngine, plan_id: uuid.UUID) -> dict[str, int] | None:
+    """The plan's counters (one primary-key read), or None for an unknown plan."""
+    async with engine.connect() as conn:
+        counts = await _counts(conn, plan_id)
+        return counts or None
+
+
+async def sent_in_last_hours(engine: AsyncEngine, hours: float, plan_id: uuid.UUID | None = None) -> int:
+    """How many messages were sent in the last ``hours`` (all plans, or one)."""
+    sql = "SELECT count(*) FROM messages WHERE sent_at >= now() - make_interval(secs => :s)"
+    params: dict[str, Any] = {"s": hours * 3600.0}
+    if plan_id is not None:
+        sql += " AND plan_id = :p"
+        params["p"] = plan_id
+    async with engine.connect() as conn:
+        return int((await conn.execute(text(sql), params)).scalar_one())
+
+
+# --------------------------------------------------------------------------- recipients
+
+
+async def insert_recipients(
+    engine: AsyncEngine,
+    plan_id: uuid.UUID,
+    rows: Iterable[tuple[int, Mapping[str, Any] | RowError]]
+    | AsyncIterable[tuple[int, Mapping[str, Any] | RowError]],
+    *,
+    batch_size: int = INSERT_BATCH,
+) -> IngestResult:
+    """Validate and store recipient rows ``(row_no, {email, name?, vars?})`` in big batches.
+
+    Each batch is one INSERT over arrays (``batch_size`` rows) in its own
+    transaction with the counter update. Invalid rows are reported with row
+    number and field; an address already in the plan (this upload or an
+    earlier one) counts as a duplicate, so re-uploading the same rows adds
+    nothing; a suppressed address is stored as ``suppressed`` and never sent.
+    Parse errors may be passed in as ``RowError`` items (see ``recipients.parse_*``).
+    """
+    async with engine.connect() as conn:
+        row = await _plan_row(conn, plan_id)
+    if row["state"] in ("stopped", "done"):
+        raise PlanClosedError(f"plan is {row['state']}")
+    result = IngestResult()
+    batch: dict[str, Recipient] = {}
+
+    async def flush() -> None:
+        if batch:
+            await _insert_batch(engine, plan_id, list(batch.values()), result)
+            batch.clear()
+
+    def take(row_no: int, data: Mapping[str, Any] | RowError) -> bool:
+        checked = data if isinstance(data, RowError) else validate_row(row_no, data)
+        if isinstance(checked, RowError):
+            result.rejected += 1
+            result.add_error(checked)
+            return False
+        first = batch.get(checked.email)
+        if first is not None:
+            result.duplicates += 1
+            result.add_error(RowError(row_no, "email", f"duplicate of row {first.row}"))
+            return False
+        batch[checked.email] = checked
+        return len(batch) >= batch_size
+
+    if isinstance(rows, AsyncIterable):
+        async for row_no, data in rows:
+            if take(row_no, data):
+                await flush()
+    else:
+        for row_no, data in rows:
+            if take(row_no, data):
+                await flush()
+    await flush()
+    return result
+
+
+_INSERT_SQL = text(
+    """
+    WITH input AS (
+        SELECT * FROM unnest(CAST(:rows AS int[]), CAST(:emails AS text[]), CAST(:names AS text[]),
+                             CAST(:vars AS text[])) AS t(row_no, email, name, vars)
+    ), ins AS (
+        INSERT INTO messages (plan_id, row_no, email, name, vars, status)
+        SELECT CAST(:plan AS uuid), i.row_no, i.email, i.name, CAST(i.vars AS jsonb),
+               CASE WHEN s.email IS NULL THEN 'created' ELSE 'suppressed' END
+        FROM input i LEFT JOIN suppressions s ON s.email = i.email
+        ON CONFLICT (plan_id, email) DO NOTHING
+        RETURNING row_no, status
+    )
+    SELECT row_no, status FROM ins
+    """
+)
+
+
+async def _insert_batch(
+    engine: AsyncEngine, plan_id: uuid.UUID, batch: list[Recipient], result: IngestResult
+) -> None:
+    params = {
+        "plan": plan_id,
+        "rows": [r.row for r in batch],
+        "emails": [r.email for r in batch],
+        "names": [r.name for r in batch],
+        "vars": [json.dumps(r.vars) for r in batch],
+    }
+    async with engine.begin() as conn:
+        inserted = (await conn.execute(_INSERT_SQL, params)).all()
+        statuses = Counter(status for _, status in inserted)
+        await _bump(
+            conn,
+            plan_id,
+            {"total": len(inserted), "created": statuses["created"], "suppressed": statuses["suppressed"]},
+        )
+    result.accepted += statuses["created"]
+    result.suppressed += statuses["suppressed"]
+    if len(inserted) < len(batch):
+        stored = {row_no for row_no, _ in inserted}
+        for r in batch:
+            if r.row not in stored:
+                result.duplicates += 1
+                result.add_error(RowError(r.row, "email", "duplicate: address already in this plan"))
+
+
+async def complete_recipients(engine: AsyncEngine, plan_id: uuid.UUID, queue: QueueSink) -> int:
+    """Mark the list complete and put every not-yet-queued message on the work queue.
+
+    Idempotent: only rows with ``enqueued = false`` are sent to SQS, and they are
+    flagged after SQS accepted them; a crash in between re-enqueues a few ids,
+    which is harmless because the ledger claim decides what is sent.
+    Returns how many message ids were enqueued by this call.
+    """
+    async with engine.begin() as conn:
+        row = await _plan_row(conn, plan_id, lock=True)
+        state = "ready" if row["state"] == "loading" else row["state"]
+        await conn.execute(
+            text("UPDATE plans SET recipients_complete = true, state = :s, updated_at = now() WHERE id = :p"),
+            {"s": state, "p": plan_id},
+        )
+    if state in ("stopped", "done"):
+        return 0
+    total = 0
+    last_id = 0
+    while True:
+        async with engine.connect() as conn:
+            ids = list(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT id FROM messages WHERE plan_id = :p AND status = 'created' "
+                            "AND NOT enqueued AND id > :last ORDER BY id LIMIT :n"
+                        ),
+                        {"p": plan_id, "last": last_id, "n": ENQUEUE_CHUNK},
+                    )
+                ).scalars()
+            )
+        if not ids:
+            return total
+        chunks = [ids[i : i + IDS_PER_QUEUE_MESSAGE] for i in range(0, len(ids), IDS_PER_QUEUE_MESSAGE)]
+        await queue.enqueue(plan_id, chunks)
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE messages SET enqueued = true, updated_at = now() "
+                    "WHERE id = ANY(CAST(:ids AS bigint[]))"
+                ),
+                {"ids": ids},
+            )
+        total += len(ids)
+        last_id = ids[-1]
+
+
+async def add_suppressions(
+    engine: AsyncEngine, emails: Sequence[str], reason: str, plan_id: uuid.UUID | None = None
+) -> int:
+    """Suppress addresses for every plan (first reason wins); returns how many were new."""
+    if not emails:
+        return 0
+    async with engine.begin() as conn:
+        rows = await conn.execute(
+            text(
+                "INSERT INTO suppressions (email, reason, plan_id) "
+                "SELECT DISTINCT lower(trim(e)), CAST(:r AS text), CAST(:p AS uuid) "
+                "FROM unnest(CAST(:emails AS text[])) AS e "
+                "ON CONFLICT (email) DO NOTHING RETURNING email"
+            ),
+            {"emails": list(emails), "r": reason, "p": plan_id},
+        )
+        return len(rows.all())
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+_CLAIM_SQL = """
+WITH c AS (
+    SELECT m.id, m.status AS old_status, (s.email IS NOT NULL) AS is_suppressed
+    FROM messages m
+    JOIN plans p ON p.id = m.plan_id
+    LEFT JOIN suppressions s ON s.email = m.email
+    WHERE m.plan_id = :plan AND {where}
+      AND (m.status = 'created' OR (m.status = 'processing' AND m.lease_until < now()))
+      AND p.state = 'ready' AND (p.start_at IS NULL OR p.start_at <= now())
+    ORDER BY m.id
+    LIMIT :limit
+    FOR UPDATE OF m SKIP LOCKED
+)
+UPDATE messages m SET
+    status = CASE WHEN c.is_suppressed THEN 'suppressed' ELSE 'processing' END,
+    lease_owner = CASE WHEN c.is_suppressed THEN NULL ELSE :owner END,
+    lease_until = CASE WHEN c.is_suppressed THEN NULL ELSE now() + make_interval(secs => :lease) END,
+    attempts = m.attempts + CASE WHEN c.is_suppressed THEN 0 ELSE 1 END,
+    updated_at = now()
+FROM c WHERE m.id = c.id
+RETURNING m.id, m.email, m.name, m.vars, m.attempts, c.old_status, c.is_suppressed
+"""
+_CLAIM_IDS = text(_CLAIM_SQL.format(where="m.id = ANY(CAST(:ids AS bigint[]))"))
+_CLAIM_ORPHANS = text(
+    _CLAIM_SQL.format(
+        where="((m.status = 'processing') OR (m.status = 'created' AND m.enqueued "
+        "AND m.updated_at < now() - make_interval(secs => :stale)))"
+    )
+)
+
+
+async def _claim(engine: AsyncEngine, plan_id: uuid.UUID, sql: Any, params: dict[str, Any]) -> list[Claimed]:
+    async with engine.begin() as conn:
+        rows = (await conn.execute(sql, {"plan": plan_id, **params})).mappings().all()
+        moved = Counter((r["old_status"], r["is_suppressed"]) for r in rows)
+        from_created = moved[("created", False)] + moved[("created", True)]
+        to_suppressed = moved[("created", True)] + moved[("processing", True)]
+        await _bump(
+            conn,
+            plan_id,
+            {
+                "created": -from_created,
+                "processing": moved[("created", False)] - moved[("processing", True)],
+                "suppressed": to_suppressed,
+            },
+        )
+    return [
+        Claimed(
+            id=r["id"], email=r["email"], name=r["name"], vars=dict(r["vars"] or {}), attempts=r["attempts"]
+        )
+        for r in rows
+        if not r["is_suppressed"]
+    ]
+
+
+async def claim(
+    engine: AsyncEngine, plan_id: uuid.UUID, ids: Sequence[int], owner: str, lease_seconds: float
+) -> list[Claimed]:
+    """Take the given ids under a lease for ``owner`` (atomic; ids others hold are skipped).
+
+    Only ``created`` messages or ones whose lease expired are taken, and only
+    while the plan is ``ready`` and past ``start_at``. Addresses suppressed since
+    upload become ``suppressed`` here instead of being returned.
+    """
+    if not ids:
+        return []
+    return await _claim(
+        engine,
+        plan_id,
+        _CLAIM_IDS,
+        {"ids": list(ids), "owner": owner, "lease": lease_seconds, "limit": len(ids)},
+    )
+
+
+async def claim_orphans(
+    engine: AsyncEngine,
+    plan_id: uuid.UUID,
+    owner: str,
+    lease_seconds: float,
+    limit: int,
+    stale_seconds: float,
+) -> list[Claimed]:
+    """Take messages whose queue work was lost: expired leases, queued rows idle ``stale_seconds``.
+
+    SQS redelivers work after a crash, but a message that went to the DLQ or was
+    purged would otherwise stay ``created`` forever; the ledger is the truth.
+    """
+    return await _claim(
+        engine,
+        plan_id,
+        _CLAIM_ORPHANS,
+        {"owner": owner, "lease": lease_seconds, "limit": limit, "stale": stale_seconds},
+    )
+
+
+async def release(engine: AsyncEngine, plan_id: uuid.UUID, ids: Sequence[int], owner: str) -> int:
+    """Give back messages this worker holds but did not send (shutdown): they become ``created``."""
+    if not ids:
+        return 0
+    async with engine.begin() as conn:
+        n = len(
+            (
+                await conn.execute(
+                    text(
+                        "UPDATE messages SET status = 'created', lease_owner = NULL, lease_until = NULL, "
+                        "attempts = greatest(attempts - 1, 0), updated_at = now() "
+                        "WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'processing' "
+                        "AND lease_owner = :o RETURNING id"
+                    ),
+                    {"ids": list(ids), "o": owner},
+                )
+            ).all()
+        )
+        await _bump(conn, plan_id, {"processing": -n, "created": n})
+    return n
+
+
+async def extend_lease(engine: AsyncEngine, ids: Sequence[int], owner: str, lease_seconds: float) -> None:
+    """Keep holding messages that wait longer than a lease (slow rate, throttling)."""
+    if not ids:
+        return
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE messages SET lease_until = now() + make_interval(secs => :l) "
+                "WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'processing' AND lease_owner = :o"
+            ),
+            {"ids": list(ids), "o": owner, "l": lease_seconds},
+        )
+
+
+async def record_results(engine: AsyncEngine, plan_id: uuid.UUID, results: Sequence[SendResult]) -> int:
+    """Write a batch of send outcomes and the counters in one transaction; returns rows changed.
+
+    A result is written for a message still ``processing`` (whoever's lease): the
+    email left through SES, so the ledger must say so. The plan turns ``done``
+    when nothing is left to send.
+    """
+    if not results:
+        return 0
+    async with engine.begin() as conn:
+        rows = (
+            (
+                await conn.execute(
+                    text(
+                        """
+                    UPDATE messages m SET status = r.status, ses_message_id = r.sid, error = r.err,
+                        sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE NULL END,
+                        lease_owner = NULL, lease_until = NULL, updated_at = now()
+                    FROM unnest(CAST(:ids AS bigint[]), CAST(:st AS text[]), CAST(:sid AS text[]),
+                                CAST(:err AS text[])) AS r(id, status, sid, err)
+                    WHERE m.id = r.id AND m.status = 'processing'
+                    RETURNING r.status
+                    """
+                    ),
+                    {
+                        "ids": [r.id for r in results],
+                        "st": [r.status for r in results],
+                        "sid": [r.ses_message_id for r in results],
+                        "err": [r.error for r in results],
+                    },
+                )
+            )
+            .scalars()
+            .all()
+        )
+        by_status = Counter(rows)
+        await _bump(
+            conn,
+            plan_id,
+            {"processing": -len(rows), "sent": by_status["sent"], "failed": by_status["failed"]},
+        )
+        await conn.execute(
+            text(
+                "UPDATE plans p SET state = 'done', updated_at = now() FROM plan_counters c "
+                "WHERE p.id = :p AND c.plan_id = p.id AND p.state = 'ready' AND p.recipients_complete "
+                "AND c.created = 0 AND c.processing = 0"
+            ),
+            {"p": plan_id},
+        )
+    return len(rows)
+
+
+async def take_tokens(
+    engine: AsyncEngine,
+    plan_id: uuid.UUID,
+    want: float,
+    *,
+    account_rate: float | None,
+    burst_seconds: float = 0.5,
+) -> tuple[float, float]:
+    """Take up to ``want`` send tokens from the plan's shared bucket (and the account's).
+
+    Returns ``(granted, plan_rate)``. The plan's bucket refills at the plan's
+    current ``rate_per_second`` (read in the same transaction, so a rate change
+    is in effect at the next grant); the ``account`` bucket refills at
+    ``account_rate`` so all plans together stay under SES MaxSendRate. Both rows
+    are locked in a fixed order (account first) to avoid deadlocks.
+    """
+    async with engine.begin() as conn:
+        plan_row = (
+            await conn.execute(text("SELECT rate_per_second FROM plans WHERE id = :p"), {"p": plan_id})
+        ).first()
+        if plan_row is None:
+            raise PlanNotFoundError(str(plan_id))
+        plan_rate = float(plan_row[0])
+        keys = (["account"] if account_rate else []) + [f"plan:{plan_id}"]
+        await conn.execute(
+            text(
+                "INSERT INTO rate_buckets (key, tokens, updated_at) SELECT k, 0, clock_timestamp() "
+                "FROM unnest(CAST(:k AS text[])) AS k ON CONFLICT (key) DO NOTHING"
+            ),
+            {"k": keys},
+        )
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT key, tokens, extract(epoch FROM clock_timestamp() - updated_at) AS age "
+                    "FROM rate_buckets WHERE key = ANY(CAST(:k AS text[])) ORDER BY key FOR UPDATE"
+                ),
+                {"k": keys},
+            )
+        ).all()
+        buckets: dict[str, Bucket] = {}
+        for key, tokens, age in rows:
+            rate = float(account_rate or 0) if key == "account" else plan_rate
+            buckets[key] = refill(
+                Bucket(tokens=float(tokens), rate=rate, burst=max(1.0, rate * burst_seconds)), float(age)
+            )
+        granted = min([want, *(b.tokens for b in buckets.values())])
+        granted = max(0.0, float(int(granted)))
+        await conn.execute(
+            text(
+                "UPDATE rate_buckets b SET tokens = v.tokens, updated_at = clock_timestamp() "
+                "FROM unnest(CAST(:k AS text[]), CAST(:t AS float8[])) AS v(key, tokens) WHERE b.key = v.key"
+            ),
+            {"k": list(buckets), "t": [b.tokens - granted for b in buckets.values()]},
+        )
+    return granted, plan_rate
+
+
+async def plan_for_worker(engine: AsyncEngine, plan_id: uuid.UUID) -> PlanView | None:
+    """The plan row as the worker polls it (spec, rate, state), without counters."""
+    async with engine.connect() as conn:
+        try:
+            return _view(await _plan_row(conn, plan_id), {})
+        except PlanNotFoundError:
+            return None

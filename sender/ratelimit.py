@@ -1,0 +1,75 @@
+"""Rate arithmetic: token buckets, retry backoff and throttling slow-down. Pure, no I/O.
+
+The shared bucket lives in PostgreSQL (``ledger.take_tokens``); this module is
+the math it and the worker use, kept apart so it can be table-tested.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Token bucket state: ``tokens`` available now, refilled at ``rate``/s up to ``burst``."""
+
+    tokens: float
+    rate: float
+    burst: float
+
+
+def refill(bucket: Bucket, elapsed: float) -> Bucket:
+    """The bucket after ``elapsed`` seconds (negative elapsed, e.g. clock skew, adds nothing)."""
+    gained = max(0.0, elapsed) * max(0.0, bucket.rate)
+    return replace(bucket, tokens=min(bucket.burst, max(0.0, bucket.tokens) + gained))
+
+
+def take(bucket: Bucket, want: float) -> tuple[Bucket, float]:
+    """Take up to ``want`` whole tokens; returns (bucket after, granted)."""
+    granted = float(int(min(max(0.0, want), bucket.tokens)))
+    return replace(bucket, tokens=bucket.tokens - granted), granted
+
+
+def wait_time(bucket: Bucket, want: float = 1.0) -> float:
+    """Seconds until ``want`` tokens are available (inf when the rate is zero)."""
+    missing = want - bucket.tokens
+    if missing <= 0:
+        return 0.0
+    if bucket.rate <= 0:
+        return float("inf")
+    return missing / bucket.rate
+
+
+def grant_size(rate: float, workers_hint: int = 1, horizon: float = 0.25) -> float:
+    """How many tokens one worker asks for at a time: about ``horizon`` seconds of its share.
+
+    Small grants keep the plan's rate smooth when several pods share it; at
+    least one token so a 0.5/s plan still sends.
+    """
+    return max(1.0, float(int(rate * horizon / max(1, workers_hint))))
+
+
+def backoff(attempt: int, base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None) -> float:
+    """Full-jitter exponential backoff for retry ``attempt`` (1-based)."""
+    high = min(cap, base * (2 ** max(0, attempt - 1)))
+    return (rng or random).uniform(high / 2, high)
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """Multiplicative slow-down after SES throttling, recovering additively while sends succeed.
+
+    ``factor`` scales the rate the worker asks for: halved on each throttle
+    (never below ``floor``), raised by ``step`` per successful send back to 1.
+    """
+
+    factor: float = 1.0
+    floor: float = 0.05
+    step: float = 0.01
+
+    def throttled(self) -> Throttle:
+        return replace(self, factor=max(self.floor, self.factor / 2))
+
+    def succeeded(self) -> Throttle:
+        return replace(self, factor=min(1.0, self.factor + self.step))

@@ -1,0 +1,216 @@
+"""Ledger against a real PostgreSQL (fresh database per test) and SQS in moto."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from devenv.moto import MotoServer
+from emailplan.sender import ledger
+from emailplan.sender.db import make_engine
+from emailplan.sender.migrate import upgrade_to
+from emailplan.sender.settings import SenderSettings
+from emailplan.sender.workqueue import WorkQueue
+
+SPEC = {"from": "News <news@example.com>", "subject": "Hi {{ name }}", "text": "Hello {{ name }}"}
+
+
+@pytest.fixture
+def migrated(database_url: str) -> str:
+    upgrade_to(database_url)
+    return database_url
+
+
+@pytest.fixture
+async def engine(migrated: str) -> AsyncIterator[AsyncEngine]:
+    eng = make_engine(url=migrated, pool_size=4)
+    try:
+        yield eng
+    finally:
+        await eng.dispose()
+
+
+async def new_plan(engine: AsyncEngine, rate: float = 14.0) -> uuid.UUID:
+    plan_id = uuid.uuid4()
+    await ledger.upsert_plan(engine, plan_id, name="p", namespace="ns", spec=SPEC, rate_per_second=rate)
+    return plan_id
+
+
+def test_db_upgrade_command_creates_every_table(database_url: str) -> None:
+    env = {**os.environ, "EMAILPLAN_DATABASE_URL": database_url}
+    exe = Path(sys.executable).with_name("emailplan")
+    subprocess.run([str(exe), "db", "upgrade"], env=env, check=True, capture_output=True, timeout=120)
+
+    async def tables() -> set[str]:
+        eng = make_engine(url=database_url, pool_size=1)
+        async with eng.connect() as conn:
+            rows = await conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))
+            names = set(rows.scalars())
+        await eng.dispose()
+        return names
+
+    assert {
+        "plans",
+        "messages",
+        "plan_counters",
+        "events",
+        "suppressions",
+        "rate_buckets",
+        "alembic_version",
+    } <= asyncio.run(tables())
+
+
+async def test_upsert_is_idempotent_and_suspend_toggles_state(engine: AsyncEngine) -> None:
+    plan_id = uuid.uuid4()
+    view, created = await ledger.upsert_plan(engine, plan_id, name="a", namespace="ns", spec=SPEC)
+    assert created and view.state == "loading" and view.counts["total"] == 0
+    view, created = await ledger.upsert_plan(
+        engine, plan_id, name="a", namespace="ns", spec=SPEC, rate_per_second=50, suspended=True
+    )
+    assert not created and view.state == "suspended" and view.rate_per_second == 50
+    view, _ = await ledger.upsert_plan(engine, plan_id, name="a", namespace="ns", spec=SPEC)
+    assert view.state == "loading"
+
+
+async def test_upload_reports_bad_rows_duplicates_and_suppressed(engine: AsyncEngine) -> None:
+    plan_id = await new_plan(engine)
+    await ledger.add_suppressions(engine, ["Blocked@Example.com"], "complaint")
+    rows = [
+        (1, {"email": "a@example.com", "name": "A"}),
+        (2, {"email": "not-an-address"}),
+        (3, {"email": "A@EXAMPLE.com"}),  # duplicate of row 1 (same batch)
+        (4, {"email": "blocked@example.com"}),
+        (5, {"name": "no email"}),
+        (6, {"email": "b@example.com", "vars": {"code": "X1"}}),
+        (7, {"email": "c@example.com", "vars": ["not", "an", "object"]}),
+        (8, {"email": "b@example.com"}),  # duplicate across batches (batch_size=2)
+    ]
+    result = await ledger.insert_recipients(engine, plan_id, rows, batch_size=2)
+    assert (result.accepted, result.rejected, result.duplicates, result.suppressed) == (2, 3, 2, 1)
+    by_row = {e.row: e.field for e in result.errors}
+    assert by_row == {2: "email", 3: "email", 5: "email", 7: "vars", 8: "email"}
+
+    again = await ledger.insert_recipients(engine, plan_id, rows)
+    assert (again.accepted, again.suppressed, again.duplicates) == (0, 0, 5)
+    counts = await ledger.get_counts(engine, plan_id)
+    assert counts is not None
+    assert (counts["total"], counts["created"], counts["suppressed"]) == (3, 2, 1)
+
+
+async def test_complete_enqueue_claim_lease_and_results(engine: AsyncEngine, aws: MotoServer) -> None:
+    plan_id = await new_plan(engine)
+    await ledger.insert_recipients(
+        engine, plan_id, ((i, {"email": f"u{i}@example.com"}) for i in range(1, 251))
+    )
+    async with WorkQueue.open(SenderSettings()) as queue:
+        assert await ledger.complete_recipients(engine, plan_id, queue) == 250
+        assert await ledger.complete_recipients(engine, plan_id, queue) == 0  # idempotent
+        jobs = []
+        for _ in range(5):
+            jobs += await queue.receive(plan_id, wait_seconds=1)
+        ids = sorted(i for job in jobs for i in job.ids)
+        assert len(ids) == 250 and len(set(ids)) == 250
+        assert max(len(job.ids) for job in jobs) == 100
+
+    first = await ledger.claim(engine, plan_id, ids[:100], "w1", lease_seconds=60)
+    assert len(first) == 100
+    # another worker with the same ids (SQS redelivery) gets nothing while the lease runs
+    assert await ledger.claim(engine, plan_id, ids[:100], "w2", lease_seconds=60) == []
+    # an expired lease is reclaimed
+    short = await ledger.claim(engine, plan_id, ids[100:110], "w1", lease_seconds=0.01)
+    await asyncio.sleep(0.05)
+    again = await ledger.claim(engine, plan_id, ids[100:110], "w2", lease_seconds=60)
+    assert [c.id for c in again] == [c.id for c in short]
+    assert again[0].attempts == 2
+
+    results = [ledger.SendResult(c.id, "sent", ses_message_id=f"ses-{c.id}") for c in first[:99]]
+    results.append(ledger.SendResult(first[99].id, "failed", error="MessageRejected: bad"))
+    assert await ledger.record_results(engine, plan_id, results) == 100
+    assert await ledger.record_results(engine, plan_id, results) == 0  # written once
+    counts = await ledger.get_counts(engine, plan_id)
+    assert counts is not None
+    assert (counts["sent"], counts["failed"], counts["processing"], counts["created"]) == (99, 1, 10, 140)
+    assert await ledger.sent_in_last_hours(engine, 1) == 99
+
+    # shutdown releases what was not sent
+    assert await ledger.release(engine, plan_id, [c.id for c in again], "w2") == 10
+    counts = await ledger.get_counts(engine, plan_id)
+    assert counts is not None and (counts["processing"], counts["created"]) == (0, 150)
+
+
+async def test_suppression_rechecked_at_claim(engine: AsyncEngine) -> None:
+    plan_id = await new_plan(engine)
+    await ledger.insert_recipients(
+        engine, plan_id, [(1, {"email": "x@example.com"}), (2, {"email": "y@example.com"})]
+    )
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE plans SET state = 'ready', recipients_complete = true"))
+        ids = list((await conn.execute(text("SELECT id FROM messages ORDER BY id"))).scalars())
+    await ledger.add_suppressions(engine, ["X@example.com"], "unsubscribe")
+    claimed = await ledger.claim(engine, plan_id, ids, "w", 60)
+    assert [c.email for c in claimed] == ["y@example.com"]
+    counts = await ledger.get_counts(engine, plan_id)
+    assert counts is not None and (counts["suppressed"], counts["processing"], counts["created"]) == (1, 1, 0)
+
+
+async def test_nothing_claimed_while_suspended_or_before_start(engine: AsyncEngine) -> None:
+    plan_id = await new_plan(engine)
+    await ledger.insert_recipients(engine, plan_id, [(1, {"email": "x@example.com"})])
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE plans SET state = 'ready', recipients_complete = true"))
+        ids = list((await conn.execute(text("SELECT id FROM messages"))).scalars())
+    await ledger.suspend_plan(engine, plan_id)
+    assert await ledger.claim(engine, plan_id, ids, "w", 60) == []
+    view = await ledger.resume_plan(engine, plan_id)
+    assert view.state == "ready"
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE plans SET start_at = now() + interval '1 hour'"))
+    assert await ledger.claim(engine, plan_id, ids, "w", 60) == []
+
+
+async def test_stop_turns_remaining_into_stopped_and_purges(engine: AsyncEngine, aws: MotoServer) -> None:
+    plan_id = await new_plan(engine)
+    await ledger.insert_recipients(
+        engine, plan_id, ((i, {"email": f"s{i}@example.com"}) for i in range(1, 31))
+    )
+    async with WorkQueue.open(SenderSettings()) as queue:
+        await ledger.complete_recipients(engine, plan_id, queue)
+        view = await ledger.stop_plan(engine, plan_id, queue)
+        assert view.state == "stopped"
+        assert view.counts["stopped"] == 30 and view.counts["created"] == 0
+        assert await queue.receive(plan_id, wait_seconds=1) == []
+        with pytest.raises(ledger.PlanClosedError):
+            await ledger.insert_recipients(engine, plan_id, [(1, {"email": "late@example.com"})])
+
+
+async def test_shared_bucket_grants_at_most_the_plan_rate(engine: AsyncEngine) -> None:
+    plan_id = await new_plan(engine, rate=20)
+    granted = 0.0
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while loop.time() - start < 1.0:
+        got, rate = await ledger.take_tokens(engine, plan_id, 5, account_rate=None)
+        granted += got
+        assert rate == 20
+        await asyncio.sleep(0.02)
+    # one second at 20/s plus at most the burst (10): never more
+    assert granted <= 20 * (loop.time() - start) + 10 + 1
+    assert granted >= 5
+    # the account bucket caps every plan together
+    other = await new_plan(engine, rate=1000)
+    total = 0.0
+    start = loop.time()
+    while loop.time() - start < 0.5:
+        got, _ = await ledger.take_tokens(engine, other, 100, account_rate=10)
+        total += got
+        await asyncio.sleep(0.02)
+    assert total <= 10 * (loop.time() - start) + 5 + 1
