@@ -88,3 +88,18 @@ def namespace(kube: KubeCluster) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def repo_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# --- Helm chart tests (charts/emailplan): the helm binary -------------------------------------
+# EMAILPLAN_HELM names a helm binary; otherwise the one that hack/controlplane/build.sh built
+# next to the control plane (instant when cached).
+
+
+@pytest.fixture(scope="session")
+def helm_bin() -> str:
+    override = os.environ.get("EMAILPLAN_HELM")
+    if override:
+        return override
+    from devenv.kube import controlplane_bin
+
+    return str(controlplane_bin() / "helm")
