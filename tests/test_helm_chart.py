@@ -1,0 +1,371 @@
+"""The Helm chart, rendered and linted without a cluster.
+
+What a user would notice: `helm lint` complaints, a chart that does not render, a
+typo in values that is silently ignored, pods that a restricted namespace refuses,
+an operator that can read Secrets, a CRD that drifts from the repository's.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "charts" / "emailplan"
+FULL_VALUES = REPO / "examples" / "values-full.yaml"
+
+
+def helm(helm_bin: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [helm_bin, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": "/tmp",
+            "HELM_CACHE_HOME": "/tmp/helm-cache",
+            "HELM_CONFIG_HOME": "/tmp/helm-config",
+            "HELM_DATA_HOME": "/tmp/helm-data",
+        },
+    )
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def render(helm_bin: str, *args: str, namespace: str = "mail") -> list[dict[str, Any]]:
+    out = helm(helm_bin, "template", "rel", str(CHART), "--namespace", namespace, *args).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = find(docs, kind, name)
+    assert len(found) == 1, f"{kind}/{name}: {[d['metadata']['name'] for d in find(docs, kind)]}"
+    return found[0]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"])
+        for d in docs
+        if d["kind"] in ("Deployment", "Job")
+    ]
+
+
+@pytest.fixture(scope="module")
+def default_docs(helm_bin: str) -> list[dict[str, Any]]:
+    return render(helm_bin)
+
+
+@pytest.fixture(scope="module")
+def full_docs(helm_bin: str) -> list[dict[str, Any]]:
+    return render(helm_bin, "-f", str(FULL_VALUES))
+
+
+def test_chart_metadata() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["appVersion"] == "0.1.0"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["--strict"], ["--strict", "-f", str(FULL_VALUES)]],
+    ids=["default", "strict", "strict-full"],
+)
+def test_helm_lint_is_clean(helm_bin: str, extra: list[str]) -> None:
+    proc = helm(helm_bin, "lint", str(CHART), *extra, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout, proc.stdout
+
+
+def test_chart_crd_is_the_repository_crd() -> None:
+    repo_crd = REPO / "crds" / "emailplan.yaml"
+    chart_crd = CHART / "crds" / "emailplan.yaml"
+    assert repo_crd.exists(), "crds/emailplan.yaml is missing"
+    assert chart_crd.read_bytes() == repo_crd.read_bytes(), (
+        "charts/emailplan/crds/emailplan.yaml differs from crds/emailplan.yaml: "
+        "cp crds/emailplan.yaml charts/emailplan/crds/emailplan.yaml"
+    )
+
+
+def test_default_render_has_the_whole_product(default_docs: list[dict[str, Any]]) -> None:
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in default_docs}
+    for expected in [
+        ("Deployment", "rel-emailplan-operator"),
+        ("Deployment", "rel-emailplan-api"),
+        ("Service", "rel-emailplan-api"),
+        ("ServiceAccount", "rel-emailplan-operator"),
+        ("ServiceAccount", "rel-emailplan-dataplane"),
+        ("PodDisruptionBudget", "rel-emailplan-operator"),
+        ("ClusterRole", "rel-emailplan-operator"),
+        ("ClusterRoleBinding", "rel-emailplan-operator"),
+        ("ClusterKopfPeering", "rel-emailplan"),
+        ("ConfigMap", "rel-emailplan-dataplane"),
+        ("Job", "rel-emailplan-migrate-1"),
+    ]:
+        assert expected in kinds, f"{expected} not rendered"
+    assert not find(default_docs, "Ingress") and not find(default_docs, "ServiceMonitor")
+    assert not find(default_docs, "Secret"), "the chart never creates Secrets; they are referenced"
+    assert not find(default_docs, "Role"), "default is cluster-wide"
+
+
+def test_operator_runs_two_peered_replicas_with_liveness(default_docs: list[dict[str, Any]]) -> None:
+    dep = one(default_docs, "Deployment", "rel-emailplan-operator")
+    assert dep["spec"]["replicas"] == 2
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][0] == "operator"
+    assert "--peering=rel-emailplan" in container["args"]
+    assert "--standalone" not in container["args"]
+    # `emailplan operator --help` has no --liveness flag yet: probe the metrics port.
+    assert container["livenessProbe"]["tcpSocket"]["port"] == "metrics"
+    assert not any(a.startswith("--liveness") for a in container["args"])
+    pdb = one(default_docs, "PodDisruptionBudget", "rel-emailplan-operator")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+
+
+def test_kopf_liveness_endpoint_when_enabled(helm_bin: str) -> None:
+    docs = render(helm_bin, "--set", "operator.kopfLiveness=true")
+    container = one(docs, "Deployment", "rel-emailplan-operator")["spec"]["template"]["spec"]["containers"][0]
+    assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+
+
+def test_operator_gets_sender_settings_and_only_its_own_secrets(default_docs: list[dict[str, Any]]) -> None:
+    container = one(default_docs, "Deployment", "rel-emailplan-operator")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    env = env_of(container)
+    assert env["EMAILPLAN_API_URL"] == "http://rel-emailplan-api.mail.svc:80"
+    assert env["EMAILPLAN_SENDER_IMAGE"] == "ghcr.io/emailplan/emailplan:0.1.0"
+    assert env["EMAILPLAN_SENDER_SECRET_NAME"] == "emailplan-database,emailplan-token-key"
+    assert env["EMAILPLAN_SENDER_CONFIG_MAP_NAME"] == "rel-emailplan-dataplane"
+    assert env["EMAILPLAN_SENDER_SERVICE_ACCOUNT"] == "rel-emailplan-dataplane"
+    assert env["EMAILPLAN_DEFAULT_PER_POD_RATE"] == "14"
+    assert env["EMAILPLAN_SENDER_MEMORY_LIMIT"] == "512Mi"
+    assert "EMAILPLAN_SENDER_CPU_LIMIT" not in env, "no CPU limit by default"
+    assert env["EMAILPLAN_API_KEY"] == {
+        "secretKeyRef": {"name": "emailplan-api-key", "key": "EMAILPLAN_API_KEY"}
+    }
+    assert "EMAILPLAN_DATABASE_URL" not in env and "EMAILPLAN_TOKEN_KEY" not in env, (
+        "control plane has no SQL"
+    )
+    assert "envFrom" not in container
+
+
+def test_api_has_probes_service_and_secret_references(default_docs: list[dict[str, Any]]) -> None:
+    dep = one(default_docs, "Deployment", "rel-emailplan-api")
+    spec = dep["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert container["args"][0] == "api"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = env_of(container)
+    for name, secret in [
+        ("EMAILPLAN_DATABASE_URL", "emailplan-database"),
+        ("EMAILPLAN_TOKEN_KEY", "emailplan-token-key"),
+        ("EMAILPLAN_API_KEY", "emailplan-api-key"),
+    ]:
+        assert env[name]["secretKeyRef"] == {"name": secret, "key": name}
+    assert "AWS_ACCESS_KEY_ID" not in env, "no static AWS keys unless secrets.aws is set"
+    assert spec["serviceAccountName"] == "rel-emailplan-dataplane"
+    assert spec["automountServiceAccountToken"] is False
+    svc = one(default_docs, "Service", "rel-emailplan-api")
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert svc["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_migration_job_is_a_pre_install_and_pre_upgrade_hook(default_docs: list[dict[str, Any]]) -> None:
+    job = one(default_docs, "Job", "rel-emailplan-migrate-1")
+    assert set(job["metadata"]["annotations"]["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["db", "upgrade"]
+    assert env_of(container)["EMAILPLAN_DATABASE_URL"]["secretKeyRef"]["name"] == "emailplan-database"
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+@pytest.mark.parametrize("which", ["default", "full"])
+def test_every_pod_is_locked_down(
+    which: str, default_docs: list[dict[str, Any]], full_docs: list[dict[str, Any]]
+) -> None:
+    docs = default_docs if which == "default" else full_docs
+    specs = pod_specs(docs)
+    assert len(specs) == 3
+    for name, spec in specs:
+        psc = spec["securityContext"]
+        assert psc["runAsNonRoot"] is True and psc["runAsUser"] >= 1000, name
+        assert psc["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in spec["containers"]:
+            csc = container["securityContext"]
+            assert csc["readOnlyRootFilesystem"] is True, name
+            assert csc["allowPrivilegeEscalation"] is False, name
+            assert csc["capabilities"] == {"drop": ["ALL"]}, name
+            assert container["resources"]["requests"]["memory"], name
+            assert container["resources"]["limits"]["memory"], name
+            assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"]), f"{name}: writable /tmp"
+
+
+def _rules(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"{d['kind']}/{d['metadata'].get('namespace', '')}/{d['metadata']['name']}", r)
+        for d in docs
+        if d["kind"] in ("Role", "ClusterRole")
+        for r in d["rules"]
+    ]
+
+
+@pytest.mark.parametrize("which", ["default", "full"])
+def test_operator_rbac_never_touches_secrets_or_wildcards(
+    which: str, default_docs: list[dict[str, Any]], full_docs: list[dict[str, Any]]
+) -> None:
+    docs = default_docs if which == "default" else full_docs
+    rules = _rules(docs)
+    assert rules
+    for where, rule in rules:
+        assert "secrets" not in rule["resources"], f"{where} grants access to Secrets"
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"], (
+            where
+        )
+        assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), where
+        assert not {"pods", "pods/exec", "serviceaccounts/token"} & set(rule["resources"]), where
+        if "emailplans" in rule["resources"]:
+            assert not {"create", "delete", "deletecollection"} & set(rule["verbs"]), (
+                "the operator never creates plans"
+            )
+        if "configmaps" in rule["resources"]:
+            assert set(rule["verbs"]) == {"get", "list", "watch"}
+
+
+def test_namespaced_mode_uses_roles_only_in_watched_namespaces(full_docs: list[dict[str, Any]]) -> None:
+    roles = find(full_docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["marketing", "newsletters"]
+    bindings = find(full_docs, "RoleBinding")
+    assert {b["subjects"][0]["namespace"] for b in bindings} == {"mail"}
+    cluster_roles = find(full_docs, "ClusterRole")
+    assert [c["metadata"]["name"] for c in cluster_roles] == ["rel-emailplan-operator-discovery"]
+    cluster_resources = {res for c in cluster_roles for r in c["rules"] for res in r["resources"]}
+    assert cluster_resources == {"customresourcedefinitions"}, "only CRD discovery is cluster-wide"
+    peerings = find(full_docs, "KopfPeering")
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["marketing", "newsletters"]
+    assert {p["metadata"]["name"] for p in peerings} == {"mail-operator"}
+    args = one(full_docs, "Deployment", "rel-emailplan-operator")["spec"]["template"]["spec"]["containers"][
+        0
+    ]["args"]
+    assert "--namespace=marketing" in args and "--namespace=newsletters" in args
+    assert "--peering=mail-operator" in args
+
+
+def test_full_values_render_every_option(full_docs: list[dict[str, Any]]) -> None:
+    sa = one(full_docs, "ServiceAccount", "mail-sender")
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == (
+        "arn:aws:iam::123456789012:role/emailplan-sender"
+    )
+    assert sa["metadata"]["annotations"]["team"] == "growth"
+    ingress = one(full_docs, "Ingress", "rel-emailplan-public")
+    paths = [p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert paths == ["/v1/events", "/v1/unsubscribe"], "only public paths are exposed"
+    assert ingress["spec"]["tls"][0]["secretName"] == "mail-example-com-tls"
+    monitor = one(full_docs, "ServiceMonitor", "rel-emailplan")
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"http", "metrics"}
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    op = one(full_docs, "Deployment", "rel-emailplan-operator")["spec"]["template"]["spec"]
+    env = env_of(op["containers"][0])
+    assert env["EMAILPLAN_SENDER_SECRET_NAME"] == "mail-database,mail-tokens,mail-aws,mail-sentry"
+    assert json.loads(env["EMAILPLAN_SENDER_ENV"]) == {"EMAILPLAN_WORKER_CONCURRENCY": "48"}
+    assert env["EMAILPLAN_SENDER_IMAGE"] == "registry.example.com/platform/emailplan:0.1.0"
+    assert env["EMAILPLAN_SENDER_SERVICE_ACCOUNT"] == "mail-sender"
+    assert env["EMAILPLAN_SENTRY_DSN"]["secretKeyRef"]["name"] == "mail-sentry"
+    assert env["TZ"] == "UTC"
+    assert op["tolerations"][0]["key"] == "dedicated"
+    assert op["imagePullSecrets"] == [{"name": "registry-credentials"}]
+    api = one(full_docs, "Deployment", "rel-emailplan-api")
+    assert api["spec"]["replicas"] == 3
+    api_env = env_of(api["spec"]["template"]["spec"]["containers"][0])
+    assert api_env["AWS_ACCESS_KEY_ID"]["secretKeyRef"]["name"] == "mail-aws"
+    assert json.loads(api_env["EMAILPLAN_SNS_TOPIC_ARNS"]) == [
+        "arn:aws:sns:eu-west-1:123456789012:ses-events"
+    ]
+    config = one(full_docs, "ConfigMap", "rel-emailplan-dataplane")["data"]
+    assert config["EMAILPLAN_PUBLIC_URL"] == "https://mail.example.com"
+    assert config["AWS_REGION"] == "eu-west-1"
+    assert one(full_docs, "PodDisruptionBudget", "rel-emailplan-api")["spec"]["minAvailable"] == 2
+
+
+def test_public_url_defaults_to_the_ingress_host(helm_bin: str) -> None:
+    docs = render(helm_bin, "--set", "ingress.enabled=true", "--set", "ingress.hosts[0]=t.example.org")
+    assert (
+        one(docs, "ConfigMap", "rel-emailplan-dataplane")["data"]["EMAILPLAN_PUBLIC_URL"]
+        == "https://t.example.org"
+    )
+
+
+def test_single_replica_without_peering_runs_standalone(helm_bin: str) -> None:
+    docs = render(helm_bin, "--set", "operator.replicas=1", "--set", "operator.peering.create=false")
+    args = one(docs, "Deployment", "rel-emailplan-operator")["spec"]["template"]["spec"]["containers"][0][
+        "args"
+    ]
+    assert "--standalone" in args
+    assert not find(docs, "PodDisruptionBudget", "rel-emailplan-operator"), (
+        "a PDB on one replica blocks drains"
+    )
+    assert not find(docs, "ClusterKopfPeering")
+
+
+BAD_VALUES = [
+    # (values file content, words the error must contain)
+    ("operator:\n  replicas: two\n", ["operator", "replicas"]),
+    ("operator:\n  replicas: 0\n", ["operator", "replicas"]),
+    ("image:\n  pullPolicy: Sometimes\n", ["pullPolicy"]),
+    ("operater:\n  replicas: 2\n", ["operater"]),
+    ("api:\n  replicaCount: 2\n", ["replicaCount"]),
+    ("watchNamespaces: [Mail_Team]\n", ["watchNamespaces"]),
+    ("secrets:\n  database:\n    existingSecret: ''\n", ["secrets", "database", "existingSecret"]),
+    ("sender:\n  perPodRate: -1\n", ["sender", "perPodRate"]),
+    ("sender:\n  maxBounceRate: 5\n", ["maxBounceRate"]),
+    ("aws:\n  region: Europe\n", ["aws", "region"]),
+    ("dataPlaneServiceAccount:\n  irsaRoleArn: my-role\n", ["irsaRoleArn"]),
+    ("ingress:\n  enabled: true\n", ["ingress", "hosts"]),
+    ("ingress:\n  enabled: true\n  hosts: [a.example.com]\n  paths: [/v1/plans]\n", ["ingress", "paths"]),
+    ("operator:\n  resources:\n    requests:\n      memory: lots\n", ["memory"]),
+    ("podSecurityContext:\n  runAsNonRoot: false\n", ["runAsNonRoot"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "words"), BAD_VALUES, ids=[w[-1] + str(i) for i, (_, w) in enumerate(BAD_VALUES)]
+)
+def test_schema_refuses_bad_values_naming_the_field(
+    helm_bin: str, tmp_path: Path, content: str, words: list[str]
+) -> None:
+    values = tmp_path / "bad.yaml"
+    values.write_text(content)
+    proc = helm(helm_bin, "template", "rel", str(CHART), "-f", str(values), check=False)
+    assert proc.returncode != 0, f"accepted bad values:\n{content}"
+    message = proc.stderr
+    assert "values don't meet the specifications of the schema" in message, message
+    for word in words:
+        assert word in message, f"error does not name {word!r}:\n{message}"
+
+
+def test_notes_tell_how_to_apply_and_watch_a_plan(helm_bin: str) -> None:
+    proc = helm(helm_bin, "install", "rel", str(CHART), "--namespace", "mail", "--dry-run=client")
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert "kubectl get emailplans -w" in notes
+    assert "kind: EmailPlan" in notes and "{{ name }}" in notes
+    assert "emailplan-database: EMAILPLAN_DATABASE_URL" in notes

@@ -1,0 +1,249 @@
+"""`helm install` into a real local API server, and what the operator's service account may do.
+
+The control plane has no kubelet, so pods never run: these tests check what Helm
+creates and what RBAC allows (`kubectl auth can-i --as=<operator service account>`).
+The migration hook Job would wait for a pod forever, so installs pass --no-hooks;
+the hook itself is checked by the render tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.kube
+
+REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "charts" / "emailplan"
+
+
+class Release:
+    def __init__(self, helm_bin: str, kubeconfig: Path, name: str, namespace: str) -> None:
+        self.helm_bin, self.kubeconfig, self.name, self.namespace = helm_bin, kubeconfig, name, namespace
+        self.fullname = f"{name}-emailplan"
+        self.sa = f"system:serviceaccount:{namespace}:{self.fullname}-operator"
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [self.helm_bin, f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={
+                "PATH": "/usr/bin:/bin",
+                "HOME": "/tmp",
+                "HELM_CACHE_HOME": "/tmp/helm-cache",
+                "HELM_CONFIG_HOME": "/tmp/helm-config",
+                "HELM_DATA_HOME": "/tmp/helm-data",
+            },
+        )
+        if check:
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            ["kubectl", f"--kubeconfig={self.kubeconfig}", *args], capture_output=True, text=True, timeout=60
+        )
+        if check:
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+        ns = ["-n", namespace] if namespace else []
+        return json.loads(self.kubectl("get", kind, name, *ns, "-o", "json").stdout)
+
+    def can(
+        self, verb: str, resource: str, namespace: str | None = None, subresource: str | None = None
+    ) -> bool:
+        args = ["auth", "can-i", verb, resource, f"--as={self.sa}"]
+        args += ["-n", namespace] if namespace else ["--all-namespaces"]
+        if subresource:
+            args.append(f"--subresource={subresource}")
+        proc = self.kubectl(*args, check=False)
+        answer = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+        assert answer in ("yes", "no"), proc.stdout + proc.stderr
+        return answer == "yes"
+
+
+def _install(helm_bin: str, kube: Any, *values: str) -> Iterator[Release]:
+    suffix = uuid.uuid4().hex[:6]
+    rel = Release(helm_bin, Path(kube.kubeconfig), f"r{suffix}", f"mail-{suffix}")
+    proc = rel.helm(
+        "install",
+        rel.name,
+        str(CHART),
+        "--namespace",
+        rel.namespace,
+        "--create-namespace",
+        "--no-hooks",
+        *values,
+    )
+    rel.notes = proc.stdout  # type: ignore[attr-defined]
+    try:
+        yield rel
+    finally:
+        rel.helm("uninstall", rel.name, "--namespace", rel.namespace, "--wait=false", check=False)
+        rel.kubectl("delete", "namespace", rel.namespace, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def cluster_wide(helm_bin: str, kube: Any) -> Iterator[Release]:
+    yield from _install(helm_bin, kube)
+
+
+@pytest.fixture(scope="module")
+def namespaced(helm_bin: str, kube: Any) -> Iterator[Release]:
+    suffix = uuid.uuid4().hex[:6]
+    watched, other = f"camp-{suffix}", f"other-{suffix}"
+    for ns in (watched, other):
+        subprocess.run(
+            ["kubectl", f"--kubeconfig={kube.kubeconfig}", "create", "namespace", ns],
+            check=True,
+            capture_output=True,
+        )
+    try:
+        for rel in _install(helm_bin, kube, "--set", f"watchNamespaces[0]={watched}"):
+            rel.watched, rel.other = watched, other  # type: ignore[attr-defined]
+            yield rel
+    finally:
+        for ns in (watched, other):
+            subprocess.run(
+                ["kubectl", f"--kubeconfig={kube.kubeconfig}", "delete", "namespace", ns, "--wait=false"],
+                capture_output=True,
+            )
+
+
+def test_install_creates_the_product(cluster_wide: Release) -> None:
+    rel = cluster_wide
+    status = json.loads(rel.helm("status", rel.name, "-n", rel.namespace, "-o", "json").stdout)
+    assert status["info"]["status"] == "deployed"
+    assert "kubectl get emailplans -w" in rel.notes  # type: ignore[attr-defined]
+    crd = rel.get("crd", "emailplans.emailplan.io")
+    assert crd["spec"]["group"] == "emailplan.io"
+    rel.get("crd", "clusterkopfpeerings.kopf.dev")
+    operator = rel.get("deployment", f"{rel.fullname}-operator", rel.namespace)
+    assert operator["spec"]["replicas"] == 2
+    assert operator["spec"]["template"]["spec"]["serviceAccountName"] == f"{rel.fullname}-operator"
+    api = rel.get("deployment", f"{rel.fullname}-api", rel.namespace)
+    assert api["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    service = rel.get("service", f"{rel.fullname}-api", rel.namespace)
+    assert service["spec"]["ports"][0]["port"] == 80
+    rel.get("poddisruptionbudget", f"{rel.fullname}-operator", rel.namespace)
+    rel.get("serviceaccount", f"{rel.fullname}-dataplane", rel.namespace)
+    rel.get("configmap", f"{rel.fullname}-dataplane", rel.namespace)
+    rel.get("clusterkopfpeering", rel.fullname)
+    rel.get("clusterrole", f"{rel.fullname}-operator")
+    # An EmailPlan can be created once the chart is in (the CRD is served).
+    plan = (
+        "apiVersion: emailplan.io/v1alpha1\nkind: EmailPlan\nmetadata: {name: hello}\n"
+        "spec:\n  from: team@example.com\n  subject: Hi\n  text: Hello\n"
+        "  recipients:\n    inline: [{email: a@example.com}]\n"
+    )
+    proc = subprocess.run(
+        ["kubectl", f"--kubeconfig={rel.kubeconfig}", "apply", "-n", rel.namespace, "-f", "-"],
+        input=plan,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+NEEDED = [
+    # (verb, resource, subresource)
+    ("get", "emailplans.emailplan.io", None),
+    ("list", "emailplans.emailplan.io", None),
+    ("watch", "emailplans.emailplan.io", None),
+    ("patch", "emailplans.emailplan.io", None),
+    ("patch", "emailplans.emailplan.io", "status"),
+    ("update", "emailplans.emailplan.io", "finalizers"),
+    ("create", "deployments.apps", None),
+    ("patch", "deployments.apps", None),
+    ("delete", "deployments.apps", None),
+    ("watch", "deployments.apps", None),
+    ("get", "configmaps", None),
+    ("watch", "configmaps", None),
+    ("create", "events", None),
+    ("create", "events.events.k8s.io", None),
+]
+FORBIDDEN = [
+    ("get", "secrets", None),
+    ("list", "secrets", None),
+    ("watch", "secrets", None),
+    ("create", "emailplans.emailplan.io", None),
+    ("delete", "emailplans.emailplan.io", None),
+    ("create", "pods", None),
+    ("create", "pods", "exec"),
+    ("create", "serviceaccounts", "token"),
+    ("update", "configmaps", None),
+    ("delete", "configmaps", None),
+    ("create", "services", None),
+    ("get", "nodes", None),
+    ("create", "roles.rbac.authorization.k8s.io", None),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io", None),
+    ("update", "customresourcedefinitions.apiextensions.k8s.io", None),
+    ("delete", "namespaces", None),
+    ("create", "namespaces", None),
+]
+
+
+@pytest.mark.parametrize(("verb", "resource", "sub"), NEEDED)
+def test_operator_can_do_what_it_needs(
+    cluster_wide: Release, verb: str, resource: str, sub: str | None
+) -> None:
+    assert cluster_wide.can(verb, resource, "default", sub), f"operator cannot {verb} {resource} {sub or ''}"
+
+
+@pytest.mark.parametrize(("verb", "resource", "sub"), FORBIDDEN)
+def test_operator_cannot_do_more(cluster_wide: Release, verb: str, resource: str, sub: str | None) -> None:
+    for ns in ("default", cluster_wide.namespace, None):
+        assert not cluster_wide.can(verb, resource, ns, sub), (
+            f"operator may {verb} {resource} {sub or ''} in {ns}"
+        )
+
+
+def test_operator_kopf_needs_cluster_wide(cluster_wide: Release) -> None:
+    rel = cluster_wide
+    assert rel.can("list", "customresourcedefinitions.apiextensions.k8s.io")
+    assert rel.can("watch", "namespaces")
+    assert rel.can("list", "clusterkopfpeerings.kopf.dev")
+    assert rel.can("patch", f"clusterkopfpeerings.kopf.dev/{rel.fullname}")
+    assert not rel.can("patch", "clusterkopfpeerings.kopf.dev/someone-elses-operator"), "only its own peering"
+
+
+def test_namespaced_operator_is_confined(namespaced: Release) -> None:
+    rel = namespaced
+    watched, other = rel.watched, rel.other  # type: ignore[attr-defined]
+    assert rel.can("create", "deployments.apps", watched)
+    assert rel.can("patch", "emailplans.emailplan.io", watched, "status")
+    assert rel.can("get", "configmaps", watched)
+    assert rel.can("patch", f"kopfpeerings.kopf.dev/{rel.fullname}", watched)
+    rel.get("kopfpeering", rel.fullname, watched)
+    for ns in (other, "default"):
+        assert not rel.can("create", "deployments.apps", ns), f"may create deployments in {ns}"
+        assert not rel.can("get", "configmaps", ns)
+        assert not rel.can("watch", "emailplans.emailplan.io", ns)
+    assert not rel.can("list", "namespaces")
+    assert not rel.can("get", "secrets", watched)
+    assert rel.can("list", "customresourcedefinitions.apiextensions.k8s.io")
+
+
+def test_uninstall_removes_cluster_objects(helm_bin: str, kube: Any) -> None:
+    for rel in _install(helm_bin, kube):
+        rel.helm("uninstall", rel.name, "--namespace", rel.namespace, "--wait")
+        for kind, name in [
+            ("clusterrole", f"{rel.fullname}-operator"),
+            ("clusterrolebinding", f"{rel.fullname}-operator"),
+            ("clusterkopfpeering", rel.fullname),
+        ]:
+            proc = rel.kubectl("get", kind, name, check=False)
+            assert proc.returncode != 0 and "NotFound" in proc.stderr, f"{kind}/{name} left behind"
+        # CRDs stay (Helm never deletes them): EmailPlans survive an uninstall.
+        rel.get("crd", "emailplans.emailplan.io")
