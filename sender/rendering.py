@@ -1,0 +1,261 @@
+"""Render one recipient's email as raw MIME. Pure: no I/O, deterministic but for the boundary.
+
+Templates run in Jinja2's sandbox (a campaign author must not reach Python
+internals), HTML bodies are autoescaped (a recipient's name is data, not
+markup). Tracking is added after rendering, so links built from variables are
+tracked too: an open pixel, click links rewritten through the signed redirect
+(``/v1/events/click``, token bound to the URL so it cannot redirect elsewhere),
+and RFC 8058 one-click unsubscribe headers. Raw MIME is built by hand: it is the
+only SES content type that carries our own headers, and ``email.message`` costs
+more CPU per message than the whole send at 1,000/s.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.header import Header
+from email.utils import formataddr, formatdate, parseaddr
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import Template, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from emailplan.sender.tokens import make_token
+
+_HTML_ENV = SandboxedEnvironment(autoescape=True)
+_TEXT_ENV = SandboxedEnvironment(autoescape=False)
+_LINK = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"'<>\s]+)\2""", re.IGNORECASE)
+_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+_TAG_OK = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class RenderError(ValueError):
+    """A template that cannot be compiled or rendered (the plan is refused / the message fails)."""
+
+
+@dataclass(frozen=True)
+class CompiledPlan:
+    """A plan's templates compiled once, plus the sending options read from its spec."""
+
+    from_header: str
+    from_address: str
+    reply_to: tuple[str, ...]
+    subject: Template
+    html: Template | None
+    text: Template | None
+    track_opens: bool
+    track_clicks: bool
+    unsubscribe: bool
+    configuration_set: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """What the SES client sends: the MIME bytes and the envelope/API fields."""
+
+    raw: bytes
+    from_address: str
+    to_address: str
+    tags: dict[str, str]
+    configuration_set: str | None
+
+
+def _compile(env: SandboxedEnvironment, source: str | None, what: str) -> Template | None:
+    if source is None or source == "":
+        return None
+    try:
+        return env.from_string(source)
+    except TemplateError as exc:
+        raise RenderError(f"{what} template: {exc}") from exc
+
+
+def _clean_tag(value: Any) -> str:
+    return _TAG_OK.sub("_", str(value))[:256]
+
+
+def compile_plan(spec: Mapping[str, Any], plan_id: str = "") -> CompiledPlan:
+    """Compile a plan spec (camelCase, as in the CRD and the ``plans.spec`` column)."""
+    name, address = parseaddr(str(spec.get("from") or ""))
+    if not address or "@" not in address:
+        raise RenderError("from: not an email address")
+    subject = _compile(_TEXT_ENV, spec.get("subject"), "subject")
+    if subject is None:
+        raise RenderError("subject is required")
+    html_t = _compile(_HTML_ENV, spec.get("html"), "html")
+    text_t = _compile(_TEXT_ENV, spec.get("text"), "text")
+    if html_t is None and text_t is None:
+        raise RenderError("html or text is required")
+    tracking = spec.get("tracking") or {}
+    unsub = spec.get("unsubscribe") or {}
+    ses = spec.get("ses") or {}
+    tags = {_clean_tag(k): _clean_tag(v) for k, v in dict(ses.get("tags") or {}).items()}
+    if plan_id:
+        tags["emailplan-plan"] = _clean_tag(plan_id)
+    reply_to = spec.get("replyTo") or []
+    if isinstance(reply_to, str):
+        reply_to = [reply_to]
+    return CompiledPlan(
+        from_header=_address_header(name, address),
+        from_address=address,
+        reply_to=tuple(str(r) for r in reply_to),
+        subject=subject,
+        html=html_t,
+        text=text_t,
+        track_opens=bool(tracking.get("opens", True)),
+        track_clicks=bool(tracking.get("clicks", False)),
+        unsubscribe=bool(unsub.get("enabled", True)),
+        configuration_set=ses.get("configurationSet") or None,
+        tags=tags,
+    )
+
+
+def _one_line(value: str) -> str:
+    """Header values never carry line breaks (a variable must not inject headers)."""
+    return " ".join(value.split())
+
+
+def _header(value: str) -> str:
+    value = _one_line(value)
+    if value.isascii() and len(value) < 900:
+        return value
+    return Header(value, "utf-8").encode()
+
+
+def _address_header(name: str | None, address: str) -> str:
+    name = _one_line(name or "")
+    if not name:
+        return address
+    return formataddr((name, address), charset="utf-8")
+
+
+def _b64_lines(data: str) -> str:
+    encoded = base64.b64encode(data.encode("utf-8")).decode("ascii")
+    return "\r\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+
+
+def click_url(public_url: str, key: bytes, message_id: int, url: str) -> str:
+    """The tracked redirect for ``url``; the token is bound to the URL (no open redirect)."""
+    token = make_token(key, "click", message_id, extra=url)
+    return f"{public_url}/v1/events/click?t={token}&u={quote(url, safe='')}"
+
+
+def open_url(public_url: str, key: bytes, message_id: int) -> str:
+    return f"{public_url}/v1/events/open?requestId={make_token(key, 'open', message_id)}"
+
+
+def unsubscribe_url(public_url: str, key: bytes, message_id: int) -> str:
+    return f"{public_url}/v1/unsubscribe?t={make_token(key, 'unsub', message_id)}"
+
+
+def _rewrite_links(body: str, public_url: str, key: bytes, message_id: int, skip: str) -> str:
+    def repl(match: re.Match[str]) -> str:
+        url = html.unescape(match.group(3))
+        if url == skip or url.startswith(public_url + "/v1/"):
+            return match.group(0)
+        tracked = html.escape(click_url(public_url, key, message_id, url), quote=True)
+        return f"{match.group(1)}{match.group(2)}{tracked}{match.group(2)}"
+
+    return _LINK.sub(repl, body)
+
+
+def render(
+    plan: CompiledPlan,
+    *,
+    message_id: int,
+    email: str,
+    name: str | None,
+    variables: Mapping[str, Any],
+    public_url: str,
+    key: bytes,
+) -> RenderedEmail:
+    """Render the MIME message for one recipient; ``RenderError`` if a template fails at runtime."""
+    public_url = public_url.rstrip("/")
+    unsub = unsubscribe_url(public_url, key, message_id) if plan.unsubscribe else ""
+    context = {**variables, "name": name or "", "email": email, "unsubscribe_url": unsub}
+    try:
+        subject = plan.subject.render(context)
+        html_body = plan.html.render(context) if plan.html is not None else None
+        text_body = plan.text.render(context) if plan.text is not None else None
+    except TemplateError as exc:
+        raise RenderError(f"template: {exc}") from exc
+    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
+        raise RenderError(f"template: {type(exc).__name__}: {exc}") from exc
+
+    if html_body is not None:
+        if plan.track_clicks:
+            html_body = _rewrite_links(html_body, public_url, key, message_id, unsub)
+        if unsub and unsub not in html_body and html.escape(unsub) not in html_body:
+            footer = (
+                f'<p style="font-size:12px;color:#888"><a href="{html.escape(unsub)}">Unsubscribe</a></p>'
+            )
+            html_body = _insert_before_body_end(html_body, footer)
+        if plan.track_opens:
+            pixel = (
+                f'<img src="{html.escape(open_url(public_url, key, message_id))}" width="1" height="1" '
+                'alt="" style="display:none;border:0">'
+            )
+            html_body = _insert_before_body_end(html_body, pixel)
+    if text_body is not None and unsub and unsub not in text_body:
+        text_body = f"{text_body}\n\n--\nUnsubscribe: {unsub}\n"
+
+    headers = [
+        f"From: {plan.from_header}",
+        f"To: {_address_header(name, email)}",
+        f"Subject: {_header(subject)}",
+        f"Date: {formatdate(usegmt=True)}",
+        "MIME-Version: 1.0",
+        f"X-EmailPlan-Message-Id: {message_id}",
+    ]
+    if plan.reply_to:
+        headers.append(f"Reply-To: {', '.join(_one_line(r) for r in plan.reply_to)}")
+    if unsub:
+        headers.append(f"List-Unsubscribe: <{unsub}>")
+        headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+    parts = []
+    if text_body is not None:
+        parts.append(("text/plain", text_body))
+    if html_body is not None:
+        parts.append(("text/html", html_body))
+    if len(parts) == 1:
+        ctype, body = parts[0]
+        headers += [f'Content-Type: {ctype}; charset="utf-8"', "Content-Transfer-Encoding: base64"]
+        mime = "\r\n".join(headers) + "\r\n\r\n" + _b64_lines(body) + "\r\n"
+    else:
+        # "=_" never occurs in base64 text, so the boundary cannot collide with a body.
+        boundary = "=_ep_" + secrets.token_hex(12)
+        headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
+        chunks = ["\r\n".join(headers), ""]
+        for ctype, body in parts:
+            chunks += [
+                f"--{boundary}",
+                f'Content-Type: {ctype}; charset="utf-8"',
+                "Content-Transfer-Encoding: base64",
+                "",
+                _b64_lines(body),
+            ]
+        chunks += [f"--{boundary}--", ""]
+        mime = "\r\n".join(chunks)
+    tags = {**plan.tags, "emailplan-message": str(message_id)}
+    return RenderedEmail(
+        raw=mime.encode("utf-8"),
+        from_address=plan.from_address,
+        to_address=email,
+        tags=tags,
+        configuration_set=plan.configuration_set,
+    )
+
+
+def _insert_before_body_end(body: str, snippet: str) -> str:
+    match = None
+    for match in _BODY_END.finditer(body):  # noqa: B007 - we want the last one
+        pass
+    if match is None:
+        return body + snippet
+    return body[: match.start()] + snippet + body[match.start() :]

@@ -1,0 +1,149 @@
+"""Rendering: what a recipient's mail client would see (parsed back with the stdlib email parser)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from email.message import EmailMessage
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from emailplan.sender.rendering import RenderError, compile_plan, render
+from emailplan.sender.tokens import read_token
+
+KEY = b"k" * 32
+PUBLIC = "https://mail.example.org"
+
+
+def parse(raw: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def body(msg: EmailMessage, ctype: str) -> str:
+    part = msg.get_body(preferencelist=(ctype.split("/")[1],))
+    assert part is not None and part.get_content_type() == ctype
+    return str(part.get_content())
+
+
+def build(
+    spec: dict[str, Any],
+    *,
+    mid: int = 42,
+    name: str | None = "Ann",
+    variables: dict[str, Any] | None = None,
+    to: str = "ann@example.com",
+) -> EmailMessage:
+    plan = compile_plan(spec, plan_id="3f1c1b9e-0000-4000-8000-000000000001")
+    out = render(
+        plan, message_id=mid, email=to, name=name, variables=variables or {}, public_url=PUBLIC, key=KEY
+    )
+    return parse(out.raw)
+
+
+BASE = {
+    "from": "News <news@example.com>",
+    "subject": "Hello {{ name }}",
+    "html": '<html><body><p>Hi {{ name }}, code {{ code }}</p><a href="https://shop.example.com/x?a=1&amp;b=2">go</a></body></html>',
+    "text": "Hi {{ name }}, code {{ code }}",
+}
+
+
+def test_headers_subject_and_both_bodies() -> None:
+    msg = build({**BASE, "replyTo": ["help@example.com"]}, variables={"code": "C7"})
+    assert msg["Subject"] == "Hello Ann"
+    assert msg["From"] == "News <news@example.com>"
+    assert msg["To"] == "Ann <ann@example.com>"
+    assert msg["Reply-To"] == "help@example.com"
+    assert msg["X-EmailPlan-Message-Id"] == "42"
+    assert msg.get_content_type() == "multipart/alternative"
+    assert "Hi Ann, code C7" in body(msg, "text/plain")
+    assert "Hi Ann, code C7" in body(msg, "text/html")
+
+
+def test_html_is_autoescaped_and_sandboxed() -> None:
+    msg = build(BASE, name="<script>alert(1)</script>", variables={"code": "&"})
+    html = body(msg, "text/html")
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "code &amp;" in html
+    with pytest.raises(RenderError):
+        build({**BASE, "html": "{{ ''.__class__.__mro__[1].__subclasses__() }}"})
+
+
+@pytest.mark.parametrize(
+    ("tracking", "pixel", "rewritten"),
+    [({}, True, False), ({"opens": False}, False, False), ({"opens": True, "clicks": True}, True, True)],
+)
+def test_tracking_pixel_and_click_rewrite(tracking: dict[str, bool], pixel: bool, rewritten: bool) -> None:
+    msg = build({**BASE, "tracking": tracking}, mid=77)
+    html = body(msg, "text/html")
+    assert ("/v1/events/open?requestId=" in html) is pixel
+    if pixel:
+        token = html.split("/v1/events/open?requestId=")[1].split('"')[0]
+        assert read_token(KEY, "open", token) == 77
+    assert ("/v1/events/click?" in html) is rewritten
+    if rewritten:
+        link = html.split('<a href="')[1].split('"')[0].replace("&amp;", "&")
+        query = parse_qs(urlsplit(link).query)
+        target = query["u"][0]
+        assert target == "https://shop.example.com/x?a=1&b=2"
+        assert read_token(KEY, "click", query["t"][0], extra=target) == 77
+        assert read_token(KEY, "click", query["t"][0], extra="https://evil.example") is None
+    else:
+        assert 'href="https://shop.example.com/x?a=1&amp;b=2"' in html
+
+
+def test_one_click_unsubscribe_headers_and_visible_link() -> None:
+    msg = build(BASE, mid=5)
+    header = msg["List-Unsubscribe"]
+    assert header.startswith(f"<{PUBLIC}/v1/unsubscribe?t=") and header.endswith(">")
+    token = header[1:-1].split("t=")[1]
+    assert read_token(KEY, "unsub", token) == 5
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert header[1:-1] in body(msg, "text/plain")
+    assert "Unsubscribe</a>" in body(msg, "text/html")
+    off = build({**BASE, "unsubscribe": {"enabled": False}})
+    assert off["List-Unsubscribe"] is None
+
+
+def test_variables_cannot_inject_headers_and_unicode_is_encoded() -> None:
+    msg = build({**BASE, "subject": "Für {{ name }}"}, name="Zoë\r\nBcc: victim@example.com")
+    assert msg["Bcc"] is None
+    assert msg["Subject"] == "Für Zoë Bcc: victim@example.com"
+    raw_headers = msg.as_bytes().split(b"\n\n")[0]
+    assert raw_headers.isascii()
+
+
+def test_single_part_when_only_text() -> None:
+    msg = build({"from": "a@example.com", "subject": "s", "text": "only text {{ email }}"})
+    assert msg.get_content_type() == "text/plain"
+    assert "only text ann@example.com" in msg.get_content()
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"subject": "s", "text": "t"},
+        {"from": "not an address", "subject": "s", "text": "t"},
+        {"from": "a@example.com", "text": "t"},
+        {"from": "a@example.com", "subject": "s"},
+        {"from": "a@example.com", "subject": "{% if %}", "text": "t"},
+    ],
+)
+def test_bad_specs_are_refused(spec: dict[str, Any]) -> None:
+    with pytest.raises(RenderError):
+        compile_plan(spec)
+
+
+def test_ses_tags_are_sanitized_and_carry_ids() -> None:
+    plan = compile_plan(
+        {**BASE, "ses": {"configurationSet": "cs1", "tags": {"camp aign": "spring/2026"}}}, "p-1"
+    )
+    out = render(
+        plan, message_id=9, email="x@example.com", name=None, variables={}, public_url=PUBLIC, key=KEY
+    )
+    assert out.tags == {"camp_aign": "spring_2026", "emailplan-plan": "p-1", "emailplan-message": "9"}
+    assert out.configuration_set == "cs1"
