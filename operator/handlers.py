@@ -334,8 +334,9 @@ async def reconcile(ctx: Context, body: kopf.Body, mem: PlanMemory) -> None:
     if phase == d.COMPLETED:
         desired["completedAt"] = mem.status.get("completedAt") or d.format_time(now)
         if mem.status.get("phase") != d.COMPLETED:
-            kopf.info(
+            kopf.event(
                 body,
+                type="Normal",
                 reason="Completed",
                 message=f"plan completed: {counts['sent']} sent, {counts['failed']} failed, "
                 f"{counts['suppressed']} suppressed of {counts['total']}",
@@ -525,7 +526,12 @@ async def _load(
             await ctx.dataplane.load_s3(
                 uid, str(s3["bucket"]), str(s3["key"]), str(s3.get("format") or "csv")
             )
-            kopf.info(body, reason="LoadingRecipients", message=f"loading s3://{s3['bucket']}/{s3['key']}")
+            kopf.event(
+                body,
+                type="Normal",
+                reason="LoadingRecipients",
+                message=f"loading s3://{s3['bucket']}/{s3['key']}",
+            )
         msg = f"the data plane is loading s3://{s3['bucket']}/{s3['key']}"
         cond = d.condition(conditions, "RecipientsLoaded", False, "LoadingFromS3", msg, now=now)
         await _write_status(
@@ -560,7 +566,7 @@ async def _load(
         namespace,
         {"recipientsLoaded": True, "conditions": d.merge_conditions(conditions, [cond])},
     )
-    kopf.info(body, reason="RecipientsLoaded", message=summary)
+    kopf.event(body, type="Normal", reason="RecipientsLoaded", message=summary)
     if answer.get("rejected"):
         errors = answer.get("errors") or []
         sample = "; ".join(
@@ -592,7 +598,9 @@ async def _apply_suspension(
         log.warning("circuit breaker tripped", extra={"plan": body.meta.get("name"), "reason": trip.reason})
         mem.tripped = trip.reason
     elif trip is None and mem.tripped is not None:
-        kopf.info(body, reason="CircuitBreakerReset", message="rates are within the limits again")
+        kopf.event(
+            body, type="Normal", reason="CircuitBreakerReset", message="rates are within the limits again"
+        )
         mem.tripped = None
     if mem.dp_suspended == suspended:
         return

@@ -35,6 +35,8 @@ def main(args: argparse.Namespace) -> int:
     setup_logging()
     for handler in logging.getLogger().handlers:
         handler.addFilter(_DropKopfExtras())
+    # kopf logs every successful handler call at INFO; our own loggers say what matters.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     dsn = settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None
     init_sentry(dsn, component="operator")
     serve_metrics(settings.metrics_port)
