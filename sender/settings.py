@@ -47,3 +47,6 @@ class SenderSettings(BaseSettings):
     sns_extra_trusted_cert_prefixes: list[str] = []  # tests only: e.g. https://127.0.0.1:PORT/
     sns_ca_file: str | None = None  # tests only: CA bundle for the local certificate server
     max_upload_bytes: int = 1024 * 1024 * 1024
+    open_flush_rows: int = 1000  # pixel hits written per statement
+    open_flush_seconds: float = 2.0  # longest a pixel hit waits in memory
+    open_machine_window_seconds: float = 3.0  # an open this soon after sending is a machine's

@@ -1,0 +1,158 @@
+"""The events and stats API: application factory and the ``emailplan api`` entry point.
+
+One process holds one database engine, one aiohttp ClientSession (SNS
+certificates, SubscribeURL confirmations), one SQS client and one S3 client,
+all opened in the app's cleanup context and closed in reverse order on
+shutdown, after the open buffer has been flushed, so a rolling update loses
+no pixel hits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from emailplan.runtime.logsetup import setup_logging
+from emailplan.runtime.sentry import init_sentry
+from emailplan.sender import eventstore, sns
+from emailplan.sender.api import health, openapi, plans, snsroute, stats, tracking
+from emailplan.sender.api.errors import error_middleware
+from emailplan.sender.api.openbuffer import OpenBuffer
+from emailplan.sender.api.state import STATE, ApiState
+from emailplan.sender.db import make_engine
+from emailplan.sender.settings import SenderSettings
+
+log = logging.getLogger(__name__)
+
+CLIENT_MAX_SIZE = 1024 * 1024  # bodies read whole; uploads stream and have their own limit
+
+
+def client_ssl_context(settings: SenderSettings) -> ssl.SSLContext:
+    """System CAs, plus the test CA bundle when ``sns_ca_file`` is set."""
+    ctx = ssl.create_default_context()
+    if settings.sns_ca_file:
+        ctx.load_verify_locations(cafile=settings.sns_ca_file)
+    return ctx
+
+
+def create_app(
+    settings: SenderSettings | None = None, *, engine: AsyncEngine | None = None, with_aws: bool = True
+) -> web.Application:
+    """Build the application; resources are opened when it starts (``cleanup_ctx``).
+
+    ``engine`` lets tests share an engine; ``with_aws=False`` skips the SQS and
+    S3 clients (endpoints that need them then answer 503).
+    """
+    settings = settings or SenderSettings()
+    app = web.Application(middlewares=[error_middleware], client_max_size=CLIENT_MAX_SIZE)
+    for module in (tracking, snsroute, stats, plans, health, openapi):
+        module.add_routes(app)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            own_engine = engine is None
+            db = engine or make_engine(settings)
+            if own_engine:
+                stack.push_async_callback(db.dispose)
+            http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=client_ssl_context(settings), limit=20),
+                headers={"User-Agent": "emailplan-api"},
+            )
+            stack.push_async_callback(http.close)
+
+            async def fetch(url: str) -> bytes:
+                pem: bytes = await snsroute.fetch_certificate(http, url)
+                return pem
+
+            verifier = sns.SnsVerifier(
+                sns.CertificateCache(fetch),
+                topic_arns=settings.sns_topic_arns,
+                host_pattern=settings.sns_cert_host_pattern,
+                extra_cert_prefixes=settings.sns_extra_trusted_cert_prefixes,
+            )
+
+            async def write(hits: list[eventstore.OpenHit]) -> eventstore.OpensResult:
+                return await eventstore.record_opens(db, hits, settings.open_machine_window_seconds)
+
+            opens = OpenBuffer(
+                write, max_rows=settings.open_flush_rows, max_seconds=settings.open_flush_seconds
+            )
+            state = ApiState(
+                settings=settings,
+                engine=db,
+                http=http,
+                verifier=verifier,
+                opens=opens,
+                token_key=settings.token_key.get_secret_value().encode(),
+                api_key=settings.api_key.get_secret_value().encode(),
+            )
+            if with_aws:
+                await _open_aws(stack, state)
+            app[STATE] = state
+            opens.start()
+            log.info("api started", extra={"topics": len(settings.sns_topic_arns)})
+            try:
+                yield
+            finally:
+                await _drain(state)
+
+    app.cleanup_ctx.append(resources)
+    return app
+
+
+async def _open_aws(stack: contextlib.AsyncExitStack, state: ApiState) -> None:
+    from aiobotocore.session import get_session
+
+    from emailplan.sender.workqueue import WorkQueue
+
+    settings = state.settings
+    state.queue = await stack.enter_async_context(WorkQueue.open(settings))
+    state.s3 = await stack.enter_async_context(
+        get_session().create_client(
+            "s3", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url
+        )
+    )
+
+
+async def _drain(state: ApiState) -> None:
+    """Graceful shutdown: flush buffered opens, let background loads finish briefly, then cancel."""
+    await state.opens.close()
+    if state.background:
+        _done, pending = await asyncio.wait(set(state.background), timeout=10)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+    log.info("api stopped", extra={"opens_written": state.opens.written_human})
+
+
+def main(args: argparse.Namespace) -> int:
+    """``emailplan api``: serve until SIGTERM/SIGINT, then shut down gracefully."""
+    setup_logging()
+    settings = SenderSettings()
+    dsn = settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None
+    if dsn:
+        from sentry_sdk.integrations.aiohttp import AioHttpIntegration
+
+        init_sentry(dsn, component="api", integrations=[AioHttpIntegration()])
+    host = getattr(args, "host", None) or settings.host
+    port = getattr(args, "port", None) or settings.port
+    log.info("api listening", extra={"host": host, "port": port})
+    web.run_app(
+        create_app(settings),
+        host=host,
+        port=port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=20,
+        handle_signals=True,
+    )
+    return 0

@@ -1,0 +1,39 @@
+"""Probes and metrics: ``/healthz`` (process alive), ``/readyz`` (database answers), ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from emailplan.sender import eventstore
+from emailplan.sender.api.errors import ApiError
+from emailplan.sender.api.state import state_of
+
+log = logging.getLogger(__name__)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await asyncio.wait_for(eventstore.ping(state_of(request).engine), timeout=5)
+    except Exception as exc:
+        log.warning("not ready: database unreachable", extra={"error": type(exc).__name__})
+        raise ApiError(503, "database unreachable") from exc
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz, allow_head=False)
+    app.router.add_get("/readyz", readyz, allow_head=False)
+    app.router.add_get("/metrics", metrics, allow_head=False)

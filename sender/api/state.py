@@ -1,0 +1,45 @@
+"""What every handler shares: settings, the one engine, the one HTTP session, buffers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from emailplan.sender.api.openbuffer import OpenBuffer
+from emailplan.sender.ledger import QueueSink
+from emailplan.sender.settings import SenderSettings
+from emailplan.sender.sns import SnsVerifier
+
+
+@dataclass
+class ApiState:
+    settings: SenderSettings
+    engine: AsyncEngine
+    http: aiohttp.ClientSession
+    verifier: SnsVerifier
+    opens: OpenBuffer
+    token_key: bytes
+    api_key: bytes
+    queue: QueueSink | None = None
+    s3: Any = None  # aiobotocore S3 client (recipient lists in S3)
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background; shutdown waits for it (or cancels it)."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+
+STATE = web.AppKey("emailplan_state", ApiState)
+
+
+def state_of(request: web.Request) -> ApiState:
+    return request.app[STATE]

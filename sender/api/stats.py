@@ -1,0 +1,54 @@
+"""Statistics (API key): per-plan counts and the sent-in-last-N-hours count.
+
+Counts come from ``plan_counters``, maintained in the same transaction as
+every status change and event, so a read is one primary-key look-up however
+large the plan is.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from emailplan.sender import ledger
+from emailplan.sender.api.auth import require_api_key
+from emailplan.sender.api.errors import ApiError
+from emailplan.sender.api.state import state_of
+
+MAX_HOURS = 168
+
+
+def plan_id_of(request: web.Request) -> uuid.UUID:
+    raw = request.match_info.get("planId", "")
+    try:
+        return uuid.UUID(raw)
+    except ValueError as exc:
+        raise ApiError(400, "planId must be a UUID (the EmailPlan's metadata.uid)", "planId") from exc
+
+
+@require_api_key
+async def count(request: web.Request) -> web.Response:
+    plan_id = plan_id_of(request)
+    counts = await ledger.get_counts(state_of(request).engine, plan_id)
+    if counts is None:
+        raise ApiError(404, "unknown plan", "planId")
+    return web.json_response({"planId": str(plan_id), **counts})
+
+
+@require_api_key
+async def sent(request: web.Request) -> web.Response:
+    raw = request.query.get("hours", "24")
+    try:
+        hours = int(raw)
+    except ValueError as exc:
+        raise ApiError(400, f"hours must be an integer from 1 to {MAX_HOURS}", "hours") from exc
+    if not 1 <= hours <= MAX_HOURS:
+        raise ApiError(400, f"hours must be an integer from 1 to {MAX_HOURS}", "hours")
+    n = await ledger.sent_in_last_hours(state_of(request).engine, float(hours))
+    return web.json_response({"count": n, "hours": hours})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/results/count/{planId}", count, allow_head=False)
+    app.router.add_get("/v1/results/sent", sent, allow_head=False)

@@ -1,0 +1,382 @@
+"""Recording SES events and tracking hits in the ledger (the API's writes).
+
+Every write here is idempotent, so SNS redeliveries, replays, a user who opens
+a mail twenty times or clicks an unsubscribe link twice change nothing the
+second time:
+
+- an SES event is inserted once per SNS MessageId (``events.sns_message_id``
+  is unique); a duplicate ends the transaction with nothing else written;
+- ``messages.*_at`` columns are set only while NULL, and the matching
+  ``plan_counters`` column is bumped only when that first set happened, in
+  the same transaction, so counts are exact and reading them is one row;
+- hard bounces, complaints and unsubscribes add the address to
+  ``suppressions`` (never sent to again, across all plans).
+
+Opens are written in batches (one statement for up to 1000 hits) because the
+pixel is the hottest path we serve; a "machine" open (mail privacy proxies,
+link scanners, or an open seconds after sending) is counted apart in
+``opened_machine`` through a once-per-message marker row in ``events``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from emailplan.sender.sesevents import Kind, SesEvent
+
+log = logging.getLogger(__name__)
+
+# SES event kind → (messages column set once, plan_counters column bumped on first set).
+_ONCE_COLUMNS: dict[Kind, tuple[str, str]] = {
+    Kind.DELIVERY: ("delivered_at", "delivered"),
+    Kind.BOUNCE: ("bounced_at", "bounced"),  # hard bounces only, see record_ses_event
+    Kind.COMPLAINT: ("complained_at", "complained"),
+    Kind.OPEN: ("opened_at", "opened"),
+    Kind.CLICK: ("clicked_at", "clicked"),
+}
+
+MACHINE_OPEN_PREFIX = "open-machine:"
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """What recording one SES event did (for logs, metrics and tests)."""
+
+    duplicate: bool
+    message_id: int | None = None
+    plan_id: uuid.UUID | None = None
+    counted: bool = False
+    suppressed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OpenHit:
+    """One valid pixel request."""
+
+    message_id: int
+    at: datetime
+    machine_agent: bool  # the user agent is a known proxy or scanner
+
+
+async def _with_retry(engine: AsyncEngine, work: Any, attempts: int = 3) -> Any:
+    """Run ``work(conn)`` in a transaction, retrying deadlocks / serialization failures."""
+    for attempt in range(attempts):
+        try:
+            async with engine.begin() as conn:
+                return await work(conn)
+        except DBAPIError as exc:
+            if _sqlstate(exc.orig) not in _RETRY_STATES or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+_RETRY_STATES = ("40P01", "40001")
+
+
+def _sqlstate(exc: object) -> str | None:
+    code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    if code is None and exc is not None:
+        code = getattr(getattr(exc, "__cause__", None), "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
+@asynccontextmanager
+async def _driver(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """The asyncpg connection under a pooled SQLAlchemy connection.
+
+    The two hot write paths (SNS events, pixel batches) are single statements
+    run in autocommit on the driver directly: one round trip, statements
+    prepared once per connection, no ORM/Core overhead per request. The pool
+    and the engine stay the process's one engine.
+    """
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        yield raw.driver_connection
+
+
+async def _fetchrow_retry(engine: AsyncEngine, sql: str, *args: Any, attempts: int = 3) -> Any:
+    for attempt in range(attempts):
+        try:
+            async with _driver(engine) as pg:
+                return await pg.fetchrow(sql, *args)
+        except Exception as exc:  # asyncpg errors carry .sqlstate; anything else is re-raised
+            if _sqlstate(exc) not in _RETRY_STATES or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _event_sql(column: str | None, counter: str | None) -> str:
+    """One statement that records an SES event and everything it implies.
+
+    $1 sns id, $2 SES message id, $3 our message id (fallback), $4 plan ref,
+    $5 kind, $6 subtype, $7 recipient text, $8 occurred at, $9 payload,
+    $10 addresses to suppress, $11 suppression reason.
+    ``column``/``counter`` come from the fixed table above, never from input.
+    """
+    if column is not None and counter is not None:
+        counted = f"""
+, counted AS (
+    UPDATE messages m SET {column} = COALESCE($8::timestamptz, now())
+    FROM msg WHERE m.id = msg.id AND m.{column} IS NULL AND EXISTS (SELECT 1 FROM ev)
+    RETURNING m.plan_id
+)"""  # noqa: S608 - fixed column names
+    elif counter is not None:
+        counted = """
+, counted AS (SELECT plan_id FROM msg WHERE EXISTS (SELECT 1 FROM ev))"""
+    else:
+        counted = """
+, counted AS (SELECT plan_id FROM msg WHERE false)"""
+    bump = (
+        f"""
+, bump AS (
+    UPDATE plan_counters pc SET {counter} = pc.{counter} + 1
+    FROM counted WHERE pc.plan_id = counted.plan_id RETURNING 1
+)"""  # noqa: S608
+        if counter is not None
+        else """
+, bump AS (SELECT 1 WHERE false)"""
+    )
+    return f"""
+WITH msg AS (
+    (SELECT id, plan_id FROM messages WHERE ses_message_id = $2::text)
+    UNION ALL
+    (SELECT id, plan_id FROM messages
+      WHERE id = $3::bigint AND ($4::text IS NULL OR plan_id::text = $4::text))
+    LIMIT 1
+), ev AS (
+    INSERT INTO events
+        (sns_message_id, plan_id, message_id, event_type, subtype, recipient, occurred_at, payload)
+    SELECT $1::text, (SELECT plan_id FROM msg), (SELECT id FROM msg), $5::text, $6::text, $7::text,
+           COALESCE($8::timestamptz, now()), $9::text::jsonb
+    ON CONFLICT (sns_message_id) DO NOTHING
+    RETURNING id
+){counted}{bump}
+, sup AS (
+    INSERT INTO suppressions (email, reason, plan_id)
+    SELECT DISTINCT e, $11::text, (SELECT plan_id FROM msg) FROM unnest($10::text[]) AS e
+    WHERE EXISTS (SELECT 1 FROM ev)
+    ON CONFLICT (email) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM ev) AS inserted, (SELECT id FROM msg) AS message_id,
+       (SELECT plan_id FROM msg) AS plan_id, (SELECT count(*) FROM bump) AS counted,
+       (SELECT count(*) FROM sup) AS suppressed
+"""  # noqa: S608
+
+
+_EVENT_SQL: dict[Kind, str] = {}
+
+
+def _sql_for(event: SesEvent) -> str:
+    key = event.kind if not (event.kind is Kind.BOUNCE and not event.hard_bounce) else Kind.DELIVERY_DELAY
+    sql = _EVENT_SQL.get(key)
+    if sql is None:
+        once = _ONCE_COLUMNS.get(key)
+        if once is not None:
+            sql = _event_sql(*once)
+        elif key is Kind.REJECT:
+            sql = _event_sql(None, "rejected")
+        else:
+            sql = _event_sql(None, None)
+        _EVENT_SQL[key] = sql
+    return sql
+
+
+async def record_ses_event(
+    engine: AsyncEngine, sns_message_id: str, event: SesEvent, payload: dict[str, Any]
+) -> RecordResult:
+    """Record one SES event exactly once (keyed by the SNS MessageId), in one statement.
+
+    Events that match no ledger message are still recorded (with no plan) and
+    still suppress hard-bounced and complaining addresses. Transient and
+    undetermined bounces are recorded but neither counted nor suppressed.
+    """
+    subtype = event.bounce_type or event.feedback_type or event.reason
+    if event.suppresses:
+        emails, reason = list(event.recipients), ("complaint" if event.kind is Kind.COMPLAINT else "bounce")
+    else:
+        emails, reason = [], "bounce"
+    row = await _fetchrow_retry(
+        engine,
+        _sql_for(event),
+        sns_message_id,
+        event.ses_message_id,
+        event.message_ref,
+        event.plan_ref,
+        event.kind.value,
+        subtype[:200] if subtype else None,
+        ",".join(event.recipients)[:1000] or None,
+        event.occurred_at,
+        json.dumps(payload),
+        emails,
+        reason,
+    )
+    return RecordResult(
+        duplicate=not row["inserted"],
+        message_id=row["message_id"],
+        plan_id=row["plan_id"],
+        counted=bool(row["counted"]),
+        suppressed=int(row["suppressed"]),
+    )
+
+
+# One statement per batch of pixel hits. The caller sends at most one hit per
+# message (a human hit wins over a machine one); a hit within $4 seconds of the
+# send is a machine open too (proxies and scanners fetch images on delivery).
+_OPENS_SQL = """
+WITH hits AS (
+    SELECT h.id, h.at, h.agent FROM unnest($1::bigint[], $2::timestamptz[], $3::boolean[]) AS h(id, at, agent)
+), classified AS (
+    SELECT m.id, m.plan_id, hits.at,
+           (hits.agent OR (m.sent_at IS NOT NULL AND hits.at < m.sent_at + make_interval(secs => $4::float8)))
+             AS machine
+    FROM hits JOIN messages m ON m.id = hits.id
+), human AS (
+    UPDATE messages m SET opened_at = c.at
+    FROM classified c
+    WHERE m.id = c.id AND NOT c.machine AND m.opened_at IS NULL
+    RETURNING m.plan_id
+), mach AS (
+    INSERT INTO events (sns_message_id, plan_id, message_id, event_type, occurred_at)
+    SELECT $5::text || c.id::text, c.plan_id, c.id, 'open_machine', c.at FROM classified c WHERE c.machine
+    ON CONFLICT (sns_message_id) DO NOTHING
+    RETURNING plan_id
+), agg AS (
+    SELECT plan_id, sum(h)::bigint AS h, sum(mm)::bigint AS mm FROM (
+        SELECT plan_id, 1 AS h, 0 AS mm FROM human
+        UNION ALL SELECT plan_id, 0, 1 FROM mach
+    ) t GROUP BY plan_id
+), upd AS (
+    UPDATE plan_counters pc
+    SET opened = pc.opened + agg.h, opened_machine = pc.opened_machine + agg.mm
+    FROM agg WHERE pc.plan_id = agg.plan_id
+    RETURNING agg.h, agg.mm
+)
+SELECT COALESCE((SELECT sum(h) FROM upd), 0)::bigint AS human,
+       COALESCE((SELECT sum(mm) FROM upd), 0)::bigint AS machine,
+       COALESCE((SELECT array_agg(id) FROM classified WHERE NOT machine), '{}')::bigint[] AS human_ids,
+       COALESCE((SELECT array_agg(id) FROM classified WHERE machine), '{}')::bigint[] AS machine_ids
+"""
+
+
+@dataclass(frozen=True)
+class OpensResult:
+    """New human and machine opens, and which ids are now settled either way."""
+
+    human: int
+    machine: int
+    human_ids: list[int]
+    machine_ids: list[int]
+
+
+async def record_opens(engine: AsyncEngine, hits: Sequence[OpenHit], machine_window: float) -> OpensResult:
+    """Write a batch of pixel hits (at most one per message) in one statement."""
+    if not hits:
+        return OpensResult(0, 0, [], [])
+    row = await _fetchrow_retry(
+        engine,
+        _OPENS_SQL,
+        [h.message_id for h in hits],
+        [h.at for h in hits],
+        [h.machine_agent for h in hits],
+        float(machine_window),
+        MACHINE_OPEN_PREFIX,
+    )
+    return OpensResult(
+        int(row["human"]), int(row["machine"]), list(row["human_ids"]), list(row["machine_ids"])
+    )
+
+
+async def _bump(conn: AsyncConnection, plan_id: uuid.UUID, column: str, n: int = 1) -> None:
+    # ``column`` always comes from this module's fixed names, never from input.
+    await conn.execute(
+        text(f"UPDATE plan_counters SET {column} = {column} + :n WHERE plan_id = :p"),  # noqa: S608
+        {"n": n, "p": plan_id},
+    )
+
+
+async def _set_once(conn: AsyncConnection, message_id: int, column: str, at: datetime) -> uuid.UUID | None:
+    """Set ``messages.<column>`` if still NULL; the plan id when this call set it."""
+    row = (
+        await conn.execute(
+            text(
+                f"UPDATE messages SET {column} = :at WHERE id = :id AND {column} IS NULL "  # noqa: S608
+                "RETURNING plan_id"
+            ),
+            {"at": at, "id": message_id},
+        )
+    ).first()
+    return None if row is None else row[0]
+
+
+async def _suppress(
+    conn: AsyncConnection, emails: Sequence[str], reason: str, plan_id: uuid.UUID | None
+) -> None:
+    await conn.execute(
+        text(
+            "INSERT INTO suppressions (email, reason, plan_id) "
+            "SELECT e, :reason, :plan FROM unnest(CAST(:emails AS text[])) AS e "
+            "ON CONFLICT (email) DO NOTHING"
+        ),
+        {"emails": list(emails), "reason": reason, "plan": plan_id},
+    )
+
+
+async def record_click(engine: AsyncEngine, message_id: int, at: datetime) -> bool:
+    """Record a click once per message; a click also proves an open (images may be blocked)."""
+
+    async def work(conn: AsyncConnection) -> bool:
+        plan_id = await _set_once(conn, message_id, "clicked_at", at)
+        if plan_id is None:
+            return False
+        await _bump(conn, plan_id, "clicked")
+        if await _set_once(conn, message_id, "opened_at", at) is not None:
+            await _bump(conn, plan_id, "opened")
+        return True
+
+    result: bool = await _with_retry(engine, work)
+    return result
+
+
+async def record_unsubscribe(engine: AsyncEngine, message_id: int, at: datetime) -> bool | None:
+    """Unsubscribe the message's recipient: suppress the address, count once per message.
+
+    Returns None when the message does not exist (a valid token for a deleted
+    plan), else whether this call was the first unsubscribe.
+    """
+
+    async def work(conn: AsyncConnection) -> bool | None:
+        row = (
+            await conn.execute(text("SELECT plan_id, email FROM messages WHERE id = :id"), {"id": message_id})
+        ).first()
+        if row is None:
+            return None
+        plan_id, email = row[0], row[1]
+        first = await _set_once(conn, message_id, "unsubscribed_at", at) is not None
+        if first:
+            await _bump(conn, plan_id, "unsubscribed")
+        await _suppress(conn, [email], "unsubscribe", plan_id)
+        return first
+
+    result: bool | None = await _with_retry(engine, work)
+    return result
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Raise unless the database answers (readiness)."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))

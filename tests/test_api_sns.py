@@ -1,0 +1,182 @@
+"""The SNS endpoint against a live server and real PostgreSQL, with messages signed like SNS signs them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from test_api_support import (
+    OTHER_TOPIC,
+    Identity,
+    LiveApi,
+    confirmation,
+    make_identity,
+    make_plan,
+    notification,
+    ses_event,
+    start_api,
+    stop_api,
+)
+
+from emailplan.sender.migrate import upgrade_to
+
+
+@pytest.fixture(scope="module")
+def ident() -> Identity:
+    return make_identity()
+
+
+@pytest.fixture
+def migrated(database_url: str) -> str:
+    upgrade_to(database_url)
+    return database_url
+
+
+@pytest.fixture
+async def api(migrated: str, ident: Identity) -> AsyncIterator[LiveApi]:
+    live = await start_api(migrated, ident)
+    try:
+        yield live
+    finally:
+        await stop_api(live)
+
+
+async def events_count(api: LiveApi) -> int:
+    return int(await api.scalar("SELECT count(*) FROM events"))
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+async def test_signed_delivery_is_recorded_once(api: LiveApi, version: str) -> None:
+    plan, _ids, ses = await make_plan(api, ["ann@example.com"])
+    doc = notification(
+        api.ident,
+        api.certs.cert_url,
+        ses_event("Delivery", ses["ann@example.com"], ["ann@example.com"]),
+        version=version,
+    )
+    first = await api.post_sns(doc, **{"x-amz-sns-message-type": "Notification"})
+    assert first.status == 200 and (await first.json())["status"] == "recorded"
+    again = await api.post_sns(doc)
+    assert again.status == 200 and (await again.json())["status"] == "duplicate"
+    counts = await api.counts(plan)
+    assert counts["delivered"] == 1 and counts["sent"] == 1
+    assert await events_count(api) == 1
+    assert api.certs.cert_hits == 1
+
+
+async def test_refused_messages_record_nothing(api: LiveApi) -> None:
+    plan, _ids, ses = await make_plan(api, ["bob@example.com"])
+    event = ses_event("Bounce", ses["bob@example.com"], ["bob@example.com"])
+    good = notification(api.ident, api.certs.cert_url, event, version="2")
+    other = make_identity()
+    cases = {
+        "wrong key": notification(other, api.certs.cert_url, event),
+        "changed field": {
+            **good,
+            "Message": json.dumps(ses_event("Complaint", ses["bob@example.com"], ["bob@example.com"])),
+        },
+        "changed id": {**good, "MessageId": "replayed-with-new-id"},
+        "unknown topic": notification(api.ident, api.certs.cert_url, event, topic=OTHER_TOPIC),
+        "http cert url": notification(api.ident, api.certs.cert_url.replace("https://", "http://"), event),
+        "foreign cert host": notification(
+            api.ident, "https://evil.example/SimpleNotificationService-x.pem", event
+        ),
+        "bad version": {**good, "SignatureVersion": "9"},
+    }
+    for name, doc in cases.items():
+        resp = await api.post_sns(doc)
+        assert resp.status == 403, name
+        body = await resp.json()
+        assert "message" in body["error"], name
+    for junk in (b"", b"{", b"[]", b'{"Type":"Notification"}', "é".encode("latin-1")):
+        resp = await api.post_sns(junk)
+        assert resp.status == 400, junk
+    assert await events_count(api) == 0
+    assert int(await api.scalar("SELECT count(*) FROM suppressions")) == 0
+    assert (await api.counts(plan))["bounced"] == 0
+    # The genuine message still goes through afterwards.
+    resp = await api.post_sns(good)
+    assert resp.status == 200
+    assert (await api.counts(plan))["bounced"] == 1
+
+
+async def test_hard_bounce_and_complaint_suppress_soft_bounce_does_not(api: LiveApi) -> None:
+    emails = ["hard@example.com", "soft@example.com", "angry@example.com", "maybe@example.com"]
+    plan, _ids, ses = await make_plan(api, emails)
+    for doc in (
+        ses_event("Bounce", ses["hard@example.com"], ["hard@example.com"], shape="notification"),
+        ses_event("Bounce", ses["soft@example.com"], ["soft@example.com"], bounce_type="Transient"),
+        ses_event("Bounce", ses["maybe@example.com"], ["maybe@example.com"], bounce_type="Undetermined"),
+        ses_event("Complaint", ses["angry@example.com"], ["angry@example.com"]),
+    ):
+        resp = await api.post_sns(notification(api.ident, api.certs.cert_url, doc))
+        assert resp.status == 200
+    counts = await api.counts(plan)
+    assert counts["bounced"] == 1 and counts["complained"] == 1
+    suppressed = await api.scalar(
+        "SELECT string_agg(email || ':' || reason, ',' ORDER BY email) FROM suppressions"
+    )
+    assert suppressed == "angry@example.com:complaint,hard@example.com:bounce"
+
+
+async def test_fallback_mapping_by_message_tag(api: LiveApi) -> None:
+    plan, ids, _ = await make_plan(api, ["tag@example.com"], send=False)
+    doc = ses_event(
+        "Delivery", "ses-id-not-yet-stored", ["tag@example.com"], message_ref=ids["tag@example.com"]
+    )
+    resp = await api.post_sns(notification(api.ident, api.certs.cert_url, doc))
+    assert resp.status == 200
+    assert (await api.counts(plan))["delivered"] == 1
+    assert await api.scalar("SELECT message_id FROM events") == ids["tag@example.com"]
+
+
+async def test_subscription_confirmation_and_unsubscribe_confirmation(api: LiveApi) -> None:
+    confirm_url = f"{api.certs.prefix}confirm?Action=ConfirmSubscription&Token=abc"
+    doc = confirmation(api.ident, api.certs.cert_url, confirm_url)
+    resp = await api.post_sns(doc)
+    assert resp.status == 200 and (await resp.json())["status"] == "confirmed"
+    assert api.certs.subscribe_hits == ["abc"]
+    # Unknown topic: refused, and SubscribeURL never fetched.
+    resp = await api.post_sns(confirmation(api.ident, api.certs.cert_url, confirm_url, topic=OTHER_TOPIC))
+    assert resp.status == 403
+    # SubscribeURL outside the trusted hosts: refused before any request.
+    resp = await api.post_sns(confirmation(api.ident, api.certs.cert_url, "https://evil.example/confirm"))
+    assert resp.status == 403
+    assert api.certs.subscribe_hits == ["abc"]
+    resp = await api.post_sns(
+        confirmation(api.ident, api.certs.cert_url, confirm_url, kind="UnsubscribeConfirmation")
+    )
+    assert resp.status == 200 and (await resp.json())["status"] == "acknowledged"
+    assert api.certs.subscribe_hits == ["abc"]
+
+
+async def test_production_settings_refuse_the_local_certificate(migrated: str, ident: Identity) -> None:
+    live = await start_api(migrated, ident, sns_extra_trusted_cert_prefixes=[])
+    try:
+        doc = notification(ident, live.certs.cert_url, ses_event("Delivery", "x", ["a@example.com"]))
+        resp = await live.post_sns(doc)
+        assert resp.status == 403
+        assert live.certs.cert_hits == 0
+        assert await events_count(live) == 0
+    finally:
+        await stop_api(live)
+
+
+async def test_authentic_non_ses_message_is_acknowledged_not_recorded(api: LiveApi) -> None:
+    resp = await api.post_sns(notification(api.ident, api.certs.cert_url, "plain text, not SES"))
+    assert resp.status == 200 and (await resp.json())["status"] == "ignored"
+    assert await events_count(api) == 0
+
+
+async def test_concurrent_replays_count_once(api: LiveApi) -> None:
+    plan, _ids, ses = await make_plan(api, ["c@example.com"])
+    doc = notification(
+        api.ident, api.certs.cert_url, ses_event("Delivery", ses["c@example.com"], ["c@example.com"])
+    )
+    answers = await asyncio.gather(*(api.post_sns(doc) for _ in range(20)))
+    assert all(a.status == 200 for a in answers)
+    statuses = sorted([(await a.json())["status"] for a in answers])
+    assert statuses.count("recorded") == 1
+    assert (await api.counts(plan))["delivered"] == 1
