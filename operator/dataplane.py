@@ -144,6 +144,10 @@ class DataPlane:
 
 def _message(body: Any, text: str) -> str:
     """The human part of a JSON error body (``error``/``message``/``detail``), else the raw text."""
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):  # {"error": {"field", "message"}}
+        err = body["error"]
+        field = f"{err['field']}: " if err.get("field") else ""
+        return f"{field}{err.get('message') or 'invalid request'}"
     if isinstance(body, dict):
         for key in ("message", "error", "detail"):
             value = body.get(key)
