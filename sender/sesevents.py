@@ -21,9 +21,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-# Tag / header names the worker puts on every message (fallback mapping).
-MESSAGE_ID_TAGS = ("emailplan-message-id", "emailplan_message_id")
-PLAN_ID_TAGS = ("emailplan-plan-id", "emailplan_plan_id")
+# Tag / header names the worker puts on every message (fallback mapping; see rendering.py).
+MESSAGE_ID_TAGS = ("emailplan-message", "emailplan-message-id")
+PLAN_ID_TAGS = ("emailplan-plan", "emailplan-plan-id")
 MESSAGE_ID_HEADER = "x-emailplan-message-id"
 PLAN_ID_HEADER = "x-emailplan-plan-id"
 

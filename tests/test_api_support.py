@@ -202,7 +202,7 @@ def ses_event(
         "headers": [],
     }
     if message_ref is not None:
-        mail["tags"] = {"emailplan-message-id": [str(message_ref)]}
+        mail["tags"] = {"emailplan-message": [str(message_ref)]}
         mail["headers"] = [{"name": "X-EmailPlan-Message-Id", "value": str(message_ref)}]
     doc: dict[str, Any] = {("eventType" if shape == "event" else "notificationType"): kind, "mail": mail}
     if kind == "Bounce":
