@@ -365,7 +365,7 @@ crd = {
             "singular": "emailplan",
             "kind": "EmailPlan",
             "listKind": "EmailPlanList",
-            "shortNames": ["ep"],
+            "shortNames": ["ep", "eplan"],
             "categories": ["all", "emailplan"],
         },
         "versions": [

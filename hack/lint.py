@@ -18,8 +18,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MIRROR = ROOT / ".typecheck"
-PARTS = {"emailplan": ROOT / "emailplan", "emailplan/operator": ROOT / "operator",
-         "emailplan/sender": ROOT / "sender"}
+PARTS = {
+    "emailplan": ROOT / "emailplan",
+    "emailplan/operator": ROOT / "operator",
+    "emailplan/sender": ROOT / "sender",
+}
 BIN = Path(sys.executable).parent
 
 
@@ -27,7 +30,11 @@ def build_mirror() -> Path:
     shutil.rmtree(MIRROR, ignore_errors=True)
     for target, source in PARTS.items():
         for path in source.rglob("*"):
-            if "__pycache__" in path.parts or not path.is_file() or path.suffix not in (".py", ".pyi", ".typed"):
+            if (
+                "__pycache__" in path.parts
+                or not path.is_file()
+                or path.suffix not in (".py", ".pyi", ".typed")
+            ):
                 continue
             dest = MIRROR / target / path.relative_to(source)
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -45,11 +52,16 @@ def main(which: str) -> int:
     checks = {
         "ruff": lambda: run([str(BIN / "ruff"), "check", "."]),
         "format": lambda: run([str(BIN / "ruff"), "format", "--check", "."]),
-        "mypy": lambda: run([str(BIN / "mypy"), str(build_mirror() / "emailplan")],
-                            env={**os.environ, "MYPYPATH": str(MIRROR)}),
+        "mypy": lambda: run(
+            [str(BIN / "mypy"), str(build_mirror() / "emailplan")],
+            env={**os.environ, "MYPYPATH": str(MIRROR)},
+        ),
         # cwd is the mirror so that the mirror, not the repo's emailplan/, is imported
-        "imports": lambda: run([str(BIN / "lint-imports"), "--config", str(ROOT / "pyproject.toml")],
-                               env={**os.environ, "PYTHONPATH": str(build_mirror())}, cwd=MIRROR),
+        "imports": lambda: run(
+            [str(BIN / "lint-imports"), "--config", str(ROOT / "pyproject.toml")],
+            env={**os.environ, "PYTHONPATH": str(build_mirror())},
+            cwd=MIRROR,
+        ),
     }
     names = list(checks) if which == "all" else [which]
     return max(checks[n]() for n in names)

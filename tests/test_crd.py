@@ -96,7 +96,7 @@ def test_invalid_spec_is_refused_naming_the_field(
     code, out = apply(crd_installed, namespace, doc)
     assert code != 0, f"{case}: accepted but should be refused:\n{out}"
     assert message in out, f"{case}: error does not name the problem ({message!r}):\n{out}"
-    listed = crd_installed.kubectl("get", "ep", "-n", namespace, "-o", "name").stdout
+    listed = crd_installed.kubectl("get", "eplan", "-n", namespace, "-o", "name").stdout
     assert listed.strip() == "", "a refused plan must not exist"
 
 
@@ -165,7 +165,9 @@ def test_printer_columns_show_patched_status(crd_installed: KubeCluster, namespa
     assert table[0].split() == ["NAME", "PHASE", "TOTAL", "SENT", "FAILED", "OPENED", "PROGRESS", "AGE"]
     assert table[1].split()[:7] == ["p", "Sending", "2000", "840", "3", "120", "42%"]
 
-    wide = kube.kubectl("get", "ep", "-n", namespace, "-o", "wide").stdout.splitlines()
+    # Core Endpoints also has the short name "ep" and wins a bare `kubectl get ep`;
+    # the group-qualified short name (and "eplan") always mean EmailPlan.
+    wide = kube.kubectl("get", "ep.emailplan.io", "-n", namespace, "-o", "wide").stdout.splitlines()
     header = wide[0].split()
     row = dict(zip(header, wide[1].split(), strict=True))
     assert row["DELIVERED"] == "800" and row["BOUNCED"] == "7" and row["COMPLAINED"] == "1"
@@ -204,5 +206,5 @@ def test_spec_is_not_writable_through_status(crd_installed: KubeCluster, namespa
         "-p",
         json.dumps({"spec": {"subject": "changed"}}),
     )
-    got = json.loads(kube.kubectl("get", "ep", "p", "-n", namespace, "-o", "json").stdout)
+    got = json.loads(kube.kubectl("get", "eplan", "p", "-n", namespace, "-o", "json").stdout)
     assert got["spec"]["subject"] == "Hi {{ name }}"

@@ -149,7 +149,11 @@ class KubeCluster:
         )
         self._write_kubeconfig(self.kubeconfig, pki.ca_path, *admin)
         wait_for(
-            lambda: self._alive("kube-apiserver") and self._namespace_exists("default"),
+            lambda: (
+                self._alive("kube-apiserver")
+                and self._get("/readyz") == 200
+                and self._namespace_exists("default")
+            ),
             180,
             "kube-apiserver (default namespace)",
             interval=0.5,

@@ -22,6 +22,8 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: flo
         try:
             if check():
                 return
+        except RuntimeError:  # the process we wait for died: no point waiting longer
+            raise
         except Exception as exc:
             last = exc
         time.sleep(interval)
