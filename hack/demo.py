@@ -25,14 +25,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
 from devenv.kube import KubeCluster, controlplane_bin
 from devenv.moto import MotoServer
 from devenv.ports import free_port, wait_for
 from devenv.postgres import PostgresServer
 from devenv.procs import spawn, stop
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "emailplan.yaml"
@@ -176,7 +177,7 @@ class Demo:
         ses.create_email_identity(EmailIdentity="example.com")
 
     def _suppress(self, emails: list[str]) -> None:
-        """Put addresses on the suppression list the way a user does: one-click unsubscribe-equivalent admin call."""
+        """Put addresses on the suppression list through the administration API."""
         body = json.dumps({"emails": emails, "reason": "manual"}).encode()
         req = urllib.request.Request(
             self.api_url + "/v1/suppressions",
@@ -184,7 +185,7 @@ class Demo:
             method="POST",
             headers={"x-api-key": API_KEY, "content-type": "application/json"},
         )
-        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=10) as r:
             assert r.status in (200, 201), r.status
 
     def apply_and_watch(self, timeout: float, interactive: bool) -> dict[str, Any]:
@@ -251,7 +252,7 @@ class Demo:
 
 def _http_status(url: str) -> int:
     try:
-        with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=2) as r:
             return int(r.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
