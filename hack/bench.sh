@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The benchmark command: set up (idempotent), then run every benchmark under bench/.
+# Each writes its section of docs/benchmarks.md with ratios against a baseline measured in
+# the same run. Pass names to run a subset: ./hack/bench.sh sender api
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash hack/setup.sh
+export EMAILPLAN_CONTROLPLANE_BIN="$(cat .venv/controlplane-bin)"
+export PYTHONPATH="$ROOT/hack${PYTHONPATH:+:$PYTHONPATH}"
+want=("$@")
+for script in bench/*_bench.py; do
+  name="$(basename "$script" _bench.py)"
+  if [ "${#want[@]}" -gt 0 ] && [[ ! " ${want[*]} " =~ " $name " ]]; then continue; fi
+  printf '\n==> bench: %s\n' "$name" >&2
+  .venv/bin/python "$script"
+done
