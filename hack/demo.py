@@ -154,8 +154,10 @@ class Demo:
                 str(ROOT / "hack" / "devenv" / "runner.py"),
                 "--kubeconfig",
                 str(kube.kubeconfig),
-                "--command-override",
+                "--command-map",
                 f"emailplan={EMAILPLAN}",
+                "--log-dir",
+                str(self.logs / "pods"),
             ],
             runner_env,
         )
