@@ -171,6 +171,18 @@ async def _plan_row(conn: AsyncConnection, plan_id: uuid.UUID, lock: bool = Fals
     return dict(row)
 
 
+async def _maybe_done(conn: AsyncConnection, plan_id: uuid.UUID) -> None:
+    """A complete, ready plan with nothing created or processing is ``done``."""
+    await conn.execute(
+        text(
+            "UPDATE plans p SET state = 'done', updated_at = now() FROM plan_counters c "
+            "WHERE p.id = :p AND c.plan_id = p.id AND p.state = 'ready' AND p.recipients_complete "
+            "AND c.created = 0 AND c.processing = 0"
+        ),
+        {"p": plan_id},
+    )
+
+
 # --------------------------------------------------------------------------- plans
 
 
@@ -473,6 +485,8 @@ async def complete_recipients(engine: AsyncEngine, plan_id: uuid.UUID, queue: Qu
         )
     if state in ("stopped", "done"):
         return 0
+    async with engine.begin() as conn:
+        await _maybe_done(conn, plan_id)  # an empty or all-suppressed list is finished already
     total = 0
     last_id = 0
     while True:
@@ -572,6 +586,8 @@ async def _claim(engine: AsyncEngine, plan_id: uuid.UUID, sql: Any, params: dict
                 "suppressed": to_suppressed,
             },
         )
+        if to_suppressed:
+            await _maybe_done(conn, plan_id)
     return [
         Claimed(
             id=r["id"], email=r["email"], name=r["name"], vars=dict(r["vars"] or {}), attempts=r["attempts"]
@@ -622,25 +638,39 @@ async def claim_orphans(
 
 
 async def release(engine: AsyncEngine, plan_id: uuid.UUID, ids: Sequence[int], owner: str) -> int:
-    """Give back messages this worker holds but did not send (shutdown): they become ``created``."""
+    """Give back messages this worker holds but did not send (shutdown, suspend).
+
+    They become ``created`` again, or ``stopped`` if the plan was stopped meanwhile
+    (``stop_plan`` leaves messages under a live lease to their holder).
+    """
     if not ids:
         return 0
     async with engine.begin() as conn:
-        n = len(
+        statuses = (
             (
                 await conn.execute(
                     text(
-                        "UPDATE messages SET status = 'created', lease_owner = NULL, lease_until = NULL, "
-                        "attempts = greatest(attempts - 1, 0), updated_at = now() "
-                        "WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'processing' "
-                        "AND lease_owner = :o RETURNING id"
+                        "UPDATE messages SET "
+                        "status = CASE WHEN p.state = 'stopped' THEN 'stopped' ELSE 'created' END, "
+                        "lease_owner = NULL, lease_until = NULL, attempts = greatest(attempts - 1, 0), "
+                        "updated_at = now() FROM plans p "
+                        "WHERE p.id = messages.plan_id AND messages.plan_id = :p "
+                        "AND messages.id = ANY(CAST(:ids AS bigint[])) AND messages.status = 'processing' "
+                        "AND messages.lease_owner = :o RETURNING messages.status"
                     ),
-                    {"ids": list(ids), "o": owner},
+                    {"ids": list(ids), "o": owner, "p": plan_id},
                 )
-            ).all()
+            )
+            .scalars()
+            .all()
         )
-        await _bump(conn, plan_id, {"processing": -n, "created": n})
-    return n
+        by_status = Counter(statuses)
+        await _bump(
+            conn,
+            plan_id,
+            {"processing": -len(statuses), "created": by_status["created"], "stopped": by_status["stopped"]},
+        )
+    return len(statuses)
 
 
 async def extend_lease(engine: AsyncEngine, ids: Sequence[int], owner: str, lease_seconds: float) -> None:
@@ -698,14 +728,7 @@ async def record_results(engine: AsyncEngine, plan_id: uuid.UUID, results: Seque
             plan_id,
             {"processing": -len(rows), "sent": by_status["sent"], "failed": by_status["failed"]},
         )
-        await conn.execute(
-            text(
-                "UPDATE plans p SET state = 'done', updated_at = now() FROM plan_counters c "
-                "WHERE p.id = :p AND c.plan_id = p.id AND p.state = 'ready' AND p.recipients_complete "
-                "AND c.created = 0 AND c.processing = 0"
-            ),
-            {"p": plan_id},
-        )
+        await _maybe_done(conn, plan_id)
     return len(rows)
 
 

@@ -54,6 +54,7 @@ class CompiledPlan:
     unsubscribe: bool
     configuration_set: str | None
     tags: dict[str, str] = field(default_factory=dict)
+    plan_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ def compile_plan(spec: Mapping[str, Any], plan_id: str = "") -> CompiledPlan:
         unsubscribe=bool(unsub.get("enabled", True)),
         configuration_set=ses.get("configurationSet") or None,
         tags=tags,
+        plan_id=_clean_tag(plan_id),
     )
 
 
@@ -213,6 +215,8 @@ def render(
         "MIME-Version: 1.0",
         f"X-EmailPlan-Message-Id: {message_id}",
     ]
+    if plan.plan_id:
+        headers.append(f"X-EmailPlan-Plan-Id: {plan.plan_id}")
     if plan.reply_to:
         headers.append(f"Reply-To: {', '.join(_one_line(r) for r in plan.reply_to)}")
     if unsub:

@@ -18,8 +18,9 @@ class SenderSettings(BaseSettings):
     database_url: SecretStr = SecretStr("postgresql+asyncpg://emailplan@127.0.0.1:5432/emailplan")
     db_pool_size: int = 10
 
-    aws_region: str = Field("us-east-1", validation_alias=AliasChoices("EMAILPLAN_AWS_REGION", "AWS_REGION",
-                                                                       "AWS_DEFAULT_REGION"))
+    aws_region: str = Field(
+        "us-east-1", validation_alias=AliasChoices("EMAILPLAN_AWS_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
+    )
     aws_endpoint_url: str | None = None
     ses_endpoint_url: str | None = None  # a separate SES endpoint (benchmarks, throttling proxy)
 
@@ -27,7 +28,9 @@ class SenderSettings(BaseSettings):
     api_key: SecretStr = SecretStr("dev-api-key-change-me")
     public_url: str = "http://127.0.0.1:8080"
 
-    sentry_dsn: SecretStr | None = Field(None, validation_alias=AliasChoices("EMAILPLAN_SENTRY_DSN", "SENTRY_DSN"))
+    sentry_dsn: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("EMAILPLAN_SENTRY_DSN", "SENTRY_DSN")
+    )
     metrics_port: int = 9102
 
     # worker
@@ -38,6 +41,9 @@ class SenderSettings(BaseSettings):
     lease_seconds: int = 300
     max_attempts: int = 5
     max_send_rate: float | None = None  # account cap; read from SES GetSendQuota when unset
+    poll_wait_seconds: int = 20  # SQS long poll
+    shutdown_grace_seconds: float = 20.0  # SIGTERM: time to finish sends in flight and flush
+    exit_when_idle: bool = False  # tests/benchmarks: exit once the plan has nothing left to send
 
     # api
     host: str = "0.0.0.0"  # noqa: S104 - pods listen on all interfaces
