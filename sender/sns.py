@@ -147,8 +147,12 @@ def check_cert_url(url: str, host_pattern: str | re.Pattern[str], extra_prefixes
 
     Production: https, a path ending in ``.pem``, and a host matching the SNS
     host pattern (no user info, no explicit port). ``extra_prefixes`` exists
-    only so tests can trust a local certificate server explicitly.
+    only so tests can trust a local certificate server explicitly. URLs with
+    whitespace or control characters are refused outright: URL parsers strip
+    some of them silently, so the URL we checked would not be the one fetched.
     """
+    if not _plain_url(url):
+        raise SnsError("cert_url", "SigningCertURL contains whitespace or control characters")
     for prefix in extra_prefixes:
         # A prefix must name a whole origin and path ("https://host:port/…/") so that
         # "https://127.0.0.1:1@evil/" style tricks cannot extend it.
@@ -171,6 +175,10 @@ def check_cert_url(url: str, host_pattern: str | re.Pattern[str], extra_prefixes
     host = parts.hostname or ""
     if not pattern.fullmatch(host):
         raise SnsError("cert_url", "SigningCertURL host is not an SNS host")
+
+
+def _plain_url(url: str) -> bool:
+    return bool(url) and url.isascii() and url.isprintable() and " " not in url
 
 
 def load_certificate_key(pem: bytes, now: datetime | None = None) -> rsa.RSAPublicKey:
@@ -296,6 +304,8 @@ class SnsVerifier:
 
 def check_subscribe_url(url: str, host_pattern: re.Pattern[str], extra_prefixes: Iterable[str] = ()) -> None:
     """SubscribeURL must point at SNS too: we only ever GET an AWS (or explicitly trusted) host."""
+    if not _plain_url(url):
+        raise SnsError("subscribe_url", "SubscribeURL contains whitespace or control characters")
     for prefix in extra_prefixes:
         if prefix.startswith("https://") and prefix.endswith("/") and url.startswith(prefix):
             return

@@ -92,6 +92,8 @@ async def test_valid_signatures_verify_for_both_versions(ident: Identity, versio
         ({"SigningCertURL": "https://user@sns.us-east-1.amazonaws.com/x.pem"}, "cert_url"),
         ({"SigningCertURL": "https://sns.us-east-1.amazonaws.com:444/x.pem"}, "cert_url"),
         ({"SigningCertURL": "https://127.0.0.1:8443/x.pem"}, "cert_url"),
+        ({"SigningCertURL": CERT_URL + "\n"}, "cert_url"),
+        ({"SigningCertURL": "https://sns.us-east-1.amazonaws.com/\tx.pem"}, "cert_url"),
     ],
 )
 async def test_tampered_messages_are_refused(ident: Identity, change: dict[str, str], reason: str) -> None:
