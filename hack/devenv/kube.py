@@ -25,6 +25,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,6 +245,14 @@ class KubeCluster:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
@@ -272,11 +281,18 @@ def main(argv: list[str] | None = None) -> int:
         if not state.exists():
             print(f"nothing running in {args.dir}")
             return 0
-        for pid in json.loads(state.read_text()).values():
-            try:
-                os.killpg(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        pids = list(json.loads(state.read_text()).values())[::-1]  # controllers first, etcd last
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in pids:
+                try:
+                    os.killpg(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and any(_running(pid) for pid in pids):
+                time.sleep(0.2)
+            if not any(_running(pid) for pid in pids):
+                break
         state.unlink()
         print("control plane stopped")
         return 0
