@@ -361,11 +361,3 @@ def test_schema_refuses_bad_values_naming_the_field(
     assert "values don't meet the specifications of the schema" in message, message
     for word in words:
         assert word in message, f"error does not name {word!r}:\n{message}"
-
-
-def test_notes_tell_how_to_apply_and_watch_a_plan(helm_bin: str) -> None:
-    proc = helm(helm_bin, "install", "rel", str(CHART), "--namespace", "mail", "--dry-run=client")
-    notes = proc.stdout.split("NOTES:", 1)[1]
-    assert "kubectl get emailplans -w" in notes
-    assert "kind: EmailPlan" in notes and "{{ name }}" in notes
-    assert "emailplan-database: EMAILPLAN_DATABASE_URL" in notes

@@ -124,7 +124,10 @@ def test_install_creates_the_product(cluster_wide: Release) -> None:
     rel = cluster_wide
     status = json.loads(rel.helm("status", rel.name, "-n", rel.namespace, "-o", "json").stdout)
     assert status["info"]["status"] == "deployed"
-    assert "kubectl get emailplans -w" in rel.notes  # type: ignore[attr-defined]
+    notes = rel.notes  # type: ignore[attr-defined]
+    assert "kubectl get emailplans -w" in notes
+    assert "kind: EmailPlan" in notes and "{{ name }}" in notes, "a first plan to apply"
+    assert "emailplan-database: EMAILPLAN_DATABASE_URL" in notes, "which Secrets to create"
     crd = rel.get("crd", "emailplans.emailplan.io")
     assert crd["spec"]["group"] == "emailplan.io"
     rel.get("crd", "clusterkopfpeerings.kopf.dev")

@@ -103,17 +103,17 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* AWS credentials from the optional Secret (api only; sender pods get it by envFrom). */}}
 {{- define "emailplan.awsEnv" -}}
-{{- with .Values.secrets.aws.existingSecret }}
+{{- with .Values.secrets.aws.existingSecret -}}
 {{ include "emailplan.secretEnv" (dict "name" "AWS_ACCESS_KEY_ID" "secret" .) }}
 {{ include "emailplan.secretEnv" (dict "name" "AWS_SECRET_ACCESS_KEY" "secret" .) }}
 {{ include "emailplan.secretEnv" (dict "name" "AWS_SESSION_TOKEN" "secret" . "optional" true) }}
-{{- end }}
+{{- end -}}
 {{- end -}}
 
 {{- define "emailplan.sentryEnv" -}}
-{{- with .Values.secrets.sentry.existingSecret }}
+{{- with .Values.secrets.sentry.existingSecret -}}
 {{ include "emailplan.secretEnv" (dict "name" "EMAILPLAN_SENTRY_DSN" "secret" .) }}
-{{- end }}
+{{- end -}}
 {{- end -}}
 
 {{- define "emailplan.podSecurityContext" -}}
