@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from devenv.kube import KubeCluster
 from devenv.moto import MotoServer
 from devenv.ports import free_port, port_open, wait_for
@@ -39,7 +40,8 @@ pytestmark = [
     pytest.mark.skipif(
         importlib.util.find_spec("emailplan.sender.worker") is None
         or importlib.util.find_spec("emailplan.sender.api.app") is None,
-        reason="data plane not landed yet: needs emailplan.sender.worker (issue 3) and emailplan.sender.api.app "
+        reason="data plane not landed yet: needs emailplan.sender.worker (issue 3) and "
+        "emailplan.sender.api.app "
         "(issue 4)",
     ),
 ]
