@@ -341,12 +341,12 @@ async def record_click(engine: AsyncEngine, message_id: int, at: datetime) -> bo
 
     async def work(conn: AsyncConnection) -> bool:
         plan_id = await _set_once(conn, message_id, "clicked_at", at)
-        if plan_id is None:
-            return False
-        await _bump(conn, plan_id, "clicked")
-        if await _set_once(conn, message_id, "opened_at", at) is not None:
-            await _bump(conn, plan_id, "opened")
-        return True
+        if plan_id is not None:
+            await _bump(conn, plan_id, "clicked")
+        opened_plan = await _set_once(conn, message_id, "opened_at", at)
+        if opened_plan is not None:
+            await _bump(conn, opened_plan, "opened")
+        return plan_id is not None
 
     result: bool = await _with_retry(engine, work)
     return result
