@@ -172,3 +172,13 @@ def test_dockerignore_sends_only_the_package_sources() -> None:
         "emailplan/__pycache__/cli.cpython-311.pyc",
     ):
         assert _ignored(unwanted, patterns), f"{unwanted} must not reach the build context"
+
+
+def test_image_user_matches_the_chart_and_the_sender_pods(stages: list[Stage]) -> None:
+    """runAsUser in the chart (and in the operator's sender pods) is the image's user."""
+    import yaml
+
+    uid = int(stages[-1].args("USER")[-1].partition(":")[0])
+    values = yaml.safe_load((REPO / "charts" / "emailplan" / "values.yaml").read_text())
+    assert values["podSecurityContext"]["runAsUser"] == uid
+    assert values["podSecurityContext"]["runAsGroup"] == uid

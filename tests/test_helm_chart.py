@@ -18,6 +18,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "emailplan"
 FULL_VALUES = REPO / "examples" / "values-full.yaml"
+EXAMPLE_VALUES = sorted((REPO / "examples").glob("values-*.yaml"))
 
 
 def helm(helm_bin: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -91,6 +92,13 @@ def test_helm_lint_is_clean(helm_bin: str, extra: list[str]) -> None:
     proc = helm(helm_bin, "lint", str(CHART), *extra, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("values", EXAMPLE_VALUES, ids=[p.name for p in EXAMPLE_VALUES])
+def test_example_values_lint_and_render(helm_bin: str, values: Path) -> None:
+    proc = helm(helm_bin, "lint", "--strict", str(CHART), "-f", str(values), check=False)
+    assert proc.returncode == 0 and "[WARNING]" not in proc.stdout, proc.stdout + proc.stderr
+    assert find(render(helm_bin, "-f", str(values)), "Deployment", "rel-emailplan-operator")
 
 
 def test_chart_crd_is_the_repository_crd() -> None:
@@ -272,11 +280,16 @@ def test_namespaced_mode_uses_roles_only_in_watched_namespaces(full_docs: list[d
 
 
 def test_full_values_render_every_option(full_docs: list[dict[str, Any]]) -> None:
-    sa = one(full_docs, "ServiceAccount", "mail-sender")
+    # Sender pods run in their plan's namespace: account and settings are there too.
+    for kind, name in [("ServiceAccount", "mail-sender"), ("ConfigMap", "rel-emailplan-dataplane")]:
+        found = find(full_docs, kind, name)
+        assert sorted(d["metadata"]["namespace"] for d in found) == ["mail", "marketing", "newsletters"], kind
+    sa = find(full_docs, "ServiceAccount", "mail-sender")[0]
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == (
         "arn:aws:iam::123456789012:role/emailplan-sender"
     )
     assert sa["metadata"]["annotations"]["team"] == "growth"
+    assert sa["automountServiceAccountToken"] is False
     ingress = one(full_docs, "Ingress", "rel-emailplan-public")
     paths = [p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
     assert paths == ["/v1/events", "/v1/unsubscribe"], "only public paths are exposed"
@@ -301,7 +314,7 @@ def test_full_values_render_every_option(full_docs: list[dict[str, Any]]) -> Non
     assert json.loads(api_env["EMAILPLAN_SNS_TOPIC_ARNS"]) == [
         "arn:aws:sns:eu-west-1:123456789012:ses-events"
     ]
-    config = one(full_docs, "ConfigMap", "rel-emailplan-dataplane")["data"]
+    config = find(full_docs, "ConfigMap", "rel-emailplan-dataplane")[0]["data"]
     assert config["EMAILPLAN_PUBLIC_URL"] == "https://mail.example.com"
     assert config["AWS_REGION"] == "eu-west-1"
     assert one(full_docs, "PodDisruptionBudget", "rel-emailplan-api")["spec"]["minAvailable"] == 2

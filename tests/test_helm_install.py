@@ -229,6 +229,9 @@ def test_namespaced_operator_is_confined(namespaced: Release) -> None:
     assert rel.can("get", "configmaps", watched)
     assert rel.can("patch", f"kopfpeerings.kopf.dev/{rel.fullname}", watched)
     rel.get("kopfpeering", rel.fullname, watched)
+    # What the sender pods there need besides the Secrets.
+    rel.get("serviceaccount", f"{rel.fullname}-dataplane", watched)
+    rel.get("configmap", f"{rel.fullname}-dataplane", watched)
     for ns in (other, "default"):
         assert not rel.can("create", "deployments.apps", ns), f"may create deployments in {ns}"
         assert not rel.can("get", "configmaps", ns)
