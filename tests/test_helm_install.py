@@ -241,8 +241,46 @@ def test_namespaced_operator_is_confined(namespaced: Release) -> None:
     assert rel.can("list", "customresourcedefinitions.apiextensions.k8s.io")
 
 
-def test_uninstall_removes_cluster_objects(helm_bin: str, kube: Any) -> None:
+def test_upgrade_then_uninstall(helm_bin: str, kube: Any) -> None:
     for rel in _install(helm_bin, kube):
+        # An upgrade changes the running objects in place (here: the sender rate default).
+        rel.helm(
+            "upgrade",
+            rel.name,
+            str(CHART),
+            "--namespace",
+            rel.namespace,
+            "--no-hooks",
+            "--reuse-values",
+            "--set",
+            "sender.perPodRate=20",
+            "--set",
+            "api.replicas=3",
+        )
+        api = rel.get("deployment", f"{rel.fullname}-api", rel.namespace)
+        assert api["spec"]["replicas"] == 3
+        operator = rel.get("deployment", f"{rel.fullname}-operator", rel.namespace)
+        env = {
+            e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        assert env["EMAILPLAN_DEFAULT_PER_POD_RATE"] == "20"
+        # A bad value is refused before anything changes.
+        proc = rel.helm(
+            "upgrade",
+            rel.name,
+            str(CHART),
+            "--namespace",
+            rel.namespace,
+            "--no-hooks",
+            "--reuse-values",
+            "--set",
+            "operator.replicas=0",
+            check=False,
+        )
+        assert proc.returncode != 0 and "/operator/replicas" in proc.stderr, proc.stderr
+        status = json.loads(rel.helm("status", rel.name, "-n", rel.namespace, "-o", "json").stdout)
+        assert status["version"] == 2 and status["info"]["status"] == "deployed"
+
         rel.helm("uninstall", rel.name, "--namespace", rel.namespace, "--wait")
         for kind, name in [
             ("clusterrole", f"{rel.fullname}-operator"),
