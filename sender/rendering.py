@@ -138,8 +138,7 @@ def _address_header(name: str | None, address: str) -> str:
 
 
 def _b64_lines(data: str) -> str:
-    encoded = base64.b64encode(data.encode("utf-8")).decode("ascii")
-    return "\r\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+    return base64.encodebytes(data.encode("utf-8")).decode("ascii").replace("\n", "\r\n").rstrip()
 
 
 def click_url(public_url: str, key: bytes, message_id: int, url: str) -> str:

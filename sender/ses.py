@@ -1,27 +1,31 @@
-"""SES v2 SendEmail (Raw) over aiohttp, signed with botocore's SigV4 signer.
+"""SES v2 SendEmail (Raw) over aiohttp, signed with AWS Signature Version 4.
 
 The generic botocore pipeline (parameter validation, serialization, event
 hooks, retries) costs more CPU per call than everything else the worker does;
 SendEmail is one JSON POST, so we build it ourselves and keep what matters:
-botocore's credential chain (env, profile, IRSA web identity, with refresh)
-and its signer. Errors are classified for the worker: throttling (slow down
+botocore's credential chain (env, profile, IRSA web identity, with refresh).
+Signing this one fixed request shape is done by ``SigV4`` below (the day's
+signing key is cached; botocore's generic signer costs ~150 µs a call); a test
+checks it produces exactly botocore's signature. Errors are classified for the worker: throttling (slow down
 and retry, never a failure), permanent (the message fails with the reason),
 transient (retry with backoff). Quota reads are rare and use the plain client.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import hmac
 import json
 import re
 import xml.etree.ElementTree as ET
 from base64 import b64encode
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import botocore.session
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 
 from emailplan.sender.rendering import RenderedEmail
 from emailplan.sender.settings import SenderSettings
@@ -43,9 +47,13 @@ PERMANENT_CODES = frozenset(
         "NotFoundException",
         "InvalidParameterValue",
         "ConfigurationSetDoesNotExist",
-        "AccountSuspendedException",
-        "SendingPausedException",
     }
+)
+
+
+# Account-level pauses: retrying later may succeed, failing the whole list would not be right.
+TRANSIENT_CODES = frozenset(
+    {"SendingPausedException", "AccountSuspendedException", "InternalFailure", "ServiceUnavailable"}
 )
 
 
@@ -68,7 +76,7 @@ class SesPermanentError(SesError):
 
 
 class SesTransientError(SesError):
-    """Network trouble or a 5xx: retry with backoff up to the attempt limit."""
+    """Network trouble, a 5xx, or sending paused on the account: retry with backoff, up to the limit."""
 
 
 def _error_code(headers: Any, body: bytes) -> tuple[str, str]:
@@ -94,9 +102,83 @@ def classify(status: int, code: str, message: str) -> SesError:
     """Map an HTTP status and SES error code to the worker's three kinds of failure."""
     if status == 429 or code in THROTTLE_CODES or "rate exceeded" in message.lower():
         return SesThrottledError(code or "TooManyRequestsException", message, status)
+    if code in TRANSIENT_CODES:
+        return SesTransientError(code, message, status)
     if code in PERMANENT_CODES or (400 <= status < 500 and status not in (401, 403, 408)):
         return SesPermanentError(code or f"HTTP{status}", message, status)
     return SesTransientError(code or f"HTTP{status}", message, status)
+
+
+class SigV4:
+    """AWS SigV4 for JSON/form POSTs to one service and region, with the day's key cached."""
+
+    def __init__(self, service: str, region: str) -> None:
+        self.service = service
+        self.region = region
+        self._key: tuple[str, str, bytes] | None = None  # (secret, date, key)
+
+    def _signing_key(self, secret: str, date: str) -> bytes:
+        if self._key is None or self._key[0] != secret or self._key[1] != date:
+            key = hmac.new(("AWS4" + secret).encode(), date.encode(), hashlib.sha256).digest()
+            for part in (self.region, self.service, "aws4_request"):
+                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+            self._key = (secret, date, key)
+        return self._key[2]
+
+    def headers(
+        self,
+        *,
+        access_key: str,
+        secret_key: str,
+        token: str | None,
+        host: str,
+        path: str,
+        body: bytes,
+        content_type: str,
+        now: datetime.datetime | None = None,
+    ) -> dict[str, str]:
+        """Headers (Authorization, X-Amz-Date, token) for ``POST https://host/path`` with ``body``."""
+        amz_date = (now or datetime.datetime.now(datetime.UTC)).strftime("%Y%m%dT%H%M%SZ")
+        date = amz_date[:8]
+        headers = {"content-type": content_type, "host": host, "x-amz-date": amz_date}
+        if token:
+            headers["x-amz-security-token"] = token
+        names = sorted(headers)
+        signed = ";".join(names)
+        canonical = "\n".join(
+            [
+                "POST",
+                path,
+                "",
+                "".join(f"{n}:{' '.join(headers[n].split())}\n" for n in names),
+                signed,
+                hashlib.sha256(body).hexdigest(),
+            ]
+        )
+        scope = f"{date}/{self.region}/{self.service}/aws4_request"
+        to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        signature = hmac.new(
+            self._signing_key(secret_key, date), to_sign.encode(), hashlib.sha256
+        ).hexdigest()
+        out = {
+            "Content-Type": content_type,
+            "X-Amz-Date": amz_date,
+            "Authorization": f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, "
+            f"Signature={signature}",
+        }
+        if token:
+            out["X-Amz-Security-Token"] = token
+        return out
+
+
+def host_of(url: str) -> tuple[str, str]:
+    """(Host header value, path) of ``url`` as SigV4 signs them (port only when not the default)."""
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    host = parts.hostname or ""
+    if parts.port and parts.port != default:
+        host = f"{host}:{parts.port}"
+    return host, parts.path or "/"
 
 
 class SesClient:
@@ -118,6 +200,7 @@ class SesClient:
         if self._credentials is None:
             raise RuntimeError("no AWS credentials found (environment, profile or web identity)")
         self._http: aiohttp.ClientSession | None = None
+        self._signer = SigV4("ses", self._region)
 
     async def __aenter__(self) -> SesClient:
         self._http = aiohttp.ClientSession(
@@ -132,10 +215,18 @@ class SesClient:
         if self._http is not None:
             await self._http.close()
 
-    def _signed_headers(self, method: str, url: str, body: bytes, content_type: str) -> dict[str, str]:
-        request = AWSRequest(method=method, url=url, data=body, headers={"Content-Type": content_type})
-        SigV4Auth(self._credentials.get_frozen_credentials(), "ses", self._region).add_auth(request)
-        return dict(request.headers.items())
+    def _signed_headers(self, url: str, body: bytes, content_type: str) -> dict[str, str]:
+        creds = self._credentials.get_frozen_credentials()
+        host, path = host_of(url)
+        return self._signer.headers(
+            access_key=creds.access_key,
+            secret_key=creds.secret_key,
+            token=creds.token,
+            host=host,
+            path=path,
+            body=body,
+            content_type=content_type,
+        )
 
     async def send(self, email: RenderedEmail) -> str:
         """Send one rendered message; returns the SES MessageId or raises a ``SesError`` kind."""
@@ -148,7 +239,7 @@ class SesClient:
         if email.configuration_set:
             payload["ConfigurationSetName"] = email.configuration_set
         body = json.dumps(payload, separators=(",", ":")).encode()
-        headers = self._signed_headers("POST", self._url, body, "application/json")
+        headers = self._signed_headers(self._url, body, "application/json")
         assert self._http is not None, "use SesClient as an async context manager"
         try:
             async with self._http.post(self._url, data=body, headers=headers) as response:
@@ -169,7 +260,7 @@ class SesClient:
         """The account's MaxSendRate (SES v1 GetSendQuota; moto implements it), or None if unknown."""
         url = (self._aws_endpoint or f"https://email.{self._region}.amazonaws.com").rstrip("/") + "/"
         body = b"Action=GetSendQuota&Version=2010-12-01"
-        headers = self._signed_headers("POST", url, body, "application/x-www-form-urlencoded; charset=utf-8")
+        headers = self._signed_headers(url, body, "application/x-www-form-urlencoded; charset=utf-8")
         assert self._http is not None, "use SesClient as an async context manager"
         try:
             async with self._http.post(url, data=body, headers=headers) as response:

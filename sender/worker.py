@@ -162,7 +162,7 @@ class Worker:
         self.plan_rate = 14.0
         self.account_rate: float | None = settings.max_send_rate
         self.stopping = asyncio.Event()
-        self.sendq: asyncio.Queue[Held] = asyncio.Queue()
+        self.sendq: asyncio.Queue[Held | None] = asyncio.Queue()
         self.backlog_ids: set[int] = set()
         self.held: dict[int, Held] = {}
         self.in_flight = 0
@@ -223,7 +223,9 @@ class Worker:
         """
         if drain:
             while not self.sendq.empty():
-                self.parked.append(self.sendq.get_nowait())
+                item = self.sendq.get_nowait()
+                if item is not None:
+                    self.parked.append(item)
         if not self.parked:
             return 0
         parked, self.parked = self.parked, []
@@ -344,20 +346,11 @@ class Worker:
     # ------------------------------------------------------------------ sending
 
     async def send_loop(self) -> None:
-        while not self.stopping.is_set():
-            get = asyncio.ensure_future(self.sendq.get())
-            stop = asyncio.ensure_future(self.stopping.wait())
-            done, _ = await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if get not in done:
-                get.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await get
-                if get.done() and not get.cancelled():
-                    self.sendq.put_nowait(get.result())
-                stop.cancel()
+        """One of ``worker_concurrency`` senders; a ``None`` in the queue tells it to stop."""
+        while True:
+            held = await self.sendq.get()
+            if held is None:
                 return
-            stop.cancel()
-            held = get.result()
             if held.claimed.id not in self.held:
                 continue
             self.in_flight += 1
@@ -445,8 +438,11 @@ class Worker:
             else:
                 await asyncio.sleep(0.05)
 
-    async def flush(self) -> bool:
-        """Write buffered results (≤ flush_rows per transaction); ack SQS jobs that are complete."""
+    async def flush(self, deadline: float | None = None) -> bool:
+        """Write buffered results (≤ flush_rows per transaction); ack SQS jobs that are complete.
+
+        Keeps retrying through a database outage (results are never dropped) until ``deadline``.
+        """
         while self.results:
             batch = self.results[: self.settings.flush_rows]
             try:
@@ -456,9 +452,14 @@ class Worker:
                     "cannot write results, keeping them and retrying",
                     extra={"error": type(exc).__name__, "rows": len(self.results)},
                 )
-                await asyncio.sleep(1.0)
-                if self.stopping.is_set() and self.settings.shutdown_grace_seconds <= 0:
+                if deadline is not None and time.monotonic() > deadline:
+                    log.error(
+                        "results not written before the deadline; their leases will expire and "
+                        "those messages may be sent again",
+                        extra={"rows": len(self.results)},
+                    )
                     return False
+                await asyncio.sleep(1.0)
                 continue
             del self.results[: len(batch)]
             for result in batch:
@@ -566,6 +567,11 @@ class Worker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # Senders stop before anything still queued: put the stop marks at the front.
+        while not self.sendq.empty():
+            self.sendq.get_nowait()  # still in self.held: released below
+        for _ in senders:
+            self.sendq.put_nowait(None)
         try:
             await asyncio.wait_for(
                 asyncio.gather(*senders, return_exceptions=True), self.settings.shutdown_grace_seconds
@@ -577,7 +583,7 @@ class Worker:
         self.parked = [h for h in self.held.values() if h.claimed.id not in written]
         while not self.sendq.empty():
             self.sendq.get_nowait()
-        await _retry_until(self.flush, "flush results", self.settings.shutdown_grace_seconds)
+        await self.flush(deadline=time.monotonic() + self.settings.shutdown_grace_seconds)
         await _retry_until(lambda: self.release_parked(drain=False), "release held messages", 10.0)
         pending = [j for j in self.jobs if j.outstanding]
         if pending:
