@@ -214,3 +214,28 @@ async def test_shared_bucket_grants_at_most_the_plan_rate(engine: AsyncEngine) -
         total += got
         await asyncio.sleep(0.02)
     assert total <= 10 * (loop.time() - start) + 5 + 1
+
+
+async def test_s3_list_is_streamed_validated_and_enqueued(engine: AsyncEngine, aws: MotoServer) -> None:
+    import boto3
+
+    from emailplan.sender.loader import load_s3
+
+    lines = ["email,name,code"] + [f"u{i}@example.com,U{i},C{i}" for i in range(1, 12001)]
+    lines[5] = "broken-address,X,Y"  # data row 5
+    s3 = boto3.client("s3", endpoint_url=aws.endpoint_url)
+    s3.create_bucket(Bucket="lists")
+    s3.put_object(Bucket="lists", Key="spring.csv", Body="\n".join(lines).encode())
+    plan_id = await new_plan(engine)
+    settings = SenderSettings()
+    async with WorkQueue.open(settings) as queue:
+        result = await load_s3(engine, queue, settings, plan_id, bucket="lists", key="spring.csv", fmt="csv")
+    assert (result.accepted, result.rejected) == (11999, 1)
+    assert [(e.row, e.field) for e in result.errors] == [(5, "email")]
+    view = await ledger.get_plan(engine, plan_id)
+    assert view is not None and view.state == "ready" and view.recipients_complete
+    async with engine.connect() as conn:
+        row = (await conn.execute(text("SELECT name, vars FROM messages WHERE row_no = 12000"))).one()
+        queued = (await conn.execute(text("SELECT count(*) FROM messages WHERE enqueued"))).scalar_one()
+    assert row.name == "U12000" and row.vars == {"code": "C12000"}
+    assert queued == 11999
