@@ -50,6 +50,7 @@ class Recipient:
     email: str
     name: str | None = None
     vars: dict[str, Any] = field(default_factory=dict)
+    vars_json: str = "{}"  # serialized once here, stored as-is (jsonb)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +72,7 @@ def normalize_email(value: str) -> str:
 
 def validate_row(row: int, data: Mapping[str, Any]) -> Recipient | RowError:
     """Validate one parsed row (``{email, name?, vars?}``)."""
-    if not isinstance(data, Mapping):
+    if not isinstance(data, dict) and not isinstance(data, Mapping):
         return RowError(row, "", "row must be an object with an email field")
     email = data.get("email")
     if not isinstance(email, str) or not email.strip():
@@ -94,14 +95,15 @@ def validate_row(row: int, data: Mapping[str, Any]) -> Recipient | RowError:
         if name is not None and (len(name) > MAX_NAME_LEN or any(c in name for c in "\r\n")):
             return RowError(row, "name", f"name must be one line of at most {MAX_NAME_LEN} characters")
     variables = data.get("vars")
-    if variables is None:
-        variables = {}
-    if not isinstance(variables, Mapping) or not all(isinstance(k, str) for k in variables):
+    if not variables:
+        return Recipient(row=row, email=normalize_email(normalized), name=name)
+    if not isinstance(variables, dict | Mapping) or not all(isinstance(k, str) for k in variables):
         return RowError(row, "vars", "vars must be an object with string keys")
     variables = dict(variables)
-    if len(json.dumps(variables, default=str)) > MAX_VARS_BYTES:
+    encoded = json.dumps(variables, default=str, ensure_ascii=False)
+    if len(encoded) > MAX_VARS_BYTES:
         return RowError(row, "vars", f"vars larger than {MAX_VARS_BYTES} bytes")
-    return Recipient(row=row, email=normalize_email(normalized), name=name, vars=variables)
+    return Recipient(row=row, email=normalize_email(normalized), name=name, vars=variables, vars_json=encoded)
 
 
 def parse_ndjson(
