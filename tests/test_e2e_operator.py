@@ -71,6 +71,8 @@ class Stack:
             "EMAILPLAN_PUBLIC_URL": f"http://127.0.0.1:{self.api_port}",
             "EMAILPLAN_METRICS_PORT": "0",
             "EMAILPLAN_FLUSH_SECONDS": "1",
+            # moto's GetSendQuota answers the sandbox rate (1/s): give the account a real cap.
+            "EMAILPLAN_MAX_SEND_RATE": "2000",
             "EMAILPLAN_LOG_LEVEL": "INFO",
         }
 
@@ -183,17 +185,20 @@ class Stack:
         return sum(1 for p in self.runner.processes(ns, f"emailplan-{name}-sender") if p.poll() is None)
 
     def received(self, marker: str) -> Counter[str]:
-        """Recipients (containing ``marker``) of every email moto accepted, with multiplicity."""
+        """Recipients (containing ``marker``) of every email moto accepted, one count per email."""
+        ses = self.moto.data().get("ses", {})
         got: Counter[str] = Counter()
-        for msg in self.moto.sent_emails():
-            dests = msg.get("destinations")
-            if isinstance(dests, dict):
-                addrs = [a for v in dests.values() for a in (v or [])]
-            else:
-                addrs = list(dests or [])
-            for addr in addrs:
-                if marker in addr:
-                    got[addr.lower()] += 1
+        for kind in ("Message", "RawMessage"):
+            stored = ses.get(kind) or []
+            msgs = stored if isinstance(stored, list) else [m for v in stored.values() for m in v]
+            for msg in msgs:
+                dests = msg.get("destinations")
+                addrs = (
+                    [a for v in dests.values() for a in v or []] if isinstance(dests, dict) else dests or []
+                )
+                for addr in {a.lower() for a in addrs}:  # moto lists the To header and the envelope
+                    if marker in addr:
+                        got[addr] += 1
         return got
 
     def counts_from_api(self, uid: str) -> dict[str, Any]:
