@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -79,8 +79,11 @@ def create_app(
                 extra_cert_prefixes=settings.sns_extra_trusted_cert_prefixes,
             )
 
-            async def write(hits: list[eventstore.OpenHit]) -> eventstore.OpensResult:
-                return await eventstore.record_opens(db, hits, settings.open_machine_window_seconds)
+            hot = eventstore.HotConnections(db, size=max(2, settings.db_pool_size - 2))
+            stack.push_async_callback(hot.close)
+
+            async def write(hits: Sequence[eventstore.OpenHit]) -> eventstore.OpensResult:
+                return await eventstore.record_opens(hot, hits, settings.open_machine_window_seconds)
 
             opens = OpenBuffer(
                 write, max_rows=settings.open_flush_rows, max_seconds=settings.open_flush_seconds
@@ -88,6 +91,7 @@ def create_app(
             state = ApiState(
                 settings=settings,
                 engine=db,
+                hot=hot,
                 http=http,
                 verifier=verifier,
                 opens=opens,

@@ -34,7 +34,7 @@ PLAN_ID = {
     "description": "The EmailPlan's metadata.uid",
     "schema": {"type": "string", "format": "uuid"},
 }
-KEYED = [{"apiKey": []}]
+KEYED: list[dict[str, list[str]]] = [{"apiKey": []}]
 E400 = _err("Bad request (the field is named)")
 E401 = _err("Missing or wrong x-api-key")
 E404 = _err("Unknown plan")

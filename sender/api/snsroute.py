@@ -10,9 +10,7 @@ retries and replays change nothing. Answers 5xx only when the fault is ours
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -100,8 +98,7 @@ async def _notification(state: ApiState, msg: sns.SnsMessage) -> web.Response:
         metrics.SNS_MESSAGES.labels(outcome="ignored").inc()
         return web.json_response({"status": "ignored"})
     try:
-        payload: Any = json.loads(msg.message)
-        result = await eventstore.record_ses_event(state.engine, msg.message_id, event, payload)
+        result = await eventstore.record_ses_event(state.hot, msg.message_id, event, msg.message)
     except Exception as exc:
         metrics.SNS_MESSAGES.labels(outcome="db_error").inc()
         log.exception("recording an SES event failed", extra={"sns_message_id": msg.message_id[:100]})

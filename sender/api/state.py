@@ -12,6 +12,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emailplan.sender.api.openbuffer import OpenBuffer
+from emailplan.sender.eventstore import HotConnections
 from emailplan.sender.ledger import QueueSink
 from emailplan.sender.settings import SenderSettings
 from emailplan.sender.sns import SnsVerifier
@@ -21,6 +22,7 @@ from emailplan.sender.sns import SnsVerifier
 class ApiState:
     settings: SenderSettings
     engine: AsyncEngine
+    hot: HotConnections  # held connections of ``engine`` for the SNS and pixel write paths
     http: aiohttp.ClientSession
     verifier: SnsVerifier
     opens: OpenBuffer
