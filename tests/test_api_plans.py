@@ -224,3 +224,23 @@ async def test_s3_load_runs_in_the_background(migrated: str, ident: Identity, aw
         assert await live.scalar("SELECT count(*) FROM messages WHERE enqueued") == 3000
     finally:
         await stop_api(live)
+
+
+async def test_text_postgres_cannot_store_is_a_client_error(api: LiveApi) -> None:
+    plan_id = uuid.uuid4()
+    for body in ({**PLAN, "subject": "a\u0000b"}, {**PLAN, "ses": {"tags": {"k": "\ud800"}}}):
+        resp = await api.client.put(
+            f"/v1/plans/{plan_id}",
+            data=json.dumps(body),
+            headers={**HEADERS, "Content-Type": "application/json"},
+        )
+        assert resp.status == 400, await resp.text()
+        assert (await resp.json())["error"]["field"] in ("subject", "ses.tags.k")
+    await put(api, plan_id, PLAN)
+    body = b'{"email": "a@example.com", "vars": {"x": "\\u0000"}}\n'
+    body += b'{"email": "b@example.com", "name": "\\udc00"}\n{"email": "c@example.com"}\n'
+    result = await (await upload(api, plan_id, body, "application/x-ndjson")).json()
+    assert result["accepted"] == 1
+    assert sorted((e["row"], e["field"]) for e in result["errors"]) == [(1, "vars"), (2, "name")]
+    result = await (await upload(api, plan_id, b"email,name\nd@example.com,nul\x00here\n", "text/csv")).json()
+    assert result["accepted"] == 0 and result["errors"][0]["row"] == 1

@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from emailplan.sender import ledger
-from emailplan.sender.api import metrics, s3load
+from emailplan.sender.api import metrics, s3load, textcheck
 from emailplan.sender.api.auth import require_api_key
 from emailplan.sender.api.errors import ApiError
 from emailplan.sender.api.state import ApiState, state_of
@@ -99,6 +99,11 @@ class S3Source(_Model):
     format: Literal["csv", "jsonl", "ndjson"] = "jsonl"
 
 
+def _safe_field(path: str) -> str:
+    """A field path fit to echo back (it may contain the offending key itself)."""
+    return path.encode("utf-8", "replace").decode("utf-8").replace("\x00", "?")[:200]
+
+
 def _validation_error(exc: ValidationError) -> ApiError:
     first = exc.errors()[0]
     field = ".".join(str(p) for p in first.get("loc", ())) or None
@@ -146,6 +151,9 @@ async def put_plan(request: web.Request) -> web.Response:
     body = await _json_body(request, MAX_PLAN_BYTES)
     if not isinstance(body, dict):
         raise ApiError(400, "body must be a JSON object", "body")
+    bad = textcheck.find_bad_text(body)
+    if bad is not None:
+        raise ApiError(400, textcheck.MESSAGE, _safe_field(bad))
     try:
         plan = PlanIn.model_validate(body)
     except ValidationError as exc:
@@ -248,6 +256,9 @@ async def load_s3(request: web.Request) -> web.Response:
     body = await _json_body(request, 64 * 1024)
     if not isinstance(body, dict):
         raise ApiError(400, "body must be a JSON object", "body")
+    bad = textcheck.find_bad_text(body)
+    if bad is not None:
+        raise ApiError(400, textcheck.MESSAGE, _safe_field(bad))
     try:
         source = S3Source.model_validate(body)
     except ValidationError as exc:

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Any
 
 from emailplan.sender.api.errors import ApiError
+from emailplan.sender.api.textcheck import MESSAGE as TEXT_MESSAGE
+from emailplan.sender.api.textcheck import find_bad_text
 from emailplan.sender.recipients import RowError, parse_csv, parse_ndjson
 
 MAX_RECORD_BYTES = 1024 * 1024
@@ -58,6 +60,16 @@ async def _records(chunks: AsyncIterable[bytes], limit: int, csv_quotes: bool) -
         yield [bytes(buf).rstrip(b"\r")]
 
 
+def _checked(row: int, item: Mapping[str, Any] | RowError) -> Mapping[str, Any] | RowError:
+    """Refuse rows with text PostgreSQL cannot store (NUL, lone surrogates) by row number."""
+    if isinstance(item, RowError):
+        return item
+    bad = find_bad_text(dict(item))
+    if bad is None:
+        return item
+    return RowError(row, bad.split(".")[0].split("[")[0][:100], TEXT_MESSAGE)
+
+
 def _decode(record: bytes, row: int) -> str | RowError:
     try:
         return record.decode("utf-8")
@@ -70,7 +82,7 @@ async def ndjson_rows(chunks: AsyncIterable[bytes], limit: int) -> AsyncIterator
     next_row = 1
     async for records in _records(chunks, limit, csv_quotes=False):
         for row, item in parse_ndjson(records, first_row=next_row):
-            yield row, item
+            yield row, _checked(row, item)
         next_row += len(records)
 
 
@@ -97,7 +109,7 @@ async def csv_rows(chunks: AsyncIterable[bytes], limit: int) -> AsyncIterator[Ro
             else:
                 texts.append(decoded)
         for row, item in parse_csv([header, *texts], first_row=next_row):
-            yield row, item
+            yield row, _checked(row, item)
         for row, err in bad.items():
             yield row, err
         next_row += len(records)
