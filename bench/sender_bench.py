@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -179,7 +178,9 @@ async def baseline_client(ses_url: str, n: int, in_flight: int = 32) -> tuple[fl
 
 async def bench_throughput(url: str, ses_url: str, n: int) -> dict[str, Any]:
     plan_id = await make_plan(url, n, rate=100000)
-    env = worker_env(url, plan_id, ses_url, EMAILPLAN_WORKER_CONCURRENCY="64")
+    env = worker_env(
+        url, plan_id, ses_url, EMAILPLAN_WORKER_CONCURRENCY=os.environ.get("BENCH_CONCURRENCY", "64")
+    )
     t0 = time.perf_counter()
     proc = subprocess.Popen([EXE, "worker"], env=env)
     code, cpu = child_cpu(proc)
@@ -262,7 +263,11 @@ def ingest_child(url: str, n: int, mode: str) -> None:
         return {"seconds": seconds, **extra}
 
     out = asyncio.run(run())
-    out["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the (bigger) parent.
+    status = Path("/proc/self/status").read_text()
+    out["max_rss_mb"] = (
+        int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmHWM:"))) / 1024
+    )
     print(json.dumps(out))
 
 

@@ -113,6 +113,7 @@ class SendResult:
     status: str  # "sent" | "failed"
     ses_message_id: str | None = None
     error: str | None = None
+    at: datetime | None = None  # when SES answered (results are written later, in batches)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -712,10 +713,11 @@ async def record_results(engine: AsyncEngine, plan_id: uuid.UUID, results: Seque
                     text(
                         """
                     UPDATE messages m SET status = r.status, ses_message_id = r.sid, error = r.err,
-                        sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE NULL END,
+                        sent_at = CASE WHEN r.status = 'sent' THEN coalesce(r.at, now()) ELSE NULL END,
                         lease_owner = NULL, lease_until = NULL, updated_at = now()
                     FROM unnest(CAST(:ids AS bigint[]), CAST(:st AS text[]), CAST(:sid AS text[]),
-                                CAST(:err AS text[])) AS r(id, status, sid, err)
+                                CAST(:err AS text[]), CAST(:at AS timestamptz[]))
+                         AS r(id, status, sid, err, at)
                     WHERE m.id = r.id AND m.status = 'processing'
                     RETURNING r.status
                     """
@@ -725,6 +727,7 @@ async def record_results(engine: AsyncEngine, plan_id: uuid.UUID, results: Seque
                         "st": [r.status for r in results],
                         "sid": [r.ses_message_id for r in results],
                         "err": [r.error for r in results],
+                        "at": [r.at for r in results],
                     },
                 )
             )

@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -252,7 +253,12 @@ class Worker:
     # ------------------------------------------------------------------ intake
 
     def backlog_limit(self) -> int:
-        return int(min(5000, max(200, self.plan_rate * 5, self.settings.worker_concurrency * 4)))
+        """Claimed-but-unsent messages this pod may hold: about a second of the plan's rate.
+
+        Deep enough to keep the senders busy, shallow enough that pods sharing a
+        plan share its work (a pod must not sit on minutes of someone else's sends).
+        """
+        return int(min(5000, max(100, self.plan_rate, self.settings.worker_concurrency * 2)))
 
     async def poll_loop(self) -> None:
         """Receive work when sendable and not over the backlog limit; claim it in the ledger."""
@@ -262,10 +268,12 @@ class Worker:
                     await asyncio.wait_for(self.stopping.wait(), 0.2)
                 continue
             try:
+                room = self.backlog_limit() - len(self.backlog_ids)
                 jobs = await self.queue.receive(
                     self.plan_id,
                     wait_seconds=self.settings.poll_wait_seconds,
                     visibility=int(max(1, self.settings.lease_seconds)),
+                    max_messages=max(1, min(10, -(-room // 100))),
                 )
             except OUTAGE as exc:
                 log.warning("cannot receive work, retrying", extra={"error": type(exc).__name__})
@@ -415,7 +423,7 @@ class Worker:
             if self.tokens.throttle.factor < 1:
                 self.tokens.throttle = self.tokens.throttle.succeeded()
                 FACTOR.set(self.tokens.throttle.factor)
-            self.finish(held, ledger.SendResult(msg.id, "sent", ses_message_id=ses_id))
+            self.finish(held, ledger.SendResult(msg.id, "sent", ses_message_id=ses_id, at=datetime.now(UTC)))
             return
 
     def finish(self, held: Held, result: ledger.SendResult) -> None:

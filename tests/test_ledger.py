@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -239,3 +240,32 @@ async def test_s3_list_is_streamed_validated_and_enqueued(engine: AsyncEngine, a
         queued = (await conn.execute(text("SELECT count(*) FROM messages WHERE enqueued"))).scalar_one()
     assert row.name == "U12000" and row.vars == {"code": "C12000"}
     assert queued == 11999
+
+
+async def test_unprocessable_work_goes_to_the_dlq_with_its_reason(
+    engine: AsyncEngine, aws: MotoServer
+) -> None:
+    import boto3
+
+    plan_id = await new_plan(engine)
+    async with WorkQueue.open(SenderSettings()) as queue:
+        url = await queue.ensure(plan_id)
+        sqs = boto3.client("sqs", endpoint_url=aws.endpoint_url)
+        sqs.send_message(QueueUrl=url, MessageBody="{not json")
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"plan": str(plan_id), "ids": ["x"]}))
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"plan": str(plan_id), "ids": [7]}))
+        jobs = await queue.receive(plan_id, wait_seconds=1)
+        jobs += await queue.receive(plan_id, wait_seconds=1)
+        assert [j.ids for j in jobs] == [(7,)]
+        dlq = await queue.url(plan_id, dlq=True)
+        dead = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"])[
+            "Messages"
+        ]
+        reasons = sorted(m["MessageAttributes"]["reason"]["StringValue"] for m in dead)
+        assert len(reasons) == 2
+        assert any("not JSON" in r for r in reasons) and any("positive integers" in r for r in reasons)
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])["Attributes"]
+        assert (
+            '"maxReceiveCount": "5"' in attrs["RedrivePolicy"]
+            or '"maxReceiveCount": 5' in attrs["RedrivePolicy"]
+        )
