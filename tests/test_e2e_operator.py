@@ -9,6 +9,7 @@ Deployments, and the emails moto received.
 
 from __future__ import annotations
 
+import email.utils
 import importlib.util
 import json
 import os
@@ -196,7 +197,8 @@ class Stack:
                 addrs = (
                     [a for v in dests.values() for a in v or []] if isinstance(dests, dict) else dests or []
                 )
-                for addr in {a.lower() for a in addrs}:  # moto lists the To header and the envelope
+                # moto lists the To header ("Name <addr>") and the envelope address: count each email once.
+                for addr in {email.utils.parseaddr(a)[1].lower() for a in addrs}:
                     if marker in addr:
                         got[addr] += 1
         return got
