@@ -136,11 +136,16 @@ class HotConnections:
             await conn.close()
 
     async def fetchrow(self, sql: str, *args: Any, attempts: int = 3) -> Any:
+        """One statement's first row (see ``fetch``)."""
+        rows = await self.fetch(sql, *args, attempts=attempts)
+        return rows[0] if rows else None
+
+    async def fetch(self, sql: str, *args: Any, attempts: int = 3) -> list[Any]:
         """One statement, retried on deadlock / serialization failure and on a broken connection."""
         for attempt in range(attempts):
             try:
                 async with self.acquire() as pg:
-                    return await pg.fetchrow(sql, *args)
+                    return list(await pg.fetch(sql, *args))
             except (OSError, ConnectionError) as exc:
                 if attempt == attempts - 1:
                     raise
@@ -154,118 +159,155 @@ class HotConnections:
         raise AssertionError("unreachable")
 
 
-def _event_sql(column: str | None, counter: str | None) -> str:
-    """One statement that records an SES event and everything it implies.
+# SES event kind → the messages column set once (and the plan_counters column of
+# the same name without ``_at``). Transient/undetermined bounces set nothing.
+def _once_column(event: SesEvent) -> str | None:
+    if event.kind is Kind.BOUNCE and not event.hard_bounce:
+        return None
+    once = _ONCE_COLUMNS.get(event.kind)
+    return once[0] if once else None
 
-    $1 sns id, $2 SES message id, $3 our message id (fallback), $4 plan ref,
-    $5 kind, $6 subtype, $7 recipient text, $8 occurred at, $9 payload,
-    $10 addresses to suppress, $11 suppression reason.
-    ``column``/``counter`` come from the fixed table above, never from input.
-    """
-    if column is not None and counter is not None:
-        counted = f"""
-, counted AS (
-    UPDATE messages m SET {column} = COALESCE($8::timestamptz, now())
-    FROM msg WHERE m.id = msg.id AND m.{column} IS NULL AND EXISTS (SELECT 1 FROM ev)
-    RETURNING m.plan_id
-)"""  # noqa: S608 - fixed column names
-    elif counter is not None:
-        counted = """
-, counted AS (SELECT plan_id FROM msg WHERE EXISTS (SELECT 1 FROM ev))"""
-    else:
-        counted = """
-, counted AS (SELECT plan_id FROM msg WHERE false)"""
-    bump = (
-        f"""
-, bump AS (
-    UPDATE plan_counters pc SET {counter} = pc.{counter} + 1
-    FROM counted WHERE pc.plan_id = counted.plan_id RETURNING 1
-)"""  # noqa: S608
-        if counter is not None
-        else """
-, bump AS (SELECT 1 WHERE false)"""
-    )
-    return f"""
-WITH msg AS (
-    (SELECT id, plan_id FROM messages WHERE ses_message_id = $2::text)
-    UNION ALL
-    (SELECT id, plan_id FROM messages
-      WHERE id = $3::bigint AND ($4::text IS NULL OR plan_id::text = $4::text))
-    LIMIT 1
+
+# One statement records a whole batch of SES events (group commit): the API
+# collects the events that arrive while the previous batch is being written.
+# Within the statement each messages row is updated at most once (all its
+# first-time columns together) and counters are bumped only for columns that
+# were NULL before, so replays, duplicates in one batch and several kinds for
+# one message all count exactly once.
+_EVENTS_SQL = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[])
+        AS t(sns_id, ses_id, ref, plan_ref, kind, subtype, rcpt, at, payload, once_col, suppress, reason)
+), found AS (
+    SELECT i.sns_id, COALESCE(a.id, b.id) AS message_id, COALESCE(a.plan_id, b.plan_id) AS plan_id
+    FROM input i
+    LEFT JOIN messages a ON a.ses_message_id = i.ses_id
+    LEFT JOIN messages b ON a.id IS NULL AND b.id = i.ref
+                         AND (i.plan_ref IS NULL OR b.plan_id::text = i.plan_ref)
 ), ev AS (
     INSERT INTO events
         (sns_message_id, plan_id, message_id, event_type, subtype, recipient, occurred_at, payload)
-    SELECT $1::text, (SELECT plan_id FROM msg), (SELECT id FROM msg), $5::text, $6::text, $7::text,
-           COALESCE($8::timestamptz, now()), $9::text::jsonb
+    SELECT i.sns_id, f.plan_id, f.message_id, i.kind, i.subtype, i.rcpt, COALESCE(i.at, now()),
+           i.payload::jsonb
+    FROM input i JOIN found f USING (sns_id)
+    ORDER BY i.sns_id
     ON CONFLICT (sns_message_id) DO NOTHING
-    RETURNING id
-){counted}{bump}
-, sup AS (
+    RETURNING sns_message_id, message_id, plan_id
+), todo AS (
+    SELECT ev.message_id, ev.plan_id,
+           min(COALESCE(i.at, now())) FILTER (WHERE i.once_col = 'delivered_at') AS d,
+           min(COALESCE(i.at, now())) FILTER (WHERE i.once_col = 'bounced_at') AS b,
+           min(COALESCE(i.at, now())) FILTER (WHERE i.once_col = 'complained_at') AS c,
+           min(COALESCE(i.at, now())) FILTER (WHERE i.once_col = 'opened_at') AS o,
+           min(COALESCE(i.at, now())) FILTER (WHERE i.once_col = 'clicked_at') AS k,
+           count(*) FILTER (WHERE i.kind = 'reject') AS rejects
+    FROM ev JOIN input i ON i.sns_id = ev.sns_message_id
+    WHERE ev.message_id IS NOT NULL
+    GROUP BY ev.message_id, ev.plan_id
+), old AS (
+    SELECT m.id, m.delivered_at IS NULL AS d0, m.bounced_at IS NULL AS b0, m.complained_at IS NULL AS c0,
+           m.opened_at IS NULL AS o0, m.clicked_at IS NULL AS k0
+    FROM messages m JOIN todo t ON t.message_id = m.id
+), upd AS (
+    UPDATE messages m SET
+        delivered_at = COALESCE(m.delivered_at, t.d), bounced_at = COALESCE(m.bounced_at, t.b),
+        complained_at = COALESCE(m.complained_at, t.c), opened_at = COALESCE(m.opened_at, t.o),
+        clicked_at = COALESCE(m.clicked_at, t.k)
+    FROM todo t
+    WHERE m.id = t.message_id AND (
+        (t.d IS NOT NULL AND m.delivered_at IS NULL) OR (t.b IS NOT NULL AND m.bounced_at IS NULL)
+        OR (t.c IS NOT NULL AND m.complained_at IS NULL) OR (t.o IS NOT NULL AND m.opened_at IS NULL)
+        OR (t.k IS NOT NULL AND m.clicked_at IS NULL))
+    RETURNING m.id
+), deltas AS (
+    SELECT t.plan_id,
+           count(*) FILTER (WHERE t.d IS NOT NULL AND o.d0 AND u.id IS NOT NULL) AS delivered,
+           count(*) FILTER (WHERE t.b IS NOT NULL AND o.b0 AND u.id IS NOT NULL) AS bounced,
+           count(*) FILTER (WHERE t.c IS NOT NULL AND o.c0 AND u.id IS NOT NULL) AS complained,
+           count(*) FILTER (WHERE t.o IS NOT NULL AND o.o0 AND u.id IS NOT NULL) AS opened,
+           count(*) FILTER (WHERE t.k IS NOT NULL AND o.k0 AND u.id IS NOT NULL) AS clicked,
+           COALESCE(sum(t.rejects), 0) AS rejected
+    FROM todo t JOIN old o ON o.id = t.message_id LEFT JOIN upd u ON u.id = t.message_id
+    GROUP BY t.plan_id
+), bump AS (
+    UPDATE plan_counters pc SET
+        delivered = pc.delivered + d.delivered, bounced = pc.bounced + d.bounced,
+        complained = pc.complained + d.complained, opened = pc.opened + d.opened,
+        clicked = pc.clicked + d.clicked, rejected = pc.rejected + d.rejected
+    FROM deltas d WHERE pc.plan_id = d.plan_id
+    RETURNING 1
+), sup AS (
     INSERT INTO suppressions (email, reason, plan_id)
-    SELECT DISTINCT e, $11::text, (SELECT plan_id FROM msg) FROM unnest($10::text[]) AS e
-    WHERE EXISTS (SELECT 1 FROM ev)
+    SELECT DISTINCT ON (e) e, i.reason, ev.plan_id
+    FROM ev JOIN input i ON i.sns_id = ev.sns_message_id
+    CROSS JOIN LATERAL unnest(string_to_array(i.suppress, ',')) AS e
+    WHERE i.suppress IS NOT NULL AND i.suppress <> ''
+    ORDER BY e
     ON CONFLICT (email) DO NOTHING
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM ev) AS inserted, (SELECT id FROM msg) AS message_id,
-       (SELECT plan_id FROM msg) AS plan_id, (SELECT count(*) FROM bump) AS counted,
+SELECT ev.sns_message_id, ev.message_id, ev.plan_id, (SELECT count(*) FROM bump) AS bumped,
        (SELECT count(*) FROM sup) AS suppressed
-"""  # noqa: S608
+FROM ev
+"""
 
 
-_EVENT_SQL: dict[Kind, str] = {}
+@dataclass(frozen=True)
+class SesRecord:
+    """One SES event to record, keyed by its SNS MessageId."""
+
+    sns_message_id: str
+    event: SesEvent
+    payload_json: str
 
 
-def _sql_for(event: SesEvent) -> str:
-    key = event.kind if not (event.kind is Kind.BOUNCE and not event.hard_bounce) else Kind.DELIVERY_DELAY
-    sql = _EVENT_SQL.get(key)
-    if sql is None:
-        once = _ONCE_COLUMNS.get(key)
-        if once is not None:
-            sql = _event_sql(*once)
-        elif key is Kind.REJECT:
-            sql = _event_sql(None, "rejected")
+async def record_ses_events(hot: HotConnections, records: Sequence[SesRecord]) -> list[RecordResult]:
+    """Record a batch of SES events in one statement; a result per input, in order.
+
+    The caller must not pass the same SNS MessageId twice in one batch (the
+    API's batcher folds such duplicates itself).
+    """
+    if not records:
+        return []
+    cols: list[list[Any]] = [[] for _ in range(12)]
+    for r in records:
+        ev = r.event
+        subtype = ev.bounce_type or ev.feedback_type or ev.reason
+        suppress = ",".join(ev.recipients) if ev.suppresses else None
+        values = (
+            r.sns_message_id,
+            ev.ses_message_id,
+            ev.message_ref,
+            ev.plan_ref,
+            ev.kind.value,
+            subtype[:200] if subtype else None,
+            ",".join(ev.recipients)[:1000] or None,
+            ev.occurred_at,
+            r.payload_json,
+            _once_column(ev),
+            suppress,
+            "complaint" if ev.kind is Kind.COMPLAINT else "bounce",
+        )
+        for col, value in zip(cols, values, strict=True):
+            col.append(value)
+    rows = await hot.fetch(_EVENTS_SQL, *cols)
+    inserted = {row["sns_message_id"]: row for row in rows}
+    out: list[RecordResult] = []
+    for r in records:
+        row = inserted.get(r.sns_message_id)
+        if row is None:
+            out.append(RecordResult(duplicate=True))
         else:
-            sql = _event_sql(None, None)
-        _EVENT_SQL[key] = sql
-    return sql
+            out.append(RecordResult(duplicate=False, message_id=row["message_id"], plan_id=row["plan_id"]))
+    return out
 
 
 async def record_ses_event(
     hot: HotConnections, sns_message_id: str, event: SesEvent, payload_json: str
 ) -> RecordResult:
-    """Record one SES event exactly once (keyed by the SNS MessageId), in one statement.
-
-    Events that match no ledger message are still recorded (with no plan) and
-    still suppress hard-bounced and complaining addresses. Transient and
-    undetermined bounces are recorded but neither counted nor suppressed.
-    """
-    subtype = event.bounce_type or event.feedback_type or event.reason
-    if event.suppresses:
-        emails, reason = list(event.recipients), ("complaint" if event.kind is Kind.COMPLAINT else "bounce")
-    else:
-        emails, reason = [], "bounce"
-    row = await hot.fetchrow(
-        _sql_for(event),
-        sns_message_id,
-        event.ses_message_id,
-        event.message_ref,
-        event.plan_ref,
-        event.kind.value,
-        subtype[:200] if subtype else None,
-        ",".join(event.recipients)[:1000] or None,
-        event.occurred_at,
-        payload_json,
-        emails,
-        reason,
-    )
-    return RecordResult(
-        duplicate=not row["inserted"],
-        message_id=row["message_id"],
-        plan_id=row["plan_id"],
-        counted=bool(row["counted"]),
-        suppressed=int(row["suppressed"]),
-    )
+    """Record one SES event exactly once (keyed by the SNS MessageId)."""
+    return (await record_ses_events(hot, [SesRecord(sns_message_id, event, payload_json)]))[0]
 
 
 # One statement per batch of pixel hits. The caller sends at most one hit per

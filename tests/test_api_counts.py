@@ -156,3 +156,38 @@ async def test_scripted_mix_gives_exact_counts(api: LiveApi) -> None:
     )
     assert await api.scalar("SELECT count(*) FROM events WHERE event_type <> 'open_machine'") == len(posted)
     assert other_ids
+
+
+async def test_one_batch_with_several_kinds_for_one_message_counts_each_once(api: LiveApi) -> None:
+    from emailplan.sender import eventstore
+    from emailplan.sender.sesevents import normalise
+
+    plan, ids, ses = await make_plan(api, ["multi@example.com", "other@example.com"])
+    m, o = "multi@example.com", "other@example.com"
+    docs = [
+        ses_event("Delivery", ses[m], [m]),
+        ses_event("Open", ses[m], [m]),
+        ses_event("Click", ses[m], [m]),
+        ses_event("Complaint", ses[m], [m]),
+        ses_event("Delivery", ses[m], [m]),
+        ses_event("Bounce", ses[o], [o]),
+        ses_event("Reject", ses[o], [o]),
+    ]
+    records = []
+    for i, doc in enumerate(docs):
+        event = normalise(doc)
+        assert event is not None
+        records.append(eventstore.SesRecord(f"batch-{i}", event, "{}"))
+    hot = eventstore.HotConnections(api.engine, 2)
+    try:
+        results = await eventstore.record_ses_events(hot, records)
+        assert [r.duplicate for r in results] == [False] * len(docs)
+        assert all(r.message_id == ids[m] for r in results[:5])
+        again = await eventstore.record_ses_events(hot, records)
+        assert all(r.duplicate for r in again)
+    finally:
+        await hot.close()
+    counts = await api.counts(plan)
+    assert {
+        k: counts[k] for k in ("delivered", "opened", "clicked", "complained", "bounced", "rejected")
+    } == {"delivered": 1, "opened": 1, "clicked": 1, "complained": 1, "bounced": 1, "rejected": 1}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from test_api_support import (
@@ -180,3 +181,22 @@ async def test_concurrent_replays_count_once(api: LiveApi) -> None:
     statuses = sorted([(await a.json())["status"] for a in answers])
     assert statuses.count("recorded") == 1
     assert (await api.counts(plan))["delivered"] == 1
+
+
+async def test_slow_chunked_body_is_read_whole(api: LiveApi) -> None:
+    plan, _ids, ses = await make_plan(api, ["slow@example.com"])
+    doc = notification(
+        api.ident, api.certs.cert_url, ses_event("Delivery", ses["slow@example.com"], ["slow@example.com"])
+    )
+    raw = json.dumps(doc).encode()
+
+    async def trickle() -> Any:
+        for i in range(0, len(raw), 200):
+            yield raw[i : i + 200]
+            await asyncio.sleep(0.005)
+
+    resp = await api.client.post("/v1/events/result", data=trickle(), headers={"Content-Type": "text/plain"})
+    assert resp.status == 200, await resp.text()
+    assert (await api.counts(plan))["delivered"] == 1
+    big = b'{"Type": "Notification", "Message": "' + b"x" * (300 * 1024) + b'"}'
+    assert (await api.post_sns(big)).status == 413

@@ -25,6 +25,7 @@ from emailplan.runtime.sentry import init_sentry
 from emailplan.sender import eventstore, sns
 from emailplan.sender.api import health, openapi, plans, snsroute, stats, tracking
 from emailplan.sender.api.errors import error_middleware
+from emailplan.sender.api.eventbatch import EventBatcher
 from emailplan.sender.api.openbuffer import OpenBuffer
 from emailplan.sender.api.state import STATE, ApiState
 from emailplan.sender.db import make_engine
@@ -95,6 +96,7 @@ def create_app(
                 http=http,
                 verifier=verifier,
                 opens=opens,
+                events=EventBatcher(hot, max_inflight=max(1, min(4, settings.db_pool_size // 4))),
                 token_key=settings.token_key.get_secret_value().encode(),
                 api_key=settings.api_key.get_secret_value().encode(),
             )
@@ -129,6 +131,7 @@ async def _open_aws(stack: contextlib.AsyncExitStack, state: ApiState) -> None:
 async def _drain(state: ApiState) -> None:
     """Graceful shutdown: flush buffered opens, let background loads finish briefly, then cancel."""
     await state.opens.close()
+    await state.events.close()
     if state.background:
         _done, pending = await asyncio.wait(set(state.background), timeout=10)
         for task in pending:

@@ -61,3 +61,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
         return error_response(500, "internal error")
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole request body, or 413 as soon as it is known to exceed ``limit`` bytes.
+
+    Reads until end of stream (a single ``read(n)`` may return only the first
+    chunk of a chunked or slow body).
+    """
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"body larger than {limit} bytes")
+    buf = bytearray()
+    while True:
+        chunk = await request.content.read(64 * 1024)
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+        if len(buf) > limit:
+            raise ApiError(413, f"body larger than {limit} bytes")

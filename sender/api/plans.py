@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from emailplan.sender import ledger
 from emailplan.sender.api import metrics, s3load, textcheck
 from emailplan.sender.api.auth import require_api_key
-from emailplan.sender.api.errors import ApiError
+from emailplan.sender.api.errors import ApiError, read_body
 from emailplan.sender.api.state import ApiState, state_of
 from emailplan.sender.api.stats import plan_id_of
 from emailplan.sender.api.uploads import csv_rows, ndjson_rows
@@ -112,11 +112,7 @@ def _validation_error(exc: ValidationError) -> ApiError:
 
 
 async def _json_body(request: web.Request, limit: int) -> Any:
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, f"body larger than {limit} bytes")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise ApiError(413, f"body larger than {limit} bytes")
+    raw = await read_body(request, limit)
     try:
         return json.loads(raw)
     except ValueError as exc:

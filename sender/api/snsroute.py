@@ -17,7 +17,7 @@ from aiohttp import web
 
 from emailplan.sender import eventstore, sns
 from emailplan.sender.api import metrics
-from emailplan.sender.api.errors import ApiError
+from emailplan.sender.api.errors import ApiError, read_body
 from emailplan.sender.api.state import ApiState, state_of
 from emailplan.sender.sesevents import SesEventError, parse_ses_message
 
@@ -38,10 +38,11 @@ async def fetch_certificate(http: aiohttp.ClientSession, url: str) -> bytes:
 
 async def sns_result(request: web.Request) -> web.Response:
     state = state_of(request)
-    if request.content_length is not None and request.content_length > sns.MAX_BODY_BYTES:
+    try:
+        body = await read_body(request, sns.MAX_BODY_BYTES)
+    except ApiError:
         metrics.SNS_MESSAGES.labels(outcome="too_large").inc()
-        raise ApiError(413, "message larger than 256 KiB")
-    body = await request.content.read(sns.MAX_BODY_BYTES + 1)
+        raise
     try:
         msg = sns.parse_message(body)
         header_type = request.headers.get("x-amz-sns-message-type")
@@ -98,7 +99,7 @@ async def _notification(state: ApiState, msg: sns.SnsMessage) -> web.Response:
         metrics.SNS_MESSAGES.labels(outcome="ignored").inc()
         return web.json_response({"status": "ignored"})
     try:
-        result = await eventstore.record_ses_event(state.hot, msg.message_id, event, msg.message)
+        result = await state.events.record(eventstore.SesRecord(msg.message_id, event, msg.message))
     except Exception as exc:
         metrics.SNS_MESSAGES.labels(outcome="db_error").inc()
         log.exception("recording an SES event failed", extra={"sns_message_id": msg.message_id[:100]})

@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from emailplan.sender.api.eventbatch import EventBatcher
 from emailplan.sender.api.openbuffer import OpenBuffer
 from emailplan.sender.eventstore import HotConnections
 from emailplan.sender.ledger import QueueSink
@@ -26,6 +27,7 @@ class ApiState:
     http: aiohttp.ClientSession
     verifier: SnsVerifier
     opens: OpenBuffer
+    events: EventBatcher
     token_key: bytes
     api_key: bytes
     queue: QueueSink | None = None

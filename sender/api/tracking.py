@@ -20,7 +20,7 @@ from aiohttp import web
 from emailplan.sender import eventstore
 from emailplan.sender.api import metrics
 from emailplan.sender.api.agents import is_machine_agent
-from emailplan.sender.api.errors import ApiError
+from emailplan.sender.api.errors import ApiError, read_body
 from emailplan.sender.api.state import state_of
 from emailplan.sender.tokens import read_token
 
@@ -113,11 +113,7 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
 async def unsubscribe(request: web.Request) -> web.Response:
     """``POST /v1/unsubscribe?t=`` with ``List-Unsubscribe=One-Click``: suppress at once (RFC 8058)."""
     message_id = _unsub_id(request)
-    if request.content_length is not None and request.content_length > 4096:
-        raise ApiError(413, "body too large")
-    raw = await request.content.read(4097)
-    if len(raw) > 4096:
-        raise ApiError(413, "body too large")
+    raw = await read_body(request, 4096)
     try:
         form = parse_qs(raw.decode("utf-8"), strict_parsing=False)
     except UnicodeDecodeError as exc:
