@@ -443,3 +443,33 @@ async def test_postgres_restart_mid_plan_completes(
     to = collections.Counter(addressee(m) for m in received(aws))
     assert set(to) == set(emails(n)), "a recipient was lost"
     assert sum(v - 1 for v in to.values()) <= 10, "more repeats than messages in flight at the outage"
+
+
+async def test_suspend_pauses_resume_continues_stop_ends(
+    engine: AsyncEngine, migrated: str, aws: MotoServer, ses_identity: None, workers: Workers
+) -> None:
+    n = 200
+    plan_id = await make_plan(engine, emails(n), rate=20)
+    proc = workers.start(worker_env(migrated, plan_id, EMAILPLAN_EXIT_WHEN_IDLE="false"))
+    await wait_counts(engine, plan_id, lambda c: c["sent"] >= 10, 60, workers)
+
+    await ledger.suspend_plan(engine, plan_id)
+    # the pod gives back what it held; then nothing more leaves
+    paused = await wait_counts(engine, plan_id, lambda c: c["processing"] == 0, 30, workers)
+    await asyncio.sleep(2.0)
+    still = await ledger.get_counts(engine, plan_id) or {}
+    assert still["sent"] == paused["sent"] == len(raw_sent(aws)), "sent while suspended"
+    assert still["created"] == n - still["sent"]
+
+    await ledger.resume_plan(engine, plan_id)
+    await wait_counts(engine, plan_id, lambda c: c["sent"] >= paused["sent"] + 10, 60, workers)
+
+    view = await ledger.stop_plan(engine, plan_id, None)
+    assert view.state == "stopped"
+    final = await wait_counts(engine, plan_id, lambda c: c["processing"] == 0, 30, workers)
+    await asyncio.sleep(1.0)
+    final = await ledger.get_counts(engine, plan_id) or {}
+    assert final["sent"] + final["stopped"] == n and final["created"] == 0
+    assert final["sent"] < n, "stop came too late to prove anything"
+    assert len(raw_sent(aws)) == final["sent"], "SES received mail the ledger does not count as sent"
+    assert proc.poll() is None, "a stopped plan's pod keeps running until scaled to 0"
