@@ -1,4 +1,4 @@
-"""Load a recipient list from S3 (CSV or NDJSON) into the ledger, streaming, then enqueue it.
+"""Read a recipient list from S3 (CSV or NDJSON) as a stream of numbered rows.
 
 Large lists (``recipients.s3`` in the EmailPlan) never pass through the
 operator or an HTTP upload: the data plane reads the object itself, line by
@@ -9,14 +9,11 @@ validation and batched insert as uploads.
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from aiobotocore.session import get_session
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from emailplan.sender import ledger
 from emailplan.sender.recipients import RowError, parse_csv, parse_ndjson
 from emailplan.sender.settings import SenderSettings
 
@@ -60,30 +57,31 @@ async def parse_stream(
             yield item
 
 
-async def load_s3(
-    engine: AsyncEngine,
-    queue: ledger.QueueSink,
-    settings: SenderSettings,
-    plan_id: uuid.UUID,
-    *,
-    bucket: str,
-    key: str,
-    fmt: str,
-    complete: bool = True,
-) -> ledger.IngestResult:
-    """Stream ``s3://bucket/key`` into the plan; mark the list complete and enqueue it (``complete``)."""
+@contextlib.asynccontextmanager
+async def s3_rows(
+    settings: SenderSettings, *, bucket: str, key: str, fmt: str
+) -> AsyncIterator[AsyncIterator[tuple[int, Mapping[str, Any] | RowError]]]:
+    """Rows of ``s3://bucket/key`` (CSV or NDJSON), streamed; feed them to ``ledger.insert_recipients``.
+
+    The loader only reads and parses (it sits beside the ledger, not above it):
+    the caller stores the rows and completes the list, e.g.::
+
+        async with s3_rows(settings, bucket=b, key=k, fmt="csv") as rows:
+            result = await ledger.insert_recipients(engine, plan_id, rows)
+        await ledger.complete_recipients(engine, plan_id, queue)
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r} (csv, jsonl)")
     session = get_session()
     async with session.create_client(
         "s3", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url
     ) as s3:
         answer = await s3.get_object(Bucket=bucket, Key=key)
-        async with contextlib.AsyncExitStack() as stack:
-            body = answer["Body"]
-            stack.push_async_callback(_close, body)
-            result = await ledger.insert_recipients(engine, plan_id, parse_stream(_lines(body), fmt))
-    if complete:
-        await ledger.complete_recipients(engine, plan_id, queue)
-    return result
+        body = answer["Body"]
+        try:
+            yield parse_stream(_lines(body), fmt)
+        finally:
+            await _close(body)
 
 
 async def _close(body: Any) -> None:

@@ -220,7 +220,7 @@ async def test_shared_bucket_grants_at_most_the_plan_rate(engine: AsyncEngine) -
 async def test_s3_list_is_streamed_validated_and_enqueued(engine: AsyncEngine, aws: MotoServer) -> None:
     import boto3
 
-    from emailplan.sender.loader import load_s3
+    from emailplan.sender.loader import s3_rows
 
     lines = ["email,name,code"] + [f"u{i}@example.com,U{i},C{i}" for i in range(1, 12001)]
     lines[5] = "broken-address,X,Y"  # data row 5
@@ -229,8 +229,10 @@ async def test_s3_list_is_streamed_validated_and_enqueued(engine: AsyncEngine, a
     s3.put_object(Bucket="lists", Key="spring.csv", Body="\n".join(lines).encode())
     plan_id = await new_plan(engine)
     settings = SenderSettings()
+    async with s3_rows(settings, bucket="lists", key="spring.csv", fmt="csv") as rows:
+        result = await ledger.insert_recipients(engine, plan_id, rows)
     async with WorkQueue.open(settings) as queue:
-        result = await load_s3(engine, queue, settings, plan_id, bucket="lists", key="spring.csv", fmt="csv")
+        await ledger.complete_recipients(engine, plan_id, queue)
     assert (result.accepted, result.rejected) == (11999, 1)
     assert [(e.row, e.field) for e in result.errors] == [(5, "email")]
     view = await ledger.get_plan(engine, plan_id)
