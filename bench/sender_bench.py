@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -144,6 +145,7 @@ async def baseline_client(ses_url: str, n: int, in_flight: int = 32) -> tuple[fl
     from aiobotocore.session import get_session
 
     from emailplan.sender.rendering import compile_plan, render
+    from emailplan.sender.tokens import make_token
 
     plan = compile_plan(SPEC, "bench")
     raw = render(
@@ -153,7 +155,7 @@ async def baseline_client(ses_url: str, n: int, in_flight: int = 32) -> tuple[fl
         name="N",
         variables={"code": "1"},
         public_url="https://x",
-        key=b"k",
+        sign=functools.partial(make_token, b"k"),
     ).raw
     session = get_session()
     from botocore.config import Config

@@ -20,19 +20,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.header import Header
 from email.utils import formataddr, formatdate, parseaddr
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from jinja2 import Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
-
-from emailplan.sender.tokens import make_token
 
 _HTML_ENV = SandboxedEnvironment(autoescape=True)
 _TEXT_ENV = SandboxedEnvironment(autoescape=False)
 _LINK = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"'<>\s]+)\2""", re.IGNORECASE)
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _TAG_OK = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class Signer(Protocol):
+    """Makes a tracking token: ``tokens.make_token`` with the key bound by the caller.
+
+    Passed in rather than imported so the pure modules stay independent of each
+    other (layer contract) and rendering never handles the key itself.
+    """
+
+    def __call__(self, purpose: str, message_id: int, extra: str = "") -> str: ...
 
 
 class RenderError(ValueError):
@@ -143,26 +151,26 @@ def _b64_lines(data: str) -> str:
     return "\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)])
 
 
-def click_url(public_url: str, key: bytes, message_id: int, url: str) -> str:
+def click_url(public_url: str, sign: Signer, message_id: int, url: str) -> str:
     """The tracked redirect for ``url``; the token is bound to the URL (no open redirect)."""
-    token = make_token(key, "click", message_id, extra=url)
+    token = sign("click", message_id, url)
     return f"{public_url}/v1/events/click?t={token}&u={quote(url, safe='')}"
 
 
-def open_url(public_url: str, key: bytes, message_id: int) -> str:
-    return f"{public_url}/v1/events/open?requestId={make_token(key, 'open', message_id)}"
+def open_url(public_url: str, sign: Signer, message_id: int) -> str:
+    return f"{public_url}/v1/events/open?requestId={sign('open', message_id)}"
 
 
-def unsubscribe_url(public_url: str, key: bytes, message_id: int) -> str:
-    return f"{public_url}/v1/unsubscribe?t={make_token(key, 'unsub', message_id)}"
+def unsubscribe_url(public_url: str, sign: Signer, message_id: int) -> str:
+    return f"{public_url}/v1/unsubscribe?t={sign('unsub', message_id)}"
 
 
-def _rewrite_links(body: str, public_url: str, key: bytes, message_id: int, skip: str) -> str:
+def _rewrite_links(body: str, public_url: str, sign: Signer, message_id: int, skip: str) -> str:
     def repl(match: re.Match[str]) -> str:
         url = html.unescape(match.group(3))
         if url == skip or url.startswith(public_url + "/v1/"):
             return match.group(0)
-        tracked = html.escape(click_url(public_url, key, message_id, url), quote=True)
+        tracked = html.escape(click_url(public_url, sign, message_id, url), quote=True)
         return f"{match.group(1)}{match.group(2)}{tracked}{match.group(2)}"
 
     return _LINK.sub(repl, body)
@@ -176,11 +184,11 @@ def render(
     name: str | None,
     variables: Mapping[str, Any],
     public_url: str,
-    key: bytes,
+    sign: Signer,
 ) -> RenderedEmail:
     """Render the MIME message for one recipient; ``RenderError`` if a template fails at runtime."""
     public_url = public_url.rstrip("/")
-    unsub = unsubscribe_url(public_url, key, message_id) if plan.unsubscribe else ""
+    unsub = unsubscribe_url(public_url, sign, message_id) if plan.unsubscribe else ""
     context = {**variables, "name": name or "", "email": email, "unsubscribe_url": unsub}
     try:
         subject = plan.subject.render(context)
@@ -193,7 +201,7 @@ def render(
 
     if html_body is not None:
         if plan.track_clicks:
-            html_body = _rewrite_links(html_body, public_url, key, message_id, unsub)
+            html_body = _rewrite_links(html_body, public_url, sign, message_id, unsub)
         if unsub and unsub not in html_body and html.escape(unsub) not in html_body:
             footer = (
                 f'<p style="font-size:12px;color:#888"><a href="{html.escape(unsub)}">Unsubscribe</a></p>'
@@ -201,7 +209,7 @@ def render(
             html_body = _insert_before_body_end(html_body, footer)
         if plan.track_opens:
             pixel = (
-                f'<img src="{html.escape(open_url(public_url, key, message_id))}" width="1" height="1" '
+                f'<img src="{html.escape(open_url(public_url, sign, message_id))}" width="1" height="1" '
                 'alt="" style="display:none;border:0">'
             )
             html_body = _insert_before_body_end(html_body, pixel)

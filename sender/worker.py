@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -49,6 +50,7 @@ from emailplan.sender.ratelimit import Bucket, Throttle, backoff, grant_size, re
 from emailplan.sender.rendering import CompiledPlan, RenderError, compile_plan, render
 from emailplan.sender.ses import SesClient, SesPermanentError, SesThrottledError, SesTransientError
 from emailplan.sender.settings import SenderSettings
+from emailplan.sender.tokens import make_token
 from emailplan.sender.workqueue import Job, WorkQueue
 
 log = logging.getLogger("emailplan.worker")
@@ -156,7 +158,7 @@ class Worker:
         self.ses = ses
         self.exit_when_idle = exit_when_idle
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.key = settings.token_key.get_secret_value().encode()
+        self.sign = functools.partial(make_token, settings.token_key.get_secret_value().encode())
         self.plan: ledger.PlanView | None = None
         self.compiled: CompiledPlan | None = None
         self._compiled_for: Any = None
@@ -382,7 +384,7 @@ class Worker:
                 name=msg.name,
                 variables=msg.vars,
                 public_url=self.settings.public_url,
-                key=self.key,
+                sign=self.sign,
             )
         except RenderError as exc:
             self.finish(held, ledger.SendResult(msg.id, "failed", error=f"RenderError: {exc}"[:1000]))

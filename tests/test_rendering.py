@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import functools
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -11,9 +12,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from emailplan.sender.rendering import RenderError, compile_plan, render
-from emailplan.sender.tokens import read_token
+from emailplan.sender.tokens import make_token, read_token
 
 KEY = b"k" * 32
+SIGN = functools.partial(make_token, KEY)
 PUBLIC = "https://mail.example.org"
 
 
@@ -39,7 +41,7 @@ def build(
 ) -> EmailMessage:
     plan = compile_plan(spec, plan_id="3f1c1b9e-0000-4000-8000-000000000001")
     out = render(
-        plan, message_id=mid, email=to, name=name, variables=variables or {}, public_url=PUBLIC, key=KEY
+        plan, message_id=mid, email=to, name=name, variables=variables or {}, public_url=PUBLIC, sign=SIGN
     )
     return parse(out.raw)
 
@@ -143,7 +145,7 @@ def test_ses_tags_are_sanitized_and_carry_ids() -> None:
         {**BASE, "ses": {"configurationSet": "cs1", "tags": {"camp aign": "spring/2026"}}}, "p-1"
     )
     out = render(
-        plan, message_id=9, email="x@example.com", name=None, variables={}, public_url=PUBLIC, key=KEY
+        plan, message_id=9, email="x@example.com", name=None, variables={}, public_url=PUBLIC, sign=SIGN
     )
     assert out.tags == {"camp_aign": "spring_2026", "emailplan-plan": "p-1", "emailplan-message": "9"}
     assert out.configuration_set == "cs1"
