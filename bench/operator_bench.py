@@ -134,7 +134,15 @@ def main() -> int:
 
         # 1. apply -> first sent
         t0 = time.monotonic()
-        kube.kubectl("apply", "-f", "-", input=plan("first", [f"first{i}@example.com" for i in range(200)]))
+        done = kube.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=plan("first", [f"first{i}@example.com" for i in range(200)]),
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr)
         while True:
             out = kube.kubectl(
                 "get", "emailplans.emailplan.io", "first", "-o", "jsonpath={.status.sent}", check=False
@@ -149,12 +157,14 @@ def main() -> int:
 
         # 2. N plans in flight
         start = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        docs = "\n---\n".join(
-            plan(f"p{i:03d}", [f"p{i}-{j}@example.com" for j in range(20)], start_at=start)
+        items = [
+            json.loads(plan(f"p{i:03d}", [f"p{i}-{j}@example.com" for j in range(20)], start_at=start))
             for i in range(args.plans)
-        )
-        # kubectl accepts a stream of JSON documents separated by '---' only as YAML: JSON is YAML.
-        kube.kubectl("apply", "-f", "-", input=docs)
+        ]
+        docs = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+        done = kube.kubectl("apply", "-f", "-", input=docs, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr)
         t1 = time.monotonic()
         while True:
             out = kube.kubectl(
