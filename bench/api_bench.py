@@ -36,6 +36,7 @@ sys.path[:0] = [str(ROOT / "hack"), str(ROOT / "tests")]
 API_KEY = "bench-api-key"
 TOKEN_KEY = "bench-token-key"
 TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-events"
+UA = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"}  # a person, not an image proxy
 
 
 # --------------------------------------------------------------------------- baseline server
@@ -104,7 +105,7 @@ def loadgen(
                             await r.read()
                             ok = r.status < 400
                     else:
-                        async with s.get(url + paths[counter % len(paths)]) as r:
+                        async with s.get(url + paths[counter % len(paths)], headers=UA) as r:
                             await r.read()
                             ok = r.status < 400
                     lat.append(time.perf_counter() - t0)
@@ -147,7 +148,8 @@ def run_load(
             (work / "tokens.txt").write_text("\n".join(tokens) + "\n")
             script.write_text(
                 f'items = {{}}\nfor line in io.lines("{work / "tokens.txt"}") do items[#items+1] = line end\n'
-                "counter = 0\nrequest = function()\n  counter = counter + 1\n"
+                'counter = 0\nwrk.headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"\n'
+                "request = function()\n  counter = counter + 1\n"
                 "  local t = items[(counter % #items) + 1]\n"
                 '  return wrk.format("GET", "/v1/events/open?requestId=" .. t)\nend\n'
             )

@@ -8,22 +8,66 @@ as opens inflates open rates, so they go to ``opened_machine`` instead.
 
 from __future__ import annotations
 
-import re
-
-_MACHINE = re.compile(
-    r"googleimageproxy|ggpht\.com|yahoomailproxy|yahoo! slurp|bingpreview|barracuda|mimecast|proofpoint"
-    r"|symantec|messagelabs|trendmicro|forcepoint|sophos|fortinet|cisco|ironport|zscaler|safelinks"
-    r"|python-requests|python-urllib|aiohttp|curl/|wget/|go-http-client|okhttp|java/|libwww|httpclient"
-    r"|headless|phantomjs|bot\b|bot/|crawler|spider|scanner|preview|facebookexternalhit|slackbot",
-    re.IGNORECASE,
+_MACHINE_WORDS = (
+    "googleimageproxy",
+    "ggpht.com",
+    "yahoomailproxy",
+    "yahoo! slurp",
+    "bingpreview",
+    "barracuda",
+    "mimecast",
+    "proofpoint",
+    "symantec",
+    "messagelabs",
+    "trendmicro",
+    "forcepoint",
+    "sophos",
+    "fortinet",
+    "ironport",
+    "zscaler",
+    "safelinks",
+    "python-requests",
+    "python-urllib",
+    "aiohttp",
+    "curl/",
+    "wget/",
+    "go-http-client",
+    "okhttp",
+    "java/",
+    "libwww",
+    "httpclient",
+    "headless",
+    "phantomjs",
+    "bot/",
+    "bot;",
+    "bot)",
+    "crawler",
+    "spider",
+    "scanner",
+    "preview",
+    "facebookexternalhit",
+    "slackbot",
 )
+_APPLE_PROXY = frozenset({"Mozilla/5.0", "Mozilla/5.0 (compatible)"})
+_CACHE: dict[str, bool] = {}
+_CACHE_MAX = 4096
 
 
 def is_machine_agent(user_agent: str | None) -> bool:
-    """True for known proxies, scanners and empty or generic user agents."""
+    """True for known proxies, scanners and empty or generic user agents.
+
+    On the pixel's hot path: answers are cached per user agent (mail clients
+    send a handful of distinct ones), so a hit costs one dict look-up.
+    """
     if not user_agent:
         return True
+    cached = _CACHE.get(user_agent)
+    if cached is not None:
+        return cached
     ua = user_agent.strip()
-    if ua in ("Mozilla/5.0", "Mozilla/5.0 (compatible)"):
-        return True  # Apple Mail Privacy Protection's proxy
-    return _MACHINE.search(ua) is not None
+    lowered = ua.lower()
+    machine = ua in _APPLE_PROXY or any(word in lowered for word in _MACHINE_WORDS)
+    if len(_CACHE) >= _CACHE_MAX:
+        _CACHE.clear()
+    _CACHE[user_agent] = machine
+    return machine
