@@ -268,7 +268,9 @@ def test_namespaced_mode_uses_roles_only_in_watched_namespaces(full_docs: list[d
     cluster_roles = find(full_docs, "ClusterRole")
     assert [c["metadata"]["name"] for c in cluster_roles] == ["rel-emailplan-operator-discovery"]
     cluster_resources = {res for c in cluster_roles for r in c["rules"] for res in r["resources"]}
-    assert cluster_resources == {"customresourcedefinitions"}, "only CRD discovery is cluster-wide"
+    assert cluster_resources == {"customresourcedefinitions", "namespaces"}, "only discovery is cluster-wide"
+    for rule in (r for c in cluster_roles for r in c["rules"]):
+        assert set(rule["verbs"]) == {"list", "watch"}, rule
     peerings = find(full_docs, "KopfPeering")
     assert sorted(p["metadata"]["namespace"] for p in peerings) == ["marketing", "newsletters"]
     assert {p["metadata"]["name"] for p in peerings} == {"mail-operator"}
