@@ -117,6 +117,8 @@ class TokenPool:
                     await asyncio.sleep(delay)
                     continue
                 break
+            if self._w.stopping.is_set():
+                return False
             while self._tokens < 1:
                 if self._w.stopping.is_set():
                     return False
