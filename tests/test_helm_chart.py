@@ -376,3 +376,40 @@ def test_schema_refuses_bad_values_naming_the_field(
     assert "values don't meet the specifications of the schema" in message, message
     for word in words:
         assert word in message, f"error does not name {word!r}:\n{message}"
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        [
+            "operator.rbac.create=false",
+            "operator.serviceAccount.create=false",
+            "operator.serviceAccount.name=ops",
+        ],
+        ["dataPlaneServiceAccount.create=false", "dataPlaneServiceAccount.name=shared"],
+        ["migrations.enabled=false", "api.podDisruptionBudget.enabled=false", "api.replicas=1"],
+        ["image.digest=sha256:" + "a" * 64, "fullnameOverride=mail"],
+    ],
+    ids=["no-rbac", "own-dataplane-sa", "no-hooks", "digest"],
+)
+def test_switches_render_consistently(helm_bin: str, sets: list[str]) -> None:
+    args = [x for s in sets for x in ("--set", s)]
+    docs = render(helm_bin, *args)
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    deployments = find(docs, "Deployment")
+    assert len(deployments) == 2
+    if "operator.rbac.create=false" in sets:
+        assert not find(docs, "ClusterRole") and not find(docs, "ClusterRoleBinding")
+        assert not find(docs, "ServiceAccount", "ops")
+        op_spec = one(docs, "Deployment", "rel-emailplan-operator")["spec"]["template"]["spec"]
+        assert op_spec["serviceAccountName"] == "ops"
+    if "dataPlaneServiceAccount.create=false" in sets:
+        assert ("ServiceAccount", "shared") not in names
+        api = one(docs, "Deployment", "rel-emailplan-api")
+        assert api["spec"]["template"]["spec"]["serviceAccountName"] == "shared"
+    if "migrations.enabled=false" in sets:
+        assert not find(docs, "Job") and not find(docs, "PodDisruptionBudget", "rel-emailplan-api")
+    if "fullnameOverride=mail" in sets:
+        op = one(docs, "Deployment", "mail-operator")["spec"]["template"]["spec"]["containers"][0]
+        assert op["image"] == "ghcr.io/emailplan/emailplan@sha256:" + "a" * 64
+        assert env_of(op)["EMAILPLAN_SENDER_IMAGE"] == op["image"], "sender pods run the same pinned image"
