@@ -65,6 +65,17 @@ class RowError:
         return {"row": self.row, "field": self.field, "message": self.message}
 
 
+def storable(text: str, *, is_json: bool = False) -> bool:
+    """PostgreSQL cannot store NUL (in JSON: ``\\u0000``); UTF-8 cannot carry lone surrogates."""
+    if "\x00" in text or (is_json and "\\u0000" in text):
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def normalize_email(value: str) -> str:
     """The form addresses are stored, deduplicated and suppressed under."""
     return value.strip().lower()
@@ -78,6 +89,8 @@ def validate_row(row: int, data: Mapping[str, Any]) -> Recipient | RowError:
     if not isinstance(email, str) or not email.strip():
         return RowError(row, "email", "email is required")
     email = email.strip()
+    if not storable(email):
+        return RowError(row, "email", "email contains a NUL or an invalid Unicode character")
     if len(email) > MAX_EMAIL_LEN:
         return RowError(row, "email", f"email longer than {MAX_EMAIL_LEN} characters")
     if _fast_valid(email):
@@ -92,6 +105,8 @@ def validate_row(row: int, data: Mapping[str, Any]) -> Recipient | RowError:
         if not isinstance(name, str):
             return RowError(row, "name", "name must be a string")
         name = name.strip() or None
+        if name is not None and not storable(name):
+            return RowError(row, "name", "name contains a NUL or an invalid Unicode character")
         if name is not None and (len(name) > MAX_NAME_LEN or any(c in name for c in "\r\n")):
             return RowError(row, "name", f"name must be one line of at most {MAX_NAME_LEN} characters")
     variables = data.get("vars")
@@ -101,6 +116,8 @@ def validate_row(row: int, data: Mapping[str, Any]) -> Recipient | RowError:
         return RowError(row, "vars", "vars must be an object with string keys")
     variables = dict(variables)
     encoded = json.dumps(variables, default=str, ensure_ascii=False)
+    if not storable(encoded, is_json=True):
+        return RowError(row, "vars", "vars contain a NUL or an invalid Unicode character")
     if len(encoded) > MAX_VARS_BYTES:
         return RowError(row, "vars", f"vars larger than {MAX_VARS_BYTES} bytes")
     return Recipient(row=row, email=normalize_email(normalized), name=name, vars=variables, vars_json=encoded)

@@ -40,6 +40,11 @@ def test_valid_addresses_are_normalized(data: dict[str, Any], email: str) -> Non
         ({"email": "a@example.com", "name": "A\nB"}, "name"),
         ({"email": "a@example.com", "vars": [1]}, "vars"),
         ({"email": "a@example.com", "vars": {"big": "x" * 20000}}, "vars"),
+        ({"email": "a\x00b@example.com"}, "email"),
+        ({"email": "a@example.com", "name": "A\x00"}, "name"),
+        ({"email": "a@example.com", "name": "bad \udc80"}, "name"),
+        ({"email": "a@example.com", "vars": {"k": "\x00"}}, "vars"),
+        ({"email": "a@example.com", "vars": {"k": "\ud800"}}, "vars"),
     ],
 )
 def test_invalid_rows_name_the_field(data: dict[str, Any], field: str) -> None:
