@@ -375,6 +375,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         results["pixel_api"] = run_load(api, "pixel", duration, 50, work, tokens)
         results["sns_base"] = run_load(base, "sns", duration, 32, work, tokens)
         results["sns_api"] = run_load(api, "sns", duration, 32, work, tokens)
+        with urllib.request.urlopen(api + "/metrics", timeout=10) as resp:
+            metrics_text = resp.read().decode()
+        total = re.search(r"^emailplan_api_ses_event_batch_size_sum ([\d.e+]+)", metrics_text, re.M)
+        count = re.search(r"^emailplan_api_ses_event_batch_size_count ([\d.e+]+)", metrics_text, re.M)
+        results["mean_batch"] = (
+            float(total.group(1)) / max(1.0, float(count.group(1))) if total and count else 0.0
+        )
         await asyncio.sleep(3)  # open buffer flush
         async with engine.connect() as conn:
             results["events_recorded"] = int(
@@ -432,7 +439,8 @@ def report(r: dict[str, Any]) -> str:
         "key (SignatureVersion 1 and 2 alternating) and a certificate from a local HTTPS server that the "
         f"run trusts explicitly; every request is verified. Distinct events recorded during the run: "
         f"{r['events_recorded']:,} (requests beyond the distinct bodies are replays, verified and "
-        f"answered `duplicate`); messages counted delivered: {r['delivered']:,}. Pixel tokens: "
+        f"answered `duplicate`); messages counted delivered: {r['delivered']:,}; mean SES events per "
+        f"database write (group commit): {r['mean_batch']:.1f}. Pixel tokens: "
         f"{r['messages']:,} valid tokens in rotation; unique opens written in batches: {r['opened']:,}.",
         "",
     ]

@@ -96,7 +96,7 @@ def create_app(
                 http=http,
                 verifier=verifier,
                 opens=opens,
-                events=EventBatcher(hot, max_inflight=max(1, min(4, settings.db_pool_size // 4))),
+                events=EventBatcher(hot, max_inflight=max(1, settings.sns_write_concurrency)),
                 token_key=settings.token_key.get_secret_value().encode(),
                 api_key=settings.api_key.get_secret_value().encode(),
             )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from emailplan.sender.api import metrics
 from emailplan.sender.eventstore import HotConnections, RecordResult, SesRecord, record_ses_events
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class EventBatcher:
                     fut.set_exception(exc)
                     fut.exception()  # the waiting handler re-raises it; never "unretrieved"
         else:
+            metrics.SES_BATCH_SIZE.observe(len(batch))
             self.batches += 1
             self.events += len(batch)
             for (_, fut), result in zip(batch, results, strict=True):

@@ -16,3 +16,8 @@ SES_EVENTS = Counter("emailplan_api_ses_events_total", "SES events recorded", ["
 CLICKS = Counter("emailplan_api_clicks_total", "Click redirects", ["result"])
 UNSUBSCRIBES = Counter("emailplan_api_unsubscribes_total", "Unsubscribe requests", ["result"])
 UPLOAD_ROWS = Counter("emailplan_api_upload_rows_total", "Recipient rows uploaded", ["result"])
+SES_BATCH_SIZE = Histogram(
+    "emailplan_api_ses_event_batch_size",
+    "SES events per database write (group commit)",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
