@@ -84,6 +84,7 @@ def desired_replicas(
     per_pod_rate: float,
     max_replicas: int,
     backlog_per_replica: int = 100,
+    current: int = 0,
 ) -> int:
     """How many sender pods the plan needs right now.
 
@@ -91,6 +92,9 @@ def desired_replicas(
     list is loaded, and when nothing is left. Otherwise enough pods for the rate
     (each pod sends ``per_pod_rate``), but no more than ``max_replicas`` and no more
     than there are work batches (a pod with nothing to claim only costs money).
+    The backlog cap limits starting pods, never stops ``current`` ones mid-plan: a pod
+    stopped while it holds claimed work releases it, which is churn for nothing when
+    the plan is about to finish anyway.
     """
     if suspended or not loaded or backlog <= 0:
         return 0
@@ -98,7 +102,8 @@ def desired_replicas(
         return 0
     for_rate = math.ceil(rate_per_second / per_pod_rate) if per_pod_rate > 0 else 1
     for_backlog = math.ceil(backlog / max(1, backlog_per_replica))
-    return max(0, min(max(1, for_rate), max_replicas, for_backlog))
+    wanted = min(max(1, for_rate), max_replicas)
+    return max(0, min(wanted, max(for_backlog, current)))
 
 
 @dataclass(frozen=True)

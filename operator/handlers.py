@@ -296,6 +296,7 @@ async def reconcile(ctx: Context, body: kopf.Body, mem: PlanMemory) -> None:
         per_pod_rate=spec.per_pod_rate,
         max_replicas=spec.max_replicas,
         backlog_per_replica=ctx.settings.backlog_per_replica,
+        current=mem.replicas or 0,
     )
     await _scale(ctx, mem, name, namespace, uid, replicas)
 

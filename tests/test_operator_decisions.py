@@ -45,6 +45,10 @@ def replicas(**kw: Any) -> int:
         ({"rate_per_second": 1000, "max_replicas": 10}, 10),
         ({"rate_per_second": 1000, "backlog": 150}, 2),  # capped by the backlog
         ({"rate_per_second": 1000, "backlog": 1}, 1),
+        ({"rate_per_second": 1000, "backlog": 50, "current": 3}, 3),  # running pods finish the tail
+        ({"rate_per_second": 100, "backlog": 50, "current": 4}, 2),  # but a lower rate still scales down
+        ({"backlog": 50, "current": 3, "suspended": True}, 0),
+        ({"backlog": 0, "current": 3}, 0),
         ({"backlog": 0}, 0),  # nothing left
         ({"suspended": True}, 0),
         ({"loaded": False}, 0),
