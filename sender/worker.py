@@ -68,6 +68,12 @@ SEND_SECONDS = Histogram("emailplan_sender_send_seconds", "SES SendEmail latency
 # Errors of the outside world (database restart, network, AWS) that a loop survives by retrying.
 OUTAGE = (SQLAlchemyError, OSError, BotoCoreError, ClientError, aiohttp.ClientError, TimeoutError)
 T = TypeVar("T")
+# Shared-bucket grants: about GRANT_HORIZON seconds of the plan's rate at a time, at most
+# one grant per GRAB_INTERVAL while the bucket is drained, unused tokens dropped after
+# TOKEN_TTL. Together they bound how far pods can burst above the rate.
+GRANT_HORIZON = 0.1
+GRAB_INTERVAL = 0.05
+TOKEN_TTL = 0.25
 
 
 @dataclass
@@ -97,6 +103,8 @@ class TokenPool:
         self._lock = asyncio.Lock()
         self._local = Bucket(tokens=1.0, rate=worker.plan_rate, burst=max(1.0, worker.plan_rate * 0.25))
         self._last = time.monotonic()
+        self._next_grab = 0.0
+        self._tokens_until = 0.0
         self.throttle = Throttle()
 
     def _pace(self) -> float:
@@ -119,10 +127,17 @@ class TokenPool:
                 break
             if self._w.stopping.is_set():
                 return False
+            if self._tokens and time.monotonic() > self._tokens_until:
+                # Unused tokens expire: spending them late would burst above the plan's rate.
+                self._tokens = 0.0
             while self._tokens < 1:
                 if self._w.stopping.is_set():
                     return False
-                want = grant_size(self._w.plan_rate * self.throttle.factor, 1)
+                wait = self._next_grab - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
+                want = grant_size(self._w.plan_rate * self.throttle.factor, 1, horizon=GRANT_HORIZON)
                 want = max(1.0, min(want, float(len(self._w.backlog_ids) + self._w.in_flight + 1)))
                 try:
                     got, rate = await ledger.take_tokens(
@@ -134,8 +149,15 @@ class TokenPool:
                     continue
                 self._w.set_rate(rate)
                 self._tokens += got
-                if got < 1:
-                    await asyncio.sleep(min(0.25, max(0.01, 1.0 / max(rate * self.throttle.factor, 0.1))))
+                self._tokens_until = time.monotonic() + TOKEN_TTL
+                if got < want:
+                    # The shared bucket is drained (other pods take their share too): come back
+                    # after a pause instead of polling PostgreSQL, so each grant carries many
+                    # tokens and pods do not spend their time fighting over the bucket row.
+                    pause = GRAB_INTERVAL if got >= 1 else max(GRAB_INTERVAL, min(1.0, 1.0 / max(rate, 0.1)))
+                    self._next_grab = time.monotonic() + pause
+                    if got < 1:
+                        await asyncio.sleep(pause)
             self._tokens -= 1
             return True
 
