@@ -56,4 +56,4 @@ class SenderSettings(BaseSettings):
     open_flush_rows: int = 1000  # pixel hits written per statement
     open_flush_seconds: float = 2.0  # longest a pixel hit waits in memory
     open_machine_window_seconds: float = 3.0  # an open this soon after sending is a machine's
-    sns_write_concurrency: int = 2  # SES event batches written at once (group commit)
+    sns_write_concurrency: int = 1  # SES event batches written at once (1 = biggest batches, best here)

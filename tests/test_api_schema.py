@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from devenv.ports import free_port, wait_for
-from devenv.procs import spawn, stop
 from test_api_support import API_KEY, TOKEN_KEY, TOPIC
 
+from devenv.ports import free_port, wait_for
+from devenv.procs import spawn, stop
 from emailplan.sender.migrate import upgrade_to
 
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
@@ -41,8 +41,11 @@ def api_process(database_url: str, aws: object) -> Iterator[tuple[str, Path]]:
         "EMAILPLAN_MAX_UPLOAD_BYTES": "1000000",
         "EMAILPLAN_DB_POOL_SIZE": "5",
     }
-    proc = spawn([sys.executable, "-m", "emailplan.cli", "api", "--host", "127.0.0.1", "--port", str(port)], log,
-                 env=env)
+    proc = spawn(
+        [sys.executable, "-m", "emailplan.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+        log,
+        env=env,
+    )
     base = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
@@ -64,11 +67,28 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(api_process: t
     if not st.exists():
         pytest.fail("schemathesis is not installed (pip install -e '.[dev]')")
     cmd = [
-        str(st), "run", f"{base}/v1/openapi.json", "--checks", CHECKS,
-        "--max-examples", os.environ.get("EMAILPLAN_ST_EXAMPLES", "60"), "--seed", "20260401", "--workers", "1",
-        "--header", f"x-api-key:{API_KEY}", "--generation-database", "none",
-        "--phases", "examples,coverage,fuzzing", "--no-color", "--request-timeout", "20",
-        "--suppress-health-check", "all",
+        str(st),
+        "run",
+        f"{base}/v1/openapi.json",
+        "--checks",
+        CHECKS,
+        "--max-examples",
+        os.environ.get("EMAILPLAN_ST_EXAMPLES", "60"),
+        "--seed",
+        "20260401",
+        "--workers",
+        "1",
+        "--header",
+        f"x-api-key:{API_KEY}",
+        "--generation-database",
+        "none",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--no-color",
+        "--request-timeout",
+        "20",
+        "--suppress-health-check",
+        "all",
     ]
     # The hooks module lives next to this file; never put the repository root on the path
     # (its operator/ directory would shadow the standard library's operator module).
