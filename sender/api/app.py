@@ -1,7 +1,8 @@
 """The events and stats API: application factory and the ``emailplan api`` entry point.
 
 One process holds one database engine, one aiohttp ClientSession (SNS
-certificates, SubscribeURL confirmations), one SQS client and one S3 client,
+certificates, SubscribeURL confirmations) and one SQS client (S3 lists open
+their own client for the length of a load),
 all opened in the app's cleanup context and closed in reverse order on
 shutdown, after the open buffer has been flushed, so a rolling update loses
 no pixel hits.
@@ -51,7 +52,7 @@ def create_app(
     """Build the application; resources are opened when it starts (``cleanup_ctx``).
 
     ``engine`` lets tests share an engine; ``with_aws=False`` skips the SQS and
-    S3 clients (endpoints that need them then answer 503).
+    clients (endpoints that need them then answer 503).
     """
     settings = settings or SenderSettings()
     app = web.Application(middlewares=[error_middleware], client_max_size=CLIENT_MAX_SIZE)
@@ -120,17 +121,9 @@ def create_app(
 
 
 async def _open_aws(stack: contextlib.AsyncExitStack, state: ApiState) -> None:
-    from aiobotocore.session import get_session
-
     from emailplan.sender.workqueue import WorkQueue
 
-    settings = state.settings
-    state.queue = await stack.enter_async_context(WorkQueue.open(settings))
-    state.s3 = await stack.enter_async_context(
-        get_session().create_client(
-            "s3", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url
-        )
-    )
+    state.queue = await stack.enter_async_context(WorkQueue.open(state.settings))
 
 
 async def _drain(state: ApiState) -> None:

@@ -263,8 +263,6 @@ async def load_s3(request: web.Request) -> web.Response:
     if view.state in ("stopped", "done"):
         raise ApiError(409, f"plan is {view.state} and takes no more recipients", "planId")
     _queue(state)
-    if state.s3 is None:
-        raise ApiError(503, "S3 not configured")
     task_name = f"s3-load-{plan_id}"
     running = any(t.get_name() == task_name and not t.done() for t in state.background)
     if not running:

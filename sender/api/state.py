@@ -31,7 +31,6 @@ class ApiState:
     token_key: bytes
     api_key: bytes
     queue: QueueSink | None = None
-    s3: Any = None  # aiobotocore S3 client (recipient lists in S3)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:

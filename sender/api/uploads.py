@@ -70,6 +70,12 @@ def _checked(row: int, item: Mapping[str, Any] | RowError) -> Mapping[str, Any] 
     return RowError(row, bad.split(".")[0].split("[")[0][:100], TEXT_MESSAGE)
 
 
+async def checked_rows(rows: AsyncIterable[Row]) -> AsyncIterator[Row]:
+    """``rows`` with text PostgreSQL cannot store turned into row errors (for other row sources)."""
+    async for row, item in rows:
+        yield row, _checked(row, item)
+
+
 def _decode(record: bytes, row: int) -> str | RowError:
     try:
         return record.decode("utf-8")
