@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument(
         "--peering", default=None, help="kopf peering object name for HA (default: from settings)"
     )
+    op.add_argument(
+        "--liveness",
+        default=None,
+        metavar="URL",
+        help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
     op.set_defaults(func=_run("emailplan.operator.main:main"))
 
     wk = sub.add_parser(

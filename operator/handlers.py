@@ -409,7 +409,7 @@ async def _validate(
         problems.append("recipients: set exactly one of inline, configMapRef or s3")
 
     for secret in ctx.settings.sender_secret_name:
-        if not await ctx.kube.secret_exists(namespace, secret):
+        if await ctx.kube.secret_exists(namespace, secret) is False:
             problems.append(f"Secret {secret!r} for the sender pods not found in namespace {namespace!r}")
 
     templates = Templates(subject=spec.subject, html=html, text=text)

@@ -47,13 +47,20 @@ class KubeApi:
             raise
         return dict(cm.data or {})
 
-    async def secret_exists(self, namespace: str, name: str) -> bool:
-        """Whether the Secret exists; its values are never read into the operator."""
+    async def secret_exists(self, namespace: str, name: str) -> bool | None:
+        """Whether the Secret exists, or None when the operator may not look.
+
+        Least privilege (the Helm chart) grants the operator no access to Secrets
+        at all: it only names them in the pod template. Then a missing Secret shows
+        as sender pods that do not start, not as a validation error.
+        """
         try:
             await asyncio.to_thread(self.core.read_namespaced_secret, name, namespace, _preload_content=False)
         except ApiException as exc:
             if exc.status == 404:
                 return False
+            if exc.status == 403:
+                return None
             raise
         return True
 

@@ -57,5 +57,6 @@ def main(args: argparse.Namespace) -> int:
         peering_name=None if standalone else peering,
         memo=kopf.Memo(settings=settings),
         priority=settings.priority,
+        liveness_endpoint=getattr(args, "liveness", None),
     )
     return 0

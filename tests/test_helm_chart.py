@@ -139,20 +139,19 @@ def test_operator_runs_two_peered_replicas_with_liveness(default_docs: list[dict
     assert container["args"][0] == "operator"
     assert "--peering=rel-emailplan" in container["args"]
     assert "--standalone" not in container["args"]
-    # `emailplan operator --help` has no --liveness flag yet: probe the metrics port.
-    assert container["livenessProbe"]["tcpSocket"]["port"] == "metrics"
-    assert not any(a.startswith("--liveness") for a in container["args"])
+    # kopf's own liveness endpoint by default (`emailplan operator --liveness=URL`).
+    assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     pdb = one(default_docs, "PodDisruptionBudget", "rel-emailplan-operator")
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
 
 
-def test_kopf_liveness_endpoint_when_enabled(helm_bin: str) -> None:
-    docs = render(helm_bin, "--set", "operator.kopfLiveness=true")
+def test_metrics_port_liveness_when_kopf_liveness_is_off(helm_bin: str) -> None:
+    docs = render(helm_bin, "--set", "operator.kopfLiveness=false")
     container = one(docs, "Deployment", "rel-emailplan-operator")["spec"]["template"]["spec"]["containers"][0]
-    assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    assert container["livenessProbe"]["tcpSocket"]["port"] == "metrics"
+    assert not any(a.startswith("--liveness") for a in container["args"])
 
 
 def test_operator_gets_sender_settings_and_only_its_own_secrets(default_docs: list[dict[str, Any]]) -> None:

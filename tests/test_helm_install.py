@@ -398,11 +398,6 @@ def test_real_operator_works_with_only_the_chart_rbac(namespaced: Release, tmp_p
     assert "forbidden" not in log.lower(), log[-3000:]
 
 
-@pytest.mark.xfail(
-    reason="the operator checks that the sender Secrets exist by reading them (operator/kubeapi.py "
-    "secret_exists), and the chart deliberately grants no access to Secrets",
-    strict=False,
-)
 def test_real_operator_with_all_chart_settings_never_needs_secrets(
     namespaced: Release, tmp_path: Path
 ) -> None:
