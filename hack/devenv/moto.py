@@ -63,8 +63,11 @@ class MotoServer:
         ses = self.data().get("ses", {})
         out: list[dict[str, Any]] = []
         for kind in ("Message", "RawMessage"):
-            for region_msgs in ses.get(kind, {}).values():
-                out.extend(region_msgs if isinstance(region_msgs, list) else region_msgs.values())
+            stored = ses.get(kind) or []
+            # moto 5.2 lists the messages; older versions keyed them by region or id.
+            if isinstance(stored, dict):
+                stored = [m for v in stored.values() for m in (v if isinstance(v, list) else [v])]
+            out.extend(stored)
         return out
 
     def stop(self) -> None:
