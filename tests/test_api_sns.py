@@ -200,3 +200,25 @@ async def test_slow_chunked_body_is_read_whole(api: LiveApi) -> None:
     assert (await api.counts(plan))["delivered"] == 1
     big = b'{"Type": "Notification", "Message": "' + b"x" * (300 * 1024) + b'"}'
     assert (await api.post_sns(big)).status == 413
+
+
+async def test_database_restart_costs_a_retry_not_the_process(api: LiveApi, postgres: Any) -> None:
+    plan, _ids, ses = await make_plan(api, ["r1@example.com", "r2@example.com"])
+
+    def delivery(email: str) -> dict[str, Any]:
+        return notification(api.ident, api.certs.cert_url, ses_event("Delivery", ses[email], [email]))
+
+    assert (await api.post_sns(delivery("r1@example.com"))).status == 200
+    await asyncio.to_thread(postgres.restart)
+    doc = delivery("r2@example.com")
+    statuses = []
+    for _ in range(20):  # SNS retries what we answer 5xx; a broken pooled connection is replaced
+        resp = await api.post_sns(doc)
+        statuses.append(resp.status)
+        if resp.status == 200:
+            break
+        assert resp.status == 503 and "message" in (await resp.json())["error"]
+        await asyncio.sleep(0.25)
+    assert statuses[-1] == 200, statuses
+    assert (await api.counts(plan))["delivered"] == 2
+    assert (await api.client.get("/readyz")).status == 200
