@@ -51,8 +51,8 @@ def create_app(
 ) -> web.Application:
     """Build the application; resources are opened when it starts (``cleanup_ctx``).
 
-    ``engine`` lets tests share an engine; ``with_aws=False`` skips the SQS and
-    clients (endpoints that need them then answer 503).
+    ``engine`` lets tests share an engine; ``with_aws=False`` skips the SQS
+    client (endpoints that need the work queue then answer 503).
     """
     settings = settings or SenderSettings()
     app = web.Application(middlewares=[error_middleware], client_max_size=CLIENT_MAX_SIZE)
@@ -106,10 +106,6 @@ def create_app(
                 await _open_aws(stack, state)
             app[STATE] = state
             opens.start()
-            # Everything loaded so far (botocore models, SQLAlchemy, routes) lives for the whole
-            # process: moving it out of the collector's view keeps full collections short, which
-            # is what the pixel's tail latency depends on.
-            gc.freeze()
             log.info("api started", extra={"topics": len(settings.sns_topic_arns)})
             try:
                 yield
@@ -139,6 +135,16 @@ async def _drain(state: ApiState) -> None:
     log.info("api stopped", extra={"opens_written": state.opens.written_human})
 
 
+async def _freeze_heap(app: web.Application) -> None:
+    """Move everything loaded at start-up out of the garbage collector's view.
+
+    Botocore models, SQLAlchemy and the routes live as long as the process;
+    freezing them keeps full collections short, which the pixel's tail
+    latency depends on. Only the real process does this (not test apps).
+    """
+    gc.freeze()
+
+
 def main(args: argparse.Namespace) -> int:
     """``emailplan api``: serve until SIGTERM/SIGINT, then shut down gracefully."""
     setup_logging()
@@ -151,8 +157,10 @@ def main(args: argparse.Namespace) -> int:
     host = getattr(args, "host", None) or settings.host
     port = getattr(args, "port", None) or settings.port
     log.info("api listening", extra={"host": host, "port": port})
+    app = create_app(settings)
+    app.on_startup.append(_freeze_heap)  # after cleanup_ctx has opened the resources
     web.run_app(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         access_log=None,
