@@ -343,9 +343,19 @@ async def test_rate_change_reaches_running_worker(
 class ThrottlingProxy:
     """Real HTTP proxy: every ``every``-th SES SendEmail gets HTTP 429, the rest go to moto."""
 
-    def __init__(self, upstream: str, every: int = 3) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        every: int = 3,
+        status: int = 429,
+        code: str = "TooManyRequestsException",
+        message: str = "Maximum sending rate exceeded.",
+    ) -> None:
         self.upstream = upstream
         self.every = every
+        self.status = status
+        self.code = code
+        self.message = message
         self.calls = 0
         self.throttled = 0
         self.runner: web.AppRunner | None = None
@@ -358,9 +368,9 @@ class ThrottlingProxy:
             if self.calls % self.every == 0:
                 self.throttled += 1
                 return web.json_response(
-                    {"__type": "TooManyRequestsException", "message": "Maximum sending rate exceeded."},
-                    status=429,
-                    headers={"x-amzn-ErrorType": "TooManyRequestsException"},
+                    {"__type": self.code, "message": self.message},
+                    status=self.status,
+                    headers={"x-amzn-ErrorType": self.code},
                 )
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
         async with (
@@ -474,3 +484,23 @@ async def test_suspend_pauses_resume_continues_stop_ends(
     assert final["sent"] < n, "stop came too late to prove anything"
     assert len(raw_sent(aws)) == final["sent"], "SES received mail the ledger does not count as sent"
     assert proc.poll() is None, "a stopped plan's pod keeps running until scaled to 0"
+
+
+async def test_transient_ses_errors_are_retried_not_failed(
+    engine: AsyncEngine, migrated: str, aws: MotoServer, ses_identity: None, workers: Workers
+) -> None:
+    n = 40
+    proxy = await ThrottlingProxy(
+        aws.endpoint_url, every=4, status=503, code="ServiceUnavailable", message="Service unavailable"
+    ).start()
+    try:
+        plan_id = await make_plan(engine, emails(n), rate=100)
+        env = worker_env(migrated, plan_id, EMAILPLAN_SES_ENDPOINT_URL=proxy.url, EMAILPLAN_MAX_ATTEMPTS="10")
+        await wait_exit([workers.start(env)], workers, 120)
+    finally:
+        await proxy.stop()
+    assert proxy.throttled >= n // 5, "the proxy injected no errors: the test proves nothing"
+    counts = await ledger.get_counts(engine, plan_id)
+    assert counts is not None and (counts["sent"], counts["failed"]) == (n, 0)
+    to = collections.Counter(addressee(m) for m in received(aws))
+    assert len(to) == n and max(to.values()) == 1
