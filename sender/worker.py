@@ -293,6 +293,7 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), 0.2)
                 continue
+            started = time.monotonic()
             try:
                 room = self.backlog_limit() - len(self.backlog_ids)
                 jobs = await self.queue.receive(
@@ -307,6 +308,8 @@ class Worker:
                 continue
             if not jobs:
                 await self.on_idle()
+                if time.monotonic() - started < 0.5:
+                    await asyncio.sleep(0.5)  # no queue (yet) or no long poll: do not spin
                 continue
             self.idle_rounds = 0
             for job in jobs:
