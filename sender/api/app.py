@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from emailplan.runtime.logsetup import setup_logging
 from emailplan.runtime.sentry import init_sentry
 from emailplan.sender import eventstore, sns
-from emailplan.sender.api import health, openapi, plans, snsroute, stats, tracking
+from emailplan.sender.api import health, openapi, plans, snsroute, stats, suppressions, tracking
 from emailplan.sender.api.errors import error_middleware
 from emailplan.sender.api.eventbatch import EventBatcher
 from emailplan.sender.api.openbuffer import OpenBuffer
@@ -56,7 +56,7 @@ def create_app(
     """
     settings = settings or SenderSettings()
     app = web.Application(middlewares=[error_middleware], client_max_size=CLIENT_MAX_SIZE)
-    for module in (tracking, snsroute, stats, plans, health, openapi):
+    for module in (tracking, snsroute, stats, plans, suppressions, health, openapi):
         module.add_routes(app)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:

@@ -337,6 +337,51 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/v1/suppressions": {
+        "post": {
+            "summary": "Import addresses into the suppression list (never mailed again)",
+            "operationId": "addSuppressions",
+            "tags": ["suppressions"],
+            "security": KEYED,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    JSON: {
+                        "schema": {
+                            "type": "object",
+                            "required": ["emails"],
+                            "properties": {
+                                "emails": {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "maxItems": 10000,
+                                    "items": {"type": "string", "format": "email"},
+                                },
+                                "reason": {
+                                    "type": "string",
+                                    "enum": ["manual", "bounce", "complaint", "unsubscribe"],
+                                    "default": "manual",
+                                },
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["received", "added"],
+                        "properties": {"received": {"type": "integer"}, "added": {"type": "integer"}},
+                    },
+                    "How many addresses were received and how many were new",
+                ),
+                "400": E400,
+                "401": E401,
+                "413": E413,
+            },
+        }
+    },
     "/v1/plans/{planId}": {
         "put": _plan_op(
             "Register or update a plan (idempotent)",
