@@ -143,7 +143,10 @@ class Demo:
             "EMAILPLAN_SENDER_SECRET_NAME": "emailplan-sender",
             "EMAILPLAN_STATUS_INTERVAL_SECONDS": "1",
             "EMAILPLAN_METRICS_PORT": "0",
-            "EMAILPLAN_SENDER_ENV": json.dumps({"EMAILPLAN_METRICS_PORT": "0"}),
+            # moto reports the SES sandbox quota (1/s); a production account's is far higher.
+            "EMAILPLAN_SENDER_ENV": json.dumps(
+                {"EMAILPLAN_METRICS_PORT": "0", "EMAILPLAN_MAX_SEND_RATE": "1000"}
+            ),
         }
         self._proc("operator", [EMAILPLAN, "operator", "--standalone", "--namespace", NAMESPACE], op_env)
         runner_env = {**os.environ, "PYTHONPATH": str(ROOT / "hack")}
