@@ -10,7 +10,6 @@ Deployments, and the emails moto received.
 from __future__ import annotations
 
 import email.utils
-import importlib.util
 import json
 import os
 import signal
@@ -35,17 +34,7 @@ from devenv.postgres import PostgresServer, pg_bin
 from devenv.procs import spawn, stop
 from devenv.runner import PodRunner
 
-pytestmark = [
-    pytest.mark.kube,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("emailplan.sender.worker") is None
-        or importlib.util.find_spec("emailplan.sender.api.app") is None,
-        reason="data plane not landed yet: needs emailplan.sender.worker (issue 3) and "
-        "emailplan.sender.api.app "
-        "(issue 4)",
-    ),
-]
+pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
 VENV_BIN = Path(sys.executable).parent
 API_KEY = "e2e-api-key-" + uuid.uuid4().hex[:8]
