@@ -12,8 +12,14 @@ prints the final counts and stops everything, also on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import email
+import email.policy
+import email.utils
+import hashlib
+import html as htmlmod
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -64,6 +70,69 @@ COUNT_KEYS = [
 ]
 
 
+class Readers:
+    """Simulated people reading the campaign: fetch pixels and follow links of delivered mail.
+
+    Which recipients open (about 30 %) and click (about 10 %) is decided by a hash of the
+    address, so the expected counts are known and the final status can be checked exactly.
+    """
+
+    PIXEL = re.compile(r'src="(https?://[^"]*/v1/events/open\?requestId=[^"]+)"')
+    LINK = re.compile(r'href="(https?://[^"]*/v1/events/click\?[^"]+)"')
+    BROWSER = (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+    )
+
+    def __init__(self, moto: MotoServer) -> None:
+        self.moto = moto
+        self.seen: set[str] = set()
+        self.opens = 0
+        self.clicks = 0
+
+    @staticmethod
+    def _bucket(address: str) -> int:
+        return int(hashlib.sha256(address.encode()).hexdigest(), 16) % 100
+
+    def read_new_mail(self) -> None:
+        for stored in self.moto.sent_emails():
+            raw = stored.get("raw_data")
+            if not raw:
+                continue
+            msg = email.message_from_string(raw, policy=email.policy.default)
+            address = email.utils.parseaddr(str(msg.get("To", "")))[1].lower()
+            if not address or address in self.seen:
+                continue
+            self.seen.add(address)
+            bucket = self._bucket(address)
+            if bucket >= 30:
+                continue
+            body = msg.get_body(preferencelist=("html",))
+            html = body.get_content() if body is not None else ""
+            pixel = self.PIXEL.search(html)
+            link = self.LINK.search(html)
+            if bucket < 10 and link:
+                self._get(htmlmod.unescape(link.group(1)))
+                self.clicks += 1
+                self.opens += 1
+            elif pixel:
+                self._get(htmlmod.unescape(pixel.group(1)))
+                self.opens += 1
+
+    def _get(self, url: str) -> None:
+        req = urllib.request.Request(url, headers={"User-Agent": self.BROWSER})
+        opener = urllib.request.build_opener(_NoRedirect)
+        try:
+            opener.open(req, timeout=5).close()
+        except urllib.error.HTTPError as exc:
+            if exc.code != 302:  # the click redirect points outside; not followed
+                raise
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 class Demo:
     def __init__(self, console: Console, logs: Path) -> None:
         self.console = console
@@ -84,6 +153,7 @@ class Demo:
         moto = MotoServer().start()
         self.stack.callback(moto.stop)
         self.moto = moto
+        self.readers = Readers(moto)
         self.step("starting etcd + kube-apiserver + kube-controller-manager")
         kube = KubeCluster(bin_dir=bins).start()
         self.stack.callback(kube.cleanup)
@@ -99,6 +169,9 @@ class Demo:
             "EMAILPLAN_TOKEN_KEY": "demo-token-key",
             "EMAILPLAN_PUBLIC_URL": self.api_url,
             "EMAILPLAN_LOG_FORMAT": "json",
+            # Simulated readers open seconds after delivery; don't file them as machine opens.
+            "EMAILPLAN_OPEN_MACHINE_WINDOW_SECONDS": "0",
+            "EMAILPLAN_OPEN_FLUSH_SECONDS": "0.5",
             "EMAILPLAN_METRICS_PORT": "0",
         }
         self._verify_sender_identity()
@@ -209,21 +282,29 @@ class Demo:
         ) as bar:
             task = bar.add_task(PLAN, total=None, counts="")
             last = ""
+            settled_at: float | None = None
             while time.monotonic() < deadline:
+                self.readers.read_new_mail()
                 status = self.status()
                 total = int(status.get("total") or 0)
                 done = sum(int(status.get(k) or 0) for k in ("sent", "failed", "stopped", "suppressed"))
                 line = (
                     f"phase={status.get('phase', '-')} sent={status.get('sent', 0)} "
                     f"failed={status.get('failed', 0)} suppressed={status.get('suppressed', 0)} "
-                    f"opened={status.get('opened', 0)}"
+                    f"opened={status.get('opened', 0)} clicked={status.get('clicked', 0)}"
                 )
                 bar.update(task, total=total or None, completed=done, counts=line)
                 if not interactive and line != last:
                     self.console.print(f"    {line} progress={status.get('progress', '-')}")
                     last = line
-                if status.get("phase") in ("Completed", "Failed"):
+                if status.get("phase") == "Failed":
                     break
+                if status.get("phase") == "Completed":
+                    # Give the last pixel hits a few status refreshes to show up.
+                    settled_at = settled_at or time.monotonic()
+                    caught_up = int(status.get("opened") or 0) >= self.readers.opens
+                    if caught_up or time.monotonic() - settled_at > 20:
+                        break
                 time.sleep(1)
         return status
 
@@ -242,6 +323,7 @@ class Demo:
         for key in COUNT_KEYS:
             table.add_row(key, str(status.get(key, 0)))
         table.add_row("SES messages received (moto)", str(len(self.moto.sent_emails())))
+        table.add_row("simulated readers: opened / clicked", f"{self.readers.opens} / {self.readers.clicks}")
         self.console.print(table)
         self.console.print(
             "Where to look next:\n"
@@ -279,7 +361,12 @@ def main() -> int:
         status = demo.apply_and_watch(
             args.timeout, interactive=not args.non_interactive and console.is_terminal
         )
-        final = {**status, "sesReceived": len(demo.moto.sent_emails())}
+        final = {
+            **status,
+            "sesReceived": len(demo.moto.sent_emails()),
+            "simulatedOpens": demo.readers.opens,
+            "simulatedClicks": demo.readers.clicks,
+        }
         demo.report(status)
         if args.json:
             args.json.write_text(json.dumps(final, indent=2))

@@ -39,5 +39,9 @@ def test_demo_sends_the_example_plan_end_to_end(repo_root: str, tmp_path: Path) 
     assert final["sent"] == 2992
     assert final["failed"] == 0
     assert final["sesReceived"] == 2992, "SES must receive each valid, unsuppressed recipient exactly once"
+    # Simulated readers opened ~30 % and clicked ~10 % (a click counts as an open too).
+    assert final["simulatedOpens"] > 500 and final["simulatedClicks"] > 150
+    assert final["opened"] == final["simulatedOpens"]
+    assert final["clicked"] == final["simulatedClicks"]
     assert "demo completed" in r.stdout
     assert "Where to look next" in r.stdout
