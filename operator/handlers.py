@@ -100,6 +100,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    settings.peering.lifetime = ours.peering_lifetime_seconds
     if ours.priority is not None:
         settings.peering.priority = ours.priority
     elif settings.peering.priority == 0:

@@ -56,6 +56,9 @@ class OperatorSettings(BaseSettings):
     )
     peering: str | None = None  # kopf peering object name; None: kopf's auto-detection
     priority: int | None = None  # kopf peering priority; None: random, so two replicas never tie
+    # How long a silent replica still counts as alive: a standby takes over at most this long
+    # after the active replica died without saying goodbye (SIGKILL, node loss).
+    peering_lifetime_seconds: int = Field(60, ge=5, le=3600)
 
     @field_validator("sender_secret_name", "sender_config_map_name", mode="before")
     @classmethod
