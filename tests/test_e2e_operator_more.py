@@ -1,0 +1,359 @@
+"""More end to end operator tests: the reputation breaker, S3 lists and two peered operator replicas.
+
+Same real parts as ``test_e2e_operator`` (its ``Stack``): kube-apiserver, PostgreSQL,
+moto, ``emailplan api``, the pod runner with real ``emailplan worker`` processes and the
+real operator. SES bounce notifications are signed like SNS signs them (a test key,
+its certificate served over local HTTPS), and the API trusts that server only through
+its test settings, exactly as in ``test_api_sns``.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from test_api_support import TOPIC, Identity, make_identity, notification, ses_event
+from test_e2e_operator import (
+    API_KEY,
+    VENV_BIN,
+    Stack,
+    _verify_sender_domain,
+    apply_list,
+    done,
+    plan_yaml,
+)
+
+from devenv.kube import KubeCluster
+from devenv.moto import MotoServer
+from devenv.ports import wait_for
+from devenv.postgres import PostgresServer, pg_bin
+from devenv.procs import spawn, stop
+
+pytestmark = [pytest.mark.kube, pytest.mark.slow]
+
+PEERING = "emailplan-e2e"
+PEERING_LIFETIME = 12  # seconds a SIGKILLed replica still counts as alive
+
+
+class CertServer:
+    """The signing certificate over local HTTPS, in a thread (the API fetches it to verify SNS)."""
+
+    def __init__(self, ident: Identity) -> None:
+        pem = ident.cert_pem
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-pem-file")
+                self.send_header("Content-Length", str(len(pem)))
+                self.end_headers()
+                self.wfile.write(pem)
+
+            def log_message(self, *_: Any) -> None:
+                return
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(ident.cert_file, ident.key_file)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def prefix(self) -> str:
+        return f"https://127.0.0.1:{self.server.server_address[1]}/"
+
+    @property
+    def cert_url(self) -> str:
+        return f"{self.prefix}SimpleNotificationService-test.pem"
+
+    def start(self) -> CertServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class MoreStack(Stack):
+    ident: Identity
+    certs: CertServer
+    database: str
+    postgres: PostgresServer
+
+    def psql(self, sql: str) -> list[str]:
+        out = subprocess.run(
+            [
+                pg_bin("psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.postgres.port),
+                "-U",
+                self.postgres.user,
+                "-d",
+                self.database,
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return [line for line in out.stdout.splitlines() if line]
+
+    def post_sns(self, doc: dict[str, Any]) -> dict[str, Any]:
+        req = urllib.request.Request(
+            f"{self.api_url}/v1/events/result",
+            data=json.dumps(doc).encode(),
+            headers={"Content-Type": "text/plain; charset=UTF-8", "x-amz-sns-message-type": "Notification"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return dict(json.load(r))
+
+    def operator_env(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KUBECONFIG": str(self.kube.kubeconfig),
+            "EMAILPLAN_API_URL": self.api_url,
+            "EMAILPLAN_API_KEY": API_KEY,
+            "EMAILPLAN_STATUS_INTERVAL_SECONDS": "1",
+            "EMAILPLAN_METRICS_PORT": "0",
+            "EMAILPLAN_SENDER_IMAGE": "emailplan:e2e",
+            **extra,
+        }
+
+    def start_peered(self, name: str, priority: int) -> subprocess.Popen[bytes]:
+        env = self.operator_env(
+            EMAILPLAN_PRIORITY=str(priority),
+            EMAILPLAN_PEERING_LIFETIME_SECONDS=str(PEERING_LIFETIME),
+        )
+        return spawn(
+            [str(VENV_BIN / "emailplan"), "operator", f"--peering={PEERING}"],
+            self.base / f"{name}.log",
+            env=env,
+        )
+
+
+@pytest.fixture(scope="module")
+def more(
+    crd_installed: KubeCluster, postgres: PostgresServer, moto_server: MotoServer, repo_root: str
+) -> Iterator[MoreStack]:
+    database = "e2e_more_" + uuid.uuid4().hex[:8]
+    subprocess.run(
+        [pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(postgres.port), "-U", postgres.user, database],
+        check=True,
+        capture_output=True,
+    )
+    url = f"postgresql+asyncpg://{postgres.user}@127.0.0.1:{postgres.port}/{database}"
+    base = Path(tempfile.mkdtemp(prefix="emailplan-e2e-more-"))
+    st = MoreStack(crd_installed, moto_server, url, base)
+    st.database, st.postgres = database, postgres
+    st.ident = make_identity()
+    st.certs = CertServer(st.ident).start()
+    st.data_env.update(
+        EMAILPLAN_SNS_TOPIC_ARNS=json.dumps([TOPIC]),
+        EMAILPLAN_SNS_EXTRA_TRUSTED_CERT_PREFIXES=json.dumps([st.certs.prefix]),
+        EMAILPLAN_SNS_CA_FILE=st.ident.cert_file,
+    )
+    env = {**os.environ, **st.data_env}
+    subprocess.run([str(VENV_BIN / "emailplan"), "db", "upgrade"], env=env, check=True, capture_output=True)
+    _verify_sender_domain(moto_server)
+    try:
+        st.start_api()
+        st.start_runner()
+        st.start_operator()
+        yield st
+    finally:
+        st.stop()
+        st.certs.stop()
+        print(f"e2e logs kept in {base}")
+
+
+def _spec_patch(st: Stack, ns: str, name: str, patch: dict[str, Any]) -> None:
+    st.kubectl("patch", "emailplans.emailplan.io", name, "-n", ns, "--type", "merge", "-p", json.dumps(patch))
+
+
+# --- tests ------------------------------------------------------------------------------------------
+
+
+def test_bounces_trip_the_breaker_and_pause_the_plan(more: MoreStack, namespace: str) -> None:
+    marker = f"{namespace}-bb"
+    emails = [f"{marker}{i}@example.com" for i in range(400)]
+    apply_list(more, namespace, "list", [f"{e},R{i},Rome" for i, e in enumerate(emails)])
+    manifest = json.loads(plan_yaml("risky", recipients_cm="list", rate=10, per_pod_rate=10))
+    manifest["spec"]["safety"] = {"maxBounceRate": 0.1, "minSample": 20}
+    more.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+    more.wait_status(namespace, "risky", lambda s: s.get("sent", 0) >= 30, "first emails sent")
+    uid = more.plan(namespace, "risky")["metadata"]["uid"]  # type: ignore[index]
+
+    # The SES message ids the workers stored for sent messages (what SES events carry).
+    rows = more.psql(
+        "SELECT email || ' ' || ses_message_id FROM messages "
+        f"WHERE plan_id = '{uid}' AND status = 'sent' AND ses_message_id IS NOT NULL "
+        "ORDER BY id LIMIT 25"
+    )
+    sent = dict(line.split(" ", 1) for line in rows)
+    assert len(sent) == 25, rows
+    for addr, ses_id in sent.items():
+        doc = notification(more.ident, more.certs.cert_url, ses_event("Bounce", ses_id, [addr]))
+        assert more.post_sns(doc)["status"] == "recorded"
+
+    status = more.wait_status(
+        namespace,
+        "risky",
+        lambda s: s.get("phase") == "Paused" and s.get("replicas") == 0 and s.get("bounced", 0) >= 25,
+        "Paused by the breaker with 0 replicas",
+    )
+    suspended = next(c for c in status["conditions"] if c["type"] == "Suspended")
+    assert suspended["status"] == "True" and suspended["reason"] == "BounceRateExceeded"
+    assert "bounce rate" in suspended["message"]
+    wait_for(
+        lambda: any(
+            e["type"] == "Warning" and e["reason"] == "BounceRateExceeded" and "bounce rate" in e["message"]
+            for e in more.events(namespace, "risky")
+        ),
+        60,
+        "Warning event BounceRateExceeded",
+    )
+    wait_for(lambda: more.running(namespace, "risky") == 0, 90, "sender processes stopped")
+    dep = more.deployment(namespace, "risky")
+    assert dep is not None and dep["spec"]["replicas"] == 0
+    at_pause = sum(more.received(marker).values())
+    sent_at_pause = more.counts_from_api(uid)["sent"]
+    time.sleep(3)  # with no sender process left, nothing can be sent: the counts must not move
+    assert sum(more.received(marker).values()) == at_pause
+    assert more.counts_from_api(uid)["sent"] == sent_at_pause
+    assert at_pause < len(emails)
+    assert more.status(namespace, "risky")["phase"] == "Paused"
+
+    # Hard bounces are suppressed for good: no plan sends to these addresses again.
+    addrs = ",".join(f"'{a}'" for a in sent)
+    assert set(more.psql(f"SELECT email FROM suppressions WHERE email IN ({addrs})")) == set(sent)
+
+
+def test_s3_list_completes_with_exact_counts(more: MoreStack, namespace: str) -> None:
+    marker = f"{namespace}-s3"
+    emails = [f"{marker}{i}@example.com" for i in range(300)]
+    bucket = f"e2e-{uuid.uuid4().hex[:12]}"
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=more.moto.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    s3.create_bucket(Bucket=bucket)
+    body = "".join(
+        json.dumps({"email": e, "name": f"R{i}", "vars": {"city": "Quito"}}) + "\n"
+        for i, e in enumerate(emails)
+    )
+    s3.put_object(Bucket=bucket, Key="lists/audience.jsonl", Body=body.encode())
+    manifest = json.loads(plan_yaml("bucketed", inline=[{"email": "x@example.com"}], rate=300))
+    manifest["spec"]["recipients"] = {
+        "s3": {"bucket": bucket, "key": "lists/audience.jsonl", "format": "jsonl"}
+    }
+    more.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+
+    status = more.wait_status(namespace, "bucketed", done, "plan from S3 Completed")
+    assert status["total"] == len(emails) and status["sent"] == len(emails)
+    assert status["failed"] == 0 and status["suppressed"] == 0 and status["stopped"] == 0
+    assert status["recipientsLoaded"] is True and status["progress"] == "100%"
+    got = more.received(marker)
+    assert set(got) == set(emails) and max(got.values()) == 1
+    reasons = {e["reason"] for e in more.events(namespace, "bucketed")}
+    assert "LoadingRecipients" in reasons
+
+
+def _registered(log: Path, plan: str) -> bool:
+    if not log.exists():
+        return False
+    for line in log.read_text(errors="replace").splitlines():
+        if '"plan registered"' in line and f'"{plan}"' in line:
+            return True
+    return False
+
+
+def test_two_peered_operators_one_works_and_the_other_takes_over(
+    more: MoreStack, namespace: str, repo_root: str
+) -> None:
+    more.kubectl("apply", "-f", os.path.join(repo_root, "charts", "emailplan", "crds", "kopf-peering.yaml"))
+    more.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/clusterkopfpeerings.kopf.dev")
+    # kopf never creates the peering object: the chart does (templates/operator-peering.yaml).
+    peering = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING}}
+    more.kubectl("apply", "-f", "-", input=json.dumps(peering))
+
+    stop(more.operator)  # the module's standalone operator ignores peering: only the pair runs now
+    more.operator = None
+    high = more.start_peered("operator-high", 200)
+    low: subprocess.Popen[bytes] | None = None
+    try:
+        # The pair is up when both appear in the peering object's status.
+        def peers() -> int:
+            out = more.kubectl("get", "clusterkopfpeering", PEERING, "-o", "json")
+            return len(json.loads(out).get("status") or {})
+
+        wait_for(lambda: peers() >= 1, 90, "the first operator in the peering")
+        low = more.start_peered("operator-low", 100)
+        wait_for(lambda: peers() >= 2, 90, "both operators in the peering")
+        # kopf starts a peered operator paused and resumes it only when no peer outranks it,
+        # so the low-priority one never works while the high-priority one is alive.
+
+        marker = f"{namespace}-pp"
+        emails = [f"{marker}{i}@example.com" for i in range(500)]
+        apply_list(more, namespace, "list", [f"{e},R{i},Baku" for i, e in enumerate(emails)])
+        more.kubectl(
+            "apply",
+            "-n",
+            namespace,
+            "-f",
+            "-",
+            input=plan_yaml("paired", recipients_cm="list", rate=20, per_pod_rate=20),
+        )
+        more.wait_status(namespace, "paired", lambda s: s.get("sent", 0) >= 20, "first emails sent")
+        assert _registered(more.base / "operator-high.log", "paired")
+        assert not _registered(more.base / "operator-low.log", "paired"), "the paused replica worked too"
+
+        os.killpg(high.pid, signal.SIGKILL)  # no goodbye: the standby must notice the silence
+        high.wait(10)
+        wait_for(
+            lambda: _registered(more.base / "operator-low.log", "paired"),
+            PEERING_LIFETIME * 10,
+            "the standby takes over the plan",
+        )
+        status = more.wait_status(namespace, "paired", done, "Completed after the takeover")
+        assert status["total"] == len(emails) and status["sent"] == len(emails)
+
+        # A plan applied after the takeover is handled by the survivor.
+        late = [f"{marker}-late{i}@example.com" for i in range(40)]
+        inline = [{"email": e, "name": f"L{i}", "vars": {"city": "Baku"}} for i, e in enumerate(late)]
+        more.kubectl("apply", "-n", namespace, "-f", "-", input=plan_yaml("after", inline=inline))
+        status = more.wait_status(namespace, "after", done, "plan applied after the takeover Completed")
+        assert status["sent"] == len(late)
+
+        got = more.received(marker)
+        assert set(got) == set(emails) | set(late) and max(got.values()) == 1, "an email was sent twice"
+        loaded = [e for e in more.events(namespace, "paired") if e["reason"] == "RecipientsLoaded"]
+        assert sum(int(e.get("count") or 1) for e in loaded) == 1, "the list was uploaded twice"
+    finally:
+        stop(low)
+        stop(high)
+        more.start_operator()
