@@ -13,6 +13,7 @@ compare as ratios:
   raw asyncpg COPY of the same rows into an unindexed table.
 
     .venv/bin/python bench/sender_bench.py [--quick] [--out docs/benchmarks.md]
+    .venv/bin/python bench/sender_bench.py --only rate [--rate-seconds 16] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def worker_env(url: str, plan_id: uuid.UUID, ses_url: str, **extra: str) -> dict
         "EMAILPLAN_EXIT_WHEN_IDLE": "true",
         "EMAILPLAN_POLL_WAIT_SECONDS": "1",
         "EMAILPLAN_FLUSH_SECONDS": "1",
-        "EMAILPLAN_LOG_LEVEL": "WARNING",
+        "EMAILPLAN_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         **extra,
     }
 
@@ -360,26 +361,38 @@ async def main_async(args: argparse.Namespace) -> None:
     from emailplan.sender.migrate import upgrade_to
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    parts = set(args.only or ["throughput", "rate", "ingest"])
+    tp: dict[str, Any] = {}
+    ingest: dict[str, Any] = {}
     pg = PostgresServer().start()
     moto = MotoServer().start()
     stub, ses_url = start_stub()
     os.environ.update(moto.env())
     try:
         await asyncio.to_thread(upgrade_to, pg.url)
-        tp = await bench_throughput(pg.url, ses_url, 5000 if args.quick else 20000)
-        print(json.dumps(tp), flush=True)
+        if "throughput" in parts:
+            tp = await bench_throughput(pg.url, ses_url, 5000 if args.quick else 20000)
+            print(json.dumps(tp), flush=True)
         rates = []
-        for rate, seconds in ((14.0, 10.0), (500.0, 8.0)):
-            for workers in (1, 2, 4):
-                r = await bench_rate(pg.url, ses_url, rate, workers, seconds / (2 if args.quick else 1))
-                print(json.dumps(r), flush=True)
-                rates.append(r)
-        ingest = bench_ingest(pg.url, 100_000 if args.quick else 1_000_000)
-        print(json.dumps(ingest), flush=True)
+        if "rate" in parts:
+            for rate, seconds in ((14.0, 10.0), (500.0, 8.0)):
+                if rate not in args.rates:
+                    continue
+                for workers in args.workers:
+                    for _ in range(args.repeat):
+                        span = (args.rate_seconds or seconds) / (2 if args.quick else 1)
+                        r = await bench_rate(pg.url, ses_url, rate, workers, span)
+                        print(json.dumps(r), flush=True)
+                        rates.append(r)
+        if "ingest" in parts:
+            ingest = bench_ingest(pg.url, 100_000 if args.quick else 1_000_000)
+            print(json.dumps(ingest), flush=True)
     finally:
         stub.terminate()
         moto.stop()
         pg.cleanup()
+    if parts != {"throughput", "rate", "ingest"}:
+        return  # a partial run prints its JSON lines only; the report needs every part
     section = report(tp, rates, ingest, started)
     print(section)
     if args.out:
@@ -392,6 +405,23 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="smaller runs (smoke test)")
     parser.add_argument("--out", default=None, help="markdown file to update (section '## Sender')")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=["throughput", "rate", "ingest"],
+        help="run only these parts (repeatable); prints JSON lines, writes no report",
+    )
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4], help="worker counts (rate part)")
+    parser.add_argument(
+        "--rates", type=float, nargs="+", default=[14.0, 500.0], help="plan rates (rate part)"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per rate and worker count")
+    parser.add_argument(
+        "--rate-seconds",
+        type=float,
+        default=None,
+        help="planned seconds per rate run (default 10 at 14/s, 8 at 500/s)",
+    )
     parser.add_argument("--serve-stub", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--ingest-child", nargs=3, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -7,8 +7,9 @@ botocore's credential chain (env, profile, IRSA web identity, with refresh).
 Signing this one fixed request shape is done by ``SigV4`` below (the day's
 signing key is cached; botocore's generic signer costs ~150 µs a call); a test
 checks it produces exactly botocore's signature. Errors are classified for the worker: throttling (slow down
-and retry, never a failure), permanent (the message fails with the reason),
-transient (retry with backoff). Quota reads are rare and use the plain client.
+and retry, never a failure), paused or suspended account (stop sending for a while, never a
+failure), permanent (the message fails with the reason), transient (retry with backoff).
+Quota reads are rare and use the plain client.
 """
 
 from __future__ import annotations
@@ -51,10 +52,20 @@ PERMANENT_CODES = frozenset(
 )
 
 
-# Account-level pauses: retrying later may succeed, failing the whole list would not be right.
-TRANSIENT_CODES = frozenset(
-    {"SendingPausedException", "AccountSuspendedException", "InternalFailure", "ServiceUnavailable"}
+# The account (or its configuration set) may not send at all right now: SES v2 names and the
+# v1 (Query API) equivalents. No message is at fault, so none may fail: the worker stops
+# sending for the plan and tries again after a long pause.
+PAUSED_CODES = frozenset(
+    {
+        "SendingPausedException",
+        "AccountSuspendedException",
+        "AccountSendingPausedException",
+        "ConfigurationSetSendingPausedException",
+        "AccountSuspended",
+        "SendingPaused",
+    }
 )
+TRANSIENT_CODES = frozenset({"InternalFailure", "ServiceUnavailable"})
 
 
 class SesError(Exception):
@@ -71,12 +82,16 @@ class SesThrottledError(SesError):
     """Over the account's sending rate: slow down and retry; never counts as a failure."""
 
 
+class SesPausedError(SesError):
+    """The account (or configuration set) is paused or suspended: stop sending, fail nothing."""
+
+
 class SesPermanentError(SesError):
     """SES refused this message (or the account cannot send): record ``failed`` with the reason."""
 
 
 class SesTransientError(SesError):
-    """Network trouble, a 5xx, or sending paused on the account: retry with backoff, up to the limit."""
+    """Network trouble or a 5xx: retry with backoff, up to the limit."""
 
 
 def _error_code(headers: Any, body: bytes) -> tuple[str, str]:
@@ -99,9 +114,11 @@ def _error_code(headers: Any, body: bytes) -> tuple[str, str]:
 
 
 def classify(status: int, code: str, message: str) -> SesError:
-    """Map an HTTP status and SES error code to the worker's three kinds of failure."""
+    """Map an HTTP status and SES error code to the worker's four kinds of failure."""
     if status == 429 or code in THROTTLE_CODES or "rate exceeded" in message.lower():
         return SesThrottledError(code or "TooManyRequestsException", message, status)
+    if code in PAUSED_CODES:
+        return SesPausedError(code, message, status)
     if code in TRANSIENT_CODES:
         return SesTransientError(code, message, status)
     if code in PERMANENT_CODES or (400 <= status < 500 and status not in (401, 403, 408)):

@@ -40,6 +40,7 @@ class SenderSettings(BaseSettings):
     flush_seconds: float = 10.0
     lease_seconds: int = 300
     max_attempts: int = 5
+    ses_paused_backoff_seconds: float = 300.0  # SES account paused/suspended: wait this long, then try again
     max_send_rate: float | None = None  # account cap; read from SES GetSendQuota when unset
     poll_wait_seconds: int = 20  # SQS long poll
     shutdown_grace_seconds: float = 20.0  # SIGTERM: time to finish sends in flight and flush

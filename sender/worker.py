@@ -46,9 +46,15 @@ from emailplan.runtime.metrics import serve_metrics
 from emailplan.runtime.sentry import init_sentry
 from emailplan.sender import ledger
 from emailplan.sender.db import make_engine
-from emailplan.sender.ratelimit import Bucket, Throttle, backoff, grant_size, refill, take, wait_time
+from emailplan.sender.ratelimit import Bucket, Meter, Throttle, backoff, grant_want, refill, take, wait_time
 from emailplan.sender.rendering import CompiledPlan, RenderError, compile_plan, render
-from emailplan.sender.ses import SesClient, SesPermanentError, SesThrottledError, SesTransientError
+from emailplan.sender.ses import (
+    SesClient,
+    SesPausedError,
+    SesPermanentError,
+    SesThrottledError,
+    SesTransientError,
+)
 from emailplan.sender.settings import SenderSettings
 from emailplan.sender.tokens import make_token
 from emailplan.sender.workqueue import Job, WorkQueue
@@ -59,6 +65,12 @@ SENT = Counter("emailplan_sender_sent_total", "Emails accepted by SES")
 FAILED = Counter("emailplan_sender_failed_total", "Emails that failed permanently", ["reason"])
 THROTTLED = Counter("emailplan_sender_throttled_total", "SES throttling answers (retried)")
 RETRIES = Counter("emailplan_sender_retries_total", "Transient send errors retried")
+ACCOUNT_PAUSED = Counter(
+    "emailplan_sender_account_paused_total",
+    "SES answers that the account or configuration set cannot send (paused, suspended)",
+    ["code"],
+)
+PAUSED = Gauge("emailplan_sender_paused_by_ses", "1 while this pod holds its plan because SES is paused")
 RATE = Gauge("emailplan_sender_plan_rate", "Configured plan rate (emails/s, all pods)")
 FACTOR = Gauge("emailplan_sender_throttle_factor", "Local slow-down factor after throttling (1 = none)")
 QUEUE_VISIBLE = Gauge("emailplan_sender_queue_visible", "Work messages waiting in SQS (queue lag)")
@@ -68,10 +80,11 @@ SEND_SECONDS = Histogram("emailplan_sender_send_seconds", "SES SendEmail latency
 # Errors of the outside world (database restart, network, AWS) that a loop survives by retrying.
 OUTAGE = (SQLAlchemyError, OSError, BotoCoreError, ClientError, aiohttp.ClientError, TimeoutError)
 T = TypeVar("T")
-# Shared-bucket grants: about GRANT_HORIZON seconds of the plan's rate at a time, at most
-# one grant per GRAB_INTERVAL while the bucket is drained, unused tokens dropped after
-# TOKEN_TTL. Together they bound how far pods can burst above the rate.
-GRANT_HORIZON = 0.1
+# Shared-bucket grants: about GRANT_HORIZON seconds of the plan's rate at a time (less when
+# this pod's own recent throughput is lower), at most one grant per GRAB_INTERVAL while the
+# bucket is drained, unused tokens returned to the bucket after TOKEN_TTL. Together they
+# bound how far pods can burst above the rate.
+GRANT_HORIZON = 0.2
 GRAB_INTERVAL = 0.05
 TOKEN_TTL = 0.25
 
@@ -106,6 +119,9 @@ class TokenPool:
         self._next_grab = 0.0
         self._tokens_until = 0.0
         self.throttle = Throttle()
+        self._give_back = 0
+        self._meter = Meter()
+        self.stats = {"grants": 0, "granted": 0.0, "returned": 0.0, "grant_seconds": 0.0}
 
     def _pace(self) -> float:
         """Seconds to wait for the local pacing bucket (rate times throttle factor)."""
@@ -127,8 +143,11 @@ class TokenPool:
                 break
             if self._w.stopping.is_set():
                 return False
-            if self._tokens and time.monotonic() > self._tokens_until:
-                # Unused tokens expire: spending them late would burst above the plan's rate.
+            if self._tokens >= 1 and time.monotonic() > self._tokens_until:
+                # Tokens not spent in time go back to the shared bucket with the next grant
+                # (spending them late could burst above the rate; dropping them wastes it).
+                self._give_back += int(self._tokens)
+                self.stats["returned"] += int(self._tokens)
                 self._tokens = 0.0
             while self._tokens < 1:
                 if self._w.stopping.is_set():
@@ -137,16 +156,27 @@ class TokenPool:
                 if wait > 0:
                     await asyncio.sleep(wait)
                     continue
-                want = grant_size(self._w.plan_rate * self.throttle.factor, 1, horizon=GRANT_HORIZON)
-                want = max(1.0, min(want, float(len(self._w.backlog_ids) + self._w.in_flight + 1)))
+                demand = float(len(self._w.backlog_ids) + self._w.in_flight + 1)
+                want = grant_want(
+                    self._w.plan_rate * self.throttle.factor, GRANT_HORIZON, demand, self._meter.rate
+                )
                 try:
+                    t0 = time.monotonic()
                     got, rate = await ledger.take_tokens(
-                        self._w.engine, self._w.plan_id, want, account_rate=self._w.account_rate
+                        self._w.engine,
+                        self._w.plan_id,
+                        want,
+                        account_rate=self._w.account_rate,
+                        give_back=self._give_back,
                     )
                 except OUTAGE as exc:
                     log.warning("rate bucket unavailable, retrying", extra={"error": type(exc).__name__})
                     await asyncio.sleep(1.0)
                     continue
+                self._give_back = 0
+                self.stats["grant_seconds"] += time.monotonic() - t0
+                self.stats["grants"] += 1
+                self.stats["granted"] += got
                 self._w.set_rate(rate)
                 self._tokens += got
                 self._tokens_until = time.monotonic() + TOKEN_TTL
@@ -159,6 +189,7 @@ class TokenPool:
                     if got < 1:
                         await asyncio.sleep(pause)
             self._tokens -= 1
+            self._meter = self._meter.add(1, time.monotonic())
             return True
 
 
@@ -200,6 +231,7 @@ class Worker:
         self.tokens = TokenPool(self)
         self.sent = 0
         self.idle_rounds = 0
+        self.paused_until = 0.0  # monotonic; SES said the account cannot send
 
     # ------------------------------------------------------------------ plan state
 
@@ -211,7 +243,7 @@ class Worker:
 
     def sendable(self) -> bool:
         plan = self.plan
-        if plan is None or plan.state != "ready":
+        if plan is None or plan.state != "ready" or time.monotonic() < self.paused_until:
             return False
         return plan.start_at is None or plan.start_at.timestamp() <= time.time()
 
@@ -432,6 +464,12 @@ class Worker:
                 held.tries += 1
                 await asyncio.sleep(backoff(min(held.tries, 6), base=0.2, cap=10))
                 continue
+            except SesPausedError as exc:
+                # Nobody's message is at fault: fail none, give them all back (the plan loop
+                # releases what is parked while not sendable) and try again after a long pause.
+                self.account_paused(exc)
+                self.parked.append(held)
+                return
             except SesPermanentError as exc:
                 FAILED.labels(exc.code).inc()
                 self.finish(held, ledger.SendResult(msg.id, "failed", error=str(exc)[:1000]))
@@ -447,6 +485,10 @@ class Worker:
                 await asyncio.sleep(backoff(held.tries, base=0.5, cap=30))
                 continue
             SEND_SECONDS.observe(time.monotonic() - start)
+            if self.paused_until:
+                self.paused_until = 0.0
+                PAUSED.set(0)
+                log.info("SES account sends again; plan resumed", extra={"plan": str(self.plan_id)})
             SENT.inc()
             self.sent += 1
             if self.tokens.throttle.factor < 1:
@@ -454,6 +496,25 @@ class Worker:
                 FACTOR.set(self.tokens.throttle.factor)
             self.finish(held, ledger.SendResult(msg.id, "sent", ses_message_id=ses_id, at=datetime.now(UTC)))
             return
+
+    def account_paused(self, exc: SesPausedError) -> None:
+        """SES says the account (or configuration set) may not send: hold the plan for a while."""
+        ACCOUNT_PAUSED.labels(exc.code).inc()
+        now = time.monotonic()
+        if now < self.paused_until:
+            return  # other sends in flight hit the same pause: one log line per pause
+        self.paused_until = now + max(1.0, self.settings.ses_paused_backoff_seconds)
+        PAUSED.set(1)
+        log.error(
+            "SES account cannot send (sending paused or account suspended); holding the plan, "
+            "releasing its messages unsent and trying again later",
+            extra={
+                "plan": str(self.plan_id),
+                "code": exc.code,
+                "reason": exc.message,
+                "retry_in_s": self.settings.ses_paused_backoff_seconds,
+            },
+        )
 
     def finish(self, held: Held, result: ledger.SendResult) -> None:
         self.backlog_ids.discard(result.id)
@@ -626,7 +687,7 @@ class Worker:
         if pending:
             with contextlib.suppress(*OUTAGE):
                 await self.queue.retry_later(self.plan_id, [j.job.receipt for j in pending], delay=0)
-        log.info("worker stopped", extra={"sent": self.sent})
+        log.info("worker stopped", extra={"sent": self.sent, **self.tokens.stats})
 
 
 async def _retry_forever(fn: Callable[[], Awaitable[Any]], what: str, stop: asyncio.Event) -> None:

@@ -217,6 +217,22 @@ async def test_shared_bucket_grants_at_most_the_plan_rate(engine: AsyncEngine) -
     assert total <= 10 * (loop.time() - start) + 5 + 1
 
 
+async def test_unused_tokens_go_back_to_the_shared_bucket(engine: AsyncEngine) -> None:
+    plan_id = await new_plan(engine, rate=0.1)  # one token per 10 s, burst 1: no refill during the test
+    assert await ledger.take_tokens(engine, plan_id, 0, account_rate=None) == (0, 0.1)  # creates the bucket
+    assert (await ledger.take_tokens(engine, plan_id, 0, account_rate=None, give_back=1))[0] == 0
+    assert (await ledger.take_tokens(engine, plan_id, 1, account_rate=None))[0] == 1
+    # another pod finds the bucket empty until the first returns its unused token
+    assert (await ledger.take_tokens(engine, plan_id, 1, account_rate=None))[0] == 0
+    await ledger.take_tokens(engine, plan_id, 0, account_rate=None, give_back=1)
+    assert (await ledger.take_tokens(engine, plan_id, 1, account_rate=None))[0] == 1
+    # returning more than the burst does not let anyone burst above it
+    await ledger.take_tokens(engine, plan_id, 0, account_rate=None, give_back=50)
+    assert (await ledger.take_tokens(engine, plan_id, 50, account_rate=None))[0] == 1
+    with pytest.raises(ledger.PlanNotFoundError):
+        await ledger.take_tokens(engine, uuid.uuid4(), 1, account_rate=10)
+
+
 async def test_s3_list_is_streamed_validated_and_enqueued(engine: AsyncEngine, aws: MotoServer) -> None:
     import boto3
 

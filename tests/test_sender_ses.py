@@ -10,10 +10,12 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from emailplan.sender.ses import (
+    SesPausedError,
     SesPermanentError,
     SesThrottledError,
     SesTransientError,
     SigV4,
+    _error_code,
     classify,
     host_of,
 )
@@ -69,7 +71,10 @@ def test_signature_equals_botocore(url: str, token: str | None) -> None:
         (400, "LimitExceededException", "", SesThrottledError),
         (400, "MessageRejected", "Email address is not verified.", SesPermanentError),
         (400, "BadRequestException", "", SesPermanentError),
-        (400, "SendingPausedException", "", SesTransientError),
+        (400, "SendingPausedException", "Sending is paused for this account.", SesPausedError),
+        (400, "AccountSuspendedException", "", SesPausedError),
+        (400, "AccountSendingPausedException", "", SesPausedError),  # v1 (Query API)
+        (400, "ConfigurationSetSendingPausedException", "", SesPausedError),  # v1, per configuration set
         (500, "InternalFailure", "", SesTransientError),
         (503, "ServiceUnavailable", "", SesTransientError),
         (403, "InvalidSignatureException", "", SesTransientError),
@@ -77,3 +82,14 @@ def test_signature_equals_botocore(url: str, token: str | None) -> None:
 )
 def test_classification(status: int, code: str, message: str, kind: type) -> None:
     assert type(classify(status, code, message)) is kind
+
+
+def test_v1_query_error_body_is_parsed() -> None:
+    body = (
+        b'<ErrorResponse xmlns="http://ses.amazonaws.com/doc/2010-12-01/"><Error><Type>Sender</Type>'
+        b"<Code>AccountSendingPausedException</Code><Message>Account is paused.</Message></Error>"
+        b"</ErrorResponse>"
+    )
+    code, message = _error_code({}, body)
+    assert (code, message) == ("AccountSendingPausedException", "Account is paused.")
+    assert type(classify(400, code, message)) is SesPausedError
