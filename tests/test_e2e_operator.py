@@ -417,7 +417,15 @@ def test_delete_mid_way_stops_the_rest(stack: Stack, namespace: str) -> None:
     stack.kubectl("delete", "emailplans.emailplan.io", "doomed", "-n", namespace, "--timeout=120s")
     assert stack.plan(namespace, "doomed") is None
     wait_for(lambda: stack.deployment(namespace, "doomed") is None, 120, "Deployment garbage-collected")
+    # The runner lists a process until it has exited, so this waits for the workers' shutdown
+    # (sends in flight finished, results flushed, held messages released as stopped).
     wait_for(lambda: stack.running(namespace, "doomed") == 0, 120, "sender processes gone")
+
+    def settled() -> bool:
+        c = stack.counts_from_api(uid)
+        return c["created"] == 0 and c.get("processing", 0) == 0
+
+    wait_for(settled, 60, "no message left created or processing")
     counts = stack.counts_from_api(uid)
     assert counts["stopped"] > 0
     assert counts["created"] == 0 and counts.get("processing", 0) == 0

@@ -143,7 +143,10 @@ class PodRunner:
         for key in list(self.workloads):
             if key not in seen:
                 log.info("deployment gone, stopping its processes", extra={"deployment": key})
-                self._scale(self.workloads.pop(key), 0, [], {})
+                # Forget the workload only once its processes have exited: until then they may
+                # still be finishing sends and flushing results, and ``processes()`` must show them.
+                self._scale(self.workloads[key], 0, [], {})
+                del self.workloads[key]
 
     def _scale(self, wl: Workload, desired: int, argv: list[str], env: dict[str, str]) -> None:
         for rep in wl.replicas:  # restart the dead (a kubelet's restartPolicy: Always)
@@ -155,7 +158,8 @@ class PodRunner:
                 rep.started = time.monotonic()
                 rep.restarts += 1
         while len(wl.replicas) > desired:
-            stop(wl.replicas.pop().proc, timeout=30)
+            stop(wl.replicas[-1].proc, timeout=30)  # listed until it has exited, like a terminating pod
+            wl.replicas.pop()
         while len(wl.replicas) < desired:
             wl.replicas.append(Replica(self._spawn(wl, argv, env), time.monotonic()))
 
