@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from emailplan import __version__
 
@@ -19,6 +20,10 @@ processes (each reads its settings from EMAILPLAN_* environment variables):
   worker       data plane: sends one plan's emails from SQS through SES
   api          data plane: SNS results, tracking pixel, clicks, unsubscribe, stats
   db upgrade   apply database migrations (run once per release, before api/worker)
+
+administration (talks to the API with EMAILPLAN_API_URL and EMAILPLAN_API_KEY):
+  suppressions import FILE   import a suppression list, with a progress bar
+  stats PLAN_ID              a plan's counts
 
 examples:
   emailplan db upgrade
@@ -109,7 +114,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("revision", nargs="?", default="head")
     up.set_defaults(func=_run("emailplan.sender.migrate:upgrade"))
+    _add_admin(sub)
     return parser
+
+
+def _admin(func: str) -> Callable[[argparse.Namespace], int]:
+    def runner(args: argparse.Namespace) -> int:
+        from emailplan import admin
+
+        return admin.run(func, args)
+
+    return runner
+
+
+def _api_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--api-url", default=None, help="data-plane API base URL (default: $EMAILPLAN_API_URL)")
+    p.add_argument("--api-key", default=None, help="API key (default: $EMAILPLAN_API_KEY; never printed)")
+
+
+def _add_admin(sub: Any) -> None:
+    sup = sub.add_parser(
+        "suppressions",
+        help="manage the suppression list through the API",
+        description="Manage the suppression list (addresses never mailed again).",
+    )
+    supsub = sup.add_subparsers(dest="suppressions_command", metavar="ACTION", required=True)
+    imp = supsub.add_parser(
+        "import",
+        help="import addresses from a file, with a progress bar",
+        description="Import a suppression list: a CSV with an 'email' column, or one address a "
+        "line. Sent in batches of 1000; a bad address stops the import with its row number.",
+    )
+    imp.add_argument("file", metavar="FILE", help="CSV with an email column, or one address a line")
+    imp.add_argument("--reason", default="manual", choices=["manual", "bounce", "complaint", "unsubscribe"])
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    _api_flags(imp)
+    imp.set_defaults(func=_admin("import_suppressions"))
+
+    st = sub.add_parser(
+        "stats",
+        help="show a plan's counts from the API",
+        description="Show the counts of one plan (the numbers kubectl get emailplans shows).",
+    )
+    st.add_argument("plan_id", metavar="PLAN_ID", help="the EmailPlan's metadata.uid")
+    st.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _api_flags(st)
+    st.set_defaults(func=_admin("show_counts"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
