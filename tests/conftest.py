@@ -103,3 +103,35 @@ def helm_bin() -> str:
     from devenv.kube import controlplane_bin
 
     return str(controlplane_bin() / "helm")
+
+
+# --- data plane ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def migrated(database_url: str) -> str:
+    """A fresh database with the ledger's migrations applied (as `emailplan db upgrade` does)."""
+    from emailplan.sender.migrate import upgrade_to
+
+    upgrade_to(database_url)
+    return database_url
+
+
+@pytest.fixture(scope="session")
+def ident():  # type: ignore[no-untyped-def]
+    """Test RSA key and certificate: serves the local HTTPS certificate URL and signs SNS messages."""
+    from test_api_support import make_identity
+
+    return make_identity()
+
+
+@pytest.fixture
+async def api(migrated: str, ident):  # type: ignore[no-untyped-def]
+    """The events and stats API on loopback against a migrated database (opens flushed every 0.1 s)."""
+    from test_api_support import start_api, stop_api
+
+    live = await start_api(migrated, ident, open_flush_seconds=0.1)
+    try:
+        yield live
+    finally:
+        await stop_api(live)

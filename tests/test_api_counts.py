@@ -4,45 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from test_api_support import (
-    Identity,
     LiveApi,
-    make_identity,
     make_plan,
     notification,
     ses_event,
-    start_api,
-    stop_api,
 )
 
 from emailplan.sender.api.state import STATE
-from emailplan.sender.migrate import upgrade_to
 
 HUMAN_UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15 Version/17.0 Safari/605.1.15"
-
-
-@pytest.fixture(scope="module")
-def ident() -> Identity:
-    return make_identity()
-
-
-@pytest.fixture
-def migrated(database_url: str) -> str:
-    upgrade_to(database_url)
-    return database_url
-
-
-@pytest.fixture
-async def api(migrated: str, ident: Identity) -> AsyncIterator[LiveApi]:
-    live = await start_api(migrated, ident, open_flush_seconds=0.1)
-    try:
-        yield live
-    finally:
-        await stop_api(live)
 
 
 async def test_scripted_mix_gives_exact_counts(api: LiveApi) -> None:

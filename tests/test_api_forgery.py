@@ -10,10 +10,8 @@ import asyncio
 import base64
 import json
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from test_api_support import (
     OTHER_TOPIC,
     Identity,
@@ -23,12 +21,9 @@ from test_api_support import (
     make_plan,
     notification,
     ses_event,
-    start_api,
-    stop_api,
 )
 
 from emailplan.sender.api.tracking import GIF
-from emailplan.sender.migrate import upgrade_to
 
 N = 10_000
 SIGNED = {
@@ -43,26 +38,6 @@ SIGNED = {
         "Type",
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def ident() -> Identity:
-    return make_identity()
-
-
-@pytest.fixture
-def migrated(database_url: str) -> str:
-    upgrade_to(database_url)
-    return database_url
-
-
-@pytest.fixture
-async def api(migrated: str, ident: Identity) -> AsyncIterator[LiveApi]:
-    live = await start_api(migrated, ident, open_flush_seconds=0.1)
-    try:
-        yield live
-    finally:
-        await stop_api(live)
 
 
 def forged_sns(rng: random.Random, api: LiveApi, genuine: list[dict[str, Any]], attacker: Identity) -> bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,28 +19,6 @@ from test_api_support import (
     start_api,
     stop_api,
 )
-
-from emailplan.sender.migrate import upgrade_to
-
-
-@pytest.fixture(scope="module")
-def ident() -> Identity:
-    return make_identity()
-
-
-@pytest.fixture
-def migrated(database_url: str) -> str:
-    upgrade_to(database_url)
-    return database_url
-
-
-@pytest.fixture
-async def api(migrated: str, ident: Identity) -> AsyncIterator[LiveApi]:
-    live = await start_api(migrated, ident)
-    try:
-        yield live
-    finally:
-        await stop_api(live)
 
 
 async def events_count(api: LiveApi) -> int:

@@ -7,21 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 from test_api_plans import PLAN, put, upload
-from test_api_support import HEADERS, Identity, LiveApi, NullQueue, make_identity, start_api, stop_api
+from test_api_support import HEADERS, Identity, LiveApi, NullQueue, start_api, stop_api
 
 from emailplan.sender.api.state import STATE
-from emailplan.sender.migrate import upgrade_to
-
-
-@pytest.fixture(scope="module")
-def ident() -> Identity:
-    return make_identity()
-
-
-@pytest.fixture
-def migrated(database_url: str) -> str:
-    upgrade_to(database_url)
-    return database_url
 
 
 @pytest.fixture

@@ -4,35 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
-from test_api_support import HEADERS, Identity, LiveApi, make_identity, make_plan, start_api, stop_api
+from test_api_support import HEADERS, Identity, LiveApi, make_plan, start_api, stop_api
 
 from emailplan.sender.api.tracking import GIF
-from emailplan.sender.migrate import upgrade_to
 
 HUMAN_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120 Safari/537.36"
-
-
-@pytest.fixture(scope="module")
-def ident() -> Identity:
-    return make_identity()
-
-
-@pytest.fixture
-def migrated(database_url: str) -> str:
-    upgrade_to(database_url)
-    return database_url
-
-
-@pytest.fixture
-async def api(migrated: str, ident: Identity) -> AsyncIterator[LiveApi]:
-    live = await start_api(migrated, ident, open_flush_seconds=0.1)
-    try:
-        yield live
-    finally:
-        await stop_api(live)
 
 
 async def settle(api: LiveApi) -> None:
