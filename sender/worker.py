@@ -8,7 +8,9 @@ How a message travels (and why nothing is lost or sent twice):
 2. sender tasks take a token from the plan's shared bucket (PostgreSQL, so
    every pod together holds the plan's rate and the account's MaxSendRate),
    render, and call SES; throttling slows down and retries, permanent errors
-   fail the message with the reason, transient ones retry with backoff;
+   fail the message with the reason, transient ones retry with backoff; a
+   paused or suspended SES account fails nothing: the pod releases what it
+   holds and stops sending for ``ses_paused_backoff_seconds``, then tries again;
 3. results are written in batches (``flush_rows`` or ``flush_seconds``) with
    the counters in one transaction; only then is the SQS message deleted;
 4. leases are extended while held; a crashed pod's leases expire and are
