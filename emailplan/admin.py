@@ -23,23 +23,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from emailplan.contract import STATUS_COUNTS
 from emailplan.sender.recipients import Recipient, validate_row
 
 BATCH = 1000
-COUNTS = (
-    "total",
-    "created",
-    "sent",
-    "failed",
-    "stopped",
-    "suppressed",
-    "delivered",
-    "bounced",
-    "complained",
-    "opened",
-    "clicked",
-    "unsubscribed",
-)
 
 
 class AdminError(Exception):
@@ -156,7 +143,7 @@ def show_counts(args: argparse.Namespace) -> int:
     table = Table(title=f"plan {args.plan_id}")
     table.add_column("count")
     table.add_column("value", justify="right")
-    for key in COUNTS:
+    for key in STATUS_COUNTS:
         table.add_row(key, str(counts.get(key, 0)))
     Console().print(table)
     return 0

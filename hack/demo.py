@@ -40,6 +40,7 @@ from devenv.moto import MotoServer
 from devenv.ports import free_port, wait_for
 from devenv.postgres import PostgresServer
 from devenv.procs import spawn, stop
+from emailplan.contract import STATUS_COUNTS
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "emailplan.yaml"
@@ -54,20 +55,6 @@ SUPPRESSED = [
 ]
 API_KEY = "demo-api-key"
 EMAILPLAN = str(Path(sys.executable).parent / "emailplan")
-COUNT_KEYS = [
-    "total",
-    "created",
-    "sent",
-    "failed",
-    "stopped",
-    "suppressed",
-    "delivered",
-    "bounced",
-    "complained",
-    "opened",
-    "clicked",
-    "unsubscribed",
-]
 
 
 class Readers:
@@ -320,7 +307,7 @@ class Demo:
         table = Table(title=f"EmailPlan {NAMESPACE}/{PLAN}")
         table.add_column("count")
         table.add_column("value", justify="right")
-        for key in COUNT_KEYS:
+        for key in STATUS_COUNTS:
             table.add_row(key, str(status.get(key, 0)))
         table.add_row("SES messages received (moto)", str(len(self.moto.sent_emails())))
         table.add_row("simulated readers: opened / clicked", f"{self.readers.opens} / {self.readers.clicks}")

@@ -12,21 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from emailplan.contract import STATUS_COUNTS
+
 # Counts shown in status, in the order of DESIGN.md.
-COUNT_FIELDS = (
-    "total",
-    "created",
-    "sent",
-    "failed",
-    "stopped",
-    "suppressed",
-    "delivered",
-    "bounced",
-    "complained",
-    "opened",
-    "clicked",
-    "unsubscribed",
-)
+COUNT_FIELDS = STATUS_COUNTS
 
 PENDING = "Pending"
 SCHEDULED = "Scheduled"

@@ -1,0 +1,22 @@
+"""Names fixed by the contracts between the parts (DESIGN.md), kept in one place.
+
+The operator writes these counts into the EmailPlan status, the API serves them
+from ``/v1/results/count/{planId}``, and the CLI and the demo print them; all of
+them read the list from here so a new count is added once.
+"""
+
+# Counts of a plan as status and statistics show them, in the order of DESIGN.md.
+STATUS_COUNTS = (
+    "total",
+    "created",
+    "sent",
+    "failed",
+    "stopped",
+    "suppressed",
+    "delivered",
+    "bounced",
+    "complained",
+    "opened",
+    "clicked",
+    "unsubscribed",
+)
