@@ -71,6 +71,8 @@ def render_deployment(
         "env": env,
         "resources": resources,
         "ports": [{"name": "metrics", "containerPort": settings.sender_metrics_port}],
+        # The root filesystem is read-only; libraries that want a scratch file get /tmp.
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - a private emptyDir
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -91,7 +93,10 @@ def render_deployment(
         # A worker finishes its in-flight sends and flushes results on SIGTERM.
         "terminationGracePeriodSeconds": 60,
         "automountServiceAccountToken": False,
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
     }
+    if settings.sender_image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in settings.sender_image_pull_secrets]
     if settings.sender_service_account:
         pod_spec["serviceAccountName"] = settings.sender_service_account
     return {

@@ -29,6 +29,8 @@ class OperatorSettings(BaseSettings):
     # Sender pods: image, where their secrets come from, and their size.
     sender_image: str = "ghcr.io/emailplan/emailplan:latest"
     sender_image_pull_policy: str = "IfNotPresent"
+    # docker-registry Secrets for pulling the sender image (comma-separated or a JSON list).
+    sender_image_pull_secrets: Annotated[list[str], NoDecode] = []
     # Secrets whose keys become the pod's environment (envFrom); comma-separated or a JSON list.
     sender_secret_name: Annotated[list[str], NoDecode] = []
     # ConfigMaps likewise (non-secret settings such as EMAILPLAN_PUBLIC_URL).
@@ -60,7 +62,9 @@ class OperatorSettings(BaseSettings):
     # after the active replica died without saying goodbye (SIGKILL, node loss).
     peering_lifetime_seconds: int = Field(60, ge=5, le=3600)
 
-    @field_validator("sender_secret_name", "sender_config_map_name", mode="before")
+    @field_validator(
+        "sender_secret_name", "sender_config_map_name", "sender_image_pull_secrets", mode="before"
+    )
     @classmethod
     def _names(cls, value: Any) -> Any:
         """Accept ``a,b`` as well as ``["a","b"]``: Helm values and shell users write either."""

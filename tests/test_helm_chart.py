@@ -412,3 +412,12 @@ def test_switches_render_consistently(helm_bin: str, sets: list[str]) -> None:
         op = one(docs, "Deployment", "mail-operator")["spec"]["template"]["spec"]["containers"][0]
         assert op["image"] == "ghcr.io/emailplan/emailplan@sha256:" + "a" * 64
         assert env_of(op)["EMAILPLAN_SENDER_IMAGE"] == op["image"], "sender pods run the same pinned image"
+
+
+def test_pull_secrets_reach_the_sender_pods_through_the_operator(helm_bin: str) -> None:
+    docs = render(helm_bin, "--set", "imagePullSecrets={regcred,mirror}")
+    pod = one(docs, "Deployment", "rel-emailplan-operator")["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["EMAILPLAN_SENDER_IMAGE_PULL_SECRETS"] == "regcred,mirror"
+    assert env["EMAILPLAN_PEERING_LIFETIME_SECONDS"] == "60"

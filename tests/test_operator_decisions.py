@@ -268,6 +268,19 @@ def test_render_deployment() -> None:
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     sel = dep["spec"]["selector"]["matchLabels"]
     assert all(dep["spec"]["template"]["metadata"]["labels"][k] == v for k, v in sel.items())
+    # Read-only root filesystem, with a private writable /tmp.
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert pod["volumes"][0]["name"] == "tmp" and "emptyDir" in pod["volumes"][0]
+    assert "imagePullSecrets" not in pod
+
+
+def test_render_deployment_with_pull_secrets_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMAILPLAN_SENDER_IMAGE_PULL_SECRETS", "regcred, other")
+    dep = render_deployment(
+        plan_name="p", namespace="n", plan_uid="u", replicas=1, settings=OperatorSettings()
+    )
+    assert dep["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}, {"name": "other"}]
 
 
 def test_settings_secret_never_in_repr() -> None:
