@@ -60,8 +60,9 @@ EMAILPLAN = str(Path(sys.executable).parent / "emailplan")
 class Readers:
     """Simulated people reading the campaign: fetch pixels and follow links of delivered mail.
 
-    Which recipients open (about 30 %) and click (about 10 %) is decided by a hash of the
-    address, so the expected counts are known and the final status can be checked exactly.
+    Which recipients open (about 30 %), click (about 10 %) and unsubscribe with one click
+    (about 1 %, through the List-Unsubscribe header as a mailbox provider does) is decided by a
+    hash of the address, so the expected counts are known and the final status can be checked.
     """
 
     PIXEL = re.compile(r'src="(https?://[^"]*/v1/events/open\?requestId=[^"]+)"')
@@ -75,6 +76,7 @@ class Readers:
         self.seen: set[str] = set()
         self.opens = 0
         self.clicks = 0
+        self.unsubscribes = 0
 
     @staticmethod
     def _bucket(address: str) -> int:
@@ -91,6 +93,8 @@ class Readers:
                 continue
             self.seen.add(address)
             bucket = self._bucket(address)
+            if bucket == 99:
+                self._unsubscribe(str(msg.get("List-Unsubscribe", "")))
             if bucket >= 30:
                 continue
             body = msg.get_body(preferencelist=("html",))
@@ -104,6 +108,20 @@ class Readers:
             elif pixel:
                 self._get(htmlmod.unescape(pixel.group(1)))
                 self.opens += 1
+
+    def _unsubscribe(self, header: str) -> None:
+        """RFC 8058 one-click: POST List-Unsubscribe=One-Click to the https/http URL in the header."""
+        url = next((u.strip(" <>") for u in header.split(",") if "://" in u), "")
+        if not url:
+            return
+        req = urllib.request.Request(
+            url,
+            data=b"List-Unsubscribe=One-Click",
+            method="POST",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        urllib.request.urlopen(req, timeout=5).close()
+        self.unsubscribes += 1
 
     def _get(self, url: str) -> None:
         req = urllib.request.Request(url, headers={"User-Agent": self.BROWSER})
@@ -289,7 +307,10 @@ class Demo:
                 if status.get("phase") == "Completed":
                     # Give the last pixel hits a few status refreshes to show up.
                     settled_at = settled_at or time.monotonic()
-                    caught_up = int(status.get("opened") or 0) >= self.readers.opens
+                    caught_up = (
+                        int(status.get("opened") or 0) >= self.readers.opens
+                        and int(status.get("unsubscribed") or 0) >= self.readers.unsubscribes
+                    )
                     if caught_up or time.monotonic() - settled_at > 20:
                         break
                 time.sleep(1)
@@ -310,7 +331,10 @@ class Demo:
         for key in STATUS_COUNTS:
             table.add_row(key, str(status.get(key, 0)))
         table.add_row("SES messages received (moto)", str(len(self.moto.sent_emails())))
-        table.add_row("simulated readers: opened / clicked", f"{self.readers.opens} / {self.readers.clicks}")
+        r = self.readers
+        table.add_row(
+            "simulated readers: opened / clicked / unsubscribed", f"{r.opens} / {r.clicks} / {r.unsubscribes}"
+        )
         self.console.print(table)
         self.console.print(
             "Where to look next:\n"
@@ -353,6 +377,7 @@ def main() -> int:
             "sesReceived": len(demo.moto.sent_emails()),
             "simulatedOpens": demo.readers.opens,
             "simulatedClicks": demo.readers.clicks,
+            "simulatedUnsubscribes": demo.readers.unsubscribes,
         }
         demo.report(status)
         if args.json:

@@ -43,5 +43,7 @@ def test_demo_sends_the_example_plan_end_to_end(repo_root: str, tmp_path: Path) 
     assert final["simulatedOpens"] > 500 and final["simulatedClicks"] > 150
     assert final["opened"] == final["simulatedOpens"]
     assert final["clicked"] == final["simulatedClicks"]
+    assert final["simulatedUnsubscribes"] > 5
+    assert final["unsubscribed"] == final["simulatedUnsubscribes"]
     assert "demo completed" in r.stdout
     assert "Where to look next" in r.stdout
