@@ -9,10 +9,11 @@ cd "$ROOT"
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "system packages"
+# The machine's Go toolchain lives in /usr/local/go (Debian's golang-go is too old for Kubernetes 1.34).
+[ -x /usr/local/go/bin/go ] && export PATH="$PATH:/usr/local/go/bin"
 missing=()
 [ -x /usr/lib/postgresql/15/bin/postgres ] || command -v postgres >/dev/null || missing+=(postgresql-15)
 command -v setpriv >/dev/null || missing+=(util-linux)
-command -v go >/dev/null || missing+=(golang-go)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -21,6 +22,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 command -v kubectl >/dev/null || { echo "kubectl not found on PATH" >&2; exit 1; }
+command -v go >/dev/null || { echo "Go >= 1.24 not found (expected in /usr/local/go/bin)" >&2; exit 1; }
 echo "ok: postgres, go ($(go version | awk '{print $3}')), kubectl" >&2
 
 step "python virtualenv (.venv)"

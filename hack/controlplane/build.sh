@@ -15,6 +15,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 WORK="$CACHE_ROOT/controlplane/build"
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 export CGO_ENABLED=0
+[ -x /usr/local/go/bin/go ] && export PATH="$PATH:/usr/local/go/bin"
 
 log() { printf '[controlplane] %s\n' "$*" >&2; }
 mkdir -p "$BIN" "$WORK"
