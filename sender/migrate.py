@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from emailplan.runtime.logsetup import setup_logging
 from emailplan.sender.settings import SenderSettings
@@ -34,11 +39,41 @@ def upgrade_to(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+def describe_target(url: str) -> str:
+    """``host:port/database`` of a URL, never its password (for error messages)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "an unparsable URL"
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
+
+
 def upgrade(args: argparse.Namespace) -> int:
-    """CLI entry: upgrade EMAILPLAN_DATABASE_URL to ``args.revision`` (default head)."""
+    """CLI entry: upgrade EMAILPLAN_DATABASE_URL to ``args.revision`` (default head).
+
+    Failures are one line naming the database by host, port and name: a migration
+    Job's log is read by people, and the URL's password must never reach it.
+    """
     setup_logging()
     settings = SenderSettings()
     revision = getattr(args, "revision", "head") or "head"
-    upgrade_to(settings.database_url.get_secret_value(), revision)
+    url = settings.database_url.get_secret_value()
+    if not url.startswith("postgresql+asyncpg://"):
+        print(
+            "emailplan: error: EMAILPLAN_DATABASE_URL must start with postgresql+asyncpg://", file=sys.stderr
+        )
+        return 2
+    try:
+        upgrade_to(url, revision)
+    except (OSError, SQLAlchemyError, asyncpg.PostgresError) as exc:
+        reason = type(exc).__name__ if isinstance(exc, SQLAlchemyError) else str(exc).split("\n")[0]
+        print(
+            f"emailplan: error: cannot upgrade the database at {describe_target(url)}: {reason}",
+            file=sys.stderr,
+        )
+        return 1
+    except CommandError as exc:
+        print(f"emailplan: error: {exc}", file=sys.stderr)
+        return 2
     log.info("database upgraded", extra={"revision": revision})
     return 0

@@ -1,0 +1,49 @@
+"""`emailplan db upgrade`: works on a fresh database, fails in one line without leaking the password."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from devenv.postgres import PostgresServer
+
+EMAILPLAN = os.path.join(os.path.dirname(sys.executable), "emailplan")
+PASSWORD = "Sup3rSecretPw-do-not-log"
+
+
+def upgrade(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EMAILPLAN_DATABASE_URL": url}
+    return subprocess.run(
+        [EMAILPLAN, "db", "upgrade", *args], capture_output=True, text=True, env=env, timeout=120, cwd="/"
+    )
+
+
+def test_upgrade_a_fresh_database_twice(database_url: str) -> None:
+    first = upgrade(database_url)
+    assert first.returncode == 0, first.stderr
+    assert "database upgraded" in first.stderr
+    assert upgrade(database_url).returncode == 0, "upgrading an up-to-date database is a no-op"
+
+
+def test_unreachable_database_is_one_line_without_the_password(postgres: PostgresServer) -> None:
+    url = f"postgresql+asyncpg://emailplan:{PASSWORD}@127.0.0.1:9/ledger"
+    r = upgrade(url)
+    assert r.returncode == 1
+    assert r.stderr.startswith("emailplan: error: cannot upgrade the database at 127.0.0.1:9/ledger")
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert PASSWORD not in r.stdout + r.stderr
+
+
+def test_unknown_database_names_it(postgres: PostgresServer) -> None:
+    url = f"postgresql+asyncpg://emailplan:{PASSWORD}@127.0.0.1:{postgres.port}/no_such_db"
+    r = upgrade(url)
+    assert r.returncode == 1
+    assert "no_such_db" in r.stderr and PASSWORD not in r.stderr
+
+
+def test_wrong_driver_and_unknown_revision(database_url: str) -> None:
+    r = upgrade("mysql://root:pw@localhost/x")
+    assert r.returncode == 2 and "must start with postgresql+asyncpg://" in r.stderr
+    r = upgrade(database_url, "nosuchrevision")
+    assert r.returncode == 2 and "nosuchrevision" in r.stderr
