@@ -58,7 +58,7 @@ def main(which: str) -> int:
         ),
         # cwd is the mirror so that the mirror, not the repo's emailplan/, is imported
         "imports": lambda: run(
-            [str(BIN / "lint-imports"), "--config", str(ROOT / "pyproject.toml")],
+            [str(BIN / "lint-imports"), str(ROOT / "pyproject.toml")],
             env={**os.environ, "PYTHONPATH": str(build_mirror())},
             cwd=MIRROR,
         ),
