@@ -1,13 +1,21 @@
-"""A local stand-in for kubelets: runs sender Deployments as local processes.
+"""A local stand-in for kubelets: runs sender Pods as local processes.
 
-The local control plane has no nodes, so nothing would ever run the pods the
-operator asks for. This runner watches Deployments labelled
-``app.kubernetes.io/component=sender`` and, for each, keeps ``spec.replicas``
-local processes running the pod template's command with its environment
-(``value``, ``valueFrom`` secret/configMap keys and ``envFrom`` resolved through the
-API), restarts processes that die, stops extras when replicas go down, stops all
-when the Deployment goes, and reports ``replicas``/``readyReplicas``/
-``availableReplicas`` in the Deployment's status like a kubelet + controller would.
+The local control plane has no nodes and no scheduler, but its controller manager
+runs every controller: the operator's sender Deployment gets a ReplicaSet, and the
+ReplicaSet gets Pods that nothing would ever run. This runner plays the kubelet for
+the Pods labelled ``app.kubernetes.io/component=sender``: for each Pod it starts a
+local process with the first container's ``command``/``args`` and environment
+(``value``, ``valueFrom`` secret/configMap keys and ``fieldRef`` metadata.name/namespace,
+and ``envFrom``, resolved through the API) and patches the Pod's status as a kubelet
+would (phase Running, Ready conditions, container status with ``restartCount``). So
+the ReplicaSet and Deployment controllers count ready replicas themselves, and
+``kubectl get deploy`` / ``kubectl get pods`` tell the truth.
+
+A process that dies is restarted (``restartPolicy: Always``) and its Pod shows it
+down meanwhile. The Pods are never bound to a node, so the API removes them at once
+when the ReplicaSet scales down or the Deployment goes; the runner then SIGTERMs the
+process and SIGKILLs it after the Pod's ``terminationGracePeriodSeconds``. Until
+the process has exited, ``processes()`` still lists it, like a terminating pod.
 
 Extra environment given to the runner overlays the pod's (point the worker at
 local PostgreSQL and moto), and ``--command-map`` replaces a command (e.g.
@@ -20,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
-import json
 import logging
 import os
 import signal
@@ -31,6 +37,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,33 +47,47 @@ if __package__ in (None, ""):  # run as a script: make `devenv` importable
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from devenv.procs import spawn, stop
+from devenv.procs import spawn
 
 log = logging.getLogger("devenv.runner")
 SELECTOR = "app.kubernetes.io/component=sender"
+LOCAL_IP = "127.0.0.1"
+# A kubelet backs off 10 s, doubling; a dev stand-in restarts sooner.
+RESTART_DELAY = 1.0
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
-class Replica:
-    proc: subprocess.Popen[bytes]
-    started: float
-    restarts: int = 0
-
-
-@dataclass
-class Workload:
-    """The processes of one Deployment."""
+class PodProc:
+    """One Pod and the local process that runs its (first) container."""
 
     namespace: str
     name: str
-    template_hash: str = ""
-    replicas: list[Replica] = field(default_factory=list)
-    reported: dict[str, int] = field(default_factory=dict)
-    serial: int = 0
+    uid: str
+    deployment: str
+    container: str
+    image: str
+    grace: float
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] | None = None  # None until resolved
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: str = ""  # of the current (or last) run
+    start_time: str = field(default_factory=_now)  # the Pod's status.startTime
+    restarts: int = 0
+    last_exit: dict[str, Any] | None = None  # lastState.terminated of the previous run
+    down_since: float | None = None
+    waiting: tuple[str, str] | None = None  # (reason, message) while it cannot start
+    transition: str = field(default_factory=_now)  # when readiness last changed
+    was_ready: bool = False
+    reported: dict[str, Any] | None = None
+    kill_at: float | None = None  # set once the Pod is gone: SIGKILL deadline
 
 
 class PodRunner:
-    """Reconcile local processes against sender Deployments, every ``interval`` seconds."""
+    """Reconcile local processes against sender Pods, every ``interval`` seconds."""
 
     def __init__(
         self,
@@ -84,7 +105,9 @@ class PodRunner:
         self.command_map = dict(command_map or {})
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="emailplan-runner-"))
         self.interval = interval
-        self.workloads: dict[tuple[str, str], Workload] = {}
+        self.pods: dict[str, PodProc] = {}  # by Pod uid
+        self._owners: dict[str, str] = {}  # ReplicaSet uid -> Deployment name
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -103,96 +126,247 @@ class PodRunner:
             except Exception:
                 log.exception("runner sync failed")
             self._stop.wait(self.interval)
-        for wl in list(self.workloads.values()):
-            self._scale(wl, 0, [], {})
-        self.workloads.clear()
+        self._shutdown()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(60)
+            self._thread.join(90)
 
     def processes(self, namespace: str, name: str) -> list[subprocess.Popen[bytes]]:
-        wl = self.workloads.get((namespace, name))
-        return [r.proc for r in wl.replicas] if wl else []
+        """The processes of Deployment ``name``'s Pods, including those still terminating."""
+        with self._lock:
+            return [
+                p.proc
+                for p in self.pods.values()
+                if p.namespace == namespace and p.deployment == name and p.proc is not None
+            ]
 
     # --- reconcile -----------------------------------------------------------------------------------
 
     def sync(self) -> None:
-        deployments = self.apps.list_deployment_for_all_namespaces(label_selector=SELECTOR).items
-        seen: set[tuple[str, str]] = set()
-        for dep in deployments:
-            key = (dep.metadata.namespace, dep.metadata.name)
-            if dep.metadata.deletion_timestamp:
+        pods = self.core.list_pod_for_all_namespaces(label_selector=SELECTOR).items
+        live: set[str] = set()
+        for pod in pods:
+            uid = pod.metadata.uid
+            if pod.metadata.deletion_timestamp or pod.status.phase in ("Succeeded", "Failed"):
                 continue
-            seen.add(key)
-            wl = self.workloads.setdefault(key, Workload(*key))
-            template = kubernetes.client.ApiClient().sanitize_for_serialization(dep.spec.template)
-            container = template["spec"]["containers"][0]
-            argv = [*container.get("command", []), *container.get("args", [])]
-            if argv and argv[0] in self.command_map:
-                argv[0] = self.command_map[argv[0]]
-            env = self._resolve_env(dep.metadata.namespace, container)
-            digest = hashlib.sha256(json.dumps([argv, env], sort_keys=True).encode()).hexdigest()
-            if wl.template_hash and digest != wl.template_hash:
-                log.info("pod template changed, restarting", extra={"deployment": key})
-                self._scale(wl, 0, argv, env)
-            wl.template_hash = digest
-            self._scale(wl, int(dep.spec.replicas or 0), argv, env)
-            self._report(wl, dep.metadata.generation)
-        for key in list(self.workloads):
-            if key not in seen:
-                log.info("deployment gone, stopping its processes", extra={"deployment": key})
-                # Forget the workload only once its processes have exited: until then they may
-                # still be finishing sends and flushing results, and ``processes()`` must show them.
-                self._scale(self.workloads[key], 0, [], {})
-                del self.workloads[key]
+            live.add(uid)
+            with self._lock:
+                pp = self.pods.get(uid)
+            if pp is None:
+                pp = self._adopt(pod)
+                with self._lock:
+                    self.pods[uid] = pp
+            if pp.kill_at is None:
+                self._keep_running(pp, pod)
+                self._report(pp)
+        with self._lock:
+            tracked = list(self.pods.values())
+        for pp in tracked:
+            if pp.uid not in live:
+                self._terminate(pp)
+        self._reap()
 
-    def _scale(self, wl: Workload, desired: int, argv: list[str], env: dict[str, str]) -> None:
-        for rep in wl.replicas:  # restart the dead (a kubelet's restartPolicy: Always)
-            if rep.proc.poll() is not None and desired > 0:
-                log.info(
-                    "process exited, restarting", extra={"deployment": wl.name, "code": rep.proc.returncode}
-                )
-                rep.proc = self._spawn(wl, argv, env)
-                rep.started = time.monotonic()
-                rep.restarts += 1
-        while len(wl.replicas) > desired:
-            stop(wl.replicas[-1].proc, timeout=30)  # listed until it has exited, like a terminating pod
-            wl.replicas.pop()
-        while len(wl.replicas) < desired:
-            wl.replicas.append(Replica(self._spawn(wl, argv, env), time.monotonic()))
+    def _adopt(self, pod: Any) -> PodProc:
+        spec = pod.spec
+        container = spec.containers[0]
+        argv = [*(container.command or []), *(container.args or [])]
+        if argv and argv[0] in self.command_map:
+            argv[0] = self.command_map[argv[0]]
+        grace = spec.termination_grace_period_seconds
+        pp = PodProc(
+            namespace=pod.metadata.namespace,
+            name=pod.metadata.name,
+            uid=pod.metadata.uid,
+            deployment=self._deployment_of(pod),
+            container=container.name,
+            image=container.image or "",
+            grace=float(30 if grace is None else grace),
+            argv=argv,
+        )
+        log.info("pod %s/%s (deployment %s): starting", pp.namespace, pp.name, pp.deployment)
+        return pp
 
-    def _spawn(self, wl: Workload, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        wl.serial += 1
-        log_path = self.log_dir / f"{wl.namespace}_{wl.name}_{wl.serial}.log"
-        full_env = {**os.environ, **env, **self.extra_env}
-        return spawn(argv, log_path, env=full_env)
+    def _deployment_of(self, pod: Any) -> str:
+        """ownerReferences Pod -> ReplicaSet -> Deployment; else what the names and labels say."""
+        labels = pod.metadata.labels or {}
+        for ref in pod.metadata.owner_references or []:
+            if ref.kind != "ReplicaSet":
+                continue
+            if ref.uid not in self._owners:
+                try:
+                    rs = self.apps.read_namespaced_replica_set(ref.name, pod.metadata.namespace)
+                    owner = next(
+                        (o.name for o in rs.metadata.owner_references or [] if o.kind == "Deployment"), ""
+                    )
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+                    owner = ""
+                if not owner:  # "<deployment>-<pod-template-hash>"
+                    suffix = "-" + labels.get("pod-template-hash", "")
+                    owner = ref.name[: -len(suffix)] if ref.name.endswith(suffix) else ref.name
+                self._owners[ref.uid] = owner
+            return self._owners[ref.uid]
+        # A bare pod with the operator's labels: its Deployment would be emailplan-<instance>-sender.
+        instance = labels.get("app.kubernetes.io/instance", "")
+        return f"emailplan-{instance}-sender" if instance else ""
 
-    def _report(self, wl: Workload, generation: int | None) -> None:
-        running = sum(1 for r in wl.replicas if r.proc.poll() is None)
-        status = {
-            "replicas": len(wl.replicas),
-            "readyReplicas": running,
-            "availableReplicas": running,
-            "updatedReplicas": len(wl.replicas),
-            "observedGeneration": generation or 0,
-        }
-        if status == wl.reported:
+    def _keep_running(self, pp: PodProc, pod: Any) -> None:
+        if pp.proc is not None and pp.proc.poll() is None:
+            return
+        if pp.proc is not None and pp.down_since is None:  # it just died
+            code = pp.proc.returncode
+            log.info("pod %s/%s: process exited (%s), restarting", pp.namespace, pp.name, code)
+            pp.last_exit = {
+                "exitCode": code if code >= 0 else 128 - code,
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": pp.started_at,
+                "finishedAt": _now(),
+            }
+            if code < 0:
+                pp.last_exit["signal"] = -code
+            pp.down_since = time.monotonic()
+            return
+        if pp.down_since is not None and time.monotonic() - pp.down_since < RESTART_DELAY:
+            return
+        if pp.env is None:
+            try:
+                pp.env = self._resolve_env(pp, pod.spec.containers[0])
+            except ApiException as exc:
+                if exc.status not in (403, 404):
+                    raise
+                pp.waiting = ("CreateContainerConfigError", f"{exc.status} {exc.reason}")
+                return
+            pp.waiting = None
+        log_path = self.log_dir / f"{pp.namespace}_{pp.name}.log"
+        pp.proc = spawn(pp.argv, log_path, env={**os.environ, **pp.env, **self.extra_env})
+        pp.started_at = _now()
+        if pp.down_since is not None:
+            pp.restarts += 1
+            pp.down_since = None
+
+    def _terminate(self, pp: PodProc) -> None:
+        """The Pod is gone: SIGTERM now, SIGKILL after its grace period (see ``_reap``)."""
+        if pp.kill_at is not None:
+            return
+        log.info("pod %s/%s gone: stopping its process", pp.namespace, pp.name)
+        pp.kill_at = time.monotonic() + pp.grace
+        self._signal(pp, signal.SIGTERM)
+
+    def _reap(self) -> None:
+        """Forget a terminating Pod only once its process has exited: until then it may still
+        be finishing sends and flushing results, and ``processes()`` must show it."""
+        now = time.monotonic()
+        with self._lock:
+            for uid, pp in list(self.pods.items()):
+                if pp.kill_at is None:
+                    continue
+                if pp.proc is None or pp.proc.poll() is not None:
+                    del self.pods[uid]
+                elif now >= pp.kill_at:
+                    log.info("pod %s/%s: grace period over, killing", pp.namespace, pp.name)
+                    self._signal(pp, signal.SIGKILL)
+
+    @staticmethod
+    def _signal(pp: PodProc, sig: int) -> None:
+        if pp.proc is None or pp.proc.poll() is not None:
             return
         try:
-            self.apps.patch_namespaced_deployment_status(wl.name, wl.namespace, {"status": status})
-            wl.reported = status
+            os.killpg(pp.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _shutdown(self) -> None:
+        """Stop every process (SIGTERM, SIGKILL after each grace period), all at once."""
+        with self._lock:
+            tracked = list(self.pods.values())
+        for pp in tracked:
+            self._terminate(pp)
+        while True:
+            self._reap()
+            with self._lock:
+                if not self.pods:
+                    return
+            time.sleep(0.1)
+
+    # --- pod status ----------------------------------------------------------------------------------
+
+    def _report(self, pp: PodProc) -> None:
+        running = pp.proc is not None and pp.proc.poll() is None and pp.down_since is None
+        if running != pp.was_ready:
+            pp.was_ready = running
+            pp.transition = _now()
+        state: dict[str, Any]
+        if running:
+            state = {"running": {"startedAt": pp.started_at}}
+        elif pp.waiting:
+            state = {"waiting": {"reason": pp.waiting[0], "message": pp.waiting[1]}}
+        elif pp.down_since is not None and pp.last_exit:
+            state = {"terminated": pp.last_exit}
+        else:
+            state = {"waiting": {"reason": "ContainerCreating"}}
+        container: dict[str, Any] = {
+            "name": pp.container,
+            "image": pp.image,
+            "imageID": "",
+            "ready": running,
+            "started": running,
+            "restartCount": pp.restarts,
+            "state": state,
+        }
+        if pp.proc is not None:
+            container["containerID"] = f"local://{pp.proc.pid}"
+        if pp.last_exit and "terminated" not in state:
+            container["lastState"] = {"terminated": pp.last_exit}
+
+        def condition(kind: str, ok: bool, since: str) -> dict[str, Any]:
+            cond: dict[str, Any] = {"type": kind, "status": "True" if ok else "False"}
+            cond["lastProbeTime"] = None
+            cond["lastTransitionTime"] = since
+            if not ok:
+                cond["reason"] = "ContainersNotReady"
+                cond["message"] = f"containers with unready status: [{pp.container}]"
+            return cond
+
+        status = {
+            "phase": "Running" if (running or pp.restarts or pp.last_exit) else "Pending",
+            "conditions": [
+                condition("PodScheduled", True, pp.start_time),
+                condition("Initialized", True, pp.start_time),
+                condition("ContainersReady", running, pp.transition),
+                condition("Ready", running, pp.transition),
+            ],
+            "hostIP": LOCAL_IP,
+            "hostIPs": [{"ip": LOCAL_IP}],
+            "podIP": LOCAL_IP,
+            "podIPs": [{"ip": LOCAL_IP}],
+            "startTime": pp.start_time,
+            "containerStatuses": [container],
+        }
+        if status == pp.reported:
+            return
+        try:
+            self.core.patch_namespaced_pod_status(
+                pp.name,
+                pp.namespace,
+                {"metadata": {"uid": pp.uid}, "status": status},
+                _content_type="application/merge-patch+json",
+            )
+            pp.reported = status
         except ApiException as exc:
-            if exc.status != 404:
+            if exc.status not in (404, 409):  # gone (or replaced by a namesake): terminated next sync
                 raise
 
     # --- environment ---------------------------------------------------------------------------------
 
-    def _resolve_env(self, namespace: str, container: dict[str, Any]) -> dict[str, str]:
+    def _resolve_env(self, pp: PodProc, container: Any) -> dict[str, str]:
         """The container's environment as a kubelet would build it: envFrom first, then env."""
+        namespace = pp.namespace
+        c = kubernetes.client.ApiClient().sanitize_for_serialization(container)
         env: dict[str, str] = {}
-        for source in container.get("envFrom", []):
+        for source in c.get("envFrom", []):
             prefix = source.get("prefix", "")
             if "secretRef" in source:
                 data = self._secret(
@@ -207,11 +381,19 @@ class PodRunner:
                     optional=source["configMapRef"].get("optional", False),
                 )
             env.update({prefix + k: v for k, v in data.items()})
-        for item in container.get("env", []):
+        fields = {
+            "metadata.name": pp.name,
+            "metadata.namespace": pp.namespace,
+            "metadata.uid": pp.uid,
+            "status.podIP": LOCAL_IP,
+            "status.hostIP": LOCAL_IP,
+        }
+        for item in c.get("env", []):
             if "value" in item:
                 env[item["name"]] = str(item["value"])
                 continue
             ref = item.get("valueFrom", {})
+            value: str | None
             if "secretKeyRef" in ref:
                 r = ref["secretKeyRef"]
                 value = self._secret(namespace, r["name"], optional=r.get("optional", False)).get(r["key"])
@@ -220,10 +402,14 @@ class PodRunner:
                 value = self._config_map(namespace, r["name"], optional=r.get("optional", False)).get(
                     r["key"]
                 )
+            elif "fieldRef" in ref:
+                value = fields.get(ref["fieldRef"]["fieldPath"])
             else:
-                value = None  # fieldRef/resourceFieldRef: not needed by our pods
+                value = None  # resourceFieldRef: not needed by our pods
             if value is not None:
                 env[item["name"]] = value
+            elif "value" not in item and not ref:
+                env[item["name"]] = ""
         return env
 
     def _secret(self, namespace: str, name: str, *, optional: bool) -> dict[str, str]:
@@ -257,7 +443,7 @@ def _pairs(values: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Run sender Deployments of a local control plane "
+        description="Run the sender Pods of a local control plane "
         "as local processes (a stand-in for kubelets)."
     )
     parser.add_argument("--kubeconfig", required=True)
