@@ -25,6 +25,25 @@ flock 9
 
 need() { [ ! -x "$BIN/$1" ]; }
 
+# gobuild OUT PKG [flags...]: `go build -v`, reporting every tenth of the package graph compiled,
+# so a cold build of many minutes shows how far it is. Compiler errors pass through.
+gobuild() {
+  local out="$1" pkg="$2"; shift 2
+  local total; total="$(go list -deps "$pkg" | wc -l)"
+  go build -v -trimpath "$@" -o "$out" "$pkg" 2>&1 | {
+    local n=0 shown=0 line
+    while IFS= read -r line; do
+      case "$line" in
+        *" "*|"#"*|*.go:*) printf '%s\n' "$line" >&2 ;;
+        *) n=$((n + 1))
+           if [ $((n * 10 / total)) -gt "$shown" ]; then
+             shown=$((n * 10 / total)); log "  $(basename "$out" | cut -d. -f1): $((shown * 10))% of $total packages"
+           fi ;;
+      esac
+    done
+  }
+}
+
 build_etcd() {
   need etcd || { log "etcd $ETCD_VERSION cached"; return; }
   log "building etcd $ETCD_VERSION (1/4)"
@@ -34,7 +53,7 @@ build_etcd() {
   (cd "$d" && go mod init emailplan.local/etcd >/dev/null 2>&1 &&
     go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1 &&
     go mod tidy >/dev/null 2>&1 &&
-    go build -trimpath -o "$BIN/etcd.tmp.$$" . && mv "$BIN/etcd.tmp.$$" "$BIN/etcd")
+    gobuild "$BIN/etcd.tmp.$$" . && mv "$BIN/etcd.tmp.$$" "$BIN/etcd")
 }
 
 prepare_kube() {
@@ -88,7 +107,7 @@ build_kube() {
   ld="$ld -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   ld="$ld -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
   log "building $name $KUBE_VERSION ($step/4; a cold build takes several minutes on 2 cores)"
-  (cd "$d" && go build -trimpath -ldflags "$ld" -o "$BIN/$name.tmp.$$" "k8s.io/kubernetes/cmd/$name" && mv "$BIN/$name.tmp.$$" "$BIN/$name")
+  (cd "$d" && gobuild "$BIN/$name.tmp.$$" "k8s.io/kubernetes/cmd/$name" -ldflags "$ld" && mv "$BIN/$name.tmp.$$" "$BIN/$name")
 }
 
 build_helm() {
@@ -99,7 +118,7 @@ build_helm() {
   (cd "$d" && go mod init emailplan.local/helm >/dev/null 2>&1 &&
     printf '//go:build tools\n\npackage tools\n\nimport _ "helm.sh/helm/v3/cmd/helm"\n' > tools.go &&
     go get "helm.sh/helm/v3@$HELM_VERSION" >&2 && go mod tidy >&2 &&
-    go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" -o "$BIN/helm.tmp.$$" helm.sh/helm/v3/cmd/helm && mv "$BIN/helm.tmp.$$" "$BIN/helm")
+    gobuild "$BIN/helm.tmp.$$" helm.sh/helm/v3/cmd/helm -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" && mv "$BIN/helm.tmp.$$" "$BIN/helm")
 }
 
 build_etcd
