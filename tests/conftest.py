@@ -117,6 +117,18 @@ def migrated(database_url: str) -> str:
     return database_url
 
 
+@pytest.fixture
+async def engine(migrated: str):  # type: ignore[no-untyped-def]
+    """The ledger's async engine on the migrated database, disposed after the test."""
+    from emailplan.sender.db import make_engine
+
+    eng = make_engine(url=migrated, pool_size=4)
+    try:
+        yield eng
+    finally:
+        await eng.dispose()
+
+
 @pytest.fixture(scope="session")
 def ident():  # type: ignore[no-untyped-def]
     """Test RSA key and certificate: serves the local HTTPS certificate URL and signs SNS messages."""

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,26 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from devenv.moto import MotoServer
 from emailplan.sender import ledger
 from emailplan.sender.db import make_engine
-from emailplan.sender.migrate import upgrade_to
 from emailplan.sender.settings import SenderSettings
 from emailplan.sender.workqueue import WorkQueue
 
 SPEC = {"from": "News <news@example.com>", "subject": "Hi {{ name }}", "text": "Hello {{ name }}"}
-
-
-@pytest.fixture
-def migrated(database_url: str) -> str:
-    upgrade_to(database_url)
-    return database_url
-
-
-@pytest.fixture
-async def engine(migrated: str) -> AsyncIterator[AsyncEngine]:
-    eng = make_engine(url=migrated, pool_size=4)
-    try:
-        yield eng
-    finally:
-        await eng.dispose()
 
 
 async def new_plan(engine: AsyncEngine, rate: float = 14.0) -> uuid.UUID:

@@ -12,7 +12,7 @@ import json
 import logging
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -34,6 +34,9 @@ CSV_TYPES = ("text/csv", "application/csv")
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+M = TypeVar("M", bound=_Model)
 
 
 class Tracking(_Model):
@@ -111,12 +114,22 @@ def _validation_error(exc: ValidationError) -> ApiError:
     return ApiError(400, message, field)
 
 
-async def _json_body(request: web.Request, limit: int) -> Any:
+async def _validated_body(request: web.Request, limit: int, model: type[M]) -> M:
+    """Read a JSON object of at most ``limit`` bytes and validate it as ``model``; 400 names the field."""
     raw = await read_body(request, limit)
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except ValueError as exc:
         raise ApiError(400, "body is not valid JSON", "body") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "body must be a JSON object", "body")
+    bad = textcheck.find_bad_text(body)
+    if bad is not None:
+        raise ApiError(400, textcheck.MESSAGE, _safe_field(bad))
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _validation_error(exc) from exc
 
 
 def view_json(view: ledger.PlanView) -> dict[str, Any]:
@@ -144,16 +157,7 @@ def view_json(view: ledger.PlanView) -> dict[str, Any]:
 @require_api_key
 async def put_plan(request: web.Request) -> web.Response:
     plan_id = plan_id_of(request)
-    body = await _json_body(request, MAX_PLAN_BYTES)
-    if not isinstance(body, dict):
-        raise ApiError(400, "body must be a JSON object", "body")
-    bad = textcheck.find_bad_text(body)
-    if bad is not None:
-        raise ApiError(400, textcheck.MESSAGE, _safe_field(bad))
-    try:
-        plan = PlanIn.model_validate(body)
-    except ValidationError as exc:
-        raise _validation_error(exc) from exc
+    plan = await _validated_body(request, MAX_PLAN_BYTES, PlanIn)
     view, created = await ledger.upsert_plan(
         state_of(request).engine,
         plan_id,
@@ -249,16 +253,7 @@ async def complete(request: web.Request) -> web.Response:
 async def load_s3(request: web.Request) -> web.Response:
     state = state_of(request)
     plan_id = plan_id_of(request)
-    body = await _json_body(request, 64 * 1024)
-    if not isinstance(body, dict):
-        raise ApiError(400, "body must be a JSON object", "body")
-    bad = textcheck.find_bad_text(body)
-    if bad is not None:
-        raise ApiError(400, textcheck.MESSAGE, _safe_field(bad))
-    try:
-        source = S3Source.model_validate(body)
-    except ValidationError as exc:
-        raise _validation_error(exc) from exc
+    source = await _validated_body(request, 64 * 1024, S3Source)
     view = await _existing(state, plan_id)
     if view.state in ("stopped", "done"):
         raise ApiError(409, f"plan is {view.state} and takes no more recipients", "planId")
