@@ -1,0 +1,41 @@
+"""The one check for values that end up in a mail header (from, replyTo, subject, tags, headers).
+
+A CR or LF inside a header value starts a new header: ``Shop\\r\\nBcc: x@y`` in a
+display name adds a Bcc. Control characters have no business in a header either,
+and a raw RFC 2047 encoded word (``=?utf-8?q?...?=``) written by the user would be
+decoded by mail clients into whatever it hides. The sender encodes non-ASCII text
+itself, so none of these are needed in a spec. Admission (the CRD pattern), the
+operator and the data-plane API all use this module, so a plan sent straight to
+the API is refused exactly like one applied with kubectl.
+"""
+
+from __future__ import annotations
+
+import re
+
+# JSON-schema/RE2 pattern for the CRD: no C0 control characters and no DEL.
+HEADER_VALUE_PATTERN = r"^[^\x00-\x1F\x7F]*$"
+MAX_HEADER_VALUE = 998  # RFC 5322 line limit
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+_NAMES = {"\r": "a carriage return (CR)", "\n": "a line feed (LF)", "\x00": "a NUL character"}
+
+
+def header_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a header value, or None when it can."""
+    found = _CONTROL.search(value)
+    if found:
+        char = found.group()
+        return f"contains {_NAMES.get(char, f'the control character U+{ord(char):04X}')}"
+    if len(value) > MAX_HEADER_VALUE:
+        return f"is longer than {MAX_HEADER_VALUE} characters"
+    if _ENCODED_WORD.search(value):
+        return "contains an RFC 2047 encoded word (=?...?=); write the text itself"
+    return None
+
+
+def check_header(value: str, field: str) -> list[str]:
+    """``[]`` when ``value`` is a safe header value, else one problem naming ``field``."""
+    problem = header_problem(value)
+    return [f"{field}: {problem}"] if problem else []
