@@ -310,8 +310,10 @@ async def resume_plan(engine: AsyncEngine, plan_id: uuid.UUID) -> PlanView:
 async def stop_plan(engine: AsyncEngine, plan_id: uuid.UUID, queue: QueueSink | None = None) -> PlanView:
     """Stop for good: every message not sent yet becomes ``stopped`` and the queue is purged.
 
-    Messages a worker holds under a live lease are in flight and may still be sent;
-    everything else (created, or processing with an expired lease) is stopped.
+    Every row that is not final becomes ``stopped``, leased or not: a lease may belong
+    to a pod that died a moment ago, and nobody can tell yet. A send that was in flight
+    still reaches the ledger: ``record_results`` turns a stopped row into ``sent`` when
+    its late result arrives, so the sums hold either way.
     """
     async with engine.begin() as conn:
         row = await _plan_row(conn, plan_id, lock=True)
@@ -324,7 +326,7 @@ async def stop_plan(engine: AsyncEngine, plan_id: uuid.UUID, queue: QueueSink | 
                 await conn.execute(
                     text(
                         "WITH m AS (SELECT id, status FROM messages WHERE plan_id = :p "
-                        "AND (status = 'created' OR (status = 'processing' AND lease_until < now())) "
+                        "AND status IN ('created', 'processing') "
                         "FOR UPDATE) "
                         "UPDATE messages SET status = 'stopped', lease_owner = NULL, lease_until = NULL, "
                         "updated_at = now() FROM m WHERE messages.id = m.id RETURNING m.status"
@@ -549,9 +551,22 @@ async def add_suppressions(
 # --------------------------------------------------------------------------- worker side
 
 
+# SES event kinds that prove a message left SES's door (``sesevents.Kind`` values).
+LEFT_SES_EVENTS = ("send", "delivery", "bounce", "complaint", "delivery_delay", "open", "click")
+
+# A row taken from an expired lease is *unknown*: its holder may have sent it and died before
+# the result was written. If SES already reported an event for it (tagged with our message id),
+# it is reconciled as ``sent`` instead of being sent again; a suppressed address is never sent.
 _CLAIM_SQL = """
 WITH c AS (
-    SELECT m.id, m.status AS old_status, (s.email IS NOT NULL) AS is_suppressed
+    SELECT m.id, m.status AS old_status,
+        CASE
+            WHEN m.status = 'processing' AND EXISTS (
+                SELECT 1 FROM events e WHERE e.message_id = m.id
+                AND e.event_type = ANY(CAST(:left_kinds AS text[]))) THEN 'sent'
+            WHEN s.email IS NOT NULL THEN 'suppressed'
+            ELSE 'processing'
+        END AS outcome
     FROM messages m
     JOIN plans p ON p.id = m.plan_id
     LEFT JOIN suppressions s ON s.email = m.email
@@ -563,13 +578,14 @@ WITH c AS (
     FOR UPDATE OF m SKIP LOCKED
 )
 UPDATE messages m SET
-    status = CASE WHEN c.is_suppressed THEN 'suppressed' ELSE 'processing' END,
-    lease_owner = CASE WHEN c.is_suppressed THEN NULL ELSE :owner END,
-    lease_until = CASE WHEN c.is_suppressed THEN NULL ELSE now() + make_interval(secs => :lease) END,
-    attempts = m.attempts + CASE WHEN c.is_suppressed THEN 0 ELSE 1 END,
+    status = c.outcome,
+    lease_owner = CASE WHEN c.outcome = 'processing' THEN :owner END,
+    lease_until = CASE WHEN c.outcome = 'processing' THEN now() + make_interval(secs => :lease) END,
+    attempts = m.attempts + CASE WHEN c.outcome = 'processing' THEN 1 ELSE 0 END,
+    sent_at = CASE WHEN c.outcome = 'sent' THEN now() ELSE m.sent_at END,
     updated_at = now()
 FROM c WHERE m.id = c.id
-RETURNING m.id, m.email, m.name, m.vars, m.attempts, c.old_status, c.is_suppressed
+RETURNING m.id, m.email, m.name, m.vars, m.attempts, c.old_status, c.outcome
 """
 _CLAIM_IDS = text(_CLAIM_SQL.format(where="m.id = ANY(CAST(:ids AS bigint[]))"))
 _CLAIM_ORPHANS = text(
@@ -582,27 +598,33 @@ _CLAIM_ORPHANS = text(
 
 async def _claim(engine: AsyncEngine, plan_id: uuid.UUID, sql: Any, params: dict[str, Any]) -> list[Claimed]:
     async with engine.begin() as conn:
-        rows = (await conn.execute(sql, {"plan": plan_id, **params})).mappings().all()
-        moved = Counter((r["old_status"], r["is_suppressed"]) for r in rows)
-        from_created = moved[("created", False)] + moved[("created", True)]
-        to_suppressed = moved[("created", True)] + moved[("processing", True)]
+        rows = (
+            (await conn.execute(sql, {"plan": plan_id, "left_kinds": list(LEFT_SES_EVENTS), **params}))
+            .mappings()
+            .all()
+        )
+        moved = Counter((r["old_status"], r["outcome"]) for r in rows)
+        from_created = sum(n for (old, _), n in moved.items() if old == "created")
+        from_processing = sum(n for (old, new), n in moved.items() if old == "processing" and new != old)
+        closed = Counter(r["outcome"] for r in rows if r["outcome"] != "processing")
         await _bump(
             conn,
             plan_id,
             {
                 "created": -from_created,
-                "processing": moved[("created", False)] - moved[("processing", True)],
-                "suppressed": to_suppressed,
+                "processing": moved[("created", "processing")] - from_processing,
+                "suppressed": closed["suppressed"],
+                "sent": closed["sent"],
             },
         )
-        if to_suppressed:
+        if closed:
             await _maybe_done(conn, plan_id)
     return [
         Claimed(
             id=r["id"], email=r["email"], name=r["name"], vars=dict(r["vars"] or {}), attempts=r["attempts"]
         )
         for r in rows
-        if not r["is_suppressed"]
+        if r["outcome"] == "processing"
     ]
 
 
@@ -646,6 +668,22 @@ async def claim_orphans(
     )
 
 
+async def still_created(engine: AsyncEngine, plan_id: uuid.UUID, ids: Sequence[int]) -> list[int]:
+    """Which of ``ids`` are still waiting to be claimed (a claim skipped them: plan not
+    claimable yet, or rows locked by a concurrent claim); their queue work must stay."""
+    if not ids:
+        return []
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT id FROM messages WHERE plan_id = :p AND id = ANY(CAST(:ids AS bigint[])) "
+                "AND status = 'created'"
+            ),
+            {"p": plan_id, "ids": list(ids)},
+        )
+        return list(rows.scalars())
+
+
 async def release(engine: AsyncEngine, plan_id: uuid.UUID, ids: Sequence[int], owner: str) -> int:
     """Give back messages this worker holds but did not send (shutdown, suspend).
 
@@ -682,26 +720,35 @@ async def release(engine: AsyncEngine, plan_id: uuid.UUID, ids: Sequence[int], o
     return len(statuses)
 
 
-async def extend_lease(engine: AsyncEngine, ids: Sequence[int], owner: str, lease_seconds: float) -> None:
-    """Keep holding messages that wait longer than a lease (slow rate, throttling)."""
+async def extend_lease(
+    engine: AsyncEngine, ids: Sequence[int], owner: str, lease_seconds: float
+) -> list[int]:
+    """Renew the lease on messages this worker holds (the heartbeat); returns the ids it still holds.
+
+    An id missing from the answer was taken over (its lease ran out during an outage and
+    another pod reclaimed it) or finished elsewhere: the worker must drop it unsent.
+    """
     if not ids:
-        return
+        return []
     async with engine.begin() as conn:
-        await conn.execute(
+        rows = await conn.execute(
             text(
                 "UPDATE messages SET lease_until = now() + make_interval(secs => :l) "
-                "WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'processing' AND lease_owner = :o"
+                "WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'processing' AND lease_owner = :o "
+                "RETURNING id"
             ),
             {"ids": list(ids), "o": owner, "l": lease_seconds},
         )
+        return list(rows.scalars())
 
 
 async def record_results(engine: AsyncEngine, plan_id: uuid.UUID, results: Sequence[SendResult]) -> int:
     """Write a batch of send outcomes and the counters in one transaction; returns rows changed.
 
-    A result is written for a message still ``processing`` (whoever's lease): the
-    email left through SES, so the ledger must say so. The plan turns ``done``
-    when nothing is left to send.
+    A ``sent`` result is written for any row that is not final yet, whoever holds it, and
+    also for a row stopped meanwhile (the plan was stopped or deleted while the send was
+    in flight): the email left through SES, so the ledger must say so. A ``failed`` result
+    only applies to a row still ``processing``. The plan turns ``done`` when nothing is left.
     """
     if not results:
         return 0
@@ -711,17 +758,27 @@ async def record_results(engine: AsyncEngine, plan_id: uuid.UUID, results: Seque
                 await conn.execute(
                     text(
                         """
+                    WITH r AS (
+                        SELECT DISTINCT ON (id) * FROM unnest(
+                            CAST(:ids AS bigint[]), CAST(:st AS text[]), CAST(:sid AS text[]),
+                            CAST(:err AS text[]), CAST(:at AS timestamptz[])) AS r(id, status, sid, err, at)
+                    ),
+                    old AS (
+                        SELECT m.id, m.status FROM messages m JOIN r ON r.id = m.id
+                        WHERE m.plan_id = :p AND (m.status = 'processing'
+                            OR (r.status = 'sent' AND m.status IN ('created', 'stopped')))
+                        FOR UPDATE OF m
+                    )
                     UPDATE messages m SET status = r.status, ses_message_id = r.sid, error = r.err,
                         sent_at = CASE WHEN r.status = 'sent' THEN coalesce(r.at, now()) ELSE NULL END,
                         lease_owner = NULL, lease_until = NULL, updated_at = now()
-                    FROM unnest(CAST(:ids AS bigint[]), CAST(:st AS text[]), CAST(:sid AS text[]),
-                                CAST(:err AS text[]), CAST(:at AS timestamptz[]))
-                         AS r(id, status, sid, err, at)
-                    WHERE m.id = r.id AND m.status = 'processing'
-                    RETURNING r.status
+                    FROM r JOIN old ON old.id = r.id
+                    WHERE m.id = r.id
+                    RETURNING old.status, r.status
                     """
                     ),
                     {
+                        "p": plan_id,
                         "ids": [r.id for r in results],
                         "st": [r.status for r in results],
                         "sid": [r.ses_message_id for r in results],
@@ -730,14 +787,20 @@ async def record_results(engine: AsyncEngine, plan_id: uuid.UUID, results: Seque
                     },
                 )
             )
-            .scalars()
             .all()
         )
-        by_status = Counter(rows)
+        before = Counter(old for old, _ in rows)
+        after = Counter(new for _, new in rows)
         await _bump(
             conn,
             plan_id,
-            {"processing": -len(rows), "sent": by_status["sent"], "failed": by_status["failed"]},
+            {
+                "processing": -before["processing"],
+                "created": -before["created"],
+                "stopped": -before["stopped"],
+                "sent": after["sent"],
+                "failed": after["failed"],
+            },
         )
         await _maybe_done(conn, plan_id)
     return len(rows)

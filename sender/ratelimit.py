@@ -93,19 +93,58 @@ def backoff(attempt: int, base: float = 0.5, cap: float = 30.0, rng: random.Rand
 
 
 @dataclass(frozen=True)
-class Throttle:
-    """Multiplicative slow-down after SES throttling, recovering additively while sends succeed.
+class SendLimit:
+    """How fast this pod may call SES, learned from SES's answers (throttled or accepted).
 
-    ``factor`` scales the rate the worker asks for: halved on each throttle
-    (never below ``floor``), raised by ``step`` per successful send back to 1.
+    SES throttling says "more than I accept": after a window with throttling the pod limits
+    itself to the rate SES accepted in it, plus half the rate it refused, plus a probe
+    step, instead of halving its rate on every throttle (which, with a steady share of calls
+    throttled, settled near a fifth of the configured rate). Against a real cap this
+    converges to a little above the cap (the refused part grows until it balances the
+    probe); against a steady share of refusals it stays near the configured rate. Windows without throttling raise the limit by the same step,
+    sized to the configured rate so that from anywhere the limit is back at the configured
+    rate within ``recovery_seconds`` once SES stops throttling. ``rate`` is what the pacer uses.
     """
 
-    factor: float = 1.0
-    floor: float = 0.05
-    step: float = 0.01
+    configured: float
+    limit: float | None = None  # None: no limit beyond the configured rate
+    window_start: float | None = None
+    accepted: int = 0
+    throttled: int = 0
+    window: float = 0.5
+    recovery_seconds: float = 8.0
+    floor_fraction: float = 0.02
 
-    def throttled(self) -> Throttle:
-        return replace(self, factor=max(self.floor, self.factor / 2))
+    @property
+    def rate(self) -> float:
+        if self.limit is None:
+            return self.configured
+        return min(self.configured, self.limit)
 
-    def succeeded(self) -> Throttle:
-        return replace(self, factor=min(1.0, self.factor + self.step))
+    def configure(self, configured: float) -> SendLimit:
+        """The plan's rate changed: keep the learned limit, measured against the new rate."""
+        return replace(self, configured=configured)
+
+    def observe(self, *, throttled: bool, now: float) -> SendLimit:
+        """Count one SES answer; at the end of a window, move the limit."""
+        if self.window_start is None:
+            return replace(self, window_start=now, accepted=0 if throttled else 1, throttled=int(throttled))
+        accepted = self.accepted + (0 if throttled else 1)
+        hits = self.throttled + int(throttled)
+        elapsed = now - self.window_start
+        if elapsed < self.window:
+            return replace(self, accepted=accepted, throttled=hits)
+        step = self.configured / self.recovery_seconds * elapsed
+        limit: float | None
+        if hits:
+            floor = self.configured * self.floor_fraction
+            # What SES accepted, half of what it refused (a steady share of refusals is not a
+            # reason to slow down much; a real cap makes the refused part grow) and the probe.
+            limit = max(floor, (accepted + hits / 2) / elapsed + step)
+        elif self.limit is None:
+            limit = None
+        else:
+            limit = self.limit + step
+        if limit is not None and limit >= self.configured:
+            limit = None
+        return replace(self, limit=limit, window_start=now, accepted=0, throttled=0)

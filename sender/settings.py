@@ -36,9 +36,9 @@ class SenderSettings(BaseSettings):
     # worker
     plan_id: str | None = None
     worker_concurrency: int = 32
-    flush_rows: int = 1000
-    flush_seconds: float = 10.0
-    lease_seconds: int = 300
+    flush_rows: int = 1000  # most results per write (a write starts as soon as one is waiting)
+    lease_seconds: int = 10  # a dead pod's messages go back to the others after about this long
+    sweep_seconds: float = 2.0  # period of the orphan sweep (expired leases, lost queue work)
     max_attempts: int = 5
     ses_paused_backoff_seconds: float = 300.0  # SES account paused/suspended: wait this long, then try again
     max_send_rate: float | None = None  # account cap; read from SES GetSendQuota when unset

@@ -1,23 +1,23 @@
 """``emailplan worker``: send one plan's emails from its SQS queue through SES.
 
-How a message travels (and why nothing is lost or sent twice):
+The worker is a pipeline of small parts, each with a narrow interface:
 
-1. the poller long-polls SQS only while the plan is sendable and the local
-   backlog is small, then *claims* the ids in the ledger under a lease
-   (atomic UPDATE … SKIP LOCKED: two pods never hold the same message);
-2. sender tasks take a token from the plan's shared bucket (PostgreSQL, so
-   every pod together holds the plan's rate and the account's MaxSendRate),
-   render, and call SES; throttling slows down and retries, permanent errors
-   fail the message with the reason, transient ones retry with backoff; a
-   paused or suspended SES account fails nothing: the pod releases what it
-   holds and stops sending for ``ses_paused_backoff_seconds``, then tries again;
-3. results are written in batches (``flush_rows`` or ``flush_seconds``) with
-   the counters in one transaction; only then is the SQS message deleted;
-4. leases are extended while held; a crashed pod's leases expire and are
-   reclaimed (by SQS redelivery or the orphan sweep), so at most the messages
-   in flight at the crash can repeat;
-5. SIGTERM: stop polling, finish sends in flight, release what was not sent,
-   flush, make unfinished SQS work visible again, exit.
+* ``intake``: SQS work in, ledger claims out (atomic UPDATE … SKIP LOCKED: two pods
+  never hold the same message); work that cannot be claimed or is given back is shown
+  again at once; the orphan sweep reclaims, every ``sweep_seconds``, what dead pods held;
+* ``leases``: what this pod holds, renewed by a heartbeat every quarter of a short
+  lease, and never sent while the lease may have run out;
+* ``pacer``: one permit per email from the plan's shared PostgreSQL bucket, at the
+  rate SES accepts (``ratelimit.SendLimit``);
+* ``sespolicy``: what to do with each SES answer (a pure function);
+* ``results``: outcomes written moments after SES answered (group commit), so a
+  SIGKILL can repeat only the sends in flight at that instant;
+* ``workermetrics``: the Prometheus metrics.
+
+This module wires them together: the plan loop (rate, suspend/stop, template changes
+without a restart), the send slots, and the lifecycle. SIGTERM: stop taking work,
+finish sends in flight, write their results, give back what was not sent and make its
+SQS work visible again at once, exit.
 """
 
 from __future__ import annotations
@@ -32,15 +32,10 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import aiohttp
-from botocore.exceptions import BotoCoreError, ClientError
-from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emailplan.runtime.logsetup import setup_logging
@@ -48,151 +43,35 @@ from emailplan.runtime.metrics import serve_metrics
 from emailplan.runtime.sentry import init_sentry
 from emailplan.sender import ledger
 from emailplan.sender.db import make_engine
-from emailplan.sender.ratelimit import Bucket, Meter, Throttle, backoff, grant_want, refill, take, wait_time
-from emailplan.sender.rendering import CompiledPlan, RenderError, compile_plan, render
-from emailplan.sender.ses import (
-    SesClient,
-    SesPausedError,
-    SesPermanentError,
-    SesThrottledError,
-    SesTransientError,
-)
+from emailplan.sender.intake import Intake, Taken, pause
+from emailplan.sender.leases import Held, Leases, LeaseState
+from emailplan.sender.outage import OUTAGE
+from emailplan.sender.pacer import Pacer
+from emailplan.sender.rendering import CompiledPlan, RenderedEmail, RenderError, compile_plan, render
+from emailplan.sender.results import ResultWriter
+from emailplan.sender.ses import SesClient, SesError
+from emailplan.sender.sespolicy import Action, decide
 from emailplan.sender.settings import SenderSettings
 from emailplan.sender.tokens import make_token
-from emailplan.sender.workqueue import Job, WorkQueue
+from emailplan.sender.workermetrics import (
+    ACCOUNT_PAUSED,
+    BACKLOG,
+    FAILED,
+    IN_FLIGHT,
+    PAUSED,
+    QUEUE_VISIBLE,
+    RETRIES,
+    SEND_SECONDS,
+    SENT,
+    THROTTLED,
+)
+from emailplan.sender.workqueue import WorkQueue
 
 log = logging.getLogger("emailplan.worker")
-
-SENT = Counter("emailplan_sender_sent_total", "Emails accepted by SES")
-FAILED = Counter("emailplan_sender_failed_total", "Emails that failed permanently", ["reason"])
-THROTTLED = Counter("emailplan_sender_throttled_total", "SES throttling answers (retried)")
-RETRIES = Counter("emailplan_sender_retries_total", "Transient send errors retried")
-ACCOUNT_PAUSED = Counter(
-    "emailplan_sender_account_paused_total",
-    "SES answers that the account or configuration set cannot send (paused, suspended)",
-    ["code"],
-)
-PAUSED = Gauge("emailplan_sender_paused_by_ses", "1 while this pod holds its plan because SES is paused")
-RATE = Gauge("emailplan_sender_plan_rate", "Configured plan rate (emails/s, all pods)")
-FACTOR = Gauge("emailplan_sender_throttle_factor", "Local slow-down factor after throttling (1 = none)")
-QUEUE_VISIBLE = Gauge("emailplan_sender_queue_visible", "Work messages waiting in SQS (queue lag)")
-BACKLOG = Gauge("emailplan_sender_backlog", "Claimed messages waiting for a send slot in this pod")
-SEND_SECONDS = Histogram("emailplan_sender_send_seconds", "SES SendEmail latency")
-
-# Errors of the outside world (database restart, network, AWS) that a loop survives by retrying.
-OUTAGE = (SQLAlchemyError, OSError, BotoCoreError, ClientError, aiohttp.ClientError, TimeoutError)
 T = TypeVar("T")
-# Shared-bucket grants: about GRANT_HORIZON seconds of the plan's rate at a time (less when
-# this pod's own recent throughput is lower), at most one grant per GRAB_INTERVAL while the
-# bucket is drained, unused tokens returned to the bucket after TOKEN_TTL. Together they
-# bound how far pods can burst above the rate.
-GRANT_HORIZON = 0.2
-GRAB_INTERVAL = 0.05
-TOKEN_TTL = 0.25
-
-
-@dataclass
-class Held:
-    """A claimed message in this pod, and the SQS job (if any) that brought it."""
-
-    claimed: ledger.Claimed
-    job: JobState | None
-    tries: int = 0
-
-
-@dataclass
-class JobState:
-    """Bookkeeping for one SQS message: acked once every id it brought is written back."""
-
-    job: Job
-    outstanding: set[int] = field(default_factory=set)
-    released: bool = False
-
-
-class TokenPool:
-    """Send permits: local pacing (throttle slow-down) in front of the shared PostgreSQL bucket."""
-
-    def __init__(self, worker: Worker) -> None:
-        self._w = worker
-        self._tokens = 0.0
-        self._lock = asyncio.Lock()
-        self._local = Bucket(tokens=1.0, rate=worker.plan_rate, burst=max(1.0, worker.plan_rate * 0.25))
-        self._last = time.monotonic()
-        self._next_grab = 0.0
-        self._tokens_until = 0.0
-        self.throttle = Throttle()
-        self._give_back = 0
-        self._meter = Meter()
-        self.stats = {"grants": 0, "granted": 0.0, "returned": 0.0, "grant_seconds": 0.0}
-
-    def _pace(self) -> float:
-        """Seconds to wait for the local pacing bucket (rate times throttle factor)."""
-        now = time.monotonic()
-        rate = self._w.plan_rate * self.throttle.factor
-        self._local = refill(Bucket(self._local.tokens, rate, max(1.0, rate * 0.25)), now - self._last)
-        self._last = now
-        self._local, got = take(self._local, 1)
-        return 0.0 if got else max(0.001, wait_time(self._local, 1))
-
-    async def acquire(self) -> bool:
-        """Wait for one send permit; False when the worker is stopping (nothing taken)."""
-        async with self._lock:
-            while not self._w.stopping.is_set():
-                delay = self._pace()
-                if delay:
-                    await asyncio.sleep(delay)
-                    continue
-                break
-            if self._w.stopping.is_set():
-                return False
-            if self._tokens >= 1 and time.monotonic() > self._tokens_until:
-                # Tokens not spent in time go back to the shared bucket with the next grant
-                # (spending them late could burst above the rate; dropping them wastes it).
-                self._give_back += int(self._tokens)
-                self.stats["returned"] += int(self._tokens)
-                self._tokens = 0.0
-            while self._tokens < 1:
-                if self._w.stopping.is_set():
-                    return False
-                wait = self._next_grab - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                    continue
-                demand = float(len(self._w.backlog_ids) + self._w.in_flight + 1)
-                want = grant_want(
-                    self._w.plan_rate * self.throttle.factor, GRANT_HORIZON, demand, self._meter.rate
-                )
-                try:
-                    t0 = time.monotonic()
-                    got, rate = await ledger.take_tokens(
-                        self._w.engine,
-                        self._w.plan_id,
-                        want,
-                        account_rate=self._w.account_rate,
-                        give_back=self._give_back,
-                    )
-                except OUTAGE as exc:
-                    log.warning("rate bucket unavailable, retrying", extra={"error": type(exc).__name__})
-                    await asyncio.sleep(1.0)
-                    continue
-                self._give_back = 0
-                self.stats["grant_seconds"] += time.monotonic() - t0
-                self.stats["grants"] += 1
-                self.stats["granted"] += got
-                self._w.set_rate(rate)
-                self._tokens += got
-                self._tokens_until = time.monotonic() + TOKEN_TTL
-                if got < want:
-                    # The shared bucket is drained (other pods take their share too): come back
-                    # after a pause instead of polling PostgreSQL, so each grant carries many
-                    # tokens and pods do not spend their time fighting over the bucket row.
-                    pause = GRAB_INTERVAL if got >= 1 else max(GRAB_INTERVAL, min(1.0, 1.0 / max(rate, 0.1)))
-                    self._next_grab = time.monotonic() + pause
-                    if got < 1:
-                        await asyncio.sleep(pause)
-            self._tokens -= 1
-            self._meter = self._meter.add(1, time.monotonic())
-            return True
+# Rows queued in the ledger whose SQS work went missing are swept only while the queue looks
+# empty; otherwise SQS brings them in order (this age means "not while SQS has work").
+NEVER_STALE = 10 * 365 * 86400.0
 
 
 class Worker:
@@ -211,7 +90,6 @@ class Worker:
         self.settings = settings
         self.plan_id = plan_id
         self.engine = engine
-        self.queue = queue
         self.ses = ses
         self.exit_when_idle = exit_when_idle
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -219,29 +97,36 @@ class Worker:
         self.plan: ledger.PlanView | None = None
         self.compiled: CompiledPlan | None = None
         self._compiled_for: Any = None
-        self.plan_rate = 14.0
-        self.account_rate: float | None = settings.max_send_rate
         self.stopping = asyncio.Event()
         self.sendq: asyncio.Queue[Held | None] = asyncio.Queue()
-        self.backlog_ids: set[int] = set()
-        self.held: dict[int, Held] = {}
-        self.in_flight = 0
-        self.results: list[ledger.SendResult] = []
-        self.first_result_at: float | None = None
-        self.jobs: list[JobState] = []
         self.parked: list[Held] = []
-        self.tokens = TokenPool(self)
+        self.in_flight = 0
         self.sent = 0
-        self.idle_rounds = 0
+        self.queue_empty = False
         self.paused_until = 0.0  # monotonic; SES said the account cannot send
+        lease = float(settings.lease_seconds)
+        self.leases = Leases(engine, plan_id, self.owner, lease)
+        self.intake = Intake(
+            engine,
+            queue,
+            plan_id,
+            self.owner,
+            lease_seconds=lease,
+            poll_wait_seconds=settings.poll_wait_seconds,
+        )
+        self.pacer = Pacer(
+            engine,
+            plan_id,
+            account_rate=settings.max_send_rate,
+            demand=lambda: len(self.leases),
+            stopping=self.stopping,
+        )
+        self.writer = ResultWriter(engine, plan_id, max_rows=settings.flush_rows, on_written=self._written)
+        self._queue = queue
+        self._to_ack: list[int] = []
+        self._ack_wake = asyncio.Event()
 
     # ------------------------------------------------------------------ plan state
-
-    def set_rate(self, rate: float) -> None:
-        if rate != self.plan_rate:
-            log.info("plan rate changed", extra={"plan": str(self.plan_id), "rate": rate})
-        self.plan_rate = rate
-        RATE.set(rate)
 
     def sendable(self) -> bool:
         plan = self.plan
@@ -254,7 +139,7 @@ class Worker:
         self.plan = plan
         if plan is None:
             return
-        self.set_rate(plan.rate_per_second)
+        self.pacer.set_plan_rate(plan.rate_per_second)
         marker = (plan.updated_at, str(plan.spec))
         if marker != self._compiled_for:
             try:
@@ -273,13 +158,12 @@ class Worker:
                     await self.release_parked(drain=True)
             except OUTAGE as exc:
                 log.warning("cannot read plan, retrying", extra={"error": type(exc).__name__})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), 1.0)
+            await pause(self.stopping, 1.0)
 
     async def release_parked(self, drain: bool) -> int:
         """Give back held messages that will not be sent now (plan suspended/stopped, or shutdown).
 
-        Their SQS jobs are made visible again (not deleted), so a resumed plan
+        Their SQS messages are shown again at once (not deleted), so a resumed plan
         finds the work; the ledger claim ignores ids that are finished.
         """
         if drain:
@@ -290,24 +174,18 @@ class Worker:
         if not self.parked:
             return 0
         parked, self.parked = self.parked, []
-        ids = [h.claimed.id for h in parked]
+        ids = [h.claimed.id for h in parked if h.claimed.id in self.leases]
         try:
-            released = await ledger.release(self.engine, self.plan_id, ids, self.owner)
+            released = await self.leases.release(ids)
         except OUTAGE:
             self.parked = parked + self.parked
             raise
-        for h in parked:
-            self.held.pop(h.claimed.id, None)
-            self.backlog_ids.discard(h.claimed.id)
-            if h.job is not None:
-                h.job.outstanding.discard(h.claimed.id)
-                h.job.released = True
-        BACKLOG.set(len(self.backlog_ids))
+        self._show_backlog()
         log.info(
             "released held messages",
             extra={"count": released, "state": self.plan.state if self.plan else None},
         )
-        await self.settle_jobs(delay=5)
+        await self.intake.settle(released=ids)
         return released
 
     # ------------------------------------------------------------------ intake
@@ -318,119 +196,127 @@ class Worker:
         Deep enough to keep the senders busy, shallow enough that pods sharing a
         plan share its work (a pod must not sit on minutes of someone else's sends).
         """
-        return int(min(5000, max(100, self.plan_rate, self.settings.worker_concurrency * 2)))
+        return int(min(5000, max(100, self.pacer.plan_rate, self.settings.worker_concurrency * 2)))
+
+    def _room(self) -> int:
+        if not self.sendable() or self.compiled is None:
+            return 0
+        return max(0, self.backlog_limit() - len(self.leases))
+
+    def _hold(self, taken: Taken) -> None:
+        for held in self.leases.add(taken.claimed, taken.asked_at):
+            self.sendq.put_nowait(held)
+        self._show_backlog()
+
+    def _show_backlog(self) -> None:
+        BACKLOG.set(max(0, len(self.leases) - self.in_flight))
 
     async def poll_loop(self) -> None:
         """Receive work when sendable and not over the backlog limit; claim it in the ledger."""
         while not self.stopping.is_set():
-            if not self.sendable() or self.compiled is None or len(self.backlog_ids) >= self.backlog_limit():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), 0.2)
+            room = self._room()
+            if not room:
+                await pause(self.stopping, 0.2)
                 continue
             started = time.monotonic()
             try:
-                room = self.backlog_limit() - len(self.backlog_ids)
-                jobs = await self.queue.receive(
-                    self.plan_id,
-                    wait_seconds=self.settings.poll_wait_seconds,
-                    visibility=int(max(1, self.settings.lease_seconds)),
-                    max_messages=max(1, min(10, -(-room // 100))),
-                )
+                taken = await self.intake.receive(room)
             except OUTAGE as exc:
                 log.warning("cannot receive work, retrying", extra={"error": type(exc).__name__})
-                await asyncio.sleep(1.0)
+                await pause(self.stopping, 1.0)
                 continue
-            if not jobs:
-                await self.on_idle()
+            self.queue_empty = taken is None
+            if taken is None:
                 if time.monotonic() - started < 0.5:
-                    await asyncio.sleep(0.5)  # no queue (yet) or no long poll: do not spin
+                    await pause(self.stopping, 0.5)  # no queue (yet) or no long poll: do not spin
                 continue
-            self.idle_rounds = 0
-            for job in jobs:
-                await self.take_job(job)
+            self._hold(taken)
+            if taken.outage:
+                await pause(self.stopping, 1.0)
 
-    async def take_job(self, job: Job) -> None:
-        try:
-            claimed = await ledger.claim(
-                self.engine, self.plan_id, job.ids, self.owner, self.settings.lease_seconds
-            )
-        except OUTAGE as exc:
-            # Not acked: SQS shows it again after the visibility timeout.
-            log.warning("cannot claim work, leaving it on the queue", extra={"error": type(exc).__name__})
-            await asyncio.sleep(0.5)
-            return
-        state = JobState(job=job, outstanding={c.id for c in claimed})
-        if not claimed:
-            if self.sendable():
-                await self._ack([state])  # every id is already sent, stopped, suppressed or held elsewhere
-            else:
-                with contextlib.suppress(*OUTAGE):
-                    await self.queue.retry_later(self.plan_id, [job.receipt], delay=10)
-            return
-        self.jobs.append(state)
-        for c in claimed:
-            self.enqueue_local(Held(c, state))
-
-    def enqueue_local(self, held: Held) -> None:
-        self.held[held.claimed.id] = held
-        self.backlog_ids.add(held.claimed.id)
-        self.sendq.put_nowait(held)
-        BACKLOG.set(len(self.backlog_ids))
-
-    async def on_idle(self) -> None:
-        """Queue empty: reclaim orphans (expired leases, work lost to the DLQ), maybe exit."""
-        self.idle_rounds += 1
-        try:
-            orphans = await ledger.claim_orphans(
-                self.engine,
-                self.plan_id,
-                self.owner,
-                self.settings.lease_seconds,
-                limit=100,
-                stale_seconds=max(5.0, self.settings.lease_seconds),
-            )
-        except OUTAGE:
-            return
-        if orphans:
-            log.info("reclaimed orphaned messages", extra={"count": len(orphans)})
-            for c in orphans:
-                self.enqueue_local(Held(c, None))
-            return
-        if self.exit_when_idle and not self.held and not self.results:
+    async def sweep_loop(self) -> None:
+        """On its own short period: reclaim what dead pods held; exit when idle if asked to."""
+        while not self.stopping.is_set():
+            await pause(self.stopping, self.settings.sweep_seconds)
+            room = self._room()
+            if not room:
+                continue
+            stale = max(5.0, self.settings.lease_seconds) if self.queue_empty else NEVER_STALE
             try:
-                counts = await ledger.get_counts(self.engine, self.plan_id) or {}
-            except OUTAGE:
-                return
-            plan = self.plan
-            finished = plan is not None and (
-                plan.state in ("done", "stopped")
-                or (
-                    plan.recipients_complete
-                    and counts.get("created", 0) == 0
-                    and counts.get("processing", 0) == 0
-                )
+                taken = await self.intake.sweep(min(room, 1000), stale_seconds=stale)
+                self._hold(taken)
+                if not taken.claimed and self.queue_empty:
+                    await self.exit_if_finished()
+            except OUTAGE as exc:
+                log.warning("orphan sweep failed, retrying", extra={"error": type(exc).__name__})
+
+    async def exit_if_finished(self) -> None:
+        if not self.exit_when_idle or len(self.leases) or self.writer.pending:
+            return
+        counts = await ledger.get_counts(self.engine, self.plan_id) or {}
+        plan = self.plan
+        finished = plan is not None and (
+            plan.state in ("done", "stopped")
+            or (
+                plan.recipients_complete
+                and counts.get("created", 0) == 0
+                and counts.get("processing", 0) == 0
             )
-            if finished:
-                log.info("plan has nothing left to send; exiting (--exit-when-idle)")
-                self.stopping.set()
+        )
+        if finished:
+            log.info("plan has nothing left to send; exiting (--exit-when-idle)")
+            self.stopping.set()
+
+    async def heartbeat_loop(self) -> None:
+        """Renew the ledger leases and the SQS visibility of everything held, every quarter lease."""
+        period = max(0.25, self.settings.lease_seconds / 4)
+        while not self.stopping.is_set():
+            await pause(self.stopping, period)
+            if self.stopping.is_set():
+                return
+            try:
+                lost = await self.leases.renew()
+                if lost:
+                    await self.intake.settle(written=lost)  # another pod holds them now
+            except OUTAGE as exc:
+                log.warning("cannot renew leases", extra={"error": type(exc).__name__})
+            try:
+                await self.intake.extend_visibility()
+            except OUTAGE as exc:
+                log.warning("cannot extend SQS visibility", extra={"error": type(exc).__name__})
 
     # ------------------------------------------------------------------ sending
 
     async def send_loop(self) -> None:
-        """One of ``worker_concurrency`` senders; a ``None`` in the queue tells it to stop."""
+        """One of ``worker_concurrency`` send slots; a ``None`` in the queue tells it to stop."""
         while True:
             held = await self.sendq.get()
             if held is None:
                 return
-            if held.claimed.id not in self.held:
+            if held.claimed.id not in self.leases:
                 continue
             self.in_flight += 1
+            IN_FLIGHT.inc()
             try:
                 await self.send_one(held)
             finally:
                 self.in_flight -= 1
+                IN_FLIGHT.dec()
+                self._show_backlog()
+
+    def _render(self, compiled: CompiledPlan, msg: ledger.Claimed) -> RenderedEmail:
+        return render(
+            compiled,
+            message_id=msg.id,
+            email=msg.email,
+            name=msg.name,
+            variables=msg.vars,
+            public_url=self.settings.public_url,
+            sign=self.sign,
+        )
 
     async def send_one(self, held: Held) -> None:
+        """Send one message under its lease, act on SES's answer, and wait until the outcome is written."""
         msg = held.claimed
         compiled = self.compiled
         if compiled is None:
@@ -438,70 +324,72 @@ class Worker:
             await asyncio.sleep(1.0)
             return
         try:
-            rendered = render(
-                compiled,
-                message_id=msg.id,
-                email=msg.email,
-                name=msg.name,
-                variables=msg.vars,
-                public_url=self.settings.public_url,
-                sign=self.sign,
-            )
+            rendered = self._render(compiled, msg)
         except RenderError as exc:
-            self.finish(held, ledger.SendResult(msg.id, "failed", error=f"RenderError: {exc}"[:1000]))
             FAILED.labels("render").inc()
+            await self.writer.write(ledger.SendResult(msg.id, "failed", error=f"RenderError: {exc}"[:1000]))
             return
+        permit = False
+        throttled = failed = 0
         while True:
-            if not await self.tokens.acquire() or not self.sendable():
-                # Stopping, suspended or stopped: park it; it is released, not sent.
-                self.parked.append(held)
+            if not self.sendable():
+                self.parked.append(held)  # suspended, stopped or SES paused: released, not sent
                 return
+            lease = self.leases.state(msg.id)
+            if lease is LeaseState.LOST:
+                return  # another pod took it over after our lease ran out
+            if lease is LeaseState.STALE:
+                await asyncio.sleep(0.2)  # wait for the heartbeat to renew (or lose) it
+                continue
+            if not permit:
+                if not await self.pacer.acquire():
+                    self.parked.append(held)  # stopping
+                    return
+                permit = True  # one permit per email: retries keep it
+                continue
             start = time.monotonic()
+            error: SesError | None = None
             try:
                 ses_id = await self.ses.send(rendered)
-            except SesThrottledError:
-                THROTTLED.inc()
-                self.tokens.throttle = self.tokens.throttle.throttled()
-                FACTOR.set(self.tokens.throttle.factor)
-                held.tries += 1
-                await asyncio.sleep(backoff(min(held.tries, 6), base=0.2, cap=10))
-                continue
-            except SesPausedError as exc:
+            except SesError as exc:
+                error = exc
+            decision = decide(
+                error,
+                throttled_before=throttled,
+                failed_before=failed,
+                max_attempts=self.settings.max_attempts,
+            )
+            if decision.action in (Action.SENT, Action.RETRY_THROTTLED):
+                self.pacer.observe(throttled=decision.action is Action.RETRY_THROTTLED)
+            if decision.action is Action.SENT:
+                SEND_SECONDS.observe(time.monotonic() - start)
+                self.account_resumed()
+                SENT.inc()
+                self.sent += 1
+                result = ledger.SendResult(msg.id, "sent", ses_message_id=ses_id, at=datetime.now(UTC))
+                await self.writer.write(result)
+                return
+            if decision.action is Action.FAIL:
+                FAILED.labels(decision.label).inc()
+                await self.writer.write(ledger.SendResult(msg.id, "failed", error=decision.reason))
+                return
+            if decision.action is Action.HOLD_ACCOUNT:
                 # Nobody's message is at fault: fail none, give them all back (the plan loop
                 # releases what is parked while not sendable) and try again after a long pause.
-                self.account_paused(exc)
+                self.account_paused(decision.reason or "", str(error))
                 self.parked.append(held)
                 return
-            except SesPermanentError as exc:
-                FAILED.labels(exc.code).inc()
-                self.finish(held, ledger.SendResult(msg.id, "failed", error=str(exc)[:1000]))
-                return
-            except SesTransientError as exc:
-                held.tries += 1
-                if held.tries >= self.settings.max_attempts:
-                    FAILED.labels("transient").inc()
-                    error = f"gave up after {held.tries} attempts: {exc}"[:1000]
-                    self.finish(held, ledger.SendResult(msg.id, "failed", error=error))
-                    return
+            if decision.action is Action.RETRY_THROTTLED:
+                THROTTLED.inc()
+                throttled += 1
+            else:
                 RETRIES.inc()
-                await asyncio.sleep(backoff(held.tries, base=0.5, cap=30))
-                continue
-            SEND_SECONDS.observe(time.monotonic() - start)
-            if self.paused_until:
-                self.paused_until = 0.0
-                PAUSED.set(0)
-                log.info("SES account sends again; plan resumed", extra={"plan": str(self.plan_id)})
-            SENT.inc()
-            self.sent += 1
-            if self.tokens.throttle.factor < 1:
-                self.tokens.throttle = self.tokens.throttle.succeeded()
-                FACTOR.set(self.tokens.throttle.factor)
-            self.finish(held, ledger.SendResult(msg.id, "sent", ses_message_id=ses_id, at=datetime.now(UTC)))
-            return
+                failed += 1
+            await asyncio.sleep(decision.delay)
 
-    def account_paused(self, exc: SesPausedError) -> None:
+    def account_paused(self, code: str, reason: str) -> None:
         """SES says the account (or configuration set) may not send: hold the plan for a while."""
-        ACCOUNT_PAUSED.labels(exc.code).inc()
+        ACCOUNT_PAUSED.labels(code).inc()
         now = time.monotonic()
         if now < self.paused_until:
             return  # other sends in flight hit the same pause: one log line per pause
@@ -512,113 +400,44 @@ class Worker:
             "releasing its messages unsent and trying again later",
             extra={
                 "plan": str(self.plan_id),
-                "code": exc.code,
-                "reason": exc.message,
+                "code": code,
+                "reason": reason,
                 "retry_in_s": self.settings.ses_paused_backoff_seconds,
             },
         )
 
-    def finish(self, held: Held, result: ledger.SendResult) -> None:
-        self.backlog_ids.discard(result.id)
-        BACKLOG.set(len(self.backlog_ids))
-        self.results.append(result)
-        if self.first_result_at is None:
-            self.first_result_at = time.monotonic()
+    def account_resumed(self) -> None:
+        if self.paused_until:
+            self.paused_until = 0.0
+            PAUSED.set(0)
+            log.info("SES account sends again; plan resumed", extra={"plan": str(self.plan_id)})
 
     # ------------------------------------------------------------------ write-back
 
-    async def flush_loop(self) -> None:
-        while not self.stopping.is_set():
-            due = self.first_result_at is not None and (
-                len(self.results) >= self.settings.flush_rows
-                or time.monotonic() - self.first_result_at >= self.settings.flush_seconds
-            )
-            if due:
-                await self.flush()
-            else:
-                await asyncio.sleep(0.05)
+    def _written(self, results: Sequence[ledger.SendResult]) -> None:
+        """A batch is in the ledger: the messages are no longer ours; their SQS work can go."""
+        ids = [r.id for r in results]
+        self.leases.drop(ids)
+        self._to_ack.extend(ids)
+        self._ack_wake.set()
 
-    async def flush(self, deadline: float | None = None) -> bool:
-        """Write buffered results (≤ flush_rows per transaction); ack SQS jobs that are complete.
+    async def ack_loop(self) -> None:
+        """Delete SQS work whose ids are all written (apart from the writer: SQS never slows writes)."""
+        while True:
+            await self._ack_wake.wait()
+            self._ack_wake.clear()
+            await self._ack_now()
 
-        Keeps retrying through a database outage (results are never dropped) until ``deadline``.
-        """
-        while self.results:
-            batch = self.results[: self.settings.flush_rows]
-            try:
-                await ledger.record_results(self.engine, self.plan_id, batch)
-            except OUTAGE as exc:
-                log.warning(
-                    "cannot write results, keeping them and retrying",
-                    extra={"error": type(exc).__name__, "rows": len(self.results)},
-                )
-                if deadline is not None and time.monotonic() > deadline:
-                    log.error(
-                        "results not written before the deadline; their leases will expire and "
-                        "those messages may be sent again",
-                        extra={"rows": len(self.results)},
-                    )
-                    return False
-                await asyncio.sleep(1.0)
-                continue
-            del self.results[: len(batch)]
-            for result in batch:
-                held = self.held.pop(result.id, None)
-                if held is not None and held.job is not None:
-                    held.job.outstanding.discard(result.id)
-        self.first_result_at = None
-        await self.settle_jobs(delay=5)
-        return True
-
-    async def settle_jobs(self, delay: int) -> None:
-        """Delete SQS jobs whose ids are all written; show again (after ``delay``) those with released ids."""
-        finished = [j for j in self.jobs if not j.outstanding]
-        if not finished:
-            return
-        self.jobs = [j for j in self.jobs if j.outstanding]
-        acked = [j for j in finished if not j.released]
-        again = [j for j in finished if j.released]
-        if acked:
-            await self._ack(acked)
-        if again:
-            with contextlib.suppress(*OUTAGE):
-                await self.queue.retry_later(self.plan_id, [j.job.receipt for j in again], delay=delay)
-
-    async def _ack(self, states: list[JobState]) -> None:
-        try:
-            await self.queue.delete(self.plan_id, [s.job.receipt for s in states])
-        except OUTAGE as exc:
-            # Redelivery is harmless: the ledger says these ids are finished.
-            log.warning("cannot delete finished work from SQS", extra={"error": type(exc).__name__})
-
-    # ------------------------------------------------------------------ leases, metrics
-
-    async def lease_loop(self) -> None:
-        """Extend leases and SQS visibility of everything held, every third of a lease."""
-        period = max(0.5, self.settings.lease_seconds / 3)
-        while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), period)
-            if self.stopping.is_set():
-                return
-            ids = list(self.held)
-            receipts = [j.job.receipt for j in self.jobs if j.outstanding]
-            try:
-                await ledger.extend_lease(self.engine, ids, self.owner, self.settings.lease_seconds)
-                if receipts:
-                    await self.queue.retry_later(
-                        self.plan_id, receipts, delay=int(max(1, self.settings.lease_seconds))
-                    )
-            except OUTAGE as exc:
-                log.warning("cannot extend leases", extra={"error": type(exc).__name__})
+    async def _ack_now(self) -> None:
+        ids, self._to_ack = self._to_ack, []
+        await self.intake.settle(written=ids)
 
     async def stats_loop(self) -> None:
         last_sent, last_t = 0, time.monotonic()
         while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), 10)
+            await pause(self.stopping, 10)
             with contextlib.suppress(*OUTAGE):
-                visible, _ = await self.queue.depth(self.plan_id)
+                visible, _ = await self._queue.depth(self.plan_id)
                 QUEUE_VISIBLE.set(visible)
             now = time.monotonic()
             log.info(
@@ -627,8 +446,9 @@ class Worker:
                     "plan": str(self.plan_id),
                     "sent": self.sent,
                     "rate": round((self.sent - last_sent) / max(now - last_t, 1e-6), 2),
-                    "backlog": len(self.backlog_ids),
-                    "plan_rate": self.plan_rate,
+                    "held": len(self.leases),
+                    "plan_rate": self.pacer.plan_rate,
+                    "send_limit": round(self.pacer.limit.rate, 2),
                 },
             )
             last_sent, last_t = self.sent, now
@@ -636,60 +456,75 @@ class Worker:
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> None:
-        if self.account_rate is None:
-            self.account_rate = await self.ses.max_send_rate()
+        if self.pacer.account_rate is None:
+            self.pacer.account_rate = await self.ses.max_send_rate()
         log.info(
             "worker starting",
-            extra={"plan": str(self.plan_id), "owner": self.owner, "account_rate": self.account_rate},
+            extra={"plan": str(self.plan_id), "owner": self.owner, "account_rate": self.pacer.account_rate},
         )
         await _retry_forever(self.refresh_plan, "read plan", self.stopping)
         tasks = [
             asyncio.create_task(self.plan_loop(), name="plan"),
             asyncio.create_task(self.poll_loop(), name="poll"),
-            asyncio.create_task(self.flush_loop(), name="flush"),
-            asyncio.create_task(self.lease_loop(), name="lease"),
+            asyncio.create_task(self.sweep_loop(), name="sweep"),
+            asyncio.create_task(self.heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self.stats_loop(), name="stats"),
+        ]
+        writers = [
+            asyncio.create_task(self.writer.run(), name="writer"),
+            asyncio.create_task(self.ack_loop(), name="ack"),
         ]
         senders = [
             asyncio.create_task(self.send_loop(), name=f"send-{i}")
             for i in range(self.settings.worker_concurrency)
         ]
         stop_wait = asyncio.create_task(self.stopping.wait())
-        done, _ = await asyncio.wait([*tasks, *senders, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            [*tasks, *writers, *senders, stop_wait], return_when=asyncio.FIRST_COMPLETED
+        )
         for task in done:
             if task is not stop_wait and task.exception() is not None:
                 log.error("worker task crashed", exc_info=task.exception())
                 self.stopping.set()
-        await self.shutdown(tasks, senders)
+        await self.shutdown(tasks, writers, senders)
 
-    async def shutdown(self, tasks: list[asyncio.Task[None]], senders: list[asyncio.Task[None]]) -> None:
+    async def shutdown(
+        self,
+        tasks: list[asyncio.Task[None]],
+        writers: list[asyncio.Task[None]],
+        senders: list[asyncio.Task[None]],
+    ) -> None:
         log.info("stopping: finishing sends in flight", extra={"in_flight": self.in_flight})
+        self.stopping.set()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        # Senders stop before anything still queued: put the stop marks at the front.
+        # Senders stop before anything still queued: queued messages are parked (released below).
         while not self.sendq.empty():
-            self.sendq.get_nowait()  # still in self.held: released below
+            item = self.sendq.get_nowait()
+            if item is not None:
+                self.parked.append(item)
         for _ in senders:
             self.sendq.put_nowait(None)
+        grace = self.settings.shutdown_grace_seconds
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*senders, return_exceptions=True), self.settings.shutdown_grace_seconds
-            )
+            await asyncio.wait_for(asyncio.gather(*senders, return_exceptions=True), grace)
         except TimeoutError:
             log.warning("sends still running at the end of the grace period")
-        # Everything held and not written as a result is unsent: give it back.
-        written = {r.id for r in self.results}
-        self.parked = [h for h in self.held.values() if h.claimed.id not in written]
-        while not self.sendq.empty():
-            self.sendq.get_nowait()
-        await self.flush(deadline=time.monotonic() + self.settings.shutdown_grace_seconds)
+        await self.writer.flush(deadline=time.monotonic() + grace)
+        for task in writers:
+            task.cancel()
+        await asyncio.gather(*writers, return_exceptions=True)
+        with contextlib.suppress(*OUTAGE):
+            await self._ack_now()
+        # Everything still held and not written is unsent: give it back, and its SQS work with it.
+        pending = self.writer.pending_ids()
+        self.parked = [
+            h for i in self.leases.ids() if i not in pending and (h := self.leases.get(i)) is not None
+        ]
         await _retry_until(lambda: self.release_parked(drain=False), "release held messages", 10.0)
-        pending = [j for j in self.jobs if j.outstanding]
-        if pending:
-            with contextlib.suppress(*OUTAGE):
-                await self.queue.retry_later(self.plan_id, [j.job.receipt for j in pending], delay=0)
-        log.info("worker stopped", extra={"sent": self.sent, **self.tokens.stats})
+        await self.intake.give_back_all()
+        log.info("worker stopped", extra={"sent": self.sent, **self.pacer.stats})
 
 
 async def _retry_forever(fn: Callable[[], Awaitable[Any]], what: str, stop: asyncio.Event) -> None:

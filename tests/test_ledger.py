@@ -270,3 +270,95 @@ async def test_unprocessable_work_goes_to_the_dlq_with_its_reason(
             '"maxReceiveCount": "5"' in attrs["RedrivePolicy"]
             or '"maxReceiveCount": 5' in attrs["RedrivePolicy"]
         )
+
+
+# --------------------------------------------------------------------------- faults (issue 11)
+
+
+async def ready_plan(engine: AsyncEngine, n: int) -> tuple[uuid.UUID, list[int]]:
+    plan_id = await new_plan(engine)
+    await ledger.insert_recipients(
+        engine, plan_id, ((i, {"email": f"f{i}@example.com"}) for i in range(1, n + 1))
+    )
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE plans SET state = 'ready', recipients_complete = true WHERE id = :p"), {"p": plan_id}
+        )
+        ids = list(
+            (
+                await conn.execute(
+                    text("SELECT id FROM messages WHERE plan_id = :p ORDER BY id"), {"p": plan_id}
+                )
+            ).scalars()
+        )
+    return plan_id, ids
+
+
+def final_sum_holds(counts: dict[str, int]) -> bool:
+    return counts["total"] == counts["sent"] + counts["failed"] + counts["stopped"] + counts["suppressed"]
+
+
+async def test_stop_moves_every_unfinished_row_to_stopped_even_under_a_live_lease(
+    engine: AsyncEngine,
+) -> None:
+    plan_id, ids = await ready_plan(engine, 10)
+    # a pod holds 4 under a long lease (it may be dead: nobody can tell yet), one is sent
+    held = await ledger.claim(engine, plan_id, ids[:4], "dead-pod", lease_seconds=3600)
+    await ledger.record_results(engine, plan_id, [ledger.SendResult(held[0].id, "sent", ses_message_id="s0")])
+    view = await ledger.stop_plan(engine, plan_id, None)
+    counts = view.counts
+    assert (counts["processing"], counts["created"], counts["sent"], counts["stopped"]) == (0, 0, 1, 9)
+    assert final_sum_holds(counts)
+    # a result from the pod arrives late: SES accepted it, so the ledger says sent
+    late = [ledger.SendResult(held[1].id, "sent", ses_message_id="late-1")]
+    assert await ledger.record_results(engine, plan_id, late) == 1
+    counts = await ledger.get_counts(engine, plan_id) or {}
+    assert (counts["sent"], counts["stopped"]) == (2, 8) and final_sum_holds(counts)
+    # a late failure of a stopped message changes nothing (it did not leave either way)
+    await ledger.record_results(engine, plan_id, [ledger.SendResult(held[2].id, "failed", error="x")])
+    counts = await ledger.get_counts(engine, plan_id) or {}
+    assert (counts["failed"], counts["stopped"]) == (0, 8) and final_sum_holds(counts)
+
+
+async def test_late_result_for_a_row_released_by_its_lease_is_recorded_once(engine: AsyncEngine) -> None:
+    plan_id, ids = await ready_plan(engine, 2)
+    await ledger.claim(engine, plan_id, ids[:1], "w1", lease_seconds=0.01)
+    await asyncio.sleep(0.05)
+    again = await ledger.claim(engine, plan_id, ids[:1], "w2", lease_seconds=60)
+    assert len(again) == 1
+    # w1's send (made before its lease ran out) answers late; w2 then answers too
+    await ledger.record_results(engine, plan_id, [ledger.SendResult(ids[0], "sent", ses_message_id="a")])
+    await ledger.record_results(engine, plan_id, [ledger.SendResult(ids[0], "sent", ses_message_id="b")])
+    counts = await ledger.get_counts(engine, plan_id) or {}
+    assert (counts["sent"], counts["processing"], counts["created"]) == (1, 0, 1)
+
+
+async def test_extend_lease_says_which_messages_the_worker_still_holds(engine: AsyncEngine) -> None:
+    plan_id, ids = await ready_plan(engine, 3)
+    await ledger.claim(engine, plan_id, ids, "w1", lease_seconds=0.01)
+    await asyncio.sleep(0.05)
+    taken = await ledger.claim(engine, plan_id, ids[:1], "w2", lease_seconds=60)  # w1 looked dead
+    assert len(taken) == 1
+    still = await ledger.extend_lease(engine, ids, "w1", 60)
+    assert sorted(still) == ids[1:]
+
+
+async def test_expired_lease_with_an_ses_event_is_reconciled_as_sent_not_sent_again(
+    engine: AsyncEngine,
+) -> None:
+    plan_id, ids = await ready_plan(engine, 3)
+    await ledger.claim(engine, plan_id, ids, "dead-pod", lease_seconds=0.01)
+    await asyncio.sleep(0.05)
+    # SES reported a Send event (tagged with our message id) for the first message: it left
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO events (sns_message_id, plan_id, message_id, event_type) "
+                "VALUES ('sns-1', :p, :m, 'send')"
+            ),
+            {"p": plan_id, "m": ids[0]},
+        )
+    orphans = await ledger.claim_orphans(engine, plan_id, "w2", 60, limit=10, stale_seconds=60)
+    assert sorted(c.id for c in orphans) == ids[1:]
+    counts = await ledger.get_counts(engine, plan_id) or {}
+    assert (counts["sent"], counts["processing"]) == (1, 2)

@@ -9,7 +9,7 @@ import pytest
 from emailplan.sender.ratelimit import (
     Bucket,
     Meter,
-    Throttle,
+    SendLimit,
     backoff,
     grant_size,
     grant_want,
@@ -74,14 +74,61 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
     assert values[5] >= 4
 
 
-def test_throttle_halves_then_recovers() -> None:
-    t = Throttle()
-    for _ in range(10):
-        t = t.throttled()
-    assert t.factor == pytest.approx(0.05)
-    for _ in range(200):
-        t = t.succeeded()
-    assert t.factor == 1.0
+class SimulatedSes:
+    """SES answering a pod: throttles every ``every``-th call, and/or above ``cap`` calls a second."""
+
+    def __init__(self, every: int = 0, cap: float | None = None) -> None:
+        self.every, self.cap = every, cap
+        self.calls, self.tokens, self.last = 0, 0.0, 0.0
+
+    def throttles(self, now: float) -> bool:
+        self.calls += 1
+        if self.every and self.calls % self.every == 0:
+            return True
+        if self.cap is None:
+            return False
+        self.tokens = min(self.cap * 0.1, self.tokens + self.cap * (now - self.last))
+        self.last = now
+        if self.tokens < 1:
+            return True
+        self.tokens -= 1
+        return False
+
+
+def simulate(limit: SendLimit, ses: SimulatedSes, seconds: float, t0: float = 0.0) -> tuple[SendLimit, float]:
+    """A pod paced at ``limit.rate`` for ``seconds``: the limit after, the accepted rate in the 2nd half."""
+    dt, now, due, accepted_late = 0.01, t0, 0.0, 0
+    while now < t0 + seconds:
+        now += dt
+        due += limit.rate * dt
+        while due >= 1:
+            due -= 1
+            hit = ses.throttles(now)
+            limit = limit.observe(throttled=hit, now=now)
+            if not hit and now >= t0 + seconds / 2:
+                accepted_late += 1
+    return limit, accepted_late / (seconds / 2)
+
+
+def test_every_tenth_call_throttled_keeps_most_of_the_rate() -> None:
+    # the old rule (halve per throttle, +1 % per success) settled near a fifth of the rate
+    _, accepted = simulate(SendLimit(configured=200), SimulatedSes(every=10), 30)
+    assert accepted >= 0.85 * 200 * 0.9  # 90 % of calls accepted, paced at >= 85 % of the rate
+
+
+def test_a_real_cap_is_found_and_left_within_ten_seconds_after_it_lifts() -> None:
+    cap = 50.0
+    limit, accepted = simulate(SendLimit(configured=200), SimulatedSes(cap=cap), 30)
+    assert 0.8 * cap <= accepted <= cap * 1.05
+    assert limit.rate <= 2 * cap, "the pod keeps calling SES far above what it accepts"
+    # throttling stops: the configured rate is back within 10 s
+    limit, _ = simulate(limit, SimulatedSes(), 10, t0=30)
+    assert limit.rate == 200
+
+
+def test_a_rate_change_keeps_the_learned_limit_below_it() -> None:
+    limit = SendLimit(configured=100, limit=30)
+    assert limit.configure(20).rate == 20 and limit.configure(500).rate == 30
 
 
 @pytest.mark.parametrize(

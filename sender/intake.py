@@ -1,0 +1,191 @@
+"""Intake: SQS work in, ledger claims out, and the SQS side of every message's end.
+
+SQS only says which ids to look at; the ledger claim decides what this pod sends.
+Each received SQS message becomes a ``JobState`` that is deleted once every id it
+brought is written, and made visible again *at once* when its ids were given back
+(suspend, shutdown) or could not be claimed (database down, plan not claimable yet),
+so live pods never wait out a visibility timeout for work nobody holds. The orphan
+sweep reclaims, on its own short period, rows whose lease ran out (a pod died) and
+queued rows whose SQS work was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from emailplan.sender import ledger
+from emailplan.sender.outage import OUTAGE
+from emailplan.sender.workqueue import Job, WorkQueue
+
+log = logging.getLogger("emailplan.worker")
+
+# Work that could not be claimed because the plan is not claimable right now (suspended,
+# before startAt, rows locked by a concurrent claim) comes back after this many seconds.
+NOT_YET_DELAY = 1
+
+
+@dataclass
+class JobState:
+    """One SQS message: deleted once every id it brought is written, shown again if any was given back."""
+
+    job: Job
+    outstanding: set[int] = field(default_factory=set)
+    give_back: bool = False
+
+
+@dataclass(frozen=True)
+class Taken:
+    """Messages claimed by one intake step and when the claim was asked for (lease clock)."""
+
+    claimed: list[ledger.Claimed]
+    asked_at: float
+    outage: bool = False  # the database was away: back off before the next step
+
+
+class Intake:
+    """Receives and claims work for one plan; tracks which SQS message each held id came from."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        queue: WorkQueue,
+        plan_id: uuid.UUID,
+        owner: str,
+        *,
+        lease_seconds: float,
+        poll_wait_seconds: int,
+    ) -> None:
+        self._engine = engine
+        self._queue = queue
+        self._plan_id = plan_id
+        self._owner = owner
+        self._lease = float(lease_seconds)
+        self._poll_wait = poll_wait_seconds
+        self._jobs: list[JobState] = []
+        self._by_id: dict[int, JobState] = {}
+        self._unclaimed: list[Job] = []  # received, claim not finished: visible again if we stop now
+
+    @property
+    def jobs_held(self) -> int:
+        return len(self._jobs)
+
+    async def receive(self, room: int) -> Taken | None:
+        """Long-poll SQS and claim what arrives; None when the queue had nothing."""
+        jobs = await self._queue.receive(
+            self._plan_id,
+            wait_seconds=self._poll_wait,
+            visibility=int(max(1, self._lease)),
+            max_messages=max(1, min(10, -(-room // 100))),
+        )
+        if not jobs:
+            return None
+        self._unclaimed.extend(jobs)
+        asked_at = time.monotonic()
+        claimed: list[ledger.Claimed] = []
+        outage = False
+        for job in jobs:
+            if outage:  # the database is away: the rest goes straight back too
+                await self._visible([job.receipt], delay=0)
+                self._unclaimed.remove(job)
+                continue
+            got = await self._claim_job(job)
+            outage = got is None
+            claimed += got or []
+        return Taken(claimed, asked_at, outage)
+
+    async def _claim_job(self, job: Job) -> list[ledger.Claimed] | None:
+        """Claim one SQS message's ids; None when the database is away (the message is shown again)."""
+        try:
+            claimed = await ledger.claim(self._engine, self._plan_id, job.ids, self._owner, self._lease)
+            left = set(job.ids) - {c.id for c in claimed}
+            waiting = await ledger.still_created(self._engine, self._plan_id, sorted(left)) if left else []
+        except OUTAGE as exc:
+            # Not claimed (or not known to be): show the work again at once, for this pod or
+            # another, instead of leaving it invisible for a whole lease. Ids that were claimed
+            # after all come back through the orphan sweep when their lease runs out.
+            log.warning(
+                "cannot claim work, putting it back on the queue", extra={"error": type(exc).__name__}
+            )
+            self._unclaimed.remove(job)
+            await self._visible([job.receipt], delay=0)
+            return None
+        self._unclaimed.remove(job)
+        if not claimed:
+            if waiting:
+                await self._visible([job.receipt], delay=NOT_YET_DELAY)
+            else:
+                await self._delete([job.receipt])  # every id is final or held by a live lease elsewhere
+            return []
+        state = JobState(job, {c.id for c in claimed}, give_back=bool(waiting))
+        self._jobs.append(state)
+        for c in claimed:
+            self._by_id[c.id] = state
+        return claimed
+
+    async def sweep(self, limit: int, *, stale_seconds: float) -> Taken:
+        """Reclaim rows whose lease ran out, and queued rows untouched for ``stale_seconds``."""
+        asked_at = time.monotonic()
+        claimed = await ledger.claim_orphans(
+            self._engine, self._plan_id, self._owner, self._lease, limit=limit, stale_seconds=stale_seconds
+        )
+        if claimed:
+            log.info("reclaimed orphaned messages", extra={"count": len(claimed)})
+        return Taken(claimed, asked_at)
+
+    async def settle(self, written: Iterable[int] = (), released: Iterable[int] = ()) -> None:
+        """Ids written (or lost to another pod) and ids given back: finish SQS messages that are complete."""
+        for i in written:
+            state = self._by_id.pop(i, None)
+            if state is not None:
+                state.outstanding.discard(i)
+        for i in released:
+            state = self._by_id.pop(i, None)
+            if state is not None:
+                state.outstanding.discard(i)
+                state.give_back = True
+        finished = [j for j in self._jobs if not j.outstanding]
+        if not finished:
+            return
+        self._jobs = [j for j in self._jobs if j.outstanding]
+        await self._delete([j.job.receipt for j in finished if not j.give_back])
+        await self._visible([j.job.receipt for j in finished if j.give_back], delay=0)
+
+    async def extend_visibility(self) -> None:
+        """Heartbeat for the SQS side: keep held work invisible for another lease."""
+        receipts = [j.job.receipt for j in self._jobs if j.outstanding]
+        if receipts:
+            await self._queue.retry_later(self._plan_id, receipts, delay=int(max(1, self._lease)))
+
+    async def give_back_all(self) -> None:
+        """Shutdown: every SQS message not finished (or received and not claimed) visible again at once."""
+        receipts = [j.job.receipt for j in self._jobs] + [j.receipt for j in self._unclaimed]
+        self._jobs, self._unclaimed, self._by_id = [], [], {}
+        await self._visible(receipts, delay=0)
+
+    async def _visible(self, receipts: list[str], delay: int) -> None:
+        if receipts:
+            with contextlib.suppress(*OUTAGE):
+                await self._queue.retry_later(self._plan_id, receipts, delay=delay)
+
+    async def _delete(self, receipts: list[str]) -> None:
+        if not receipts:
+            return
+        try:
+            await self._queue.delete(self._plan_id, receipts)
+        except OUTAGE as exc:
+            # Redelivery is harmless: the ledger says these ids are finished.
+            log.warning("cannot delete finished work from SQS", extra={"error": type(exc).__name__})
+
+
+async def pause(stopping: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds`` or until ``stopping`` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)

@@ -1,0 +1,117 @@
+"""Messages this pod holds under a lease, and the heartbeat that keeps the leases short.
+
+A lease is short (``lease_seconds``, 10 s by default) and renewed every quarter of
+it, so a pod that dies gives its messages back to the others within about one lease
+(their orphan sweep reclaims them). The pod also keeps its own, conservative idea of
+how long each lease is certainly valid: the time it *asked* for the claim or the
+renewal plus the lease, minus a margin. A message whose lease may have run out (the
+database was away and renewals failed) is not sent until a renewal succeeds, and a
+renewal that no longer returns an id means another pod took it over: it is dropped
+unsent. Together with the ledger's claim that is what keeps two pods from sending the
+same message after an outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from emailplan.sender import ledger
+from emailplan.sender.workermetrics import LEASES_LOST
+
+log = logging.getLogger("emailplan.worker")
+
+
+class LeaseState(StrEnum):
+    VALID = "valid"  # send it
+    STALE = "stale"  # the lease may have run out: wait for the next renewal
+    LOST = "lost"  # not ours (any more): drop it unsent
+
+
+@dataclass
+class Held:
+    """A claimed message in this pod and until when (monotonic) its lease is surely ours."""
+
+    claimed: ledger.Claimed
+    valid_until: float
+
+
+class Leases:
+    """The held set of one worker: add on claim, renew by heartbeat, drop when written or released."""
+
+    def __init__(self, engine: AsyncEngine, plan_id: uuid.UUID, owner: str, lease_seconds: float) -> None:
+        self._engine = engine
+        self._plan_id = plan_id
+        self.owner = owner
+        self.lease_seconds = float(lease_seconds)
+        self.margin = self.lease_seconds / 3
+        self._held: dict[int, Held] = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def __contains__(self, message_id: object) -> bool:
+        return message_id in self._held
+
+    def ids(self) -> list[int]:
+        return list(self._held)
+
+    def get(self, message_id: int) -> Held | None:
+        return self._held.get(message_id)
+
+    def add(self, claimed: Iterable[ledger.Claimed], asked_at: float) -> list[Held]:
+        """Record messages claimed by a request sent at ``asked_at`` (monotonic)."""
+        until = asked_at + self.lease_seconds - self.margin
+        held = [Held(c, until) for c in claimed]
+        for h in held:
+            self._held[h.claimed.id] = h
+        return held
+
+    def state(self, message_id: int, now: float | None = None) -> LeaseState:
+        held = self._held.get(message_id)
+        if held is None:
+            return LeaseState.LOST
+        return LeaseState.VALID if (now or time.monotonic()) < held.valid_until else LeaseState.STALE
+
+    def drop(self, ids: Iterable[int]) -> None:
+        for i in ids:
+            self._held.pop(i, None)
+
+    async def renew(self) -> list[int]:
+        """One heartbeat: extend every lease; returns the ids lost to other pods (dropped here)."""
+        ids = self.ids()
+        if not ids:
+            return []
+        asked_at = time.monotonic()
+        kept = set(await ledger.extend_lease(self._engine, ids, self.owner, self.lease_seconds))
+        until = asked_at + self.lease_seconds - self.margin
+        lost = []
+        for i in ids:
+            held = self._held.get(i)
+            if held is None:
+                continue  # written or released during the renewal
+            if i in kept:
+                held.valid_until = until
+            else:
+                lost.append(i)
+        if lost:
+            LEASES_LOST.inc(len(lost))
+            log.warning(
+                "messages taken over by another pod; dropping them unsent", extra={"count": len(lost)}
+            )
+            self.drop(lost)
+        return lost
+
+    async def release(self, ids: Sequence[int]) -> int:
+        """Give messages back unsent (suspend, shutdown); they are dropped here once the ledger agrees."""
+        if not ids:
+            return 0
+        released = await ledger.release(self._engine, self._plan_id, ids, self.owner)
+        self.drop(ids)
+        return released

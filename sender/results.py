@@ -1,0 +1,95 @@
+"""The result writer: send outcomes made durable moments after SES answers.
+
+Group commit: a sender hands its result over and waits until it is in the ledger; the
+writer writes whatever is waiting in one transaction (at most ``max_rows``), and the
+next batch starts as soon as the previous one committed. Under load batches grow by
+themselves (everything that arrived during the last write); at low rates a result is
+written a few milliseconds after SES answered. So a SIGKILL loses only outcomes of
+requests in flight (each sender slot holds at most one unrecorded outcome), never a
+buffer of seconds of sends, and a database outage stops the senders instead of piling
+up sends that nobody can record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from emailplan.sender import ledger
+from emailplan.sender.outage import OUTAGE
+from emailplan.sender.workermetrics import WRITE_SECONDS
+
+log = logging.getLogger("emailplan.worker")
+
+Written = Callable[[Sequence[ledger.SendResult]], None]
+
+
+class ResultWriter:
+    """Writes ``SendResult`` batches for one plan; ``on_written`` hears about every committed batch."""
+
+    def __init__(
+        self, engine: AsyncEngine, plan_id: uuid.UUID, *, max_rows: int, on_written: Written
+    ) -> None:
+        self._engine = engine
+        self._plan_id = plan_id
+        self._max_rows = max(1, max_rows)
+        self._on_written = on_written
+        self._pending: list[tuple[ledger.SendResult, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def pending_ids(self) -> set[int]:
+        return {r.id for r, _ in self._pending}
+
+    async def write(self, result: ledger.SendResult) -> None:
+        """Hand over one result; returns once it is committed (a cancelled caller leaves it queued)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((result, done))
+        self._wake.set()
+        await asyncio.shield(done)
+
+    async def run(self) -> None:
+        """Write batches as results arrive, until cancelled; an outage is retried every second."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.flush(deadline=None)
+
+    async def flush(self, deadline: float | None) -> bool:
+        """Write everything waiting; False if the database stayed away past ``deadline``."""
+        async with self._lock:
+            while self._pending:
+                batch = self._pending[: self._max_rows]
+                started = time.monotonic()
+                try:
+                    await ledger.record_results(self._engine, self._plan_id, [r for r, _ in batch])
+                except OUTAGE as exc:
+                    log.warning(
+                        "cannot write results, keeping them and retrying",
+                        extra={"error": type(exc).__name__, "rows": len(self._pending)},
+                    )
+                    if deadline is not None and time.monotonic() > deadline:
+                        log.error(
+                            "results not written before the deadline; their leases will run out and "
+                            "those messages are reconciled or sent again",
+                            extra={"rows": len(self._pending)},
+                        )
+                        return False
+                    await asyncio.sleep(1.0)
+                    continue
+                WRITE_SECONDS.observe(time.monotonic() - started)
+                del self._pending[: len(batch)]
+                self._on_written([r for r, _ in batch])
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+        return True

@@ -1,0 +1,143 @@
+"""Faults at scale (CI-sized): real worker processes killed, plans deleted and paused mid-send.
+
+Real PostgreSQL, SQS and SES in moto; what counts is what SES received. Every test
+ends with the ledger's sum: total = sent + failed + stopped + suppressed, nothing
+left ``processing``. No timed assertions: the fault benchmark (bench/fault_bench.py)
+measures how fast each recovery is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from test_sender_worker import (
+    Workers,
+    addressee,
+    emails,
+    make_plan,
+    raw_sent,
+    received,
+    wait_counts,
+    wait_exit,
+    worker_env,
+)
+
+from devenv.moto import MotoServer
+from emailplan.sender import ledger
+
+CONCURRENCY = 8  # send slots per worker: the most sends one worker can have in flight
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    ws = Workers(tmp_path)
+    try:
+        yield ws
+    finally:
+        ws.stop_all()
+
+
+@pytest.fixture
+def ses_identity(aws: MotoServer) -> None:
+    boto3.client("ses", endpoint_url=aws.endpoint_url).verify_email_identity(EmailAddress="news@example.com")
+
+
+def assert_sums(counts: dict[str, int]) -> None:
+    assert counts["processing"] == 0 and counts["created"] == 0, counts
+    final = counts["sent"] + counts["failed"] + counts["stopped"] + counts["suppressed"]
+    assert counts["total"] == final, counts
+
+
+def fault_env(url: str, plan_id: uuid.UUID, **extra: str) -> dict[str, str]:
+    """Production defaults for leases and result writes (no test-only shortcuts), 8 send slots."""
+    env = worker_env(url, plan_id, EMAILPLAN_WORKER_CONCURRENCY=str(CONCURRENCY), **extra)
+    env.pop("EMAILPLAN_FLUSH_SECONDS", None)
+    return env
+
+
+async def kill(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(proc.wait, 10)
+
+
+async def test_sigkill_five_times_loses_nothing_and_repeats_only_what_was_in_flight(
+    engine: AsyncEngine, migrated: str, aws: MotoServer, ses_identity: None, workers: Workers
+) -> None:
+    n, kills = 2000, 5
+    plan_id = await make_plan(engine, emails(n), rate=200)
+    env = fault_env(migrated, plan_id)
+    pods = [workers.start(env), workers.start(env)]
+    for k in range(kills):
+        await wait_counts(
+            engine, plan_id, lambda c, k=k: c["sent"] >= (k + 1) * n // (kills + 2), 300, workers
+        )
+        victim = k % 2
+        await kill(pods[victim])
+        pods[victim] = workers.start(env)  # restartPolicy: Always
+    await wait_exit(pods, workers, 600)
+
+    to = collections.Counter(addressee(m) for m in received(aws))
+    assert set(to) == set(emails(n)), f"{len(set(emails(n)) - set(to))} recipients lost"
+    repeated = sum(v - 1 for v in to.values())
+    # each kill may repeat at most the sends in flight in the killed pod at that instant
+    assert repeated <= kills * CONCURRENCY, f"{repeated} repeats after {kills} kills"
+    counts = await ledger.get_counts(engine, plan_id) or {}
+    assert counts["sent"] == n
+    assert_sums(counts)
+
+
+async def test_sigkill_then_delete_leaves_no_row_processing_and_the_sums_hold(
+    engine: AsyncEngine, migrated: str, aws: MotoServer, ses_identity: None, workers: Workers
+) -> None:
+    n = 2000
+    plan_id = await make_plan(engine, emails(n), rate=200)
+    env = fault_env(migrated, plan_id)
+    pods = [workers.start(env), workers.start(env)]
+    await wait_counts(engine, plan_id, lambda c: c["sent"] >= n // 4, 300, workers)
+    await kill(pods[0])
+    await asyncio.sleep(0.5)
+    view = await ledger.stop_plan(engine, plan_id, None)  # what deleting the EmailPlan does
+    assert view.state == "stopped"
+    await wait_exit(pods[1:], workers, 120)  # the live pod finishes its sends in flight and exits
+
+    counts = await ledger.get_counts(engine, plan_id) or {}
+    assert_sums(counts)
+    assert 0 < counts["stopped"] < n, "the stop came too late (or too early) to prove anything"
+    accepted = collections.Counter(addressee(m) for m in received(aws))
+    assert max(accepted.values()) == 1
+    # SES accepted what the ledger counts, apart from the dead pod's sends in flight at the kill
+    assert counts["sent"] <= len(accepted) <= counts["sent"] + CONCURRENCY
+
+
+async def test_suspend_and_resume_three_times_sends_everyone_once(
+    engine: AsyncEngine, migrated: str, aws: MotoServer, ses_identity: None, workers: Workers
+) -> None:
+    n, cycles = 1000, 3
+    plan_id = await make_plan(engine, emails(n), rate=200)
+    env = fault_env(migrated, plan_id)
+    pods = [workers.start(env), workers.start(env)]
+    for k in range(cycles):
+        await wait_counts(
+            engine, plan_id, lambda c, k=k: c["sent"] >= (k + 1) * n // (cycles + 2), 300, workers
+        )
+        await ledger.suspend_plan(engine, plan_id)
+        paused = await wait_counts(engine, plan_id, lambda c: c["processing"] == 0, 60, workers)
+        await asyncio.sleep(1.0)
+        assert len(raw_sent(aws)) == paused["sent"], "sent while suspended"
+        await ledger.resume_plan(engine, plan_id)
+    await wait_exit(pods, workers, 600)
+
+    to = collections.Counter(addressee(m) for m in received(aws))
+    assert set(to) == set(emails(n)) and max(to.values()) == 1
+    counts = await ledger.get_counts(engine, plan_id) or {}
+    assert counts["sent"] == n
+    assert_sums(counts)
