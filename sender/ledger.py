@@ -754,10 +754,9 @@ async def record_results(engine: AsyncEngine, plan_id: uuid.UUID, results: Seque
         return 0
     async with engine.begin() as conn:
         rows = (
-            (
-                await conn.execute(
-                    text(
-                        """
+            await conn.execute(
+                text(
+                    """
                     WITH r AS (
                         SELECT DISTINCT ON (id) * FROM unnest(
                             CAST(:ids AS bigint[]), CAST(:st AS text[]), CAST(:sid AS text[]),
@@ -776,19 +775,17 @@ async def record_results(engine: AsyncEngine, plan_id: uuid.UUID, results: Seque
                     WHERE m.id = r.id
                     RETURNING old.status, r.status
                     """
-                    ),
-                    {
-                        "p": plan_id,
-                        "ids": [r.id for r in results],
-                        "st": [r.status for r in results],
-                        "sid": [r.ses_message_id for r in results],
-                        "err": [r.error for r in results],
-                        "at": [r.at for r in results],
-                    },
-                )
+                ),
+                {
+                    "p": plan_id,
+                    "ids": [r.id for r in results],
+                    "st": [r.status for r in results],
+                    "sid": [r.ses_message_id for r in results],
+                    "err": [r.error for r in results],
+                    "at": [r.at for r in results],
+                },
             )
-            .all()
-        )
+        ).all()
         before = Counter(old for old, _ in rows)
         after = Counter(new for _, new in rows)
         await _bump(

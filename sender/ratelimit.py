@@ -101,9 +101,10 @@ class SendLimit:
     step, instead of halving its rate on every throttle (which, with a steady share of calls
     throttled, settled near a fifth of the configured rate). Against a real cap this
     converges to a little above the cap (the refused part grows until it balances the
-    probe); against a steady share of refusals it stays near the configured rate. Windows without throttling raise the limit by the same step,
-    sized to the configured rate so that from anywhere the limit is back at the configured
-    rate within ``recovery_seconds`` once SES stops throttling. ``rate`` is what the pacer uses.
+    probe); against a steady share of refusals it stays near the configured rate.
+    Windows without throttling raise the limit by the same step, sized to the configured
+    rate so that from anywhere the limit is back at the configured rate within
+    ``recovery_seconds`` once SES stops throttling. ``rate`` is what the pacer uses.
     """
 
     configured: float
