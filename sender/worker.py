@@ -72,6 +72,8 @@ T = TypeVar("T")
 # Rows queued in the ledger whose SQS work went missing are swept only while the queue looks
 # empty; otherwise SQS brings them in order (this age means "not while SQS has work").
 NEVER_STALE = 10 * 365 * 86400.0
+# The plan loop reads the plan every second; no answer for this long means the database is away.
+DB_QUIET = 3.0
 
 
 class Worker:
@@ -104,6 +106,7 @@ class Worker:
         self.sent = 0
         self.queue_empty = False
         self.paused_until = 0.0  # monotonic; SES said the account cannot send
+        self.plan_read_at = 0.0  # monotonic; the last time the database answered the plan loop
         lease = float(settings.lease_seconds)
         self.leases = Leases(engine, plan_id, self.owner, lease)
         self.intake = Intake(
@@ -137,6 +140,7 @@ class Worker:
     async def refresh_plan(self) -> None:
         plan = await ledger.plan_for_worker(self.engine, self.plan_id)
         self.plan = plan
+        self.plan_read_at = time.monotonic()
         if plan is None:
             return
         self.pacer.set_plan_rate(plan.rate_per_second)
@@ -199,7 +203,9 @@ class Worker:
         return int(min(5000, max(100, self.pacer.plan_rate, self.settings.worker_concurrency * 2)))
 
     def _room(self) -> int:
-        if not self.sendable() or self.compiled is None:
+        """How many more messages to take now: none while the database does not answer, so SQS
+        work is not received (and its receive count raised towards the DLQ) only to be put back."""
+        if not self.sendable() or self.compiled is None or time.monotonic() - self.plan_read_at > DB_QUIET:
             return 0
         return max(0, self.backlog_limit() - len(self.leases))
 
@@ -239,13 +245,14 @@ class Worker:
         while not self.stopping.is_set():
             await pause(self.stopping, self.settings.sweep_seconds)
             room = self._room()
-            if not room:
-                continue
-            stale = max(5.0, self.settings.lease_seconds) if self.queue_empty else NEVER_STALE
             try:
-                taken = await self.intake.sweep(min(room, 1000), stale_seconds=stale)
-                self._hold(taken)
-                if not taken.claimed and self.queue_empty:
+                if room:
+                    stale = max(5.0, self.settings.lease_seconds) if self.queue_empty else NEVER_STALE
+                    taken = await self.intake.sweep(min(room, 1000), stale_seconds=stale)
+                    self._hold(taken)
+                    if taken.claimed:
+                        continue
+                if self.queue_empty or not self.sendable():
                     await self.exit_if_finished()
             except OUTAGE as exc:
                 log.warning("orphan sweep failed, retrying", extra={"error": type(exc).__name__})
