@@ -671,17 +671,21 @@ async def claim_orphans(
 async def still_created(engine: AsyncEngine, plan_id: uuid.UUID, ids: Sequence[int]) -> list[int]:
     """Which of ``ids`` are still waiting to be claimed (a claim skipped them: plan not
     claimable yet, or rows locked by a concurrent claim); their queue work must stay."""
-    if not ids:
+    return await _ids(
+        engine,
+        "SELECT id FROM messages WHERE plan_id = :p AND id = ANY(CAST(:ids AS bigint[])) "
+        "AND status = 'created'",
+        {"p": plan_id, "ids": list(ids)},
+        write=False,
+    )
+
+
+async def _ids(engine: AsyncEngine, sql: str, params: dict[str, Any], *, write: bool) -> list[int]:
+    """Run one statement over ``params["ids"]`` that answers message ids (no ids: no round trip)."""
+    if not params["ids"]:
         return []
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            text(
-                "SELECT id FROM messages WHERE plan_id = :p AND id = ANY(CAST(:ids AS bigint[])) "
-                "AND status = 'created'"
-            ),
-            {"p": plan_id, "ids": list(ids)},
-        )
-        return list(rows.scalars())
+    async with engine.begin() if write else engine.connect() as conn:
+        return list((await conn.execute(text(sql), params)).scalars())
 
 
 async def release(engine: AsyncEngine, plan_id: uuid.UUID, ids: Sequence[int], owner: str) -> int:
@@ -728,18 +732,13 @@ async def extend_lease(
     An id missing from the answer was taken over (its lease ran out during an outage and
     another pod reclaimed it) or finished elsewhere: the worker must drop it unsent.
     """
-    if not ids:
-        return []
-    async with engine.begin() as conn:
-        rows = await conn.execute(
-            text(
-                "UPDATE messages SET lease_until = now() + make_interval(secs => :l) "
-                "WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'processing' AND lease_owner = :o "
-                "RETURNING id"
-            ),
-            {"ids": list(ids), "o": owner, "l": lease_seconds},
-        )
-        return list(rows.scalars())
+    return await _ids(
+        engine,
+        "UPDATE messages SET lease_until = now() + make_interval(secs => :l) "
+        "WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'processing' AND lease_owner = :o RETURNING id",
+        {"ids": list(ids), "o": owner, "l": lease_seconds},
+        write=True,
+    )
 
 
 async def record_results(engine: AsyncEngine, plan_id: uuid.UUID, results: Sequence[SendResult]) -> int:
