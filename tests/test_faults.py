@@ -141,3 +141,30 @@ async def test_suspend_and_resume_three_times_sends_everyone_once(
     counts = await ledger.get_counts(engine, plan_id) or {}
     assert counts["sent"] == n
     assert_sums(counts)
+
+
+async def test_work_that_cannot_be_claimed_is_visible_again_at_once(
+    engine: AsyncEngine, aws: MotoServer
+) -> None:
+    from devenv.ports import free_port
+    from emailplan.sender.db import make_engine
+    from emailplan.sender.intake import Intake
+    from emailplan.sender.settings import SenderSettings
+    from emailplan.sender.workqueue import WorkQueue
+
+    plan_id = await make_plan(engine, emails(5), rate=10)
+    # the database is away for this pod (nothing listens there)
+    away = make_engine(url=f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/gone", pool_size=1)
+    try:
+        async with WorkQueue.open(SenderSettings()) as queue:
+            intake = Intake(away, queue, plan_id, "pod-a", lease_seconds=300, poll_wait_seconds=1)
+            taken = await intake.receive(room=100)
+            assert taken is not None and taken.outage and taken.claimed == []
+            # another pod gets the work now, not after the 300 s the receive made it invisible for
+            again = await queue.receive(plan_id, wait_seconds=1)
+            assert (
+                sorted(i for job in again for i in job.ids) == sorted(i for job in [*again] for i in job.ids)
+                and sum(len(j.ids) for j in again) == 5
+            )
+    finally:
+        await away.dispose()
