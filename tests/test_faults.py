@@ -162,9 +162,6 @@ async def test_work_that_cannot_be_claimed_is_visible_again_at_once(
             assert taken is not None and taken.outage and taken.claimed == []
             # another pod gets the work now, not after the 300 s the receive made it invisible for
             again = await queue.receive(plan_id, wait_seconds=1)
-            assert (
-                sorted(i for job in again for i in job.ids) == sorted(i for job in [*again] for i in job.ids)
-                and sum(len(j.ids) for j in again) == 5
-            )
+            assert sum(len(job.ids) for job in again) == 5
     finally:
         await away.dispose()
