@@ -30,15 +30,23 @@ Written = Callable[[Sequence[ledger.SendResult]], None]
 
 
 class ResultWriter:
-    """Writes ``SendResult`` batches for one plan; ``on_written`` hears about every committed batch."""
+    """Writes ``SendResult`` batches for one plan; ``on_written`` hears of every committed batch,
+    ``on_outage`` of every failed write."""
 
     def __init__(
-        self, engine: AsyncEngine, plan_id: uuid.UUID, *, max_rows: int, on_written: Written
+        self,
+        engine: AsyncEngine,
+        plan_id: uuid.UUID,
+        *,
+        max_rows: int,
+        on_written: Written,
+        on_outage: Callable[[], None] = lambda: None,
     ) -> None:
         self._engine = engine
         self._plan_id = plan_id
         self._max_rows = max(1, max_rows)
         self._on_written = on_written
+        self._on_outage = on_outage
         self._pending: list[tuple[ledger.SendResult, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -73,6 +81,7 @@ class ResultWriter:
                 try:
                     await ledger.record_results(self._engine, self._plan_id, [r for r, _ in batch])
                 except OUTAGE as exc:
+                    self._on_outage()
                     log.warning(
                         "cannot write results, keeping them and retrying",
                         extra={"error": type(exc).__name__, "rows": len(self._pending)},

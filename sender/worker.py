@@ -107,6 +107,7 @@ class Worker:
         self.queue_empty = False
         self.paused_until = 0.0  # monotonic; SES said the account cannot send
         self.plan_read_at = 0.0  # monotonic; the last time the database answered the plan loop
+        self.db_ok_since: float | None = None  # monotonic; the database has answered every call since
         lease = float(settings.lease_seconds)
         self.leases = Leases(engine, plan_id, self.owner, lease)
         self.intake = Intake(
@@ -124,7 +125,9 @@ class Worker:
             demand=lambda: len(self.leases),
             stopping=self.stopping,
         )
-        self.writer = ResultWriter(engine, plan_id, max_rows=settings.flush_rows, on_written=self._written)
+        self.writer = ResultWriter(
+            engine, plan_id, max_rows=settings.flush_rows, on_written=self._written, on_outage=self.db_away
+        )
         self._queue = queue
         self._to_ack: list[int] = []
         self._ack_wake = asyncio.Event()
@@ -141,6 +144,8 @@ class Worker:
         plan = await ledger.plan_for_worker(self.engine, self.plan_id)
         self.plan = plan
         self.plan_read_at = time.monotonic()
+        if self.db_ok_since is None:
+            self.db_ok_since = self.plan_read_at
         if plan is None:
             return
         self.pacer.set_plan_rate(plan.rate_per_second)
@@ -161,8 +166,20 @@ class Worker:
                 if not self.sendable():
                     await self.release_parked(drain=True)
             except OUTAGE as exc:
+                self.db_away()
                 log.warning("cannot read plan, retrying", extra={"error": type(exc).__name__})
             await pause(self.stopping, 1.0)
+
+    def db_away(self) -> None:
+        self.db_ok_since = None
+
+    def db_settled(self) -> bool:
+        """The database has answered for half a lease: long enough for every live pod to renew
+        its leases and write its waiting results after an outage. Only then are expired leases
+        someone else's orphans; sweeping earlier would send again what a live pod sent during
+        the outage and could not record yet."""
+        since = self.db_ok_since
+        return since is not None and time.monotonic() - since >= self.settings.lease_seconds / 2
 
     async def release_parked(self, drain: bool) -> int:
         """Give back held messages that will not be sent now (plan suspended/stopped, or shutdown).
@@ -246,7 +263,7 @@ class Worker:
             await pause(self.stopping, self.settings.sweep_seconds)
             room = self._room()
             try:
-                if room:
+                if room and self.db_settled():
                     stale = max(5.0, self.settings.lease_seconds) if self.queue_empty else NEVER_STALE
                     taken = await self.intake.sweep(min(room, 1000), stale_seconds=stale)
                     self._hold(taken)
