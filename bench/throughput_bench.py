@@ -184,7 +184,11 @@ def run_pod(args: argparse.Namespace, rnd: int, stub: Stub, pg: Any, moto: Any) 
         "EMAILPLAN_PUBLIC_URL": "https://mail.example.org",
         "EMAILPLAN_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
     }
-    proc = subprocess.Popen([EXE, "worker", "--processes", str(args.processes)], env=env)
+    cmd = [EXE, "worker", "--processes", str(args.processes)]
+    if os.environ.get("BENCH_PROFILE"):  # one process under cProfile, stats written to that file
+        cmd = [sys.executable, "-m", "cProfile", "-o", os.environ["BENCH_PROFILE"], "-m", "emailplan.cli"]
+        cmd += ["worker", "--processes", "1"]
+    proc = subprocess.Popen(cmd, env=env)
     others = [pg.proc.pid, moto.proc.pid, stub.proc.pid]
     wait_count(stub, 1, proc, 300)
     sender0 = tree_cpu(proc.pid)

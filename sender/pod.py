@@ -133,6 +133,7 @@ class Child:
     index: int
     proc: asyncio.subprocess.Process | None = None
     done: bool = False  # exited 0: the plan has nothing left for it (or it was told to stop)
+    code: int | None = None  # exit code of its last process
     crashes: list[float] = field(default_factory=list)
 
     def recent_crashes(self, now: float) -> int:
@@ -193,20 +194,30 @@ class Pod:
         return all(c.recent_crashes(now) < CRASH_LIMIT for c in self.children)
 
     async def watch(self, child: Child) -> None:
-        """Run one slot until its worker exits 0 or the pod stops; restart it when it dies."""
+        """Run one slot until the pod stops; restart its worker when it dies.
+
+        A worker exits 0 only when told to stop or, with ``--exit-when-idle``, when the whole
+        plan is finished (nothing created, nothing held by anyone): either way the pod's work is
+        over, so the first clean exit stops the siblings too (a sibling restarted after a crash
+        must not wait forever on a finished plan).
+        """
         while True:
             await self.start(child)
             assert child.proc is not None
             code = await child.proc.wait()
+            child.code = code
             self._forget_metrics(child.proc.pid)
             if code == 0:
                 child.done = True
-                log.info("worker process finished", extra={"child": child.index})
+                log.info("worker process finished; the pod's work is over", extra={"child": child.index})
+                self.terminate()
                 return
             if self.stopping.is_set():
-                log.warning(
-                    "worker process ended badly while stopping", extra={"child": child.index, "code": code}
-                )
+                if code != -signal.SIGTERM:
+                    log.warning(
+                        "worker process ended badly while stopping",
+                        extra={"child": child.index, "code": code},
+                    )
                 return
             child.crashes.append(time.monotonic())
             delay = restart_delay(child.recent_crashes(time.monotonic()))
@@ -230,7 +241,7 @@ class Pod:
         if self.stopping.is_set():
             return
         self.stopping.set()
-        log.info("stopping: passing SIGTERM to every worker process")
+        log.info("pod stopping: passing SIGTERM to every worker process still running")
         for child in self.children:
             if child.proc is not None and child.proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -255,9 +266,10 @@ class Pod:
                             child.proc.kill()
                 await asyncio.gather(*watchers, return_exceptions=True)
         stopped.cancel()
-        codes = [c.proc.returncode if c.proc else None for c in self.children]
+        codes = [c.code for c in self.children]
         log.info("pod stopped", extra={"exit_codes": codes})
-        return 0 if all(code == 0 for code in codes) else 1
+        # Stopped by the pod's own SIGTERM (e.g. still starting when the plan finished) is clean.
+        return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
 
 
 async def serve_health(pod: Pod, port: int) -> object:

@@ -30,6 +30,7 @@ from test_sender_worker import (
     wait_counts,
     wait_exit,
     worker_env,
+    workers,  # noqa: F401 - fixture
 )
 
 from devenv.moto import MotoServer
@@ -129,11 +130,11 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
-async def wait_children(pid: int, n: int, workers: Workers, timeout: float = 60) -> list[int]:
+async def wait_children(pid: int, n: int, ws: Workers, timeout: float = 60) -> list[int]:
     deadline = time.monotonic() + timeout
     while len(kids := children_of(pid)) < n:
         if time.monotonic() > deadline:
-            raise AssertionError(f"pod {pid} has children {kids}, expected {n}:\n{workers.logs()}")
+            raise AssertionError(f"pod {pid} has children {kids}, expected {n}:\n{ws.logs()}")
         await asyncio.sleep(0.1)
     return kids
 
@@ -143,12 +144,12 @@ async def health(port: int) -> tuple[int, dict[str, object]]:
         return response.status, await response.json()
 
 
-def start_pod(workers: Workers, env: dict[str, str], processes: int) -> subprocess.Popen[bytes]:
-    log = open(workers.tmp / f"worker-{len(workers.procs)}.log", "wb")  # noqa: SIM115
+def start_pod(ws: Workers, env: dict[str, str], processes: int) -> subprocess.Popen[bytes]:
+    log = open(ws.tmp / f"worker-{len(ws.procs)}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [EXE, "worker", "--processes", str(processes)], env=env, stdout=log, stderr=subprocess.STDOUT
     )
-    workers.procs.append(proc)
+    ws.procs.append(proc)
     return proc
 
 
@@ -157,7 +158,7 @@ async def test_pod_child_killed_mid_plan_every_recipient_still_gets_one_email(
     migrated: str,
     aws: MotoServer,
     ses_identity: None,  # noqa: F811 - the fixture imported above
-    workers: Workers,
+    workers: Workers,  # noqa: F811 - the fixture imported above
 ) -> None:
     n = 200
     plan_id = await make_plan(engine, emails(n), rate=60)
@@ -202,7 +203,7 @@ async def test_pod_sigterm_stops_every_process_and_releases_what_they_held(
     migrated: str,
     aws: MotoServer,
     ses_identity: None,  # noqa: F811 - the fixture imported above
-    workers: Workers,
+    workers: Workers,  # noqa: F811 - the fixture imported above
 ) -> None:
     plan_id: uuid.UUID = await make_plan(engine, emails(80), rate=10)
     env = worker_env(migrated, plan_id, EMAILPLAN_EXIT_WHEN_IDLE="false")
