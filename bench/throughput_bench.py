@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT / "hack"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from procstat import machine_busy_seconds, tree_cpu  # noqa: E402
+from sender_bench import make_plan  # noqa: E402
 
 EXE = str(Path(sys.executable).with_name("emailplan"))
 GO = os.environ.get("GO", "/usr/local/go/bin/go")
@@ -126,6 +127,23 @@ def rate_of(stats: dict[str, int]) -> float:
     return (stats["count"] - 1) / span if span > 0 else 0.0
 
 
+def measured(
+    side: str, rnd: int, stats: dict[str, int], sender_s: float, others_s: float, busy_s: float, code: int
+) -> Round:
+    """One round's figures per email from CPU seconds over the window and the stub's counters."""
+    n = max(1, stats["count"])
+    return Round(
+        side=side,
+        round=rnd,
+        emails=stats["count"],
+        rate=rate_of(stats),
+        sender_cpu_ms=sender_s / n * 1000,
+        pipeline_cpu_ms=(sender_s + others_s) / n * 1000,
+        machine_busy_ms=busy_s / n * 1000,
+        exit=code,
+    )
+
+
 def waited_cpu(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
     """Wait for ``proc``: (exit code, CPU seconds of it and every descendant it reaped)."""
     _, status, usage = os.wait4(proc.pid, 0)
@@ -134,26 +152,6 @@ def waited_cpu(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
 
 
 # ----------------------------------------------------------------------------- the pod
-
-
-async def make_plan(url: str, n: int) -> uuid.UUID:
-    from emailplan.sender import ledger
-    from emailplan.sender.db import make_engine
-    from emailplan.sender.settings import SenderSettings
-    from emailplan.sender.workqueue import WorkQueue
-
-    engine = make_engine(url=url, pool_size=2)
-    plan_id = uuid.uuid4()
-    await ledger.upsert_plan(engine, plan_id, name="bench", namespace="b", spec=SPEC, rate_per_second=1e6)
-    rows = (
-        (i, {"email": f"u{i}@example.com", "name": f"N{i}", "vars": {"code": str(i)}})
-        for i in range(1, n + 1)
-    )
-    await ledger.insert_recipients(engine, plan_id, rows)
-    async with WorkQueue.open(SenderSettings()) as queue:
-        await ledger.complete_recipients(engine, plan_id, queue)
-    await engine.dispose()
-    return plan_id
 
 
 async def ledger_sent(url: str, plan_id: uuid.UUID) -> int:
@@ -168,7 +166,7 @@ async def ledger_sent(url: str, plan_id: uuid.UUID) -> int:
 
 def run_pod(args: argparse.Namespace, rnd: int, stub: Stub, pg: Any, moto: Any) -> Round:
     n = args.emails
-    plan_id = asyncio.run(make_plan(pg.url, n))
+    plan_id = asyncio.run(make_plan(pg.url, n, rate=1e6, spec=SPEC))
     stub.reset()
     env = {
         **os.environ,
@@ -202,17 +200,7 @@ def run_pod(args: argparse.Namespace, rnd: int, stub: Stub, pg: Any, moto: Any) 
     sent = asyncio.run(ledger_sent(pg.url, plan_id))
     if sent != n or stats["count"] != n:
         print(f"pod round {rnd}: ledger sent {sent}, stub {stats['count']}, of {n}", file=sys.stderr)
-    sender = sender_total - sender0
-    return Round(
-        side="pod",
-        round=rnd,
-        emails=stats["count"],
-        rate=rate_of(stats),
-        sender_cpu_ms=sender / n * 1000,
-        pipeline_cpu_ms=(sender + others1 - others0) / n * 1000,
-        machine_busy_ms=(busy1 - busy0) / n * 1000,
-        exit=code,
-    )
+    return measured("pod", rnd, stats, sender_total - sender0, others1 - others0, busy1 - busy0, code)
 
 
 # ----------------------------------------------------------------------------- the Go service
@@ -301,17 +289,7 @@ def run_seed(args: argparse.Namespace, rnd: int, stub: Stub, binary: Path) -> Ro
     stats = stub.stats()
     if sent != n or stats["count"] != n:
         print(f"seed round {rnd}: sqlite sent {sent}, stub {stats['count']}, of {n}", file=sys.stderr)
-    sender = sender_total - sender0
-    return Round(
-        side="go",
-        round=rnd,
-        emails=stats["count"],
-        rate=rate_of(stats),
-        sender_cpu_ms=sender / n * 1000,
-        pipeline_cpu_ms=(sender + stub1 - stub0) / n * 1000,
-        machine_busy_ms=(busy1 - busy0) / n * 1000,
-        exit=code,
-    )
+    return measured("go", rnd, stats, sender_total - sender0, stub1 - stub0, busy1 - busy0, code)
 
 
 # ----------------------------------------------------------------------------- report
