@@ -63,6 +63,8 @@ SPEC = {
     "unsubscribe": {"enabled": True},
 }
 POLL = 0.02
+SECTION = "## Side by side with aws-ses-sender-go (sender throughput)"
+NOTES = "<!-- notes below this line are kept when the benchmark rewrites the section -->"
 
 
 @dataclass
@@ -164,7 +166,7 @@ async def ledger_sent(url: str, plan_id: uuid.UUID) -> int:
     return int(counts.get("sent", 0))
 
 
-def run_pod(args: argparse.Namespace, rnd: int, stub: Stub, pg: Any, moto: Any) -> Round:
+def run_pod(args: argparse.Namespace, rnd: int, stub: Stub, pg: Any, moto: Any, processes: int) -> Round:
     n = args.emails
     plan_id = asyncio.run(make_plan(pg.url, n, rate=1e6, spec=SPEC))
     stub.reset()
@@ -178,11 +180,11 @@ def run_pod(args: argparse.Namespace, rnd: int, stub: Stub, pg: Any, moto: Any) 
         "EMAILPLAN_EXIT_WHEN_IDLE": "true",
         "EMAILPLAN_POLL_WAIT_SECONDS": "1",
         "EMAILPLAN_FLUSH_SECONDS": "1",
-        "EMAILPLAN_WORKER_CONCURRENCY": str(max(1, args.in_flight // args.processes)),
+        "EMAILPLAN_WORKER_CONCURRENCY": str(max(1, args.in_flight // processes)),
         "EMAILPLAN_PUBLIC_URL": "https://mail.example.org",
         "EMAILPLAN_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
     }
-    cmd = [EXE, "worker", "--processes", str(args.processes)]
+    cmd = [EXE, "worker", "--processes", str(processes)]
     if os.environ.get("BENCH_PROFILE"):  # one process under cProfile, stats written to that file
         cmd = [sys.executable, "-m", "cProfile", "-o", os.environ["BENCH_PROFILE"], "-m", "emailplan.cli"]
         cmd += ["worker", "--processes", "1"]
@@ -200,7 +202,8 @@ def run_pod(args: argparse.Namespace, rnd: int, stub: Stub, pg: Any, moto: Any) 
     sent = asyncio.run(ledger_sent(pg.url, plan_id))
     if sent != n or stats["count"] != n:
         print(f"pod round {rnd}: ledger sent {sent}, stub {stats['count']}, of {n}", file=sys.stderr)
-    return measured("pod", rnd, stats, sender_total - sender0, others1 - others0, busy1 - busy0, code)
+    side = "pod" if processes == args.processes else f"pod-{processes}"
+    return measured(side, rnd, stats, sender_total - sender0, others1 - others0, busy1 - busy0, code)
 
 
 # ----------------------------------------------------------------------------- the Go service
@@ -303,7 +306,7 @@ def report(rounds: list[Round], args: argparse.Namespace, started: str, command:
     pod = [r for r in rounds if r.side == "pod"]
     go = [r for r in rounds if r.side == "go"]
     lines = [
-        "### Side by side with the Go service (aws-ses-sender-go)",
+        SECTION,
         "",
         f"Run {started}, {len(pod)} interleaved rounds of {args.emails:,} emails per side, "
         f"{os.cpu_count()} cores shared with everything else on the machine. Command:",
@@ -339,6 +342,16 @@ def report(rounds: list[Round], args: argparse.Namespace, started: str, command:
         mine_s = spread(mine, fmt) if mine else "-"
         theirs_s = spread(theirs, fmt) if theirs else "-"
         lines.append(f"| {title} | {mine_s} | {theirs_s} | {ratio} |")
+    extra = [r for r in rounds if r.side.startswith("pod-")]
+    if extra and pod:
+        ratios = [a.rate / b.rate for a, b in zip(pod, extra, strict=False) if b.rate]
+        lines += [
+            "",
+            f"Same pod with {extra[0].side[4:]} process(es), interleaved with the rounds above: "
+            f"{spread([r.rate for r in extra], '.0f')} emails/s, sender "
+            f"{spread([r.sender_cpu_ms for r in extra], '.3f')} CPU-ms per email; "
+            f"{args.processes} processes / {extra[0].side[4:]}: {spread(ratios, '.2f')} times the emails/s.",
+        ]
     lines += [
         "",
         "Rounds in the order they ran:",
@@ -365,9 +378,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--emails", type=int, default=20000)
     parser.add_argument("--processes", type=int, default=2, help="worker processes in the pod")
+    parser.add_argument(
+        "--also-processes", type=int, default=None, help="also run the pod with this many processes"
+    )
     parser.add_argument("--in-flight", type=int, default=64, help="sends in flight, each side")
     parser.add_argument("--only", choices=["pod", "go"], default=None, help="run one side only")
     parser.add_argument("--json", type=Path, default=None, help="also write the rounds as JSON here")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="markdown file whose side-by-side section to replace"
+    )
     args = parser.parse_args()
 
     from devenv.moto import MotoServer
@@ -384,6 +403,8 @@ def main() -> None:
     sides = ["pod", "go"] if seed_bin is not None else ["pod"]
     if args.only:
         sides = [args.only]
+    if args.also_processes:
+        sides.append(f"pod-{args.also_processes}")
     pg = PostgresServer().start()
     moto = MotoServer().start()
     os.environ.update(moto.env())
@@ -394,11 +415,11 @@ def main() -> None:
         for rnd in range(1, args.rounds + 1):
             order = sides if rnd % 2 else list(reversed(sides))
             for side in order:
-                r = (
-                    run_pod(args, rnd, stub, pg, moto)
-                    if side == "pod"
-                    else run_seed(args, rnd, stub, seed_bin)
-                )  # type: ignore[arg-type]
+                if side == "go":
+                    r = run_seed(args, rnd, stub, seed_bin)  # type: ignore[arg-type]
+                else:
+                    processes = args.processes if side == "pod" else int(side[4:])
+                    r = run_pod(args, rnd, stub, pg, moto, processes)
                 print(json.dumps(asdict(r)), flush=True)
                 rounds.append(r)
     finally:
@@ -407,7 +428,24 @@ def main() -> None:
         pg.cleanup()
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rounds], indent=1))
-    print(report(rounds, args, started, command))
+    section = report(rounds, args, started, command)
+    print(section)
+    if args.out:
+        write_section(args.out, section)
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace this benchmark's section of ``path`` (measured part only; notes after NOTES stay)."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = text.find(SECTION)
+    if start < 0:
+        path.write_text(text.rstrip() + "\n\n" + section + "\n" + NOTES + "\n")
+        return
+    end = text.find("\n## ", start + 1)
+    end = len(text) if end < 0 else end + 1
+    old = text[start:end]
+    notes = old[old.find(NOTES) :] if NOTES in old else NOTES + "\n"
+    path.write_text(text[:start] + section + "\n" + notes.rstrip() + "\n\n" + text[end:].lstrip("\n"))
 
 
 if __name__ == "__main__":

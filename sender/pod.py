@@ -39,6 +39,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -234,7 +235,7 @@ class Pod:
         with contextlib.suppress(Exception):
             from prometheus_client import multiprocess
 
-            multiprocess.mark_process_dead(pid, str(self.metrics_dir))
+            multiprocess.mark_process_dead(pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
 
     def terminate(self) -> None:
         """SIGTERM to every running child (idempotent): each runs its own graceful shutdown."""
@@ -249,8 +250,9 @@ class Pod:
 
     async def run(self) -> int:
         watchers = [asyncio.create_task(self.watch(c), name=f"child-{c.index}") for c in self.children]
-        stopped = asyncio.create_task(self.stopping.wait())
-        await asyncio.wait([stopped, asyncio.gather(*watchers)], return_when=asyncio.FIRST_COMPLETED)
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(self.stopping.wait())
+        all_done: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*watchers))
+        await asyncio.wait([stopped, all_done], return_when=asyncio.FIRST_COMPLETED)
         if self.stopping.is_set():
             try:
                 await asyncio.wait_for(
@@ -278,7 +280,7 @@ async def serve_health(pod: Pod, port: int) -> object:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(pod.metrics_dir))
+    multiprocess.MultiProcessCollector(registry, path=str(pod.metrics_dir))  # type: ignore[no-untyped-call]
 
     async def healthz(_: web.Request) -> web.Response:
         now = time.monotonic()
