@@ -106,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_processes,
         default=None,
         metavar="N",
-        help="sender processes in this pod (default: $EMAILPLAN_WORKER_PROCESSES, else the pod's CPU "
-        "limit, else the usable cores; 0 means that default)",
+        help="sender processes in this pod, sharing the plan through the ledger (default: "
+        "$EMAILPLAN_WORKER_PROCESSES, else the pod's CPU limit, else the usable cores, at most 8 "
+        "automatically; 0 means that default)",
     )
     wk.set_defaults(func=_run("emailplan.sender.pod:main"))
 

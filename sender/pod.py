@@ -51,6 +51,9 @@ CGROUP = Path("/sys/fs/cgroup")
 # Kubernetes restarts the whole pod (and shows the crash loop) instead of the pod hiding it.
 CRASH_LIMIT = 5
 CRASH_WINDOW = 60.0
+# The automatic default never exceeds this: a pod without a CPU limit on a 64-core node must not
+# open 64 processes' worth of database connections. An explicit count may go higher.
+AUTO_MAX_PROCESSES = 8
 # After SIGTERM, children get their own shutdown grace plus this margin before SIGKILL.
 KILL_MARGIN = 5.0
 
@@ -105,11 +108,11 @@ def process_count(requested: int, cpu_limit: float | None, usable_cores: int) ->
 
     An explicit request wins. Otherwise one per CPU of the limit, rounded up (a
     1.5-CPU limit is better used by two processes than one), never more than the
-    cores the process can run on, at least one.
+    cores the process can run on nor ``AUTO_MAX_PROCESSES``, at least one.
     """
     if requested > 0:
         return requested
-    cores = max(1, usable_cores)
+    cores = max(1, min(usable_cores, AUTO_MAX_PROCESSES))
     if cpu_limit is None:
         return cores
     return max(1, min(cores, math.ceil(cpu_limit - 1e-9)))

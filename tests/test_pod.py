@@ -91,6 +91,8 @@ def test_cgroup_files_are_found_for_v2_and_v1(tmp_path: Path) -> None:
         (0, 1.5, 8, 2),  # a fraction rounds up: two processes use 1.5 CPUs better than one
         (0, 0.5, 8, 1),
         (0, 8.0, 2, 2),  # never more than the cores this process may run on
+        (0, None, 64, 8),  # nor more than 8 by default (each process has its own connections)
+        (0, 32.0, 64, 8),
         (0, None, 0, 1),
     ],
 )
