@@ -128,6 +128,15 @@ def classify(status: int, code: str, message: str) -> SesError:
     return SesTransientError(code or f"HTTP{status}", message, status)
 
 
+_SIGNED = "content-type;host;x-amz-date"
+_SIGNED_WITH_TOKEN = _SIGNED + ";x-amz-security-token"
+
+
+def _trim(value: str) -> str:
+    """A header value as SigV4 canonicalizes it (runs of whitespace become one space)."""
+    return " ".join(value.split())
+
+
 class SigV4:
     """AWS SigV4 for JSON/form POSTs to one service and region, with the day's key cached."""
 
@@ -159,26 +168,17 @@ class SigV4:
         """Headers (Authorization, X-Amz-Date, token) for ``POST https://host/path`` with ``body``."""
         amz_date = now.strftime("%Y%m%dT%H%M%SZ") if now is not None else _amz_now()
         date = amz_date[:8]
-        headers = {"content-type": content_type, "host": host, "x-amz-date": amz_date}
-        if token:
-            headers["x-amz-security-token"] = token
-        names = sorted(headers)
-        signed = ";".join(names)
-        canonical = "\n".join(
-            [
-                "POST",
-                path,
-                "",
-                "".join(f"{n}:{' '.join(headers[n].split())}\n" for n in names),
-                signed,
-                hashlib.sha256(body).hexdigest(),
-            ]
+        # The signed headers are always these, in this (sorted) order: the canonical request is
+        # one string, not a sorted dict joined per call.
+        signed = _SIGNED_WITH_TOKEN if token else _SIGNED
+        token_line = f"x-amz-security-token:{_trim(token)}\n" if token else ""
+        canonical = (
+            f"POST\n{path}\n\ncontent-type:{_trim(content_type)}\nhost:{_trim(host)}\n"
+            f"x-amz-date:{amz_date}\n{token_line}\n{signed}\n{hashlib.sha256(body).hexdigest()}"
         )
         scope = f"{date}/{self.region}/{self.service}/aws4_request"
         to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        signature = hmac.new(
-            self._signing_key(secret_key, date), to_sign.encode(), hashlib.sha256
-        ).hexdigest()
+        signature = hmac.digest(self._signing_key(secret_key, date), to_sign.encode(), "sha256").hex()
         out = {
             "Content-Type": content_type,
             "X-Amz-Date": amz_date,
