@@ -208,6 +208,9 @@ class Pod:
         while True:
             await self.start(child)
             assert child.proc is not None
+            if self.stopping.is_set():  # the pod began stopping while this one was being started
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.send_signal(signal.SIGTERM)
             code = await child.proc.wait()
             child.code = code
             self._forget_metrics(child.proc.pid)
