@@ -81,7 +81,7 @@ def child_cpu(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
     return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
-async def make_plan(url: str, n: int, rate: float) -> uuid.UUID:
+async def make_plan(url: str, n: int, rate: float, spec: dict[str, Any] | None = None) -> uuid.UUID:
     from emailplan.sender import ledger
     from emailplan.sender.db import make_engine
     from emailplan.sender.settings import SenderSettings
@@ -89,7 +89,9 @@ async def make_plan(url: str, n: int, rate: float) -> uuid.UUID:
 
     engine = make_engine(url=url, pool_size=2)
     plan_id = uuid.uuid4()
-    await ledger.upsert_plan(engine, plan_id, name="bench", namespace="b", spec=SPEC, rate_per_second=rate)
+    await ledger.upsert_plan(
+        engine, plan_id, name="bench", namespace="b", spec=spec or SPEC, rate_per_second=rate
+    )
     rows = (
         (i, {"email": f"u{i}@example.com", "name": f"N{i}", "vars": {"code": str(i)}})
         for i in range(1, n + 1)

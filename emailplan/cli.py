@@ -45,6 +45,16 @@ def _run(target: str) -> Callable[[argparse.Namespace], int]:
     return runner
 
 
+def _processes(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--processes: {value!r} is not a whole number") from None
+    if not 0 <= n <= 256:
+        raise argparse.ArgumentTypeError(f"--processes: {n} is outside 0..256")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emailplan",
@@ -91,7 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
         "The plan comes from EMAILPLAN_PLAN_ID.",
     )
     wk.add_argument("--plan-id", default=None, help="plan id (overrides EMAILPLAN_PLAN_ID)")
-    wk.set_defaults(func=_run("emailplan.sender.worker:main"))
+    wk.add_argument(
+        "--processes",
+        type=_processes,
+        default=None,
+        metavar="N",
+        help="sender processes in this pod, sharing the plan through the ledger (default: "
+        "$EMAILPLAN_WORKER_PROCESSES, else the pod's CPU limit, else the usable cores, at most 8 "
+        "automatically; 0 means that default)",
+    )
+    wk.set_defaults(func=_run("emailplan.sender.pod:main"))
 
     api = sub.add_parser(
         "api",

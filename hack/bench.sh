@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # The benchmark command: set up (idempotent), then run every benchmark under bench/.
 # Each writes its section of docs/benchmarks.md with ratios against a baseline measured in
-# the same run. Pass names to run a subset: ./hack/bench.sh sender api
+# the same run. Pass names to run a subset: ./hack/bench.sh sender api; options after `--` go to
+# each script run: ./hack/bench.sh throughput -- --seed-src /path/to/aws-ses-sender-go
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash hack/setup.sh
 export EMAILPLAN_CONTROLPLANE_BIN="$(cat .venv/controlplane-bin)"
 export PYTHONPATH="$ROOT/hack${PYTHONPATH:+:$PYTHONPATH}"
-want=("$@")
+want=()
+while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do want+=("$1"); shift; done
+[ "${1:-}" = "--" ] && shift
+opts=("$@")
 for script in bench/*_bench.py; do
   name="$(basename "$script" _bench.py)"
   if [ "${#want[@]}" -gt 0 ] && [[ ! " ${want[*]} " =~ " $name " ]]; then continue; fi
   printf '\n==> bench: %s\n' "$name" >&2
-  .venv/bin/python "$script"
+  .venv/bin/python "$script" "${opts[@]}"
 done

@@ -16,6 +16,7 @@ import base64
 import html
 import re
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.header import Header
@@ -63,6 +64,11 @@ class CompiledPlan:
     configuration_set: str | None
     tags: dict[str, str] = field(default_factory=dict)
     plan_id: str = ""
+    # Compiled once per plan so a message renders only what is its own: the headers every
+    # message of the plan shares (CRLF-terminated) and the template globals (range, dict, …)
+    # merged under each recipient's variables.
+    shared_headers: str = ""
+    template_globals: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,14 @@ def compile_plan(spec: Mapping[str, Any], plan_id: str = "") -> CompiledPlan:
     reply_to = spec.get("replyTo") or []
     if isinstance(reply_to, str):
         reply_to = [reply_to]
+    unsubscribe = bool(unsub.get("enabled", True))
+    shared = ["MIME-Version: 1.0"]
+    if plan_id:
+        shared.append(f"X-EmailPlan-Plan-Id: {_clean_tag(plan_id)}")
+    if reply_to:
+        shared.append(f"Reply-To: {', '.join(_one_line(str(r)) for r in reply_to)}")
+    if unsubscribe:
+        shared.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
     return CompiledPlan(
         from_header=_address_header(name, address),
         from_address=address,
@@ -119,10 +133,12 @@ def compile_plan(spec: Mapping[str, Any], plan_id: str = "") -> CompiledPlan:
         text=text_t,
         track_opens=bool(tracking.get("opens", True)),
         track_clicks=bool(tracking.get("clicks", False)),
-        unsubscribe=bool(unsub.get("enabled", True)),
+        unsubscribe=unsubscribe,
         configuration_set=ses.get("configurationSet") or None,
         tags=tags,
         plan_id=_clean_tag(plan_id),
+        shared_headers="".join(f"{h}\r\n" for h in shared),
+        template_globals=dict(subject.globals),
     )
 
 
@@ -143,6 +159,30 @@ def _address_header(name: str | None, address: str) -> str:
     if not name:
         return address
     return formataddr((name, address), charset="utf-8")
+
+
+def _run(template: Template, context: dict[str, Any]) -> str:
+    """``template.render(context)`` without Jinja2 merging its globals into a fresh dict per call.
+
+    The caller's ``context`` already holds the plan's globals under the recipient's variables
+    (``shared=True`` makes Jinja2 use it as is); the sandbox is in the compiled template, so it
+    holds the same.
+    """
+    return template.environment.concat(  # type: ignore[attr-defined,no-any-return]
+        template.root_render_func(template.new_context(context, shared=True))
+    )
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _date_header() -> str:
+    """RFC 5322 date of now; formatted once a second (every message of that second shares it)."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True))
+    return _date_cache[1]
 
 
 def _b64_lines(data: str) -> str:
@@ -189,11 +229,17 @@ def render(
     """Render the MIME message for one recipient; ``RenderError`` if a template fails at runtime."""
     public_url = public_url.rstrip("/")
     unsub = unsubscribe_url(public_url, sign, message_id) if plan.unsubscribe else ""
-    context = {**variables, "name": name or "", "email": email, "unsubscribe_url": unsub}
+    context = {
+        **plan.template_globals,
+        **variables,
+        "name": name or "",
+        "email": email,
+        "unsubscribe_url": unsub,
+    }
     try:
-        subject = plan.subject.render(context)
-        html_body = plan.html.render(context) if plan.html is not None else None
-        text_body = plan.text.render(context) if plan.text is not None else None
+        subject = _run(plan.subject, context)
+        html_body = _run(plan.html, context) if plan.html is not None else None
+        text_body = _run(plan.text, context) if plan.text is not None else None
     except TemplateError as exc:
         raise RenderError(f"template: {exc}") from exc
     except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
@@ -220,17 +266,12 @@ def render(
         f"From: {plan.from_header}",
         f"To: {_address_header(name, email)}",
         f"Subject: {_header(subject)}",
-        f"Date: {formatdate(usegmt=True)}",
-        "MIME-Version: 1.0",
+        f"Date: {_date_header()}",
         f"X-EmailPlan-Message-Id: {message_id}",
     ]
-    if plan.plan_id:
-        headers.append(f"X-EmailPlan-Plan-Id: {plan.plan_id}")
-    if plan.reply_to:
-        headers.append(f"Reply-To: {', '.join(_one_line(r) for r in plan.reply_to)}")
     if unsub:
         headers.append(f"List-Unsubscribe: <{unsub}>")
-        headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+    headers.append(plan.shared_headers[:-2])  # the plan's own headers, compiled once
     parts = []
     if text_body is not None:
         parts.append(("text/plain", text_body))

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import re
+import time
 import xml.etree.ElementTree as ET
 from base64 import b64encode
 from types import TracebackType
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import botocore.session
+import orjson
 
 from emailplan.sender.rendering import RenderedEmail
 from emailplan.sender.settings import SenderSettings
@@ -126,6 +128,15 @@ def classify(status: int, code: str, message: str) -> SesError:
     return SesTransientError(code or f"HTTP{status}", message, status)
 
 
+_SIGNED = "content-type;host;x-amz-date"
+_SIGNED_WITH_TOKEN = _SIGNED + ";x-amz-security-token"
+
+
+def _trim(value: str) -> str:
+    """A header value as SigV4 canonicalizes it (runs of whitespace become one space)."""
+    return " ".join(value.split())
+
+
 class SigV4:
     """AWS SigV4 for JSON/form POSTs to one service and region, with the day's key cached."""
 
@@ -155,28 +166,19 @@ class SigV4:
         now: datetime.datetime | None = None,
     ) -> dict[str, str]:
         """Headers (Authorization, X-Amz-Date, token) for ``POST https://host/path`` with ``body``."""
-        amz_date = (now or datetime.datetime.now(datetime.UTC)).strftime("%Y%m%dT%H%M%SZ")
+        amz_date = now.strftime("%Y%m%dT%H%M%SZ") if now is not None else _amz_now()
         date = amz_date[:8]
-        headers = {"content-type": content_type, "host": host, "x-amz-date": amz_date}
-        if token:
-            headers["x-amz-security-token"] = token
-        names = sorted(headers)
-        signed = ";".join(names)
-        canonical = "\n".join(
-            [
-                "POST",
-                path,
-                "",
-                "".join(f"{n}:{' '.join(headers[n].split())}\n" for n in names),
-                signed,
-                hashlib.sha256(body).hexdigest(),
-            ]
+        # The signed headers are always these, in this (sorted) order: the canonical request is
+        # one string, not a sorted dict joined per call.
+        signed = _SIGNED_WITH_TOKEN if token else _SIGNED
+        token_line = f"x-amz-security-token:{_trim(token)}\n" if token else ""
+        canonical = (
+            f"POST\n{path}\n\ncontent-type:{_trim(content_type)}\nhost:{_trim(host)}\n"
+            f"x-amz-date:{amz_date}\n{token_line}\n{signed}\n{hashlib.sha256(body).hexdigest()}"
         )
         scope = f"{date}/{self.region}/{self.service}/aws4_request"
         to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        signature = hmac.new(
-            self._signing_key(secret_key, date), to_sign.encode(), hashlib.sha256
-        ).hexdigest()
+        signature = hmac.digest(self._signing_key(secret_key, date), to_sign.encode(), "sha256").hex()
         out = {
             "Content-Type": content_type,
             "X-Amz-Date": amz_date,
@@ -186,6 +188,18 @@ class SigV4:
         if token:
             out["X-Amz-Security-Token"] = token
         return out
+
+
+_amz_cache: tuple[int, str] = (0, "")
+
+
+def _amz_now() -> str:
+    """``X-Amz-Date`` of now, formatted once a second (every request of that second shares it)."""
+    global _amz_cache
+    now = int(time.time())
+    if _amz_cache[0] != now:
+        _amz_cache = (now, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)))
+    return _amz_cache[1]
 
 
 def host_of(url: str) -> tuple[str, str]:
@@ -218,11 +232,20 @@ class SesClient:
             raise RuntimeError("no AWS credentials found (environment, profile or web identity)")
         self._http: aiohttp.ClientSession | None = None
         self._signer = SigV4("ses", self._region)
+        self._send_host, self._send_path = host_of(self._url)
 
     async def __aenter__(self) -> SesClient:
+        # Keep-alive connections are reused (the connector keeps up to ``limit`` open, so no TCP
+        # or TLS handshake per send); no cookie jar, no automatic decompression and no default
+        # headers: SES sets no cookies and answers small uncompressed JSON.
         self._http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300),
+            connector=aiohttp.TCPConnector(
+                limit=self._max_connections, ttl_dns_cache=300, keepalive_timeout=60
+            ),
             timeout=aiohttp.ClientTimeout(total=30, connect=5),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding",),
         )
         return self
 
@@ -232,9 +255,11 @@ class SesClient:
         if self._http is not None:
             await self._http.close()
 
-    def _signed_headers(self, url: str, body: bytes, content_type: str) -> dict[str, str]:
+    def _signed_headers(
+        self, url: str, body: bytes, content_type: str, host_path: tuple[str, str] | None = None
+    ) -> dict[str, str]:
         creds = self._credentials.get_frozen_credentials()
-        host, path = host_of(url)
+        host, path = host_path or host_of(url)
         return self._signer.headers(
             access_key=creds.access_key,
             secret_key=creds.secret_key,
@@ -255,8 +280,10 @@ class SesClient:
             payload["EmailTags"] = [{"Name": k, "Value": v} for k, v in email.tags.items()]
         if email.configuration_set:
             payload["ConfigurationSetName"] = email.configuration_set
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        headers = self._signed_headers(self._url, body, "application/json")
+        body = orjson.dumps(payload)
+        headers = self._signed_headers(
+            self._url, body, "application/json", (self._send_host, self._send_path)
+        )
         assert self._http is not None, "use SesClient as an async context manager"
         try:
             async with self._http.post(self._url, data=body, headers=headers) as response:
@@ -267,8 +294,8 @@ class SesClient:
             raise SesTransientError(type(exc).__name__, str(exc)[:200]) from exc
         if status == 200:
             try:
-                return str(json.loads(answer)["MessageId"])
-            except (ValueError, KeyError, TypeError) as exc:
+                return str(orjson.loads(answer)["MessageId"])
+            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
                 raise SesTransientError("BadResponse", "SES answered 200 without a MessageId") from exc
         code, message = _error_code(response_headers, answer)
         raise classify(status, code, message)

@@ -66,6 +66,33 @@ def test_headers_subject_and_both_bodies() -> None:
     assert "Hi Ann, code C7" in body(msg, "text/html")
 
 
+def test_plan_wide_headers_and_template_globals_hold_for_every_recipient() -> None:
+    # Parts shared by a plan are compiled once; each recipient still gets its own values.
+    spec = {
+        **BASE,
+        "subject": "{% for i in range(3) %}{{ i }}{% endfor %} {{ cycler }} {{ name }}",
+        "replyTo": ["a@example.com", "b@example.com"],
+    }
+    plan = compile_plan(spec, plan_id="3f1c1b9e-0000-4000-8000-000000000001")
+    first, second = (
+        parse(render(plan, message_id=mid, email=to, name=who, variables=v, public_url=PUBLIC, sign=SIGN).raw)
+        for mid, to, who, v in (
+            (1, "ann@example.com", "Ann", {"cycler": "x"}),
+            (2, "bo@example.com", "Bo", {}),
+        )
+    )
+    assert first["Subject"] == "012 x Ann"  # a recipient's variable wins over a template global
+    assert second["Subject"].startswith("012 <") and second["Subject"].endswith(" Bo")
+    for msg, mid in ((first, "1"), (second, "2")):
+        assert msg["X-EmailPlan-Message-Id"] == mid
+        assert msg["X-EmailPlan-Plan-Id"] == "3f1c1b9e-0000-4000-8000-000000000001"
+        assert msg["Reply-To"] == "a@example.com, b@example.com"
+        assert msg["MIME-Version"] == "1.0"
+        assert msg["Date"].datetime is not None  # RFC 5322 date, parsed back
+    assert read_token(KEY, "unsub", first["List-Unsubscribe"][1:-1].split("t=")[1]) == 1
+    assert read_token(KEY, "unsub", second["List-Unsubscribe"][1:-1].split("t=")[1]) == 2
+
+
 def test_html_is_autoescaped_and_sandboxed() -> None:
     msg = build(BASE, name="<script>alert(1)</script>", variables={"code": "&"})
     html = body(msg, "text/html")

@@ -1,0 +1,3 @@
+module emailplan.local/sesstub
+
+go 1.22
