@@ -12,6 +12,9 @@ the API is refused exactly like one applied with kubectl.
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 # JSON-schema/RE2 pattern for the CRD: no C0 control characters and no DEL.
 HEADER_VALUE_PATTERN = r"^[^\x00-\x1F\x7F]*$"
@@ -39,3 +42,23 @@ def check_header(value: str, field: str) -> list[str]:
     """``[]`` when ``value`` is a safe header value, else one problem naming ``field``."""
     problem = header_problem(value)
     return [f"{field}: {problem}"] if problem else []
+
+
+def one_line(value: str) -> str:
+    """``value`` with every control character and line break turned into single spaces.
+
+    For text that reaches a header after rendering (a subject template's output,
+    a recipient's name): it cannot be refused at intake, so it is flattened.
+    """
+    return " ".join(_CONTROL.sub(" ", value).split())
+
+
+def _safe_header(value: str) -> str:
+    problem = header_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+HeaderValue = Annotated[str, AfterValidator(_safe_header)]
+"""A string field that ends up in a mail header: refused by pydantic like :func:`check_header`."""

@@ -24,7 +24,8 @@ async def readyz(request: web.Request) -> web.Response:
         await asyncio.wait_for(eventstore.ping(state_of(request).engine), timeout=5)
     except Exception as exc:
         log.warning("not ready: database unreachable", extra={"error": type(exc).__name__})
-        raise ApiError(503, "database unreachable") from exc
+        target = state_of(request).settings.database_target()
+        raise ApiError(503, f"database unreachable: {target} ({type(exc).__name__})") from exc
     return web.json_response({"status": "ready"})
 
 
