@@ -86,8 +86,8 @@ def parse_message(body: bytes) -> SnsMessage:
         raise SnsError("too_large", "message larger than 256 KiB")
     try:
         doc = jsonbounds.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SnsError("malformed", "body is not JSON") from exc
+    except jsonbounds.JsonBoundsError as exc:
+        raise SnsError("malformed", f"body is not acceptable JSON: {exc.msg}") from exc
     if not isinstance(doc, dict):
         raise SnsError("malformed", "body is not a JSON object")
     kind = doc.get("Type")

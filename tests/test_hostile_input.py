@@ -29,7 +29,7 @@ from typing import Any
 import boto3
 import pytest
 import yaml
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from test_api_support import HEADERS, LiveApi, make_plan, notification, ses_event, start_api, stop_api
 from test_e2e_operator import Stack, plan_yaml, stack  # noqa: F401 - the e2e stack fixture
@@ -153,7 +153,7 @@ async def test_case1_plan_api_refuses_header_injection_naming_the_field(
     )
     assert resp.status == 400, await resp.text()
     error = await error_of(resp)
-    assert str(error.get("field", "")).startswith(field.replace("replyTo", "replyTo")), error
+    assert str(error.get("field", "")).startswith(field), error
 
 
 async def test_case1_plan_api_refuses_header_injection_in_ses_tags(api: LiveApi) -> None:
@@ -553,6 +553,9 @@ def _assert_only_intended_headers(msg: EmailMessage, reply_to: bool) -> None:
 @settings(
     max_examples=int(os.environ.get("EMAILPLAN_HYPOTHESIS_SEND_EXAMPLES", "12")),
     deadline=None,
+    # Every example runs a worker process: shrinking a failure would take many minutes, and
+    # the failing values are printed as they are.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
@@ -584,7 +587,7 @@ async def test_hostile_header_values_never_add_a_header_to_what_ses_receives(
     resp = await live.client.put(f"/v1/plans/{plan_id}", json=body, headers=HEADERS)
     if resp.status == 400:
         error = await error_of(resp)
-        assert error.get("field") in ("from", "replyTo.0", "subject"), error
+        assert str(error.get("field")).startswith(("from", "replyTo[0]", "subject")), error
         body = plan_body(subject="Hello {{ code }}")  # the recipient side must still be tried
         resp = await live.client.put(f"/v1/plans/{plan_id}", json=body, headers=HEADERS)
     assert resp.status == 201, await resp.text()

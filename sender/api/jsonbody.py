@@ -54,7 +54,7 @@ async def read_object(request: web.Request, limit: int, example: str = "{...}") 
 def validation_error(exc: ValidationError) -> ApiError:
     """The first problem pydantic found, as a 400 naming the field."""
     first = exc.errors()[0]
-    field = ".".join(str(p) for p in first.get("loc", ())) or None
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first.get("loc", ())).lstrip(".")
     message = str(first.get("msg", "invalid value"))
     return ApiError(400, message, safe_field(field) if field else None)
 
