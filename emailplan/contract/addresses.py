@@ -14,9 +14,8 @@ import email.utils
 from typing import Annotated
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator
 
-from emailplan.contract.headers import header_problem
+from emailplan.contract.headers import checked_by, header_problem
 
 MAX_LOCAL_PART = 64
 MAX_ADDRESS = 254
@@ -84,12 +83,5 @@ def check_mailbox(value: str, field: str) -> list[str]:
     return [f"{field}: {problem}"] if problem else []
 
 
-def _mailbox(value: str) -> str:
-    problem = mailbox_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-Mailbox = Annotated[str, AfterValidator(_mailbox)]
+Mailbox = Annotated[str, checked_by(mailbox_problem)]
 """A from/replyTo field of a pydantic model, checked by :func:`mailbox_problem`."""

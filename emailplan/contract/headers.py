@@ -12,6 +12,7 @@ the API is refused exactly like one applied with kubectl.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated
 
 from pydantic import AfterValidator
@@ -53,12 +54,17 @@ def one_line(value: str) -> str:
     return " ".join(_CONTROL.sub(" ", value).split())
 
 
-def _safe_header(value: str) -> str:
-    problem = header_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
+def checked_by(problem_of: Callable[[str], str | None]) -> AfterValidator:
+    """A pydantic validator that refuses a string for which ``problem_of`` names a problem."""
+
+    def check(value: str) -> str:
+        problem = problem_of(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(check)
 
 
-HeaderValue = Annotated[str, AfterValidator(_safe_header)]
+HeaderValue = Annotated[str, checked_by(header_problem)]
 """A string field that ends up in a mail header: refused by pydantic like :func:`check_header`."""
