@@ -528,7 +528,7 @@ async def _send_with_worker(live: LiveApi, plan_id: uuid.UUID, tmp: Path) -> Non
     log = tmp / f"worker-{plan_id}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([EXE, "worker"], env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 240
     while proc.poll() is None:
         if time.monotonic() > deadline:
             proc.kill()
@@ -607,6 +607,8 @@ async def test_hostile_header_values_never_add_a_header_to_what_ses_receives(
         assert (error["field"], error["row"]) in {("name", 1), ("vars", 1), ("vars", 2)}, result
     resp = await live.client.post(f"/v1/plans/{plan_id}/recipients/complete", headers=HEADERS)
     assert resp.status == 200, await resp.text()
+    if not result["accepted"]:
+        return  # every row refused: nothing to send
     await _send_with_worker(live, plan_id, tmp_path)
     got = _received(aws, marker)
     assert len(got) == result["accepted"], (len(got), result)
