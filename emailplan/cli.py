@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from emailplan import __version__
+from emailplan.runtime.startup import StartupError
 
 EPILOG = """\
 processes (each reads its settings from EMAILPLAN_* environment variables):
@@ -188,6 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except StartupError as exc:
+        print(f"emailplan: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,8 +11,17 @@ from typing import Any
 
 import yaml
 
-EMAIL_PATTERN = r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$"
-FROM_PATTERN = r"^([^<>]*<[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+>|[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+)$"
+from emailplan.contract.addresses import ADDRESS_RULES
+from emailplan.contract.headers import HEADER_VALUE_PATTERN
+
+# Admission refuses what can never be sent: control characters (CR/LF would start
+# a new header), a local part over 64 characters (RFC 5321). The operator and the
+# data plane run the full check (emailplan.contract) on everything, also on plans
+# that reach the API without kubectl.
+_NO_CTL = r"\x00-\x1F\x7F"
+_ADDR = rf"[^@\s<>{_NO_CTL}]{{1,64}}@[^@\s<>{_NO_CTL}]+\.[^@\s<>{_NO_CTL}]+"
+EMAIL_PATTERN = rf"^{_ADDR}$"
+FROM_PATTERN = rf"^([^<>{_NO_CTL}]*<{_ADDR}>|{_ADDR})$"
 ONE_SOURCE_RULE = "[has(self.inline), has(self.configMapRef), has(self.s3)].filter(x, x).size() == 1"
 ONE_SOURCE_MESSAGE = "set exactly one of recipients.inline, recipients.configMapRef or recipients.s3"
 DESCRIPTION = "An email campaign: recipients, templates, schedule and rate; status shows live progress."
@@ -26,7 +35,8 @@ COUNTS = {
     "stopped": "messages that will not be sent because the plan was stopped or deleted",
     "suppressed": "recipients skipped because the address is on the suppression list",
     "delivered": "SES delivery events",
-    "bounced": "SES bounce events (hard and soft)",
+    "bounced": "hard bounces (SES bounce type Permanent); they suppress the address and feed the breaker",
+    "softBounced": "soft bounces (SES bounce type Transient or Undetermined); the address is not suppressed",
     "complained": "SES complaint events",
     "opened": "unique opens by people (machine opens are counted apart)",
     "clicked": "unique clicks",
@@ -54,7 +64,9 @@ recipient = obj(
     "one recipient",
     {
         "email": s("recipient address", format="email", maxLength=254, pattern=EMAIL_PATTERN),
-        "name": s("display name, available to templates as {{ name }}", maxLength=256),
+        "name": s(
+            "display name, available to templates as {{ name }}", maxLength=256, pattern=HEADER_VALUE_PATTERN
+        ),
         "vars": {
             "type": "object",
             "description": "template variables for this recipient",
@@ -80,7 +92,12 @@ spec = obj(
             "maxItems": 10,
             "items": s("address", format="email", maxLength=254, pattern=EMAIL_PATTERN),
         },
-        "subject": s("subject template (Jinja2, per-recipient variables)", minLength=1, maxLength=998),
+        "subject": s(
+            "subject template (Jinja2, per-recipient variables); no line breaks or control characters",
+            minLength=1,
+            maxLength=998,
+            pattern=HEADER_VALUE_PATTERN,
+        ),
         "html": s("HTML body template (Jinja2, autoescaped)", minLength=1, maxLength=512 * 1024),
         "text": s("plain-text body template (Jinja2)", minLength=1, maxLength=512 * 1024),
         "templateRef": obj(
@@ -101,7 +118,7 @@ spec = obj(
             },
         ),
         "recipients": obj(
-            "exactly one source of recipients",
+            f"exactly one source of recipients. {ADDRESS_RULES}",
             {
                 "inline": {
                     "type": "array",
@@ -340,6 +357,7 @@ columns = [
     col("Age", ".metadata.creationTimestamp", "date"),
     col("Delivered", ".status.delivered", priority=1),
     col("Bounced", ".status.bounced", priority=1),
+    col("SoftBounced", ".status.softBounced", priority=1),
     col("Complained", ".status.complained", priority=1),
     col("Clicked", ".status.clicked", priority=1),
     col("Unsubscribed", ".status.unsubscribed", priority=1),

@@ -5,10 +5,17 @@ come from the data plane, so the operator changes a running plan by changing
 ``spec.replicas`` alone and never forces a rolling restart. Secrets reach the
 pod by reference (``envFrom``), never by value, so the Deployment can be read by
 anyone who may read Deployments without leaking credentials.
+
+Every name and label value built from the plan's name goes through
+:func:`capped`: an EmailPlan name may be 253 characters, a Deployment whose
+pods get sensible hostnames and a label value may not, so a long name is cut
+and given a short hash of the whole name (two long names that share a prefix
+still get different objects).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from emailplan.operator.settings import OperatorSettings
@@ -18,15 +25,34 @@ MANAGED_BY = "emailplan-operator"
 PLAN_UID_LABEL = "emailplan.io/plan-uid"
 
 
+NAME_LIMIT = 63  # DNS label: pod hostnames and label values
+HASH_CHARS = 8
+
+
+def capped(text: str, limit: int = NAME_LIMIT, *, prefix: str = "", suffix: str = "") -> str:
+    """``prefix + text + suffix`` if it fits in ``limit``, else with ``text`` cut and a hash of it appended.
+
+    Deterministic, so every pass (and every operator replica) finds the same
+    object; the cut never leaves a trailing ``-`` or ``.``, which names may not end in.
+    """
+    whole = f"{prefix}{text}{suffix}"
+    if len(whole) <= limit:
+        return whole
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:HASH_CHARS]
+    room = limit - len(prefix) - len(suffix) - HASH_CHARS - 1
+    return f"{prefix}{text[: max(0, room)].rstrip('-_.')}-{digest}{suffix}"
+
+
 def deployment_name(plan_name: str) -> str:
-    return f"emailplan-{plan_name}-sender"
+    """The sender Deployment of a plan (at most 63 characters, however long the plan's name)."""
+    return capped(plan_name, prefix="emailplan-", suffix="-sender")
 
 
 def labels(plan_name: str, plan_uid: str) -> dict[str, str]:
     """Recommended ``app.kubernetes.io`` labels plus the plan uid for exact selection."""
     return {
         "app.kubernetes.io/name": "emailplan",
-        "app.kubernetes.io/instance": plan_name[:63].rstrip("-_."),
+        "app.kubernetes.io/instance": capped(plan_name),
         "app.kubernetes.io/component": COMPONENT,
         "app.kubernetes.io/part-of": "emailplan",
         "app.kubernetes.io/managed-by": MANAGED_BY,

@@ -157,6 +157,8 @@ async def plan_daemon(
                 "kubernetes API error",
                 extra={"plan": body.meta.get("name"), "status": exc.status, "reason": exc.reason},
             )
+            if exc.status == 422 and failures == 1:  # refused as invalid: retrying alone will not help
+                kopf.event(body, type="Warning", reason="KubernetesRefused", message=str(exc.body)[:1000])
         except Exception:
             failures += 1
             metrics.RECONCILE_ERRORS.labels(kind="unexpected").inc()

@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from emailplan.runtime.startup import missing_secret
+
+DEV_API_KEY = "dev-api-key-change-me"  # with dev_mode only; the data plane's development key
 
 
 class OperatorSettings(BaseSettings):
@@ -20,7 +24,9 @@ class OperatorSettings(BaseSettings):
 
     # The data-plane administration API (docs/architecture.md).
     api_url: str = "http://emailplan-api:8080"
-    api_key: SecretStr = SecretStr("dev-api-key-change-me")
+    # No usable default: without it the operator refuses to start (see _api_key_given).
+    api_key: SecretStr = SecretStr("")
+    dev_mode: bool = False  # EMAILPLAN_DEV_MODE=1: local runs may use the development API key
     api_timeout_seconds: float = 30.0
 
     # How often each plan's status is refreshed from the data plane (DESIGN: at most 10 s).
@@ -74,3 +80,12 @@ class OperatorSettings(BaseSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _api_key_given(self) -> OperatorSettings:
+        """The operator cannot work without the data plane's key: refuse at start, in one line."""
+        if not self.api_key.get_secret_value():
+            if not self.dev_mode:
+                raise missing_secret("EMAILPLAN_API_KEY")
+            self.api_key = SecretStr(DEV_API_KEY)
+        return self

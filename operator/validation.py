@@ -8,13 +8,13 @@ first recipient, which catches typos like ``{{ nmae }}`` before a single email g
 
 from __future__ import annotations
 
-import email.utils
 from typing import Any
 
 import jinja2
-from email_validator import EmailNotValidError, validate_email
 from jinja2.sandbox import SandboxedEnvironment
 
+from emailplan.contract.addresses import check_mailbox
+from emailplan.contract.headers import check_header
 from emailplan.operator.planspec import Templates
 
 # Names the sender adds to every message's context besides the recipient's own variables.
@@ -22,18 +22,13 @@ BUILTIN_VARS = ("email", "name", "unsubscribe_url", "plan", "message_id")
 
 
 def check_address(value: str, what: str = "from") -> list[str]:
-    """``Name <addr@example.com>`` or a bare address; the address part must be valid."""
-    display, address = email.utils.parseaddr(value)
-    # parseaddr is lenient (it drops spaces inside a domain): the address must appear as written.
-    if not address or "@" not in address or address not in value:
-        return [f"{what}: {value!r} is not an email address"]
-    try:
-        validate_email(address, check_deliverability=False)
-    except EmailNotValidError as exc:
-        return [f"{what}: {address!r} is not a valid address: {exc}"]
-    if any(ch in display for ch in "\r\n"):
-        return [f"{what}: the display name may not contain line breaks"]
-    return []
+    """``Name <addr@example.com>`` or a bare address, checked as a whole header value.
+
+    The contract's one mailbox check: the data plane's plan API and rendering
+    refuse exactly what the operator refuses here (CR/LF or control characters
+    anywhere, more than one address, RFC 5321 lengths).
+    """
+    return check_mailbox(value, what)
 
 
 def template_context(recipient: dict[str, Any] | None) -> dict[str, Any]:
@@ -57,7 +52,7 @@ def check_templates(templates: Templates, recipient: dict[str, Any] | None) -> l
     Without a sample recipient (an S3 list the operator does not read) unknown
     variables cannot be judged, so only the syntax is checked.
     """
-    problems: list[str] = []
+    problems: list[str] = check_header(templates.subject, "subject") if templates.subject else []
     if not (templates.html or templates.text):
         problems.append("the message has no body: set html, text or templateRef")
     strict = recipient is not None

@@ -10,7 +10,11 @@ second time:
   ``plan_counters`` column is bumped only when that first set happened, in
   the same transaction, so counts are exact and reading them is one row;
 - hard bounces, complaints and unsubscribes add the address to
-  ``suppressions`` (never sent to again, across all plans).
+  ``suppressions`` (never sent to again, across all plans);
+- a bounce counts once per message either as ``bounced`` (hard: Permanent)
+  or as ``softBounced`` (Transient or Undetermined, which SES may retry and
+  which do not suppress the address); a soft bounce followed by a hard one
+  counts in both, as SES's own statistics do.
 
 Opens are written in batches (one statement for up to 1000 hits) because the
 pixel is the hottest path we serve; a "machine" open (mail privacy proxies,
@@ -40,7 +44,7 @@ log = logging.getLogger(__name__)
 # SES event kind → (messages column set once, plan_counters column bumped on first set).
 _ONCE_COLUMNS: dict[Kind, tuple[str, str]] = {
     Kind.DELIVERY: ("delivered_at", "delivered"),
-    Kind.BOUNCE: ("bounced_at", "bounced"),  # hard bounces only, see record_ses_event
+    Kind.BOUNCE: ("bounced_at", "bounced"),  # hard bounces; soft ones see _once_column
     Kind.COMPLAINT: ("complained_at", "complained"),
     Kind.OPEN: ("opened_at", "opened"),
     Kind.CLICK: ("clicked_at", "clicked"),
@@ -160,10 +164,10 @@ class HotConnections:
 
 
 # SES event kind → the messages column set once (and the plan_counters column of
-# the same name without ``_at``). Transient/undetermined bounces set nothing.
+# the same name without ``_at``); transient/undetermined bounces set soft_bounced_at.
 def _once_column(event: SesEvent) -> str | None:
-    if event.kind is Kind.BOUNCE and not event.hard_bounce:
-        return None
+    if event.soft_bounce:
+        return "soft_bounced_at"
     once = _ONCE_COLUMNS.get(event.kind)
     return once[0] if once else None
 
@@ -198,6 +202,7 @@ WITH input AS (
     SELECT ev.message_id, ev.plan_id,
            min(COALESCE(i.at, now())) FILTER (WHERE i.once_col = 'delivered_at') AS d,
            min(COALESCE(i.at, now())) FILTER (WHERE i.once_col = 'bounced_at') AS b,
+           min(COALESCE(i.at, now())) FILTER (WHERE i.once_col = 'soft_bounced_at') AS s,
            min(COALESCE(i.at, now())) FILTER (WHERE i.once_col = 'complained_at') AS c,
            min(COALESCE(i.at, now())) FILTER (WHERE i.once_col = 'opened_at') AS o,
            min(COALESCE(i.at, now())) FILTER (WHERE i.once_col = 'clicked_at') AS k,
@@ -207,23 +212,25 @@ WITH input AS (
     GROUP BY ev.message_id, ev.plan_id
 ), old AS (
     SELECT m.id, m.delivered_at IS NULL AS d0, m.bounced_at IS NULL AS b0, m.complained_at IS NULL AS c0,
+           m.soft_bounced_at IS NULL AS s0,
            m.opened_at IS NULL AS o0, m.clicked_at IS NULL AS k0
     FROM messages m JOIN todo t ON t.message_id = m.id
 ), upd AS (
     UPDATE messages m SET
         delivered_at = COALESCE(m.delivered_at, t.d), bounced_at = COALESCE(m.bounced_at, t.b),
         complained_at = COALESCE(m.complained_at, t.c), opened_at = COALESCE(m.opened_at, t.o),
-        clicked_at = COALESCE(m.clicked_at, t.k)
+        clicked_at = COALESCE(m.clicked_at, t.k), soft_bounced_at = COALESCE(m.soft_bounced_at, t.s)
     FROM todo t
     WHERE m.id = t.message_id AND (
         (t.d IS NOT NULL AND m.delivered_at IS NULL) OR (t.b IS NOT NULL AND m.bounced_at IS NULL)
         OR (t.c IS NOT NULL AND m.complained_at IS NULL) OR (t.o IS NOT NULL AND m.opened_at IS NULL)
-        OR (t.k IS NOT NULL AND m.clicked_at IS NULL))
+        OR (t.k IS NOT NULL AND m.clicked_at IS NULL) OR (t.s IS NOT NULL AND m.soft_bounced_at IS NULL))
     RETURNING m.id
 ), deltas AS (
     SELECT t.plan_id,
            count(*) FILTER (WHERE t.d IS NOT NULL AND o.d0 AND u.id IS NOT NULL) AS delivered,
            count(*) FILTER (WHERE t.b IS NOT NULL AND o.b0 AND u.id IS NOT NULL) AS bounced,
+           count(*) FILTER (WHERE t.s IS NOT NULL AND o.s0 AND u.id IS NOT NULL) AS soft_bounced,
            count(*) FILTER (WHERE t.c IS NOT NULL AND o.c0 AND u.id IS NOT NULL) AS complained,
            count(*) FILTER (WHERE t.o IS NOT NULL AND o.o0 AND u.id IS NOT NULL) AS opened,
            count(*) FILTER (WHERE t.k IS NOT NULL AND o.k0 AND u.id IS NOT NULL) AS clicked,
@@ -234,7 +241,8 @@ WITH input AS (
     UPDATE plan_counters pc SET
         delivered = pc.delivered + d.delivered, bounced = pc.bounced + d.bounced,
         complained = pc.complained + d.complained, opened = pc.opened + d.opened,
-        clicked = pc.clicked + d.clicked, rejected = pc.rejected + d.rejected
+        clicked = pc.clicked + d.clicked, rejected = pc.rejected + d.rejected,
+        "softBounced" = pc."softBounced" + d.soft_bounced
     FROM deltas d WHERE pc.plan_id = d.plan_id
     RETURNING 1
 ), sup AS (

@@ -39,7 +39,8 @@ MESSAGE_STATUSES = ("created", "processing", "sent", "failed", "stopped", "suppr
 # Event-driven counters (written by the API from SES events and tracking).
 EVENT_COUNTERS = (
     "delivered",
-    "bounced",
+    "bounced",  # hard (Permanent) bounces
+    "softBounced",  # transient and undetermined bounces (the column is spelled as the count)
     "complained",
     "opened",
     "opened_machine",
@@ -130,6 +131,7 @@ class Message(Base):
     sent_at: Mapped[datetime | None] = _ts()
     delivered_at: Mapped[datetime | None] = _ts()
     bounced_at: Mapped[datetime | None] = _ts()
+    soft_bounced_at: Mapped[datetime | None] = _ts()
     complained_at: Mapped[datetime | None] = _ts()
     opened_at: Mapped[datetime | None] = _ts()
     clicked_at: Mapped[datetime | None] = _ts()
@@ -157,6 +159,9 @@ class PlanCounters(Base):
     suppressed: Mapped[int] = _counter()
     delivered: Mapped[int] = _counter()
     bounced: Mapped[int] = _counter()
+    soft_bounced: Mapped[int] = mapped_column(
+        "softBounced", BigInteger, nullable=False, server_default=text("0")
+    )
     complained: Mapped[int] = _counter()
     opened: Mapped[int] = _counter()
     opened_machine: Mapped[int] = _counter()

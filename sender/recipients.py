@@ -17,7 +17,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
+from emailplan.contract import jsonbounds
+from emailplan.contract.addresses import AddressError, normalize_address
+from emailplan.contract.headers import header_problem
 
 MAX_EMAIL_LEN = 254
 MAX_NAME_LEN = 256
@@ -97,9 +99,9 @@ def validate_row(row: int, data: Mapping[str, Any]) -> Recipient | RowError:
         normalized = email
     else:
         try:
-            normalized = validate_email(email, check_deliverability=False, allow_smtputf8=True).normalized
-        except EmailNotValidError as exc:
-            return RowError(row, "email", f"invalid email address: {exc}")
+            normalized = normalize_address(email)
+        except AddressError as exc:
+            return RowError(row, "email", str(exc))
     name = data.get("name")
     if name is not None:
         if not isinstance(name, str):
@@ -107,7 +109,7 @@ def validate_row(row: int, data: Mapping[str, Any]) -> Recipient | RowError:
         name = name.strip() or None
         if name is not None and not storable(name):
             return RowError(row, "name", "name contains a NUL or an invalid Unicode character")
-        if name is not None and (len(name) > MAX_NAME_LEN or any(c in name for c in "\r\n")):
+        if name is not None and (len(name) > MAX_NAME_LEN or header_problem(name)):
             return RowError(row, "name", f"name must be one line of at most {MAX_NAME_LEN} characters")
     variables = data.get("vars")
     if not variables:
@@ -132,7 +134,7 @@ def parse_ndjson(
         if not text.strip():
             continue
         try:
-            value = json.loads(text)
+            value = jsonbounds.loads(text)
         except json.JSONDecodeError as exc:
             yield row, RowError(row, "", f"not valid JSON: {exc.msg}")
             continue

@@ -8,6 +8,12 @@ tracked too: an open pixel, click links rewritten through the signed redirect
 and RFC 8058 one-click unsubscribe headers. Raw MIME is built by hand: it is the
 only SES content type that carries our own headers, and ``email.message`` costs
 more CPU per message than the whole send at 1,000/s.
+
+Because the MIME is built by hand, no header is ever built from an unsafe
+value: from and replyTo are refused at compile time unless they pass the
+contract's mailbox check (one address, no CR/LF or control characters), and
+text that reaches a header after rendering (subject, a recipient's name) is
+flattened to one line without control characters.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from urllib.parse import quote
 
 from jinja2 import Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
+
+from emailplan.contract.addresses import check_mailbox
+from emailplan.contract.headers import one_line
 
 _HTML_ENV = SandboxedEnvironment(autoescape=True)
 _TEXT_ENV = SandboxedEnvironment(autoescape=False)
@@ -97,9 +106,16 @@ def _clean_tag(value: Any) -> str:
 
 def compile_plan(spec: Mapping[str, Any], plan_id: str = "") -> CompiledPlan:
     """Compile a plan spec (camelCase, as in the CRD and the ``plans.spec`` column)."""
-    name, address = parseaddr(str(spec.get("from") or ""))
-    if not address or "@" not in address:
-        raise RenderError("from: not an email address")
+    reply_to = spec.get("replyTo") or []
+    if isinstance(reply_to, str):
+        reply_to = [reply_to]
+    sender = str(spec.get("from") or "")
+    problems = check_mailbox(sender, "from")
+    for i, value in enumerate(reply_to):
+        problems += check_mailbox(str(value), f"replyTo[{i}]")
+    if problems:
+        raise RenderError("; ".join(problems))
+    name, address = parseaddr(sender)
     subject = _compile(_TEXT_ENV, spec.get("subject"), "subject")
     if subject is None:
         raise RenderError("subject is required")
@@ -113,9 +129,6 @@ def compile_plan(spec: Mapping[str, Any], plan_id: str = "") -> CompiledPlan:
     tags = {_clean_tag(k): _clean_tag(v) for k, v in dict(ses.get("tags") or {}).items()}
     if plan_id:
         tags["emailplan-plan"] = _clean_tag(plan_id)
-    reply_to = spec.get("replyTo") or []
-    if isinstance(reply_to, str):
-        reply_to = [reply_to]
     unsubscribe = bool(unsub.get("enabled", True))
     shared = ["MIME-Version: 1.0"]
     if plan_id:
@@ -143,8 +156,8 @@ def compile_plan(spec: Mapping[str, Any], plan_id: str = "") -> CompiledPlan:
 
 
 def _one_line(value: str) -> str:
-    """Header values never carry line breaks (a variable must not inject headers)."""
-    return " ".join(value.split())
+    """Header values never carry line breaks or control characters (a variable must not inject headers)."""
+    return one_line(value)
 
 
 def _header(value: str) -> str:

@@ -14,12 +14,13 @@ that arrive before the send result was written.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from emailplan.contract import jsonbounds
 
 # Tag / header names the worker puts on every message (fallback mapping; see rendering.py).
 MESSAGE_ID_TAGS = ("emailplan-message", "emailplan-message-id")
@@ -99,6 +100,11 @@ class SesEvent:
         return self.kind is Kind.BOUNCE and self.bounce_type == "Permanent"
 
     @property
+    def soft_bounce(self) -> bool:
+        """Transient and undetermined bounces: counted as ``softBounced``, never suppressing."""
+        return self.kind is Kind.BOUNCE and not self.hard_bounce
+
+    @property
     def suppresses(self) -> bool:
         """Whether the recipients must never be mailed again (hard bounce, complaint)."""
         return self.hard_bounce or self.kind is Kind.COMPLAINT
@@ -112,9 +118,9 @@ def parse_ses_message(text: str) -> SesEvent | None:
     anything that is not an SES event at all.
     """
     try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise SesEventError("message is not JSON") from exc
+        doc = jsonbounds.loads(text)
+    except jsonbounds.JsonBoundsError as exc:
+        raise SesEventError(f"message is not acceptable JSON: {exc.msg}") from exc
     if not isinstance(doc, dict):
         raise SesEventError("message is not a JSON object")
     return normalise(doc)

@@ -1,13 +1,27 @@
 """Settings of the data-plane processes (worker, api, db upgrade), read from the environment.
 
 One typed object per process. Secrets are ``SecretStr`` so they never appear in
-a repr, a log line or an error message.
+a repr, a log line or an error message. The token and API keys have no usable
+default: a process that needs one and has none refuses to start
+(:meth:`SenderSettings.require_secrets`) unless development mode is asked for
+explicitly (``EMAILPLAN_DEV_MODE=1``: the demo and the tests).
 """
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
+from typing import Literal, Self
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from emailplan.runtime.startup import missing_secret
+
+DEV_KEYS = {"token_key": "dev-token-key-change-me", "api_key": "dev-api-key-change-me"}
+"""Used only with ``dev_mode``; known to everyone, so never in production."""
+
+Secret = Literal["token_key", "api_key"]
 
 
 class SenderSettings(BaseSettings):
@@ -24,8 +38,9 @@ class SenderSettings(BaseSettings):
     aws_endpoint_url: str | None = None
     ses_endpoint_url: str | None = None  # a separate SES endpoint (benchmarks, throttling proxy)
 
-    token_key: SecretStr = SecretStr("dev-token-key-change-me")
-    api_key: SecretStr = SecretStr("dev-api-key-change-me")
+    token_key: SecretStr = SecretStr("")  # signs tracking links (worker and api)
+    api_key: SecretStr = SecretStr("")  # the administration endpoints' x-api-key (api)
+    dev_mode: bool = False  # local runs only: the built-in DEV_KEYS stand in for missing keys
     public_url: str = "http://127.0.0.1:8080"
 
     sentry_dsn: SecretStr | None = Field(
@@ -58,3 +73,26 @@ class SenderSettings(BaseSettings):
     open_flush_seconds: float = 2.0  # longest a pixel hit waits in memory
     open_machine_window_seconds: float = 3.0  # an open this soon after sending is a machine's
     sns_write_concurrency: int = 1  # SES event batches written at once (1 = biggest batches, best here)
+
+    @model_validator(mode="after")
+    def _dev_keys(self) -> Self:
+        """In development mode only, fill missing keys with the well-known development values."""
+        if self.dev_mode:
+            for name, value in DEV_KEYS.items():
+                if not getattr(self, name).get_secret_value():
+                    setattr(self, name, SecretStr(value))
+        return self
+
+    def require_secrets(self, *names: Secret) -> None:
+        """Raise :class:`StartupError` naming the first of ``names`` that has no value."""
+        for name in names:
+            if not getattr(self, name).get_secret_value():
+                raise missing_secret(f"EMAILPLAN_{name.upper()}")
+
+    def database_target(self) -> str:
+        """``host:port/database`` of the database URL, never its password (for log lines and errors)."""
+        try:
+            parsed = make_url(self.database_url.get_secret_value())
+        except ArgumentError:
+            return "an unparsable EMAILPLAN_DATABASE_URL"
+        return f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import re
 import time
 from collections import OrderedDict
@@ -31,6 +30,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from emailplan.contract import jsonbounds
 
 NOTIFICATION = "Notification"
 SUBSCRIPTION_CONFIRMATION = "SubscriptionConfirmation"
@@ -84,9 +85,9 @@ def parse_message(body: bytes) -> SnsMessage:
     if len(body) > MAX_BODY_BYTES:
         raise SnsError("too_large", "message larger than 256 KiB")
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SnsError("malformed", "body is not JSON") from exc
+        doc = jsonbounds.loads(body)
+    except jsonbounds.JsonBoundsError as exc:
+        raise SnsError("malformed", f"body is not acceptable JSON: {exc.msg}") from exc
     if not isinstance(doc, dict):
         raise SnsError("malformed", "body is not a JSON object")
     kind = doc.get("Type")

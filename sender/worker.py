@@ -594,6 +594,7 @@ def main(args: argparse.Namespace) -> int:
     """CLI entry (``emailplan worker``): settings from the environment, plan from --plan-id or env."""
     setup_logging()
     settings = SenderSettings()
+    settings.require_secrets("token_key")
     init_sentry(settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None, component="worker")
     raw_plan = getattr(args, "plan_id", None) or settings.plan_id
     if not raw_plan:

@@ -18,6 +18,11 @@ from devenv.kube import KubeCluster
 from devenv.moto import MotoServer
 from devenv.postgres import PostgresServer, pg_bin
 
+# No process has built-in keys unless asked: the tests (and every process they start) ask.
+os.environ.setdefault(
+    "EMAILPLAN_DEV_MODE", "1"
+)  # built-in development keys for every process the tests start
+
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:

@@ -19,6 +19,7 @@ STATUS_COUNTS = (
     "suppressed",
     "delivered",
     "bounced",
+    "softBounced",
     "complained",
     "opened",
     "clicked",

@@ -11,13 +11,22 @@ not mail the same person twice.
 from __future__ import annotations
 
 import email.utils
+from typing import Annotated
 
 from email_validator import EmailNotValidError, validate_email
 
-from emailplan.contract.headers import header_problem
+from emailplan.contract.headers import checked_by, header_problem
 
 MAX_LOCAL_PART = 64
 MAX_ADDRESS = 254
+
+ADDRESS_RULES = (
+    "Addresses are compared case-insensitively (the whole address is lower-cased): "
+    "Ann@Example.com and ann@example.com are one recipient, mailed once, and a suppressed "
+    f"address matches in any case. At most {MAX_LOCAL_PART} characters before the @ and "
+    f"{MAX_ADDRESS} in all (RFC 5321)."
+)
+"""The rule in words, for the CRD, the OpenAPI document and the CLI help (one text, one place)."""
 
 
 class AddressError(ValueError):
@@ -44,22 +53,35 @@ def normalize_address(value: str) -> str:
     return checked.normalized.lower()
 
 
-def check_mailbox(value: str, field: str) -> list[str]:
-    """Problems with a ``Name <addr@example.com>`` or bare address header value (empty: fine).
+def mailbox_problem(value: str) -> str | None:
+    """Why ``value`` is not one ``Name <addr@example.com>`` or bare address header value, or None.
 
     The whole value is checked as a header first (no CR, LF or other control
     characters, no raw encoded words), so a display name can never smuggle a
-    second header; then the address part must appear as written (``parseaddr``
+    second header; it must hold exactly one address (``a@x, Shop <b@y>`` would
+    make two senders); the address part must appear as written (``parseaddr``
     is lenient) and pass :func:`normalize_address`.
     """
     problem = header_problem(value)
     if problem:
-        return [f"{field}: {problem}"]
-    display, address = email.utils.parseaddr(value)
+        return problem
+    if len(email.utils.getaddresses([value])) != 1:
+        return f"{value!r} holds more than one address"
+    _display, address = email.utils.parseaddr(value)
     if not address or "@" not in address or address not in value:
-        return [f"{field}: {value!r} is not an email address (write addr@example.com or Name <addr@example.com>)"]
+        return f"{value!r} is not an email address (write addr@example.com or Name <addr@example.com>)"
     try:
         normalize_address(address)
     except AddressError as exc:
-        return [f"{field}: {exc}"]
-    return []
+        return str(exc)
+    return None
+
+
+def check_mailbox(value: str, field: str) -> list[str]:
+    """Problems with a from/replyTo value, each naming ``field`` (empty: fine)."""
+    problem = mailbox_problem(value)
+    return [f"{field}: {problem}"] if problem else []
+
+
+Mailbox = Annotated[str, checked_by(mailbox_problem)]
+"""A from/replyTo field of a pydantic model, checked by :func:`mailbox_problem`."""

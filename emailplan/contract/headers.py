@@ -12,6 +12,10 @@ the API is refused exactly like one applied with kubectl.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 # JSON-schema/RE2 pattern for the CRD: no C0 control characters and no DEL.
 HEADER_VALUE_PATTERN = r"^[^\x00-\x1F\x7F]*$"
@@ -39,3 +43,28 @@ def check_header(value: str, field: str) -> list[str]:
     """``[]`` when ``value`` is a safe header value, else one problem naming ``field``."""
     problem = header_problem(value)
     return [f"{field}: {problem}"] if problem else []
+
+
+def one_line(value: str) -> str:
+    """``value`` with every control character and line break turned into single spaces.
+
+    For text that reaches a header after rendering (a subject template's output,
+    a recipient's name): it cannot be refused at intake, so it is flattened.
+    """
+    return " ".join(_CONTROL.sub(" ", value).split())
+
+
+def checked_by(problem_of: Callable[[str], str | None]) -> AfterValidator:
+    """A pydantic validator that refuses a string for which ``problem_of`` names a problem."""
+
+    def check(value: str) -> str:
+        problem = problem_of(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(check)
+
+
+HeaderValue = Annotated[str, checked_by(header_problem)]
+"""A string field that ends up in a mail header: refused by pydantic like :func:`check_header`."""

@@ -6,6 +6,11 @@ their own client for the length of a load),
 all opened in the app's cleanup context and closed in reverse order on
 shutdown, after the open buffer has been flushed, so a rolling update loses
 no pixel hits.
+
+The application is two parts: the public one (tracking, SNS, probes, the
+OpenAPI document) on the root app, and the administration endpoints (plans,
+statistics, suppressions) in a sub-app mounted at ``/v1`` whose one middleware
+checks the API key, so no admin handler can be added without it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from emailplan.runtime.logsetup import setup_logging
 from emailplan.runtime.sentry import init_sentry
 from emailplan.sender import eventstore, sns
 from emailplan.sender.api import health, openapi, plans, snsroute, stats, suppressions, tracking
+from emailplan.sender.api.auth import api_key_middleware
 from emailplan.sender.api.errors import error_middleware
 from emailplan.sender.api.eventbatch import EventBatcher
 from emailplan.sender.api.openbuffer import OpenBuffer
@@ -36,6 +42,8 @@ from emailplan.sender.settings import SenderSettings
 log = logging.getLogger(__name__)
 
 CLIENT_MAX_SIZE = 1024 * 1024  # bodies read whole; uploads stream and have their own limit
+ADMIN_PREFIX = "/v1"  # the admin sub-app's routes are relative to this
+DB_CHECK_SECONDS = 5.0  # how long start-up waits for the database to answer before warning
 
 
 def client_ssl_context(settings: SenderSettings) -> ssl.SSLContext:
@@ -53,11 +61,17 @@ def create_app(
 
     ``engine`` lets tests share an engine; ``with_aws=False`` skips the SQS
     client (endpoints that need the work queue then answer 503).
+    Refuses (:class:`StartupError`) without a token key and an API key.
     """
     settings = settings or SenderSettings()
+    settings.require_secrets("token_key", "api_key")
     app = web.Application(middlewares=[error_middleware], client_max_size=CLIENT_MAX_SIZE)
-    for module in (tracking, snsroute, stats, plans, suppressions, health, openapi):
-        module.add_routes(app)
+    for public in (tracking, snsroute, health, openapi):
+        public.add_routes(app)
+    admin = web.Application(middlewares=[api_key_middleware], client_max_size=CLIENT_MAX_SIZE)
+    for module in (stats, plans, suppressions):
+        module.add_routes(admin)
+    app.add_subapp(ADMIN_PREFIX, admin)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
@@ -106,7 +120,7 @@ def create_app(
                 await _open_aws(stack, state)
             app[STATE] = state
             opens.start()
-            log.info("api started", extra={"topics": len(settings.sns_topic_arns)})
+            await _report_start(state)
             try:
                 yield
             finally:
@@ -114,6 +128,26 @@ def create_app(
 
     app.cleanup_ctx.append(resources)
     return app
+
+
+async def _report_start(state: ApiState) -> None:
+    """Say "api started" only when the database answers; otherwise one warning naming the cause.
+
+    The API still serves (the database may come back, and probes must answer),
+    but an operator reading the log must not believe all is well: ``/readyz``
+    answers 503 with the same reason until the database answers.
+    """
+    extra = {"topics": len(state.settings.sns_topic_arns)}
+    try:
+        await asyncio.wait_for(eventstore.ping(state.engine), timeout=DB_CHECK_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - every failure here means "not reachable"
+        log.warning(
+            f"api serving WITHOUT its database: cannot reach {state.settings.database_target()} "
+            f"({type(exc).__name__}); endpoints that need it answer 503 until it answers, as /readyz does",
+            extra=extra,
+        )
+        return
+    log.info("api started", extra=extra)
 
 
 async def _open_aws(stack: contextlib.AsyncExitStack, state: ApiState) -> None:
@@ -149,6 +183,7 @@ def main(args: argparse.Namespace) -> int:
     """``emailplan api``: serve until SIGTERM/SIGINT, then shut down gracefully."""
     setup_logging()
     settings = SenderSettings()
+    settings.require_secrets("token_key", "api_key")
     dsn = settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None
     if dsn:
         from sentry_sdk.integrations.aiohttp import AioHttpIntegration

@@ -1,31 +1,27 @@
-"""The API key of the stats and administration endpoints (``x-api-key``).
+"""The API key of the administration sub-app (``x-api-key``), checked once as middleware.
 
-Compared in constant time; the key is never logged or echoed.
+Every handler of the admin sub-app (plans, statistics, suppressions) is behind
+it, so a new endpoint there cannot forget the check. Compared in constant
+time; the key is never logged or echoed. An empty configured key never
+matches (settings refuse to start without one, this is the second lock).
 """
 
 from __future__ import annotations
 
-import functools
 import hmac
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from emailplan.sender.api.errors import ApiError
 from emailplan.sender.api.state import state_of
 
-R = TypeVar("R", bound=web.StreamResponse)
 
-
-def require_api_key(handler: Callable[[web.Request], Awaitable[R]]) -> Callable[[web.Request], Awaitable[R]]:
-    """Wrap a handler so it answers 401 unless ``x-api-key`` matches."""
-
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request) -> R:
-        given = request.headers.get("x-api-key", "").encode("utf-8", "replace")
-        if not hmac.compare_digest(given, state_of(request).api_key):
-            raise ApiError(401, "missing or wrong x-api-key", "x-api-key")
-        return await handler(request)
-
-    return wrapped
+@web.middleware
+async def api_key_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer 401 unless ``x-api-key`` matches the configured key."""
+    expected = state_of(request).api_key
+    given = request.headers.get("x-api-key", "").encode("utf-8", "replace")
+    if not expected or not hmac.compare_digest(given, expected):
+        raise ApiError(401, "missing or wrong x-api-key", "x-api-key")
+    return await handler(request)

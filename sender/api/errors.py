@@ -1,8 +1,10 @@
 """JSON errors for every endpoint: ``{"error": {"field"?, "message"}}``.
 
 Client mistakes get a 4xx with a message that names the offending field;
-only faults of our own (database down, a bug) answer 5xx, and those never
-echo request data or secrets back.
+only faults of our own answer 5xx, and those never echo request data or
+secrets back. A database that cannot be reached is a 503 with a JSON reason
+(and ``Retry-After``) from every endpoint, not a 500 with a traceback in the
+log: it is a state of the system, and callers should retry.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ import asyncio
 import json
 import logging
 
+import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,30 @@ def error_response(
 
 
 _KEEP_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
+DATABASE_DOWN = "database unreachable; try again shortly"
+
+# What asyncpg and SQLAlchemy raise when there is no usable connection (refused,
+# reset, timed out, server shutting down) as opposed to a query of ours failing.
+_CONNECTION_ERRORS = (
+    OSError,
+    TimeoutError,
+    PoolTimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+)
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached (wrapped by SQLAlchemy or not)."""
+    if isinstance(exc, DBAPIError):
+        return (
+            bool(exc.connection_invalidated)
+            or isinstance(exc.orig, _CONNECTION_ERRORS)
+            or (isinstance(exc.orig, Exception) and isinstance(exc.orig.__cause__, _CONNECTION_ERRORS))
+        )
+    return isinstance(exc, _CONNECTION_ERRORS)
 
 
 @web.middleware
@@ -58,7 +87,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.status, exc.reason, headers=headers)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
-    except Exception:
+    except Exception as exc:
+        if database_unreachable(exc):
+            log.warning("database unreachable", extra={"path": request.path, "error": type(exc).__name__})
+            return error_response(503, DATABASE_DOWN, headers={"Retry-After": "5"})
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
         return error_response(500, "internal error")
 

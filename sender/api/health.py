@@ -23,8 +23,9 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         await asyncio.wait_for(eventstore.ping(state_of(request).engine), timeout=5)
     except Exception as exc:
-        log.warning("not ready: database unreachable", extra={"error": type(exc).__name__})
-        raise ApiError(503, "database unreachable") from exc
+        target = state_of(request).settings.database_target()
+        log.warning(f"not ready: cannot reach {target}", extra={"error": type(exc).__name__})
+        raise ApiError(503, "database unreachable") from exc  # public: where it is stays in the log
     return web.json_response({"status": "ready"})
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from emailplan import __version__
+from emailplan.contract.addresses import ADDRESS_RULES
 
 JSON = "application/json"
 
@@ -67,6 +68,7 @@ COUNT_NAMES = [
     "suppressed",
     "delivered",
     "bounced",
+    "softBounced",
     "complained",
     "opened",
     "opened_machine",
@@ -512,7 +514,10 @@ DOCUMENT: dict[str, Any] = {
         "title": "emailplan events and stats API",
         "version": __version__,
         "description": "SES results through SNS, open/click tracking, one-click unsubscribe, statistics and "
-        'plan administration for the emailplan operator. Errors are JSON: {"error": {"field", "message"}}.',
+        'plan administration for the emailplan operator. Errors are JSON: {"error": {"field", "message"}}. '
+        + ADDRESS_RULES
+        + " Counts: bounced is hard bounces (SES type Permanent), softBounced transient and"
+        " undetermined ones.",
     },
     "paths": PATHS,
     "components": {

@@ -8,19 +8,19 @@ All ledger rules (counters, suppressions, dedup) live in ``emailplan.sender.ledg
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from emailplan.contract.addresses import Mailbox
+from emailplan.contract.headers import HeaderValue
 from emailplan.sender import ledger
-from emailplan.sender.api import metrics, s3load, textcheck
-from emailplan.sender.api.auth import require_api_key
-from emailplan.sender.api.errors import ApiError, read_body
+from emailplan.sender.api import jsonbody, metrics, s3load
+from emailplan.sender.api.errors import ApiError
 from emailplan.sender.api.state import ApiState, state_of
 from emailplan.sender.api.stats import plan_id_of
 from emailplan.sender.api.uploads import csv_rows, ndjson_rows
@@ -50,7 +50,7 @@ class Unsubscribe(_Model):
 
 class Ses(_Model):
     configuration_set: str | None = Field(None, alias="configurationSet", max_length=64)
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: dict[HeaderValue, HeaderValue] = Field(default_factory=dict)
 
 
 class PlanIn(_Model):
@@ -58,9 +58,9 @@ class PlanIn(_Model):
 
     name: str = Field(min_length=1, max_length=253)
     namespace: str = Field("", max_length=63)
-    sender: str = Field(alias="from", min_length=3, max_length=998)
-    reply_to: list[str] = Field(default_factory=list, alias="replyTo", max_length=50)
-    subject: str = Field(min_length=1, max_length=998)
+    sender: Mailbox = Field(alias="from", min_length=3, max_length=998)
+    reply_to: list[Mailbox] = Field(default_factory=list, alias="replyTo", max_length=50)
+    subject: HeaderValue = Field(min_length=1, max_length=998)
     html: str | None = None
     text: str | None = None
     rate_per_second: float = Field(14.0, alias="ratePerSecond", gt=0, le=100_000)
@@ -102,34 +102,9 @@ class S3Source(_Model):
     format: Literal["csv", "jsonl", "ndjson"] = "jsonl"
 
 
-def _safe_field(path: str) -> str:
-    """A field path fit to echo back (it may contain the offending key itself)."""
-    return path.encode("utf-8", "replace").decode("utf-8").replace("\x00", "?")[:200]
-
-
-def _validation_error(exc: ValidationError) -> ApiError:
-    first = exc.errors()[0]
-    field = ".".join(str(p) for p in first.get("loc", ())) or None
-    message = str(first.get("msg", "invalid value"))
-    return ApiError(400, message, field)
-
-
 async def _validated_body(request: web.Request, limit: int, model: type[M]) -> M:
     """Read a JSON object of at most ``limit`` bytes and validate it as ``model``; 400 names the field."""
-    raw = await read_body(request, limit)
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise ApiError(400, "body is not valid JSON", "body") from exc
-    if not isinstance(body, dict):
-        raise ApiError(400, "body must be a JSON object", "body")
-    bad = textcheck.find_bad_text(body)
-    if bad is not None:
-        raise ApiError(400, textcheck.MESSAGE, _safe_field(bad))
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        raise _validation_error(exc) from exc
+    return await jsonbody.read_model(request, limit, model)
 
 
 def view_json(view: ledger.PlanView) -> dict[str, Any]:
@@ -154,7 +129,6 @@ def view_json(view: ledger.PlanView) -> dict[str, Any]:
     }
 
 
-@require_api_key
 async def put_plan(request: web.Request) -> web.Response:
     plan_id = plan_id_of(request)
     plan = await _validated_body(request, MAX_PLAN_BYTES, PlanIn)
@@ -174,7 +148,6 @@ async def put_plan(request: web.Request) -> web.Response:
     return web.json_response(view_json(view), status=201 if created else 200)
 
 
-@require_api_key
 async def get_plan(request: web.Request) -> web.Response:
     view = await ledger.get_plan(state_of(request).engine, plan_id_of(request))
     if view is None:
@@ -189,7 +162,6 @@ async def _existing(state: ApiState, plan_id: uuid.UUID) -> ledger.PlanView:
     return view
 
 
-@require_api_key
 async def upload(request: web.Request) -> web.Response:
     state = state_of(request)
     plan_id = plan_id_of(request)
@@ -236,7 +208,6 @@ def _queue(state: ApiState) -> ledger.QueueSink:
     return queue
 
 
-@require_api_key
 async def complete(request: web.Request) -> web.Response:
     state = state_of(request)
     plan_id = plan_id_of(request)
@@ -249,7 +220,6 @@ async def complete(request: web.Request) -> web.Response:
     return web.json_response({**view_json(view), "enqueued": enqueued})
 
 
-@require_api_key
 async def load_s3(request: web.Request) -> web.Response:
     state = state_of(request)
     plan_id = plan_id_of(request)
@@ -274,17 +244,14 @@ async def load_s3(request: web.Request) -> web.Response:
     )
 
 
-@require_api_key
 async def suspend(request: web.Request) -> web.Response:
     return await _transition(request, ledger.suspend_plan)
 
 
-@require_api_key
 async def resume(request: web.Request) -> web.Response:
     return await _transition(request, ledger.resume_plan)
 
 
-@require_api_key
 async def stop(request: web.Request) -> web.Response:
     state = state_of(request)
     plan_id = plan_id_of(request)
@@ -305,11 +272,11 @@ async def _transition(request: web.Request, change: Any) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_put("/v1/plans/{planId}", put_plan)
-    app.router.add_get("/v1/plans/{planId}", get_plan, allow_head=False)
-    app.router.add_post("/v1/plans/{planId}/recipients", upload)
-    app.router.add_post("/v1/plans/{planId}/recipients/complete", complete)
-    app.router.add_post("/v1/plans/{planId}/recipients/s3", load_s3)
-    app.router.add_post("/v1/plans/{planId}/suspend", suspend)
-    app.router.add_post("/v1/plans/{planId}/resume", resume)
-    app.router.add_post("/v1/plans/{planId}/stop", stop)
+    app.router.add_put("/plans/{planId}", put_plan)
+    app.router.add_get("/plans/{planId}", get_plan, allow_head=False)
+    app.router.add_post("/plans/{planId}/recipients", upload)
+    app.router.add_post("/plans/{planId}/recipients/complete", complete)
+    app.router.add_post("/plans/{planId}/recipients/s3", load_s3)
+    app.router.add_post("/plans/{planId}/suspend", suspend)
+    app.router.add_post("/plans/{planId}/resume", resume)
+    app.router.add_post("/plans/{planId}/stop", stop)

@@ -45,4 +45,4 @@ STATE = web.AppKey("emailplan_state", ApiState)
 
 
 def state_of(request: web.Request) -> ApiState:
-    return request.app[STATE]
+    return request.config_dict[STATE]  # set on the root app, read from sub-apps too

@@ -12,7 +12,6 @@ import uuid
 from aiohttp import web
 
 from emailplan.sender import ledger
-from emailplan.sender.api.auth import require_api_key
 from emailplan.sender.api.errors import ApiError
 from emailplan.sender.api.state import state_of
 
@@ -27,7 +26,6 @@ def plan_id_of(request: web.Request) -> uuid.UUID:
         raise ApiError(400, "planId must be a UUID (the EmailPlan's metadata.uid)", "planId") from exc
 
 
-@require_api_key
 async def count(request: web.Request) -> web.Response:
     plan_id = plan_id_of(request)
     counts = await ledger.get_counts(state_of(request).engine, plan_id)
@@ -36,7 +34,6 @@ async def count(request: web.Request) -> web.Response:
     return web.json_response({"planId": str(plan_id), **counts})
 
 
-@require_api_key
 async def sent(request: web.Request) -> web.Response:
     raw = request.query.get("hours", "24")
     try:
@@ -50,5 +47,5 @@ async def sent(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/results/count/{planId}", count, allow_head=False)
-    app.router.add_get("/v1/results/sent", sent, allow_head=False)
+    app.router.add_get("/results/count/{planId}", count, allow_head=False)
+    app.router.add_get("/results/sent", sent, allow_head=False)
