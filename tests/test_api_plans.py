@@ -105,7 +105,8 @@ async def test_ndjson_upload_reports_rows_and_is_idempotent(api: LiveApi) -> Non
     assert resp.status == 200, await resp.text()
     result = await resp.json()
     assert result["accepted"] == 2 and result["rejected"] == 2 and result["duplicates"] == 1
-    assert sorted((e["row"], e["field"]) for e in result["errors"]) == [(2, "email"), (4, ""), (5, "email")]
+    assert sorted((e["row"], e["field"]) for e in result["rejectedRows"]) == [(2, "email"), (4, "")]
+    assert [e["row"] for e in result["duplicateRows"]] == [5]
     again = await (await upload(api, plan_id, body, "application/x-ndjson")).json()
     assert again["accepted"] == 0 and again["duplicates"] == 3
     assert (await api.counts(plan_id))["total"] == 2
@@ -127,7 +128,7 @@ async def test_csv_upload_streams_large_bodies_with_quoted_newlines(api: LiveApi
     assert resp.status == 200, await resp.text()
     result = await resp.json()
     assert result["accepted"] == n + 1
-    assert {(e["row"], e["field"]) for e in result["errors"]} == {(n + 2, "email"), (n + 3, "")}
+    assert {(e["row"], e["field"]) for e in result["rejectedRows"]} == {(n + 2, "email"), (n + 3, "")}
     counts = await api.counts(plan_id)
     assert counts["total"] == n + 1 and counts["created"] == n + 1
     vars_note = await api.scalar("SELECT vars->>'note' FROM messages WHERE email = 'first@example.com'")
@@ -232,3 +233,73 @@ async def test_text_postgres_cannot_store_is_a_client_error(api: LiveApi) -> Non
     assert sorted((e["row"], e["field"]) for e in result["errors"]) == [(1, "vars"), (2, "name")]
     result = await (await upload(api, plan_id, b"email,name\nd@example.com,nul\x00here\n", "text/csv")).json()
     assert result["accepted"] == 0 and result["errors"][0]["row"] == 1
+
+
+async def test_csv_header_quoted_or_capitalised_is_accepted(api: LiveApi) -> None:
+    """Issue 9 #4: what the operator's reader accepts, the upload accepts too (one reader)."""
+    plan_id = uuid.uuid4()
+    await put(api, plan_id, PLAN)
+    for header in ('"email","name"', "Email,Name", "\ufeffEMAIL,name"):
+        body = f"{header}\r\nu{uuid.uuid4().hex[:6]}@example.com,Ann\r\n".encode()
+        resp = await upload(api, plan_id, body, "text/csv")
+        assert resp.status == 200, (header, await resp.text())
+        assert (await resp.json())["accepted"] == 1
+
+
+async def test_whole_list_upload_is_a_load_job_and_can_be_repeated(api: LiveApi) -> None:
+    """The operator's upload (complete=true) replaces an unfinished list: a retry never double counts."""
+    plan_id = uuid.uuid4()
+    await put(api, plan_id, PLAN)
+    body = b"email,name\na@example.com,A\nbad,B\na@example.com,A2\nc@example.com,C\n"
+    url = f"/v1/plans/{plan_id}/recipients?complete=true"
+    for _ in range(2):
+        resp = await api.client.post(url, data=body, headers={**HEADERS, "Content-Type": "text/csv"})
+        assert resp.status == 200, await resp.text()
+    view = await (await api.client.get(f"/v1/plans/{plan_id}", headers=HEADERS)).json()
+    load = view["load"]
+    assert view["recipientsLoaded"] is True and load["state"] == "loaded"
+    assert (load["accepted"], load["rejected"], load["duplicates"]) == (2, 1, 1)
+    assert [r["row"] for r in load["rejectedRows"]] == [2] and [r["row"] for r in load["duplicateRows"]] == [3]
+    assert view["counts"]["total"] == 2
+
+
+async def test_s3_load_job_reports_missing_object_and_recovers(migrated: str, ident: Identity, aws: Any) -> None:
+    """Issue 9 #2: a failed S3 load is a failed job with a reason, and loading again succeeds."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=aws.endpoint_url, region_name="us-east-1")
+    s3.create_bucket(Bucket="late")
+    live = await start_api(migrated, ident, with_aws=True, aws_endpoint_url=aws.endpoint_url)
+    try:
+        plan_id = uuid.uuid4()
+        await put(live, plan_id, PLAN)
+        source = {"bucket": "late", "key": "a.csv", "format": "csv"}
+        url = f"/v1/plans/{plan_id}/recipients/s3"
+        assert (await live.client.post(url, headers=HEADERS, json=source)).status == 202
+        load = await _wait_load(live, plan_id, {"failed"})
+        assert load["failure"]["reason"] == "ObjectMissing" and "a.csv" in load["failure"]["message"]
+        s3.put_object(Bucket="late", Key="a.csv", Body=b"email\nx@example.com\nnope\n")
+        assert (await live.client.post(url, headers=HEADERS, json=source)).status == 202
+        load = await _wait_load(live, plan_id, {"loaded"})
+        assert (load["accepted"], load["rejected"]) == (1, 1) and load["failure"] is None
+        s3.put_object(Bucket="late", Key="b.csv", Body=b"\x89PNG\r\n\x1a\n\x00\x00")
+        other = uuid.uuid4()
+        await put(live, other, PLAN)
+        await live.client.post(
+            f"/v1/plans/{other}/recipients/s3", headers=HEADERS, json={**source, "key": "b.csv"}
+        )
+        load = await _wait_load(live, other, {"failed"})
+        assert load["failure"]["reason"] == "NotAList"
+    finally:
+        await stop_api(live)
+
+
+async def _wait_load(live: LiveApi, plan_id: uuid.UUID, states: set[str]) -> dict[str, Any]:
+    load: dict[str, Any] = {}
+    for _ in range(300):
+        view = await (await live.client.get(f"/v1/plans/{plan_id}", headers=HEADERS)).json()
+        load = view.get("load") or {}
+        if load.get("state") in states:
+            return load
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"load job never reached {states}: {load}")
