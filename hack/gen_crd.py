@@ -11,6 +11,9 @@ from typing import Any
 
 import yaml
 
+from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND
+from emailplan.operator.decide import Phase
+
 EMAIL_PATTERN = r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$"
 FROM_PATTERN = r"^([^<>]*<[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+>|[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+)$"
 ONE_SOURCE_RULE = "[has(self.inline), has(self.configMapRef), has(self.s3)].filter(x, x).size() == 1"
@@ -157,7 +160,7 @@ spec = obj(
                 "perSecond": {
                     "type": "number",
                     "description": "total emails per second across all sender pods",
-                    "default": 14,
+                    "default": DEFAULT_RATE_PER_SECOND,
                     "minimum": 0,
                     "exclusiveMinimum": True,
                     "maximum": 100000,
@@ -291,7 +294,7 @@ condition = obj(
 status_props: dict[str, Any] = {
     "phase": s(
         "lifecycle phase",
-        enum=["Pending", "Scheduled", "Loading", "Sending", "Paused", "Completed", "Failed"],
+        enum=[p.value for p in Phase],
     ),
     **{k: {"type": "integer", "format": "int64", "minimum": 0, "description": v} for k, v in COUNTS.items()},
     "progress": s("share of messages finished, e.g. '42%'", pattern=r"^[0-9]{1,3}%$"),
@@ -348,6 +351,7 @@ columns = [
     col("Replicas", ".status.replicas", priority=1),
     col("Rate", ".spec.rate.perSecond", "number", priority=1, desc="emails per second"),
     col("Suspended", ".spec.suspend", "boolean", priority=1),
+    col("Message", ".status.message", "string", priority=1, desc="what the plan is doing or what is wrong"),
 ]
 
 crd = {

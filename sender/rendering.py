@@ -63,6 +63,7 @@ class CompiledPlan:
     configuration_set: str | None
     tags: dict[str, str] = field(default_factory=dict)
     plan_id: str = ""
+    plan_name: str = ""  # the EmailPlan's name: ``{{ plan }}`` in templates
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ def compile_plan(spec: Mapping[str, Any], plan_id: str = "") -> CompiledPlan:
         configuration_set=ses.get("configurationSet") or None,
         tags=tags,
         plan_id=_clean_tag(plan_id),
+        plan_name=str(spec.get("name") or ""),
     )
 
 
@@ -189,7 +191,8 @@ def render(
     """Render the MIME message for one recipient; ``RenderError`` if a template fails at runtime."""
     public_url = public_url.rstrip("/")
     unsub = unsubscribe_url(public_url, sign, message_id) if plan.unsubscribe else ""
-    context = {**variables, "name": name or "", "email": email, "unsubscribe_url": unsub}
+    builtins = {"plan": plan.plan_name, "message_id": message_id}  # the names validation promises
+    context = {**builtins, **variables, "name": name or "", "email": email, "unsubscribe_url": unsub}
     try:
         subject = plan.subject.render(context)
         html_body = plan.html.render(context) if plan.html is not None else None

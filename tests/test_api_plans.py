@@ -157,28 +157,31 @@ async def test_upload_limits_and_types(api: LiveApi) -> None:
     assert resp.status == 404
 
 
-async def test_complete_suspend_resume_stop(api: LiveApi) -> None:
+async def test_complete_then_suspend_and_resume_by_the_plan_then_stop(api: LiveApi) -> None:
     plan_id = uuid.uuid4()
     await put(api, plan_id, PLAN)
     await upload(
         api, plan_id, b'{"email":"a@example.com"}\n{"email":"b@example.com"}\n', "application/x-ndjson"
     )
     queue: NullQueue = api.client.server.app[STATE].queue
-    for expected in (2, 0):  # idempotent: the second call enqueues nothing
+    for _ in range(2):  # idempotent: the second call enqueues nothing
         resp = await api.client.post(f"/v1/plans/{plan_id}/recipients/complete", headers=HEADERS)
         assert resp.status == 200
         view = await resp.json()
-        assert view["state"] == "ready" and view["recipientsLoaded"] is True and view["enqueued"] == expected
+        assert view["state"] == "ready" and view["recipientsLoaded"] is True
     assert sorted(len(b) for b in queue.enqueued) == [2]
-    view = await (await api.client.post(f"/v1/plans/{plan_id}/suspend", headers=HEADERS)).json()
-    assert view["state"] == "suspended"
-    view = await (await api.client.post(f"/v1/plans/{plan_id}/resume", headers=HEADERS)).json()
-    assert view["state"] == "ready"
+    # Suspension has one channel: the plan's own ``suspended`` field.
+    view = await (await put(api, plan_id, {**PLAN, "suspended": True})).json()
+    assert view["state"] == "suspended" and view["suspended"] is True
+    view = await (await put(api, plan_id, PLAN)).json()
+    assert view["state"] == "ready" and view["suspended"] is False
+    for gone in ("suspend", "resume"):
+        assert (await api.client.post(f"/v1/plans/{plan_id}/{gone}", headers=HEADERS)).status == 404
     view = await (await api.client.post(f"/v1/plans/{plan_id}/stop", headers=HEADERS)).json()
     assert view["state"] == "stopped" and view["counts"]["stopped"] == 2 and view["counts"]["created"] == 0
     resp = await upload(api, plan_id, b'{"email":"c@example.com"}\n', "application/x-ndjson")
     assert resp.status == 409
-    for action in ("suspend", "resume", "stop", "recipients/complete"):
+    for action in ("stop", "recipients/complete"):
         resp = await api.client.post(f"/v1/plans/{uuid.uuid4()}/{action}", headers=HEADERS)
         assert resp.status == 404, action
 
@@ -230,9 +233,9 @@ async def test_text_postgres_cannot_store_is_a_client_error(api: LiveApi) -> Non
     body += b'{"email": "b@example.com", "name": "\\udc00"}\n{"email": "c@example.com"}\n'
     result = await (await upload(api, plan_id, body, "application/x-ndjson")).json()
     assert result["accepted"] == 1
-    assert sorted((e["row"], e["field"]) for e in result["errors"]) == [(1, "vars"), (2, "name")]
+    assert sorted((e["row"], e["field"]) for e in result["rejectedRows"]) == [(1, "vars"), (2, "name")]
     result = await (await upload(api, plan_id, b"email,name\nd@example.com,nul\x00here\n", "text/csv")).json()
-    assert result["accepted"] == 0 and result["errors"][0]["row"] == 1
+    assert result["accepted"] == 0 and result["rejectedRows"][0]["row"] == 1
 
 
 async def test_csv_header_quoted_or_capitalised_is_accepted(api: LiveApi) -> None:
@@ -259,11 +262,15 @@ async def test_whole_list_upload_is_a_load_job_and_can_be_repeated(api: LiveApi)
     load = view["load"]
     assert view["recipientsLoaded"] is True and load["state"] == "loaded"
     assert (load["accepted"], load["rejected"], load["duplicates"]) == (2, 1, 1)
-    assert [r["row"] for r in load["rejectedRows"]] == [2] and [r["row"] for r in load["duplicateRows"]] == [3]
+    assert [r["row"] for r in load["rejectedRows"]] == [2] and [r["row"] for r in load["duplicateRows"]] == [
+        3
+    ]
     assert view["counts"]["total"] == 2
 
 
-async def test_s3_load_job_reports_missing_object_and_recovers(migrated: str, ident: Identity, aws: Any) -> None:
+async def test_s3_load_job_reports_missing_object_and_recovers(
+    migrated: str, ident: Identity, aws: Any
+) -> None:
     """Issue 9 #2: a failed S3 load is a failed job with a reason, and loading again succeeds."""
     import boto3
 

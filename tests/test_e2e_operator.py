@@ -370,8 +370,8 @@ def test_suspend_and_resume_without_duplicates(stack: Stack, namespace: str) -> 
     stack.wait_status(
         namespace,
         "paced",
-        lambda s: s.get("phase") == "Paused" and s.get("replicas") == 0,
-        "Paused with 0 replicas",
+        lambda s: s.get("phase") == "Suspended" and s.get("replicas") == 0,
+        "Suspended with 0 replicas",
     )
     wait_for(lambda: stack.running(namespace, "paced") == 0, 90, "sender processes stopped")
     dep = stack.deployment(namespace, "paced")

@@ -220,8 +220,8 @@ def test_bounces_trip_the_breaker_and_pause_the_plan(more: MoreStack, namespace:
     status = more.wait_status(
         namespace,
         "risky",
-        lambda s: s.get("phase") == "Paused" and s.get("replicas") == 0 and s.get("bounced", 0) >= 25,
-        "Paused by the breaker with 0 replicas",
+        lambda s: s.get("phase") == "Suspended" and s.get("replicas") == 0 and s.get("bounced", 0) >= 25,
+        "Suspended by the breaker with 0 replicas",
     )
     suspended = next(c for c in status["conditions"] if c["type"] == "Suspended")
     assert suspended["status"] == "True" and suspended["reason"] == "BounceRateExceeded"
@@ -243,7 +243,7 @@ def test_bounces_trip_the_breaker_and_pause_the_plan(more: MoreStack, namespace:
     assert sum(more.received(marker).values()) == at_pause
     assert more.counts_from_api(uid)["sent"] == sent_at_pause
     assert at_pause < len(emails)
-    assert more.status(namespace, "risky")["phase"] == "Paused"
+    assert more.status(namespace, "risky")["phase"] == "Suspended"
 
     # Hard bounces are suppressed for good: no plan sends to these addresses again.
     addrs = ",".join(f"'{a}'" for a in sent)
@@ -399,7 +399,8 @@ def test_s3_missing_object_reports_load_failed_then_completes_when_uploaded(
     assert status["phase"] == "Loading" and status.get("sent", 0) == 0
     wait_for(
         lambda: any(
-            e["type"] == "Warning" and e["reason"] == "LoadFailed" for e in more.events(namespace, "later-list")
+            e["type"] == "Warning" and e["reason"] == "LoadFailed"
+            for e in more.events(namespace, "later-list")
         ),
         60,
         "Warning event LoadFailed",

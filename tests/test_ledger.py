@@ -80,8 +80,8 @@ async def test_upload_reports_bad_rows_duplicates_and_suppressed(engine: AsyncEn
     ]
     result = await ledger.insert_recipients(engine, plan_id, rows, batch_size=2)
     assert (result.accepted, result.rejected, result.duplicates, result.suppressed) == (2, 3, 2, 1)
-    by_row = {e.row: e.field for e in result.errors}
-    assert by_row == {2: "email", 3: "email", 5: "email", 7: "vars", 8: "email"}
+    assert {e.row: e.field for e in result.rejected_rows} == {2: "email", 5: "email", 7: "vars"}
+    assert [e.row for e in result.duplicate_rows] == [3, 8]  # kept apart from the errors
 
     again = await ledger.insert_recipients(engine, plan_id, rows)
     assert (again.accepted, again.suppressed, again.duplicates) == (0, 0, 5)
@@ -219,7 +219,8 @@ async def test_unused_tokens_go_back_to_the_shared_bucket(engine: AsyncEngine) -
 async def test_s3_list_is_streamed_validated_and_enqueued(engine: AsyncEngine, aws: MotoServer) -> None:
     import boto3
 
-    from emailplan.sender.loader import s3_rows
+    from emailplan.sender.api.uploads import read_rows
+    from emailplan.sender.loader import s3_chunks
 
     lines = ["email,name,code"] + [f"u{i}@example.com,U{i},C{i}" for i in range(1, 12001)]
     lines[5] = "broken-address,X,Y"  # data row 5
@@ -228,12 +229,12 @@ async def test_s3_list_is_streamed_validated_and_enqueued(engine: AsyncEngine, a
     s3.put_object(Bucket="lists", Key="spring.csv", Body="\n".join(lines).encode())
     plan_id = await new_plan(engine)
     settings = SenderSettings()
-    async with s3_rows(settings, bucket="lists", key="spring.csv", fmt="csv") as rows:
-        result = await ledger.insert_recipients(engine, plan_id, rows)
+    async with s3_chunks(settings, bucket="lists", key="spring.csv") as chunks:
+        result = await ledger.insert_recipients(engine, plan_id, read_rows(chunks, "csv"))
     async with WorkQueue.open(settings) as queue:
         await ledger.complete_recipients(engine, plan_id, queue)
     assert (result.accepted, result.rejected) == (11999, 1)
-    assert [(e.row, e.field) for e in result.errors] == [(5, "email")]
+    assert [(e.row, e.field) for e in result.rejected_rows] == [(5, "email")]
     view = await ledger.get_plan(engine, plan_id)
     assert view is not None and view.state == "ready" and view.recipients_complete
     async with engine.connect() as conn:

@@ -79,7 +79,13 @@ def emails(items: list[Recipient | RowError]) -> list[tuple[int, str]]:
 @pytest.mark.parametrize("chunk", [0, 1, 7])
 @pytest.mark.parametrize(
     "header",
-    ["email,name,city", '"email","name","city"', "Email,Name,City", ' EMAIL , name ,city', "\ufeffemail,name,city"],
+    [
+        "email,name,city",
+        '"email","name","city"',
+        "Email,Name,City",
+        " EMAIL , name ,city",
+        "\ufeffemail,name,city",
+    ],
 )
 def test_csv_header_case_quotes_and_bom_are_one_format(header: str, chunk: int) -> None:
     text = header + "\r\nAnn@Example.COM,Ann,Oslo\r\nbob@example.com,Bob,Lima\r\n"
@@ -93,7 +99,10 @@ def test_csv_header_case_quotes_and_bom_are_one_format(header: str, chunk: int) 
 
 @pytest.mark.parametrize("chunk", [0, 3])
 def test_csv_rows_are_records_not_lines(chunk: int) -> None:
-    text = 'email,name,note\na@example.com,"Ann","two\nlines"\r\nnot-an-address,X,y\n\nc@example.com,C,"say ""hi"""\n'
+    text = (
+        'email,name,note\na@example.com,"Ann","two\nlines"\r\n'
+        'not-an-address,X,y\n\nc@example.com,C,"say ""hi"""\n'
+    )
     out = rows(text, ListFormat.CSV, chunk)
     assert emails(out) == [(1, "a@example.com"), (2, "error:email"), (4, "c@example.com")]
     assert isinstance(out[0], Recipient) and out[0].vars == {"note": "two\nlines"}
@@ -116,7 +125,9 @@ def test_csv_without_email_column_is_a_list_error(text: str) -> None:
 
 @pytest.mark.parametrize("chunk", [0, 2])
 def test_ndjson_rows_count_lines_with_bom_crlf_and_blanks(chunk: int) -> None:
-    text = '\ufeff{"email": "a@example.com"}\r\n\r\nnot json\n[1]\n{"email": "B@example.com", "vars": {"k": 1}}'
+    text = (
+        '\ufeff{"email": "a@example.com"}\r\n\r\nnot json\n[1]\n{"email": "B@example.com", "vars": {"k": 1}}'
+    )
     out = rows(text, ListFormat.NDJSON, chunk)
     assert emails(out) == [(1, "a@example.com"), (3, "error:"), (4, "error:"), (5, "b@example.com")]
     assert isinstance(out[3], Recipient) and out[3].vars == {"k": 1}

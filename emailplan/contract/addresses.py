@@ -55,9 +55,11 @@ def check_mailbox(value: str, field: str) -> list[str]:
     problem = header_problem(value)
     if problem:
         return [f"{field}: {problem}"]
-    display, address = email.utils.parseaddr(value)
+    _display, address = email.utils.parseaddr(value)
     if not address or "@" not in address or address not in value:
-        return [f"{field}: {value!r} is not an email address (write addr@example.com or Name <addr@example.com>)"]
+        return [
+            f"{field}: {value!r} is not an email address (write addr@example.com or Name <addr@example.com>)"
+        ]
     try:
         normalize_address(address)
     except AddressError as exc:

@@ -13,12 +13,14 @@ from typing import Any
 
 from aiohttp import web
 
-from emailplan.sender import ledger, recipients
+from emailplan.contract import recipients
+from emailplan.contract.plans import SuppressionReason
+from emailplan.sender import ledger
 from emailplan.sender.api.auth import require_api_key
 from emailplan.sender.api.errors import ApiError
 from emailplan.sender.api.state import state_of
 
-REASONS = ("manual", "bounce", "complaint", "unsubscribe")
+REASONS = tuple(SuppressionReason)
 MAX_BATCH = 10_000
 
 
