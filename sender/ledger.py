@@ -586,11 +586,6 @@ async def save_load(engine: AsyncEngine, plan_id: uuid.UUID, job: LoadJob) -> Lo
     return job.model_copy(update={"updated_at": stamp})
 
 
-async def get_load(engine: AsyncEngine, plan_id: uuid.UUID) -> LoadJob | None:
-    async with engine.connect() as conn:
-        return await _load(conn, plan_id)
-
-
 async def _load(conn: AsyncConnection, plan_id: uuid.UUID) -> LoadJob | None:
     row = (
         await conn.execute(

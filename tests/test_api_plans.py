@@ -310,3 +310,53 @@ async def _wait_load(live: LiveApi, plan_id: uuid.UUID, states: set[str]) -> dic
             return load
         await asyncio.sleep(0.1)
     raise AssertionError(f"load job never reached {states}: {load}")
+
+
+async def test_s3_load_cut_by_an_api_restart_is_loaded_again_without_double_counting(
+    migrated: str, ident: Identity, aws: Any
+) -> None:
+    """A job left ``loading`` by a dead API (no heartbeat) starts again from the beginning."""
+    import boto3
+    from sqlalchemy import text
+
+    from emailplan.contract.plans import LoadJob, LoadSourceKind, LoadState, S3Source
+    from emailplan.sender import ledger
+
+    s3 = boto3.client("s3", endpoint_url=aws.endpoint_url, region_name="us-east-1")
+    s3.create_bucket(Bucket="cut")
+    s3.put_object(
+        Bucket="cut",
+        Key="l.csv",
+        Body=("email\n" + "".join(f"c{i}@example.com\n" for i in range(500))).encode(),
+    )
+    live = await start_api(migrated, ident, with_aws=True, aws_endpoint_url=aws.endpoint_url)
+    try:
+        plan_id = uuid.uuid4()
+        await put(live, plan_id, PLAN)
+        source = S3Source(bucket="cut", key="l.csv", format="csv")
+        # What the previous API process left: half the rows stored, the job "loading", its heartbeat old.
+        half = [(i + 1, {"email": f"c{i}@example.com"}) for i in range(250)]
+        await ledger.insert_recipients(live.engine, plan_id, half)
+        await ledger.save_load(
+            live.engine,
+            plan_id,
+            LoadJob(state=LoadState.LOADING, source=LoadSourceKind.S3, s3=source, attempts=1),
+        )
+        url = f"/v1/plans/{plan_id}/recipients/s3"
+        body = source.model_dump(mode="json")
+        job = await (await live.client.post(url, headers=HEADERS, json=body)).json()
+        assert job["state"] == "loading" and job["attempts"] == 1  # a live heartbeat: left alone
+        async with live.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE recipient_loads SET updated_at = now() - interval '5 minutes' WHERE plan_id = :p"
+                ),
+                {"p": plan_id},
+            )
+        assert (await live.client.post(url, headers=HEADERS, json=body)).status == 202
+        load = await _wait_load(live, plan_id, {"loaded"})
+        assert (load["accepted"], load["duplicates"], load["attempts"]) == (500, 0, 2)
+        counts = await live.counts(plan_id)
+        assert counts["total"] == 500 and counts["created"] == 500
+    finally:
+        await stop_api(live)
