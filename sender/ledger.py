@@ -171,6 +171,25 @@ async def _maybe_done(conn: AsyncConnection, plan_id: uuid.UUID) -> None:
 # --------------------------------------------------------------------------- plans
 
 
+# One statement: a new plan starts ``loading`` (or ``suspended``); an existing one keeps a final
+# state and otherwise takes the one its suspension and list completeness give. ``xmax = 0``
+# tells a fresh insert from an update.
+_UPSERT_PLAN = text(
+    """
+    INSERT INTO plans (id, name, namespace, spec, rate_per_second, start_at, state)
+    VALUES (:id, :name, :ns, CAST(:spec AS jsonb), :rate, :start,
+            CASE WHEN CAST(:suspended AS boolean) THEN 'suspended' ELSE 'loading' END)
+    ON CONFLICT (id) DO UPDATE SET
+        name = excluded.name, namespace = excluded.namespace, spec = excluded.spec,
+        rate_per_second = excluded.rate_per_second, start_at = excluded.start_at, updated_at = now(),
+        state = CASE WHEN plans.state IN ('stopped', 'done') THEN plans.state
+                     WHEN CAST(:suspended AS boolean) THEN 'suspended'
+                     WHEN plans.recipients_complete THEN 'ready' ELSE 'loading' END
+    RETURNING (xmax = 0) AS created
+    """
+)
+
+
 async def upsert_plan(
     engine: AsyncEngine,
     plan_id: uuid.UUID,
@@ -192,19 +211,9 @@ async def upsert_plan(
     if rate_per_second <= 0:
         raise ValueError("rate_per_second must be positive")
     async with engine.begin() as conn:
-        existing = (
+        created = (
             await conn.execute(
-                text("SELECT state, recipients_complete FROM plans WHERE id = :p FOR UPDATE"), {"p": plan_id}
-            )
-        ).first()
-        created = existing is None
-        if existing is None:
-            state = "suspended" if suspended else "loading"
-            await conn.execute(
-                text(
-                    "INSERT INTO plans (id, name, namespace, spec, rate_per_second, start_at, state) "
-                    "VALUES (:id, :name, :ns, CAST(:spec AS jsonb), :rate, :start, :state)"
-                ),
+                _UPSERT_PLAN,
                 {
                     "id": plan_id,
                     "name": name,
@@ -212,34 +221,13 @@ async def upsert_plan(
                     "spec": json.dumps(spec),
                     "rate": rate_per_second,
                     "start": start_at,
-                    "state": state,
+                    "suspended": suspended,
                 },
             )
-            await conn.execute(text("INSERT INTO plan_counters (plan_id) VALUES (:p)"), {"p": plan_id})
-        else:
-            old_state, complete = existing[0], existing[1]
-            if old_state in ("stopped", "done"):
-                state = old_state
-            elif suspended:
-                state = "suspended"
-            else:
-                state = "ready" if complete else "loading"
-            await conn.execute(
-                text(
-                    "UPDATE plans SET name = :name, namespace = :ns, spec = CAST(:spec AS jsonb), "
-                    "rate_per_second = :rate, start_at = :start, state = :state, updated_at = now() "
-                    "WHERE id = :id"
-                ),
-                {
-                    "id": plan_id,
-                    "name": name,
-                    "ns": namespace,
-                    "spec": json.dumps(spec),
-                    "rate": rate_per_second,
-                    "start": start_at,
-                    "state": state,
-                },
-            )
+        ).scalar_one()
+        await conn.execute(
+            text("INSERT INTO plan_counters (plan_id) VALUES (:p) ON CONFLICT DO NOTHING"), {"p": plan_id}
+        )
         row = await _plan_row(conn, plan_id)
         return _view(row, await _counts(conn, plan_id)), created
 

@@ -271,3 +271,35 @@ async def test_unprocessable_work_goes_to_the_dlq_with_its_reason(
             '"maxReceiveCount": "5"' in attrs["RedrivePolicy"]
             or '"maxReceiveCount": 5' in attrs["RedrivePolicy"]
         )
+
+
+async def test_finished_is_decided_by_the_ledger_even_while_suspended(engine: AsyncEngine) -> None:
+    """Issue 9 #8: the pods that held the last messages finish them after a suspend: the plan is done."""
+    plan_id = await new_plan(engine)
+    await ledger.insert_recipients(engine, plan_id, [(1, {"email": "last@example.com"})])
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE plans SET state = 'ready', recipients_complete = true"))
+        ids = list((await conn.execute(text("SELECT id FROM messages"))).scalars())
+    claimed = await ledger.claim(engine, plan_id, ids, "w", 60)
+    view, _ = await ledger.upsert_plan(engine, plan_id, name="p", namespace="ns", spec=SPEC, suspended=True)
+    assert view.state == "suspended"
+    await ledger.record_results(engine, plan_id, [ledger.SendResult(id=claimed[0].id, status="sent")])
+    view = await ledger.get_plan(engine, plan_id)
+    assert view is not None and view.state == "done"
+    view, _ = await ledger.upsert_plan(engine, plan_id, name="p", namespace="ns", spec=SPEC)
+    assert view.state == "done"  # resuming a finished plan leaves it finished
+
+
+async def test_reset_forgets_an_unfinished_list_only(engine: AsyncEngine) -> None:
+    plan_id = await new_plan(engine)
+    await ledger.insert_recipients(
+        engine, plan_id, [(1, {"email": "a@example.com"}), (2, {"email": "b@x.org"})]
+    )
+    assert await ledger.reset_recipients(engine, plan_id) is True
+    assert (await ledger.get_counts(engine, plan_id) or {})["total"] == 0
+    result = await ledger.insert_recipients(engine, plan_id, [(1, {"email": "a@example.com"})])
+    assert (result.accepted, result.duplicates) == (1, 0)  # counted once, not as a duplicate
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE plans SET recipients_complete = true"))
+    assert await ledger.reset_recipients(engine, plan_id) is False
+    assert (await ledger.get_counts(engine, plan_id) or {})["total"] == 1
