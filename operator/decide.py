@@ -23,7 +23,6 @@ from emailplan.contract.plans import (
     LoadState,
     PlanCounts,
     PlanPayload,
-    PlanState,
     PlanView,
     S3Source,
     SesOptions,
@@ -131,6 +130,8 @@ def load_action(o: Observed) -> LoadAction | None:
         return action if since.total_seconds() >= wait else None
     if job.state is LoadState.LOADED:
         return action  # loaded but not completed: completing again is idempotent
+    if job.source is LoadSourceKind.UPLOAD:
+        return action  # an upload runs inside one pass: one still open was cut short
     return action if since > LOAD_STALE_AFTER else None
 
 
@@ -363,6 +364,3 @@ def _message(o: Observed, phase: Phase, counts: PlanCounts, job: LoadJob | None)
             return f"loading failed: {job.failure.message}"
         return f"loading {_source_words(o.spec)}"
     return "registering the plan with the data plane"
-
-
-__all__ = ["LoadSourceKind", "PlanState", "decide"]

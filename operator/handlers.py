@@ -252,12 +252,15 @@ async def reconcile(ctx: Context, body: kopf.Body, mem: PlanMemory) -> None:
         if decision.payload is not None:
             await ctx.dataplane.put_plan(uid, decision.payload)
             log.info("plan registered", extra={"plan": name, "namespace": namespace, "uid": uid})
-        if decision.load is not None:
-            await _start_load(ctx, mem, uid, spec, decision.load)
     except DataPlaneRejected as exc:
         mem.rejected = (generation, f"the data plane refused the plan: {exc}")
         mem.wake.set()  # report it at once
         return
+    if decision.load is not None:
+        try:
+            await _start_load(ctx, mem, uid, spec, decision.load)
+        except DataPlaneRejected as exc:  # the load job records why; the next pass shows it
+            log.warning("recipient list refused", extra={"plan": name, "error": str(exc)})
     if mem.replicas is not None or decision.replicas > 0:
         await _scale(ctx, mem, name, namespace, uid, decision.replicas)
     for event in decision.events:

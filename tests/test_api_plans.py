@@ -267,6 +267,17 @@ async def test_whole_list_upload_is_a_load_job_and_can_be_repeated(api: LiveApi)
     ]
     assert view["counts"]["total"] == 2
 
+    other = uuid.uuid4()
+    await put(api, other, PLAN)
+    url = f"/v1/plans/{other}/recipients?complete=true"
+    resp = await api.client.post(
+        url, data=b"mail,name\nx@y.org,A\n", headers={**HEADERS, "Content-Type": "text/csv"}
+    )
+    assert resp.status == 400 and (await resp.json())["error"]["field"] == "email"
+    load = (await (await api.client.get(f"/v1/plans/{other}", headers=HEADERS)).json())["load"]
+    assert load["state"] == "failed" and load["failure"]["reason"] == "NotAList"
+    assert "email column" in load["failure"]["message"]
+
 
 async def test_s3_load_job_reports_missing_object_and_recovers(
     migrated: str, ident: Identity, aws: Any

@@ -20,6 +20,8 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from emailplan.contract.plans import (
+    LoadFailure,
+    LoadFailureReason,
     LoadJob,
     LoadResult,
     LoadSourceKind,
@@ -151,7 +153,14 @@ async def upload(request: web.Request) -> web.Response:
         queue = _queue(state)
         await ledger.reset_recipients(state.engine, plan_id)
         await ledger.save_load(state.engine, plan_id, LoadJob(state=LoadState.LOADING))
-    result = await _ingest(state, plan_id, read_rows(request.content.iter_chunked(256 * 1024), fmt, limit))
+    rows = read_rows(request.content.iter_chunked(256 * 1024), fmt, limit)
+    try:
+        result = await _ingest(state, plan_id, rows)
+    except ApiError as exc:
+        if whole and exc.status in (400, 413):  # the list itself is wrong: the job says why
+            failure = LoadFailure(reason=LoadFailureReason.NOT_A_LIST, message=exc.message)
+            await ledger.save_load(state.engine, plan_id, LoadJob(state=LoadState.FAILED, failure=failure))
+        raise
     if not whole:
         return _json(result)
     await ledger.complete_recipients(state.engine, plan_id, queue)
