@@ -1,4 +1,4 @@
-"""The Argo CD health check we ship (docs/argocd-health.lua), run in a real Lua, on statuses the operator decides.
+"""The Argo CD health check we ship (docs/argocd-health.lua), run in Lua on statuses the operator decides.
 
 Each case builds the status the operator's pure pass decision writes for a
 situation (``decide.decide``), then asks the Lua check what Argo CD would show.

@@ -19,6 +19,7 @@ from emailplan.contract import STATUS_COUNTS
 
 DEFAULT_RATE_PER_SECOND = 14.0  # SES's sandbox-exit rate; the CRD default reads this too
 MAX_REPORTED_ROWS = 100  # rejected (and, apart, duplicate) rows a load job keeps
+MAX_SUPPRESSIONS = 10_000  # addresses one suppression import may carry
 
 
 class PlanState(StrEnum):
@@ -244,5 +245,5 @@ class PlanView(PlanPayload):
 class SuppressionImport(Wire):
     """``POST /v1/suppressions``: addresses never to mail again."""
 
-    emails: list[str] = Field(min_length=1, max_length=10_000)
+    emails: list[str] = Field(min_length=1, max_length=MAX_SUPPRESSIONS)
     reason: SuppressionReason = SuppressionReason.MANUAL

@@ -12,20 +12,26 @@ import json
 from typing import Any
 
 from aiohttp import web
+from pydantic import ValidationError
 
-from emailplan.contract import recipients
-from emailplan.contract.plans import SuppressionReason
+from emailplan.contract.addresses import AddressError, normalize_address
+from emailplan.contract.plans import MAX_SUPPRESSIONS, SuppressionImport
 from emailplan.sender import ledger
 from emailplan.sender.api.auth import require_api_key
 from emailplan.sender.api.errors import ApiError
 from emailplan.sender.api.state import state_of
 
-REASONS = tuple(SuppressionReason)
-MAX_BATCH = 10_000
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    """``("emails", 1)`` → ``emails[1]``: the field as the request wrote it."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
 
 
 def parse_body(raw: bytes) -> tuple[list[str], str]:
-    """Validate ``{"emails": [...], "reason": "manual"}``; errors name the field."""
+    """Validate the body as ``SuppressionImport`` and normalise every address; errors name the field."""
     try:
         body: Any = json.loads(raw or b"null")
     except ValueError as exc:
@@ -33,20 +39,20 @@ def parse_body(raw: bytes) -> tuple[list[str], str]:
     if not isinstance(body, dict):
         raise ApiError(400, 'body must be an object like {"emails": [...]}', "body")
     emails = body.get("emails")
-    if not isinstance(emails, list) or not emails:
-        raise ApiError(400, "emails must be a non-empty list of addresses", "emails")
-    if len(emails) > MAX_BATCH:
-        raise ApiError(413, f"at most {MAX_BATCH} addresses a request", "emails")
-    reason = body.get("reason", "manual")
-    if reason not in REASONS:
-        raise ApiError(400, f"reason must be one of {', '.join(REASONS)}", "reason")
+    if isinstance(emails, list) and len(emails) > MAX_SUPPRESSIONS:
+        raise ApiError(413, f"at most {MAX_SUPPRESSIONS} addresses a request", "emails")
+    try:
+        request = SuppressionImport.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ApiError(400, str(first.get("msg", "invalid value")), _field(tuple(first["loc"]))) from exc
     out: list[str] = []
-    for i, value in enumerate(emails):
-        checked = recipients.validate_row(i, {"email": value}) if isinstance(value, str) else None
-        if not isinstance(checked, recipients.Recipient):
-            raise ApiError(400, f"emails[{i}] is not a valid address", f"emails[{i}]")
-        out.append(checked.email)
-    return out, str(reason)
+    for i, value in enumerate(request.emails):
+        try:
+            out.append(normalize_address(value))
+        except AddressError as exc:
+            raise ApiError(400, f"not a valid address: {exc}", f"emails[{i}]") from exc
+    return out, request.reason.value
 
 
 @require_api_key
