@@ -300,6 +300,7 @@ async def test_s3_load_job_reports_missing_object_and_recovers(
         assert (await live.client.post(url, headers=HEADERS, json=source)).status == 202
         load = await _wait_load(live, plan_id, {"loaded"})
         assert (load["accepted"], load["rejected"]) == (1, 1) and load["failure"] is None
+        assert [(r["row"], r["field"]) for r in load["rejectedRows"]] == [(2, "email")]
         s3.put_object(Bucket="late", Key="b.csv", Body=b"\x89PNG\r\n\x1a\n\x00\x00")
         other = uuid.uuid4()
         await put(live, other, PLAN)

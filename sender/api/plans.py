@@ -164,7 +164,7 @@ async def upload(request: web.Request) -> web.Response:
     if not whole:
         return _json(result)
     await ledger.complete_recipients(state.engine, plan_id, queue)
-    job = LoadJob(**result.model_dump(), state=LoadState.LOADED, source=LoadSourceKind.UPLOAD, attempts=1)
+    job = LoadJob(**dict(result), state=LoadState.LOADED, source=LoadSourceKind.UPLOAD, attempts=1)
     return _json(await ledger.save_load(state.engine, plan_id, job))
 
 

@@ -78,7 +78,7 @@ async def run(state: ApiState, plan_id: uuid.UUID, job: LoadJob) -> None:
         return
     finally:
         await _stop(beat)
-    done = job.model_copy(update={**result.model_dump(), "state": LoadState.LOADED})
+    done = job.model_copy(update={**dict(result), "state": LoadState.LOADED})
     await _save_quietly(state, plan_id, done)
     log.info(
         "recipients loaded from S3",
