@@ -47,7 +47,8 @@ class PlanMemory:
     templates: Templates | None = None
     list_text: str | None = None  # the ConfigMap list read while validating (uploaded from here)
     rejected: tuple[int, str] | None = None  # (generation, why) the data plane refused the plan
-    replicas: int | None = None  # spec.replicas of the Deployment as last set
+    replicas: int | None = None  # spec.replicas of the Deployment as last set (None: no Deployment)
+    deployment_observed: bool = False  # the Deployment was read once since this process started
     status: dict[str, Any] | None = None  # last status written
     interval: float = 5.0  # how long until the next pass (short while sending)
 
@@ -226,8 +227,9 @@ async def reconcile(ctx: Context, body: kopf.Body, mem: PlanMemory) -> None:
     if not problems and mem.rejected is not None and mem.rejected[0] == generation:
         problems, reason = [mem.rejected[1]], "RejectedByDataPlane"
     view = await ctx.dataplane.get_plan(uid) if not problems else None
-    if mem.replicas is None:
+    if not mem.deployment_observed:
         mem.replicas = await ctx.kube.deployment_replicas(namespace, deployment_name(name))
+        mem.deployment_observed = True
     observed = plan_decide.Observed(
         name=name,
         namespace=namespace,
@@ -261,8 +263,7 @@ async def reconcile(ctx: Context, body: kopf.Body, mem: PlanMemory) -> None:
             await _start_load(ctx, mem, uid, spec, decision.load)
         except DataPlaneRejected as exc:  # the load job records why; the next pass shows it
             log.warning("recipient list refused", extra={"plan": name, "error": str(exc)})
-    if mem.replicas is not None or decision.replicas > 0:
-        await _scale(ctx, mem, name, namespace, uid, decision.replicas)
+    await _scale(ctx, mem, name, namespace, uid, decision.replicas)
     for event in decision.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     await _write_status(ctx, mem, name, namespace, decision.status)
@@ -359,24 +360,26 @@ async def _validate(
 
 
 async def _scale(ctx: Context, mem: PlanMemory, name: str, namespace: str, uid: str, replicas: int) -> None:
-    """Create the Deployment if missing, else set its replicas when they differ from what we last set."""
+    """Create the Deployment when pods are first wanted, else set its replicas when they changed.
+
+    ``mem.replicas`` is what the Deployment has (None: it does not exist), observed once per
+    process and then kept up to date by this function, so an idle plan costs no Kubernetes call.
+    """
     dep = deployment_name(name)
     if mem.replicas is None:
-        mem.replicas = await ctx.kube.deployment_replicas(namespace, dep)
-        if mem.replicas is None:
-            manifest = render_deployment(
-                plan_name=name, namespace=namespace, plan_uid=uid, replicas=replicas, settings=ctx.settings
-            )
-            await ctx.kube.create_deployment(namespace, manifest)
-            log.info(
-                "sender deployment created", extra={"plan": name, "deployment": dep, "replicas": replicas}
-            )
-            mem.replicas = replicas
-            return
+        if replicas <= 0:
+            return  # no pods wanted and none there: nothing to create
+        manifest = render_deployment(
+            plan_name=name, namespace=namespace, plan_uid=uid, replicas=replicas, settings=ctx.settings
+        )
+        await ctx.kube.create_deployment(namespace, manifest)
+        log.info("sender deployment created", extra={"plan": name, "deployment": dep, "replicas": replicas})
+        mem.replicas = replicas
+        return
     if mem.replicas == replicas:
         return
     if not await ctx.kube.scale_deployment(namespace, dep, replicas):
-        mem.replicas = None  # deleted behind our back: recreate on the next pass
+        mem.replicas = None  # deleted behind our back: created again when pods are wanted
         return
     log.info("sender deployment scaled", extra={"plan": name, "from": mem.replicas, "to": replicas})
     mem.replicas = replicas
