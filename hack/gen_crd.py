@@ -303,12 +303,6 @@ status_props: dict[str, Any] = {
     "completedAt": s("when nothing was left", format="date-time"),
     "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
     "recipientsLoaded": {"type": "boolean", "description": "recipients handed to the data plane"},
-    "registeredGeneration": {
-        "type": "integer",
-        "format": "int64",
-        "minimum": 0,
-        "description": "last spec generation registered with the data plane",
-    },
     "message": s("latest human-readable summary", maxLength=4096),
     "conditions": {
         "type": "array",
