@@ -180,8 +180,9 @@ spec = obj(
                 },
                 "perPodRate": {
                     "type": "number",
-                    "description": "emails per second one sender pod is given",
-                    "default": 50,
+                    # No default here: one would hide the operator's setting (the chart's sender.perPodRate).
+                    "description": "emails per second one sender pod is given "
+                    "(default: the operator's setting, the chart's sender.perPodRate)",
                     "minimum": 0,
                     "exclusiveMinimum": True,
                     "maximum": 100000,

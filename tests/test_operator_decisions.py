@@ -5,9 +5,11 @@ from __future__ import annotations
 import email
 import email.policy
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from emailplan.contract.plans import (
     LoadFailure,
@@ -231,6 +233,16 @@ def test_chart_per_pod_rate_reaches_plans_without_one(monkeypatch: pytest.Monkey
     spec = read_spec({**without, "rate": {"perSecond": 20}}, OperatorSettings())
     assert spec.per_pod_rate == 5.0
     assert decide(observed(spec=spec, view=view(counts={"total": 5000, "created": 5000}))).replicas == 4
+
+
+def test_chart_per_pod_rate_is_not_hidden_by_a_crd_default() -> None:
+    """The API server fills CRD defaults before the operator reads a plan: none may hide the setting."""
+    root = Path(__file__).resolve().parent.parent
+    crd = yaml.safe_load((root / "crds" / "emailplan.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert "default" not in spec["senders"]["properties"]["perPodRate"]
+    template = (root / "charts" / "emailplan" / "templates" / "operator-deployment.yaml").read_text()
+    assert "EMAILPLAN_DEFAULT_PER_POD_RATE" in template and ".Values.sender.perPodRate" in template
 
 
 def test_template_variables_validation_promises_are_rendered() -> None:
