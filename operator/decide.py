@@ -252,7 +252,7 @@ def decide(o: Observed) -> Decision:
     else:
         where = _source_words(o.spec)
         conditions.append(cond("RecipientsLoaded", False, "Loading", f"loading {where}"))
-        if out.load is LoadAction.S3 and (job is None or job.state is LoadState.FAILED) and not load_failed:
+        if out.load is LoadAction.S3 and job is None:  # the first attempt; retries show as LoadFailed
             out.events.append(Event("Normal", "LoadingRecipients", f"loading {where}"))
     if load_failed and not loaded:
         assert job is not None and job.failure is not None
