@@ -406,14 +406,14 @@ def test_s3_missing_object_reports_load_failed_then_completes_when_uploaded(
         "Warning event LoadFailed",
     )
 
-    # The list a spreadsheet exports: BOM, CRLF, quoted header, a name with a line break inside quotes.
+    # The list a spreadsheet exports: BOM, CRLF, quoted header, a note with a line break inside quotes.
     good = [f"{marker}{i}@example.com" for i in range(40)]
-    lines = ['"Email","Name"']
-    lines.append(f'{good[0]},"Ann\nLee"')  # row 1 holds a newline: still one record
-    lines += [f"{e},R{i}" for i, e in enumerate(good[1:], start=1)]  # rows 2-40
+    lines = ['"Email","Name","Note"']
+    lines.append(f'{good[0]},Ann,"two\nlines"')  # row 1 holds a newline: still one record
+    lines += [f"{e},R{i},x" for i, e in enumerate(good[1:], start=1)]  # rows 2-40
     bad_rows = list(range(41, 48))
-    lines += [f"broken{n}-at-example.com,Bad" for n in bad_rows]  # rows 41-47: seven bad addresses
-    lines += [f"{good[n].upper()},Again" for n in range(3)]  # rows 48-50: duplicates, not errors
+    lines += [f"broken{n}-at-example.com,Bad,x" for n in bad_rows]  # rows 41-47: seven bad addresses
+    lines += [f"{good[n].upper()},Again,x" for n in range(3)]  # rows 48-50: duplicates, not errors
     body = "\ufeff" + "\r\n".join(lines) + "\r\n"
     s3.put_object(Bucket=bucket, Key="lists/late.csv", Body=body.encode())
 

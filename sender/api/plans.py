@@ -163,9 +163,11 @@ async def upload(request: web.Request) -> web.Response:
         raise
     if not whole:
         return _json(result)
-    await ledger.complete_recipients(state.engine, plan_id, queue)
+    # Outcome first, then completion: whoever sees the list complete also sees its counts.
     job = LoadJob(**dict(result), state=LoadState.LOADED, source=LoadSourceKind.UPLOAD, attempts=1)
-    return _json(await ledger.save_load(state.engine, plan_id, job))
+    job = await ledger.save_load(state.engine, plan_id, job)
+    await ledger.complete_recipients(state.engine, plan_id, queue)
+    return _json(job)
 
 
 async def _ingest(state: ApiState, plan_id: uuid.UUID, rows: object) -> LoadResult:
@@ -223,7 +225,9 @@ async def load_s3(request: web.Request) -> web.Response:
     _queue(state)
     running = any(t.get_name() == s3load.task_name(plan_id) and not t.done() for t in state.background)
     job = view.load
-    if s3load.needs_start(job, source, running, datetime.now(UTC)):
+    if s3load.needs_start(
+        job, source, complete=view.recipients_loaded, running_here=running, now=datetime.now(UTC)
+    ):
         job = await s3load.start(state, plan_id, source, job)
     assert job is not None
     return _json(job, status=202)

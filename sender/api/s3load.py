@@ -16,7 +16,7 @@ import logging
 import uuid
 from datetime import datetime, timedelta
 
-from emailplan.contract.plans import LoadJob, LoadSourceKind, LoadState, S3Source
+from emailplan.contract.plans import LoadJob, LoadResult, LoadSourceKind, LoadState, S3Source
 from emailplan.sender import ledger, loader
 from emailplan.sender.api.state import ApiState
 from emailplan.sender.api.uploads import read_rows
@@ -31,14 +31,16 @@ def task_name(plan_id: uuid.UUID) -> str:
     return f"s3-load-{plan_id}"
 
 
-def needs_start(job: LoadJob | None, source: S3Source, running_here: bool, now: datetime) -> bool:
-    """Start (or restart) unless this job is loaded from this source or is alive."""
+def needs_start(
+    job: LoadJob | None, source: S3Source, *, complete: bool, running_here: bool, now: datetime
+) -> bool:
+    """Start (or restart) unless this source's list is loaded and complete, or its job is alive."""
     if running_here:
         return False
     if job is None or job.source is not LoadSourceKind.S3 or job.s3 != source:
         return True
     if job.state is LoadState.LOADED:
-        return False
+        return not complete
     if job.state in (LoadState.PENDING, LoadState.LOADING):
         return job.updated_at is None or now - job.updated_at > STALE_AFTER
     return True  # failed: the caller asked again, so try again
@@ -46,10 +48,11 @@ def needs_start(job: LoadJob | None, source: S3Source, running_here: bool, now: 
 
 async def start(state: ApiState, plan_id: uuid.UUID, source: S3Source, previous: LoadJob | None) -> LoadJob:
     """Record the job as pending and run it in the background."""
-    attempts = previous.attempts if previous and previous.s3 == source else 0
-    job = await ledger.save_load(
-        state.engine, plan_id, LoadJob(source=LoadSourceKind.S3, s3=source, attempts=attempts)
-    )
+    if previous is not None and previous.s3 == source:  # same list again: keep its attempts (and counts)
+        job = previous.model_copy(update={"state": LoadState.PENDING, "failure": None})
+    else:
+        job = LoadJob(source=LoadSourceKind.S3, s3=source)
+    job = await ledger.save_load(state.engine, plan_id, job)
     state.spawn(run(state, plan_id, job), task_name(plan_id))
     return job
 
@@ -63,10 +66,19 @@ async def run(state: ApiState, plan_id: uuid.UUID, job: LoadJob) -> None:
     beat = asyncio.create_task(_heartbeat(state, plan_id, job))
     try:
         await ledger.save_load(state.engine, plan_id, job)
-        await ledger.reset_recipients(state.engine, plan_id)
-        log.info("loading recipients from S3", extra=extra)
-        async with loader.s3_chunks(state.settings, bucket=s3.bucket, key=s3.key) as chunks:
-            result = await ledger.insert_recipients(state.engine, plan_id, read_rows(chunks, s3.format))
+        if await ledger.reset_recipients(state.engine, plan_id):
+            log.info("loading recipients from S3", extra=extra)
+            async with loader.s3_chunks(state.settings, bucket=s3.bucket, key=s3.key) as chunks:
+                result = await ledger.insert_recipients(state.engine, plan_id, read_rows(chunks, s3.format))
+        else:  # stored and completed by an earlier attempt that failed while enqueueing: finish that
+            result = LoadResult.model_validate(job.model_dump())
+        await _stop(beat)
+        # The outcome is recorded before the list is completed, so whoever sees the list complete
+        # also sees its counts and rows; a crash in between leaves a loaded job on an incomplete
+        # list, which the next request loads again.
+        await ledger.save_load(
+            state.engine, plan_id, job.model_copy(update={**dict(result), "state": LoadState.LOADED})
+        )
         enqueued = await ledger.complete_recipients(state.engine, plan_id, state.queue)
     except Exception as exc:  # noqa: BLE001 - every failure becomes the job's reason, for the operator
         failure = loader.failure(exc, s3.bucket, s3.key)
@@ -78,8 +90,6 @@ async def run(state: ApiState, plan_id: uuid.UUID, job: LoadJob) -> None:
         return
     finally:
         await _stop(beat)
-    done = job.model_copy(update={**dict(result), "state": LoadState.LOADED})
-    await _save_quietly(state, plan_id, done)
     log.info(
         "recipients loaded from S3",
         extra={
