@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from emailplan.contract import STATUS_COUNTS
-from emailplan.sender.recipients import Recipient, validate_row
+from emailplan.contract.recipients import Recipient, validate_row
 
 BATCH = 1000
 

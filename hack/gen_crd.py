@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND
+from emailplan.operator.decide import Phase
 from emailplan.contract.addresses import ADDRESS_RULES
 from emailplan.contract.headers import HEADER_VALUE_PATTERN
 
@@ -174,7 +176,7 @@ spec = obj(
                 "perSecond": {
                     "type": "number",
                     "description": "total emails per second across all sender pods",
-                    "default": 14,
+                    "default": DEFAULT_RATE_PER_SECOND,
                     "minimum": 0,
                     "exclusiveMinimum": True,
                     "maximum": 100000,
@@ -194,8 +196,9 @@ spec = obj(
                 },
                 "perPodRate": {
                     "type": "number",
-                    "description": "emails per second one sender pod is given",
-                    "default": 50,
+                    # No default here: one would hide the operator's setting (the chart's sender.perPodRate).
+                    "description": "emails per second one sender pod is given "
+                    "(default: the operator's setting, the chart's sender.perPodRate)",
                     "minimum": 0,
                     "exclusiveMinimum": True,
                     "maximum": 100000,
@@ -308,7 +311,7 @@ condition = obj(
 status_props: dict[str, Any] = {
     "phase": s(
         "lifecycle phase",
-        enum=["Pending", "Scheduled", "Loading", "Sending", "Paused", "Completed", "Failed"],
+        enum=[p.value for p in Phase],
     ),
     **{k: {"type": "integer", "format": "int64", "minimum": 0, "description": v} for k, v in COUNTS.items()},
     "progress": s("share of messages finished, e.g. '42%'", pattern=r"^[0-9]{1,3}%$"),
@@ -317,12 +320,6 @@ status_props: dict[str, Any] = {
     "completedAt": s("when nothing was left", format="date-time"),
     "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
     "recipientsLoaded": {"type": "boolean", "description": "recipients handed to the data plane"},
-    "registeredGeneration": {
-        "type": "integer",
-        "format": "int64",
-        "minimum": 0,
-        "description": "last spec generation registered with the data plane",
-    },
     "message": s("latest human-readable summary", maxLength=4096),
     "conditions": {
         "type": "array",
@@ -366,6 +363,7 @@ columns = [
     col("Replicas", ".status.replicas", priority=1),
     col("Rate", ".spec.rate.perSecond", "number", priority=1, desc="emails per second"),
     col("Suspended", ".spec.suspend", "boolean", priority=1),
+    col("Message", ".status.message", "string", priority=1, desc="what the plan is doing or what is wrong"),
 ]
 
 crd = {

@@ -15,6 +15,8 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
+from emailplan.contract.plans import LoadJob, PlanPayload, PlanView, S3Source
+
 log = logging.getLogger(__name__)
 
 
@@ -96,50 +98,36 @@ class DataPlane:
         except TimeoutError as exc:
             raise DataPlaneUnavailable(f"{method} {path}: timed out") from exc
 
-    async def put_plan(self, plan_id: str, plan: dict[str, Any]) -> dict[str, Any]:
-        """Register or update the plan (idempotent by id)."""
-        return dict(await self._call("PUT", f"/v1/plans/{plan_id}", json_body=plan) or {})
+    async def put_plan(self, plan_id: str, plan: PlanPayload) -> PlanView:
+        """Register or update the plan (idempotent by id); suspension rides in ``plan.suspended``."""
+        body = await self._call("PUT", f"/v1/plans/{plan_id}", json_body=plan.model_dump(mode="json"))
+        return PlanView.model_validate(body)
 
-    async def get_plan(self, plan_id: str) -> dict[str, Any] | None:
-        """The plan view, or None when the data plane does not know the plan."""
+    async def get_plan(self, plan_id: str) -> PlanView | None:
+        """The plan view (state, counts, load job), or None when the data plane does not know the plan."""
         body = await self._call("GET", f"/v1/plans/{plan_id}", allow_404=True)
-        return dict(body) if isinstance(body, dict) else None
+        return None if body is None else PlanView.model_validate(body)
 
-    async def upload_recipients(
-        self, plan_id: str, chunks: Iterable[bytes], content_type: str
-    ) -> dict[str, Any]:
-        """Stream a recipient list; the answer counts accepted, rejected, duplicate and suppressed rows."""
-        return dict(
-            await self._call(
-                "POST", f"/v1/plans/{plan_id}/recipients", data=_iterate(chunks), content_type=content_type
-            )
-            or {}
+    async def load_list(self, plan_id: str, chunks: Iterable[bytes], content_type: str) -> LoadJob:
+        """Send the whole list; the data plane stores it, completes it and answers the load job."""
+        body = await self._call(
+            "POST",
+            f"/v1/plans/{plan_id}/recipients?complete=true",
+            data=_iterate(chunks),
+            content_type=content_type,
         )
+        return LoadJob.model_validate(body)
 
-    async def complete_recipients(self, plan_id: str) -> dict[str, Any]:
-        """Mark the list complete: the data plane enqueues every unqueued message once."""
-        return dict(await self._call("POST", f"/v1/plans/{plan_id}/recipients/complete") or {})
+    async def load_s3(self, plan_id: str, source: S3Source) -> LoadJob:
+        """Have the data plane load (and complete) the list from S3 itself, as a job."""
+        body = await self._call(
+            "POST", f"/v1/plans/{plan_id}/recipients/s3", json_body=source.model_dump(mode="json")
+        )
+        return LoadJob.model_validate(body)
 
-    async def load_s3(self, plan_id: str, bucket: str, key: str, fmt: str) -> dict[str, Any]:
-        """Ask the data plane to load (and complete) the list from S3 itself."""
-        body = {"bucket": bucket, "key": key, "format": fmt}
-        return dict(await self._call("POST", f"/v1/plans/{plan_id}/recipients/s3", json_body=body) or {})
-
-    async def suspend(self, plan_id: str) -> dict[str, Any]:
-        return dict(await self._call("POST", f"/v1/plans/{plan_id}/suspend") or {})
-
-    async def resume(self, plan_id: str) -> dict[str, Any]:
-        return dict(await self._call("POST", f"/v1/plans/{plan_id}/resume") or {})
-
-    async def stop(self, plan_id: str) -> dict[str, Any] | None:
-        """Stop the plan; None when the data plane never knew it (nothing to stop)."""
-        body = await self._call("POST", f"/v1/plans/{plan_id}/stop", allow_404=True)
-        return dict(body) if isinstance(body, dict) else None
-
-    async def counts(self, plan_id: str) -> dict[str, Any] | None:
-        """Counts of ``GET /v1/results/count/{planId}``; None for an unknown plan."""
-        body = await self._call("GET", f"/v1/results/count/{plan_id}", allow_404=True)
-        return dict(body) if isinstance(body, dict) else None
+    async def stop(self, plan_id: str) -> None:
+        """Stop the plan (a plan the data plane never knew needs nothing)."""
+        await self._call("POST", f"/v1/plans/{plan_id}/stop", allow_404=True)
 
 
 def _message(body: Any, text: str) -> str:

@@ -1,4 +1,4 @@
-"""Pure decisions of the operator: replicas, phase, progress, circuit breaker, conditions, status diff.
+"""Pure rules the pass decision (``decide``) is made of: replicas, progress, breaker, conditions, status diff.
 
 Nothing here does I/O or reads a clock: every input (counts, spec values, ``now``)
 is an argument, so the rules are table-tested without servers and the handlers
@@ -16,15 +16,6 @@ from emailplan.contract import STATUS_COUNTS
 
 # Counts shown in status, in the order of DESIGN.md.
 COUNT_FIELDS = STATUS_COUNTS
-
-PENDING = "Pending"
-SCHEDULED = "Scheduled"
-LOADING = "Loading"
-SENDING = "Sending"
-PAUSED = "Paused"
-COMPLETED = "Completed"
-FAILED = "Failed"
-PHASES = (PENDING, SCHEDULED, LOADING, SENDING, PAUSED, COMPLETED, FAILED)
 
 
 def normalize_counts(raw: dict[str, Any]) -> dict[str, int]:
@@ -134,37 +125,6 @@ def circuit_breaker(
             f"({counts.get('complained', 0)} of {sample}); sending suspended",
         )
     return None
-
-
-def phase(
-    *,
-    valid: bool,
-    registered: bool,
-    loaded: bool,
-    backlog: int,
-    now: datetime,
-    start_at: datetime | None,
-    suspended: bool,
-    tripped: bool,
-) -> str:
-    """The plan's phase from what the operator knows; the order of the checks is the rule.
-
-    An invalid plan is Failed; a finished list is Completed even if it is also
-    suspended (nothing is left to pause); loading may happen before ``startAt``.
-    """
-    if not valid:
-        return FAILED
-    if not registered:
-        return PENDING
-    if not loaded:
-        return LOADING
-    if backlog <= 0:
-        return COMPLETED
-    if suspended or tripped:
-        return PAUSED
-    if start_at is not None and now < start_at:
-        return SCHEDULED
-    return SENDING
 
 
 def parse_time(value: Any) -> datetime | None:

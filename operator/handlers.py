@@ -22,21 +22,20 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from emailplan.operator import decisions as d
+from emailplan.contract.recipients import first_recipient
+from emailplan.operator import decide as plan_decide
 from emailplan.operator import metrics
 from emailplan.operator.dataplane import DataPlane, DataPlaneRejected, DataPlaneUnavailable
 from emailplan.operator.deployment import deployment_name, render_deployment
 from emailplan.operator.kubeapi import GROUP, PLURAL, VERSION, KubeApi, load_config
-from emailplan.operator.planspec import PlanSpec, Templates, plan_payload, read_spec
-from emailplan.operator.recipients import content_type, first_recipient, inline_ndjson, text_chunks
+from emailplan.operator.planspec import PlanSpec, Templates, read_spec
+from emailplan.operator.recipients import content_type, inline_ndjson, text_chunks
 from emailplan.operator.settings import OperatorSettings
 from emailplan.operator.validation import check_address, check_templates
 
 log = logging.getLogger("emailplan.operator")
 
 FINALIZER = "emailplan.io/finalizer"
-# Data-plane states that mean the list is complete (docs/architecture.md).
-LOADED_STATES = {"ready", "suspended", "done", "stopped"}
 
 
 @dataclass
@@ -46,12 +45,12 @@ class PlanMemory:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     valid_generation: int | None = None
     templates: Templates | None = None
-    registered: tuple[int, bool] | None = None  # (generation, suspended) last PUT
-    dp_suspended: bool | None = None
-    replicas: int | None = None  # spec.replicas of the Deployment as last set
+    list_text: str | None = None  # the ConfigMap list read while validating (uploaded from here)
+    rejected: tuple[int, str] | None = None  # (generation, why) the data plane refused the plan
+    replicas: int | None = None  # spec.replicas of the Deployment as last set (None: no Deployment)
+    deployment_observed: bool = False  # the Deployment was read once since this process started
     status: dict[str, Any] | None = None  # last status written
-    reported: str | None = None  # last problem reported as an Event
-    tripped: str | None = None  # reason of the breaker trip last reported
+    interval: float = 5.0  # how long until the next pass (short while sending)
 
 
 @dataclass
@@ -167,7 +166,7 @@ async def plan_daemon(
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
             metrics.publish_phases(ctx.phases)
         interval = ctx.settings.status_interval_seconds
-        delay = interval if failures == 0 else min(60.0, interval * 2 ** min(failures, 5))
+        delay = mem.interval if failures == 0 else min(60.0, interval * 2 ** min(failures, 5))
         await _sleep(stopped, mem.wake, delay)
     ctx.plans.pop(uid, None)
     ctx.phases.pop(uid, None)
@@ -207,7 +206,7 @@ async def stop_plan(uid: str, name: str, memo: kopf.Memo, **_: Any) -> None:
 
 
 async def reconcile(ctx: Context, body: kopf.Body, mem: PlanMemory) -> None:
-    """One idempotent pass: validate, register, load, read counts, decide, scale, write status."""
+    """One idempotent pass: observe once, decide (pure, ``decide.decide``), apply."""
     meta = body.meta
     if meta.get("deletionTimestamp"):
         return
@@ -215,150 +214,81 @@ async def reconcile(ctx: Context, body: kopf.Body, mem: PlanMemory) -> None:
     name = str(meta["name"])
     namespace = str(meta["namespace"])
     generation = int(meta.get("generation") or 0)
-    status = dict(body.status)
     if mem.status is None:
-        mem.status = status
-    spec = read_spec(
-        body.spec,
-        default_max_bounce_rate=ctx.settings.default_max_bounce_rate,
-        default_max_complaint_rate=ctx.settings.default_max_complaint_rate,
-        default_min_sample=ctx.settings.breaker_min_sample,
-    )
-    now = datetime.now(UTC)
-    conditions: list[dict[str, Any]] = list(mem.status.get("conditions") or [])
+        mem.status = dict(body.status)
+    spec = read_spec(body.spec, ctx.settings)
 
+    # --- observe
+    problems: list[str] = []
+    reason = "InvalidSpec"
+    templates: Templates | None = None
     try:
         templates = await _validate(ctx, mem, namespace, generation, spec)
     except InvalidPlan as exc:
-        await _report_invalid(ctx, body, mem, exc, generation, now, conditions, name, namespace)
-        return
-    valid_cond = d.condition(
-        conditions, "Valid", True, "SpecValid", "the plan is valid", now=now, generation=generation
-    )
-
-    # The breaker decides from the latest counts; before the first read it is closed.
-    counts = d.normalize_counts(mem.status)
-    trip = d.circuit_breaker(
-        counts,
-        max_bounce_rate=spec.max_bounce_rate,
-        max_complaint_rate=spec.max_complaint_rate,
-        min_sample=spec.min_sample,
-    )
-    suspended = spec.suspend or trip is not None
-
-    try:
-        await _register(ctx, mem, uid, name, namespace, generation, spec, templates, suspended)
-        loaded, load_cond, load_message = await _load(ctx, body, mem, uid, namespace, spec, now, conditions)
-    except DataPlaneRejected as exc:
-        await _report_invalid(
-            ctx,
-            body,
-            mem,
-            InvalidPlan([f"the data plane refused the plan: {exc}"], reason="RejectedByDataPlane"),
-            generation,
-            now,
-            conditions,
-            name,
-            namespace,
-        )
-        return
-    except InvalidPlan as exc:
-        await _report_invalid(ctx, body, mem, exc, generation, now, conditions, name, namespace)
-        return
-
-    raw_counts = await ctx.dataplane.counts(uid)
-    if raw_counts is not None:
-        counts = d.normalize_counts(raw_counts)
-    trip = d.circuit_breaker(
-        counts,
-        max_bounce_rate=spec.max_bounce_rate,
-        max_complaint_rate=spec.max_complaint_rate,
-        min_sample=spec.min_sample,
-    )
-    suspended = spec.suspend or trip is not None
-    await _apply_suspension(ctx, mem, body, uid, suspended, trip)
-
-    backlog = d.remaining(counts)
-    phase = d.phase(
-        valid=True,
-        registered=True,
-        loaded=loaded,
-        backlog=backlog,
-        now=now,
-        start_at=spec.start_at,
-        suspended=spec.suspend,
-        tripped=trip is not None,
-    )
-    replicas = d.desired_replicas(
-        now=now,
-        start_at=spec.start_at,
-        suspended=suspended,
-        loaded=loaded,
-        backlog=backlog,
-        rate_per_second=spec.rate,
-        per_pod_rate=spec.per_pod_rate,
-        max_replicas=spec.max_replicas,
-        backlog_per_replica=ctx.settings.backlog_per_replica,
-        current=mem.replicas or 0,
-    )
-    await _scale(ctx, mem, name, namespace, uid, replicas)
-
-    if trip is not None:
-        paused_cond = d.condition(conditions, "Suspended", True, trip.reason, trip.message, now=now)
-    elif spec.suspend:
-        paused_cond = d.condition(
-            conditions, "Suspended", True, "SuspendedBySpec", "spec.suspend is true", now=now
-        )
-    else:
-        paused_cond = d.condition(conditions, "Suspended", False, "NotSuspended", "", now=now)
-    ready = phase in (d.SENDING, d.SCHEDULED, d.COMPLETED)
-    ready_cond = d.condition(
-        conditions,
-        "Ready",
-        ready,
-        phase,
-        _ready_message(phase, spec, backlog),
-        now=now,
+        problems, reason = exc.problems, exc.reason
+    if not problems and mem.rejected is not None and mem.rejected[0] == generation:
+        problems, reason = [mem.rejected[1]], "RejectedByDataPlane"
+    view = await ctx.dataplane.get_plan(uid) if not problems else None
+    if not mem.deployment_observed:
+        mem.replicas = await ctx.kube.deployment_replicas(namespace, deployment_name(name))
+        mem.deployment_observed = True
+    observed = plan_decide.Observed(
+        name=name,
+        namespace=namespace,
         generation=generation,
+        spec=spec,
+        status=mem.status,
+        now=datetime.now(UTC),
+        problems=tuple(problems),
+        problem_reason=reason,
+        templates=templates,
+        view=view,
+        replicas=mem.replicas or 0,
+        backlog_per_replica=ctx.settings.backlog_per_replica,
+        status_interval=ctx.settings.status_interval_seconds,
     )
 
-    desired: dict[str, Any] = {k: counts[k] for k in d.COUNT_FIELDS}
-    desired.update(
-        phase=phase,
-        progress=d.progress(counts, completed=phase == d.COMPLETED),
-        replicas=replicas,
-        observedGeneration=generation,
-        registeredGeneration=generation,
-        recipientsLoaded=loaded,
-        message=load_message if phase == d.LOADING else _ready_message(phase, spec, backlog),
-        conditions=d.merge_conditions(conditions, [valid_cond, load_cond, paused_cond, ready_cond]),
-    )
-    if phase in (d.SENDING, d.COMPLETED) or counts["sent"] > 0:
-        desired["startedAt"] = mem.status.get("startedAt") or d.format_time(now)
-    if phase == d.COMPLETED:
-        desired["completedAt"] = mem.status.get("completedAt") or d.format_time(now)
-        if mem.status.get("phase") != d.COMPLETED:
-            kopf.event(
-                body,
-                type="Normal",
-                reason="Completed",
-                message=f"plan completed: {counts['sent']} sent, {counts['failed']} failed, "
-                f"{counts['suppressed']} suppressed of {counts['total']}",
-            )
-    await _write_status(ctx, mem, name, namespace, desired)
-    ctx.phases[uid] = phase
+    # --- decide
+    decision = plan_decide.decide(observed)
+
+    # --- apply
+    try:
+        if decision.payload is not None:
+            await ctx.dataplane.put_plan(uid, decision.payload)
+            log.info("plan registered", extra={"plan": name, "namespace": namespace, "uid": uid})
+    except DataPlaneRejected as exc:
+        mem.rejected = (generation, f"the data plane refused the plan: {exc}")
+        mem.wake.set()  # report it at once
+        return
+    if decision.load is not None:
+        try:
+            await _start_load(ctx, mem, uid, spec, decision.load)
+        except DataPlaneRejected as exc:  # the load job records why; the next pass shows it
+            log.warning("recipient list refused", extra={"plan": name, "error": str(exc)})
+    await _scale(ctx, mem, name, namespace, uid, decision.replicas)
+    for event in decision.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    await _write_status(ctx, mem, name, namespace, decision.status)
+    mem.interval = decision.requeue_after
+    ctx.phases[uid] = decision.phase.value
 
 
-def _ready_message(phase: str, spec: PlanSpec, backlog: int) -> str:
-    if phase == d.SCHEDULED and spec.start_at:
-        return f"waiting for schedule.startAt {d.format_time(spec.start_at)}"
-    if phase == d.SENDING:
-        return f"sending at up to {spec.rate:g}/s, {backlog} left"
-    if phase == d.PAUSED:
-        return f"paused, {backlog} left"
-    if phase == d.COMPLETED:
-        return "all messages handled"
-    return phase
+async def _start_load(
+    ctx: Context, mem: PlanMemory, uid: str, spec: PlanSpec, action: plan_decide.LoadAction
+) -> None:
+    """Start the load the decision asked for: the data plane reads S3 itself, lists the operator sends."""
+    if action is plan_decide.LoadAction.S3:
+        await ctx.dataplane.load_s3(uid, plan_decide.s3_source(spec))
+        return
+    if spec.recipients_source == "inline":
+        await ctx.dataplane.load_list(
+            uid, inline_ndjson(list(spec.recipients["inline"])), content_type("jsonl")
+        )
+        return
+    fmt = str(spec.recipients["configMapRef"].get("format") or "csv")
+    if mem.list_text is None:
+        raise DataPlaneUnavailable("the ConfigMap list was not read yet")
+    await ctx.dataplane.load_list(uid, text_chunks(mem.list_text), content_type(fmt))
 
 
 async def _validate(
@@ -405,9 +335,16 @@ async def _validate(
                 f"recipients.configMapRef: key {ref.get('key')!r} not in ConfigMap {ref.get('name')!r}"
             )
         else:
-            sample = first_recipient(data[str(ref.get("key"))], str(ref.get("format") or "csv"))
-            if sample is None:
-                problems.append("recipients.configMapRef: the list has no recipients")
+            mem.list_text = data[str(ref.get("key"))]
+            try:
+                first = first_recipient(mem.list_text, str(ref.get("format") or "csv"))
+            except ValueError as exc:
+                problems.append(f"recipients.configMapRef: {exc}")
+                first = None
+            if first is None:
+                problems.append("recipients.configMapRef: the list has no valid recipient")
+            else:
+                sample = first.as_context()
     elif source != "s3":
         problems.append("recipients: set exactly one of inline, configMapRef or s3")
 
@@ -424,227 +361,36 @@ async def _validate(
     return templates
 
 
-async def _report_invalid(
-    ctx: Context,
-    body: kopf.Body,
-    mem: PlanMemory,
-    exc: InvalidPlan,
-    generation: int,
-    now: datetime,
-    conditions: list[dict[str, Any]],
-    name: str,
-    namespace: str,
-) -> None:
-    """Failed phase, Valid=False and Ready=False conditions, one Warning Event per distinct problem.
-
-    A plan that was valid and running before keeps its data-plane state, but its
-    pods are scaled to zero so nothing is sent from a spec its owner broke.
-    """
-    mem.valid_generation = None
-    mem.templates = None
-    message = str(exc)
-    if mem.reported != message:
-        kopf.warn(body, reason=exc.reason, message=message[:1000])
-        log.warning("invalid plan", extra={"plan": name, "namespace": namespace, "problems": exc.problems})
-        mem.reported = message
-    if mem.replicas:
-        await _scale(ctx, mem, name, namespace, str(body.meta["uid"]), 0)
-    desired = {
-        "phase": d.FAILED,
-        "observedGeneration": generation,
-        "message": message[:4096],
-        "conditions": d.merge_conditions(
-            conditions,
-            [
-                d.condition(conditions, "Valid", False, exc.reason, message, now=now, generation=generation),
-                d.condition(conditions, "Ready", False, exc.reason, message, now=now, generation=generation),
-            ],
-        ),
-    }
-    if mem.replicas is not None:
-        desired["replicas"] = 0
-    await _write_status(ctx, mem, name, namespace, desired)
-    ctx.phases[str(body.meta["uid"])] = d.FAILED
-
-
-async def _register(
-    ctx: Context,
-    mem: PlanMemory,
-    uid: str,
-    name: str,
-    namespace: str,
-    generation: int,
-    spec: PlanSpec,
-    templates: Templates,
-    suspended: bool,
-) -> None:
-    """PUT the plan when it is new to this process or its spec or suspension changed (idempotent by uid)."""
-    key = (generation, suspended)
-    if mem.registered == key:
-        return
-    payload = plan_payload(
-        name=name, namespace=namespace, spec=spec, templates=templates, suspended=suspended
-    )
-    await ctx.dataplane.put_plan(uid, payload)
-    if mem.registered is None:
-        log.info("plan registered", extra={"plan": name, "namespace": namespace, "uid": uid})
-    mem.registered = key
-
-
-async def _load(
-    ctx: Context,
-    body: kopf.Body,
-    mem: PlanMemory,
-    uid: str,
-    namespace: str,
-    spec: PlanSpec,
-    now: datetime,
-    conditions: list[dict[str, Any]],
-) -> tuple[bool, dict[str, Any], str]:
-    """Upload the recipient list once; return (loaded, RecipientsLoaded condition, status message).
-
-    ``status.recipientsLoaded`` is written the moment the data plane confirmed the
-    list complete, so a restarted operator never uploads or enqueues again; the
-    data plane's own ``recipientsLoaded`` covers a crash between the two writes.
-    """
-    assert mem.status is not None
-    old = next((c for c in conditions if c.get("type") == "RecipientsLoaded"), None)
-    if mem.status.get("recipientsLoaded") and old is not None:
-        return True, old, str(old.get("message") or "")
-    view = await ctx.dataplane.get_plan(uid)
-    if view and (view.get("recipientsLoaded") or view.get("state") in LOADED_STATES):
-        cond = d.condition(conditions, "RecipientsLoaded", True, "Loaded", _summary(view), now=now)
-        await _write_status(
-            ctx,
-            mem,
-            str(body.meta["name"]),
-            namespace,
-            {"recipientsLoaded": True, "conditions": d.merge_conditions(conditions, [cond])},
-        )
-        return True, cond, cond["message"]
-
-    source = spec.recipients_source
-    if source == "s3":
-        s3 = spec.recipients["s3"]
-        if not (old and old.get("reason") == "LoadingFromS3"):
-            await ctx.dataplane.load_s3(
-                uid, str(s3["bucket"]), str(s3["key"]), str(s3.get("format") or "csv")
-            )
-            kopf.event(
-                body,
-                type="Normal",
-                reason="LoadingRecipients",
-                message=f"loading s3://{s3['bucket']}/{s3['key']}",
-            )
-        msg = f"the data plane is loading s3://{s3['bucket']}/{s3['key']}"
-        cond = d.condition(conditions, "RecipientsLoaded", False, "LoadingFromS3", msg, now=now)
-        await _write_status(
-            ctx,
-            mem,
-            str(body.meta["name"]),
-            namespace,
-            {"conditions": d.merge_conditions(conditions, [cond])},
-        )
-        return False, cond, msg
-
-    if source == "inline":
-        answer = await ctx.dataplane.upload_recipients(
-            uid, inline_ndjson(list(spec.recipients["inline"])), content_type("jsonl")
-        )
-    else:
-        ref = spec.recipients["configMapRef"]
-        data = await ctx.kube.config_map_data(namespace, str(ref["name"]))
-        if data is None or str(ref["key"]) not in data:
-            raise InvalidPlan([f"recipients.configMapRef: {ref['name']}/{ref['key']} disappeared"])
-        fmt = str(ref.get("format") or "csv")
-        answer = await ctx.dataplane.upload_recipients(
-            uid, text_chunks(data[str(ref["key"])]), content_type(fmt)
-        )
-    done = await ctx.dataplane.complete_recipients(uid)
-    summary = _summary({**answer, **{k: v for k, v in done.items() if k == "total"}})
-    cond = d.condition(conditions, "RecipientsLoaded", True, "Loaded", summary, now=now)
-    await _write_status(
-        ctx,
-        mem,
-        str(body.meta["name"]),
-        namespace,
-        {"recipientsLoaded": True, "conditions": d.merge_conditions(conditions, [cond])},
-    )
-    kopf.event(body, type="Normal", reason="RecipientsLoaded", message=summary)
-    if answer.get("rejected"):
-        errors = answer.get("errors") or []
-        sample = "; ".join(
-            f"row {e.get('row')}: {e.get('message')}" for e in errors[:5] if isinstance(e, dict)
-        )
-        kopf.warn(
-            body,
-            reason="RecipientsRejected",
-            message=f"{answer.get('rejected')} rows rejected" + (f" (e.g. {sample})" if sample else ""),
-        )
-    return True, cond, summary
-
-
-def _summary(answer: Mapping[str, Any]) -> str:
-    parts = [
-        f"{answer[k]} {k}"
-        for k in ("accepted", "rejected", "duplicates", "suppressed", "total")
-        if isinstance(answer.get(k), int)
-    ]
-    return "recipients loaded" + (f": {', '.join(parts)}" if parts else "")
-
-
-async def _apply_suspension(
-    ctx: Context, mem: PlanMemory, body: kopf.Body, uid: str, suspended: bool, trip: d.Trip | None
-) -> None:
-    """Suspend or resume in the data plane when the effective state changed; report breaker trips."""
-    if trip is not None and mem.tripped != trip.reason:
-        kopf.warn(body, reason=trip.reason, message=trip.message)
-        log.warning("circuit breaker tripped", extra={"plan": body.meta.get("name"), "reason": trip.reason})
-        mem.tripped = trip.reason
-    elif trip is None and mem.tripped is not None:
-        kopf.event(
-            body, type="Normal", reason="CircuitBreakerReset", message="rates are within the limits again"
-        )
-        mem.tripped = None
-    if mem.dp_suspended == suspended:
-        return
-    if suspended:
-        await ctx.dataplane.suspend(uid)
-    else:
-        await ctx.dataplane.resume(uid)
-    mem.dp_suspended = suspended
-
-
 async def _scale(ctx: Context, mem: PlanMemory, name: str, namespace: str, uid: str, replicas: int) -> None:
-    """Create the Deployment if missing, else set its replicas when they differ from what we last set."""
+    """Create the Deployment when pods are first wanted, else set its replicas when they changed.
+
+    ``mem.replicas`` is what the Deployment has (None: it does not exist), observed once per
+    process and then kept up to date by this function, so an idle plan costs no Kubernetes call.
+    """
     dep = deployment_name(name)
     if mem.replicas is None:
-        mem.replicas = await ctx.kube.deployment_replicas(namespace, dep)
-        if mem.replicas is None:
-            manifest = render_deployment(
-                plan_name=name, namespace=namespace, plan_uid=uid, replicas=replicas, settings=ctx.settings
-            )
-            await ctx.kube.create_deployment(namespace, manifest)
-            log.info(
-                "sender deployment created", extra={"plan": name, "deployment": dep, "replicas": replicas}
-            )
-            mem.replicas = replicas
-            return
+        if replicas <= 0:
+            return  # no pods wanted and none there: nothing to create
+        manifest = render_deployment(
+            plan_name=name, namespace=namespace, plan_uid=uid, replicas=replicas, settings=ctx.settings
+        )
+        await ctx.kube.create_deployment(namespace, manifest)
+        log.info("sender deployment created", extra={"plan": name, "deployment": dep, "replicas": replicas})
+        mem.replicas = replicas
+        return
     if mem.replicas == replicas:
         return
     if not await ctx.kube.scale_deployment(namespace, dep, replicas):
-        mem.replicas = None  # deleted behind our back: recreate on the next pass
+        mem.replicas = None  # deleted behind our back: created again when pods are wanted
         return
     log.info("sender deployment scaled", extra={"plan": name, "from": mem.replicas, "to": replicas})
     mem.replicas = replicas
 
 
 async def _write_status(
-    ctx: Context, mem: PlanMemory, name: str, namespace: str, desired: dict[str, Any]
+    ctx: Context, mem: PlanMemory, name: str, namespace: str, changes: dict[str, Any]
 ) -> None:
-    """Patch only the fields that changed since the last write (or since the object was read)."""
-    current = mem.status or {}
-    changes = d.status_changes(current, desired)
+    """One merge patch with the fields the decision changed (nothing when nothing changed)."""
     if not changes:
         return
     try:
@@ -654,4 +400,4 @@ async def _write_status(
             return
         raise
     metrics.STATUS_PATCHES.inc()
-    mem.status = {**current, **changes}
+    mem.status = {**(mem.status or {}), **changes}

@@ -6,7 +6,7 @@ from collections import Counter as _Tally
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from emailplan.operator.decisions import PHASES
+from emailplan.operator.decide import Phase
 
 PLANS = Gauge("emailplan_operator_plans", "EmailPlans handled by this operator, by phase", ["phase"])
 RECONCILE_ERRORS = Counter(
@@ -23,5 +23,5 @@ STATUS_PATCHES = Counter("emailplan_operator_status_patches_total", "Status subr
 def publish_phases(phases: dict[str, str]) -> None:
     """Set the per-phase gauge from the operator's current view (every phase, zeros included)."""
     tally = _Tally(phases.values())
-    for phase in PHASES:
-        PLANS.labels(phase=phase).set(tally.get(phase, 0))
+    for phase in Phase:
+        PLANS.labels(phase=phase.value).set(tally.get(phase.value, 0))

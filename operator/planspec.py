@@ -1,4 +1,4 @@
-"""A typed reading of an EmailPlan's spec, with the CRD's defaults, and the plan JSON for the data plane.
+"""A typed reading of an EmailPlan's spec, with the CRD's defaults.
 
 The API server fills defaults through the CRD schema, but objects created before a
 default existed (or by a client that skipped defaulting) may lack them, so the
@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from emailplan.operator.decisions import format_time, parse_time
+from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND
+from emailplan.operator.decisions import parse_time
+from emailplan.operator.settings import OperatorSettings
 
-DEFAULT_RATE = 14.0
 DEFAULT_MAX_REPLICAS = 4
-DEFAULT_PER_POD_RATE = 50.0
 
 
 @dataclass(frozen=True)
@@ -66,14 +66,12 @@ def _section(spec: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def read_spec(
-    spec: Mapping[str, Any],
-    *,
-    default_max_bounce_rate: float = 0.05,
-    default_max_complaint_rate: float = 0.001,
-    default_min_sample: int = 100,
-) -> PlanSpec:
-    """Read the spec with defaults; never raises on missing optional fields."""
+def read_spec(spec: Mapping[str, Any], settings: OperatorSettings) -> PlanSpec:
+    """Read the spec with defaults; never raises on missing optional fields.
+
+    Where the plan says nothing, the operator's settings decide (the chart's
+    ``sender.perPodRate`` and safety defaults reach plans through them).
+    """
     rate = _section(spec, "rate")
     senders = _section(spec, "senders")
     safety = _section(spec, "safety")
@@ -89,40 +87,15 @@ def read_spec(
         template_ref=dict(template_ref) if isinstance(template_ref, Mapping) else None,
         recipients=dict(_section(spec, "recipients")),
         start_at=parse_time(_section(spec, "schedule").get("startAt")),
-        rate=float(rate.get("perSecond") or DEFAULT_RATE),
+        rate=float(rate.get("perSecond") or DEFAULT_RATE_PER_SECOND),
         max_replicas=int(senders.get("maxReplicas") or DEFAULT_MAX_REPLICAS),
-        per_pod_rate=float(senders.get("perPodRate") or DEFAULT_PER_POD_RATE),
+        per_pod_rate=float(senders.get("perPodRate") or settings.default_per_pod_rate),
         suspend=bool(spec.get("suspend", False)),
         tracking={"opens": bool(tracking.get("opens", True)), "clicks": bool(tracking.get("clicks", False))},
         unsubscribe=bool(_section(spec, "unsubscribe").get("enabled", True)),
         ses={"configurationSet": ses.get("configurationSet"), "tags": dict(ses.get("tags") or {})},
-        max_bounce_rate=float(safety.get("maxBounceRate", default_max_bounce_rate)),
-        max_complaint_rate=float(safety.get("maxComplaintRate", default_max_complaint_rate)),
-        min_sample=int(safety.get("minSample", default_min_sample)),
+        max_bounce_rate=float(safety.get("maxBounceRate", settings.default_max_bounce_rate)),
+        max_complaint_rate=float(safety.get("maxComplaintRate", settings.default_max_complaint_rate)),
+        min_sample=int(safety.get("minSample", settings.breaker_min_sample)),
         raw=spec,
     )
-
-
-def plan_payload(
-    *, name: str, namespace: str, spec: PlanSpec, templates: Templates, suspended: bool
-) -> dict[str, Any]:
-    """The plan JSON of ``PUT /v1/plans/{uid}`` (docs/architecture.md).
-
-    ``suspended`` is the effective state (the user's ``suspend`` or the circuit
-    breaker), so one PUT carries every change the running pods must see.
-    """
-    return {
-        "name": name,
-        "namespace": namespace,
-        "from": spec.sender,
-        "replyTo": spec.reply_to,
-        "subject": templates.subject,
-        "html": templates.html,
-        "text": templates.text,
-        "ratePerSecond": spec.rate,
-        "startAt": format_time(spec.start_at) if spec.start_at else None,
-        "suspended": suspended,
-        "tracking": spec.tracking,
-        "unsubscribe": {"enabled": spec.unsubscribe},
-        "ses": spec.ses,
-    }

@@ -1,15 +1,14 @@
 """Recipient lists the operator uploads itself: inline lists and ConfigMap keys.
 
 The data plane parses, validates and deduplicates rows; the operator only turns
-the resource's list into the upload body and reads the first row so templates
-can be checked against real variables. Bodies are sent in chunks so a large
+the resource's list into the upload body (the first row, for checking templates
+against real variables, is read with the same reader the data plane uses:
+``emailplan.contract.recipients``). Bodies are sent in chunks so a large
 ConfigMap is streamed, not copied into one request buffer.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -43,22 +42,3 @@ def text_chunks(text: str) -> Iterator[bytes]:
     data = text.encode()
     for start in range(0, len(data), CHUNK_BYTES):
         yield data[start : start + CHUNK_BYTES]
-
-
-def first_recipient(text: str, fmt: str) -> dict[str, Any] | None:
-    """The first data row of a csv (header row first) or jsonl list, or None if there is none."""
-    if fmt == "jsonl":
-        for line in text.splitlines():
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    return None
-                return row if isinstance(row, dict) else None
-        return None
-    reader = csv.DictReader(io.StringIO(text))
-    for row in reader:
-        cleaned = {str(k).strip(): (v or "").strip() for k, v in row.items() if k is not None}
-        if any(cleaned.values()):
-            return cleaned
-    return None

@@ -27,13 +27,16 @@ from typing import Any, Protocol
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from emailplan.contract import plans as contract
+from emailplan.contract.plans import LoadJob, LoadResult, PlanState, RowProblem
+from emailplan.contract.recipients import Recipient, Row, RowError, validate_row
 from emailplan.sender.models import COUNTER_COLUMNS
-from emailplan.sender.recipients import Recipient, RowError, validate_row
 
 INSERT_BATCH = 5000
 ENQUEUE_CHUNK = 10_000
 IDS_PER_QUEUE_MESSAGE = 100
-MAX_REPORTED_ERRORS = 1000
+# What ``insert_recipients`` takes: rows of the recipient reader, or (row number, parsed row) pairs.
+RowInput = Row | tuple[int, Mapping[str, Any] | RowError]
 
 
 class PlanNotFoundError(LookupError):
@@ -67,30 +70,6 @@ class PlanView:
     created_at: datetime
     updated_at: datetime
     counts: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class IngestResult:
-    """Outcome of one recipient upload: what was stored, refused, and why (with row numbers)."""
-
-    accepted: int = 0
-    rejected: int = 0
-    duplicates: int = 0
-    suppressed: int = 0
-    errors: list[RowError] = field(default_factory=list)
-
-    def add_error(self, error: RowError) -> None:
-        if len(self.errors) < MAX_REPORTED_ERRORS:
-            self.errors.append(error)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "accepted": self.accepted,
-            "rejected": self.rejected,
-            "duplicates": self.duplicates,
-            "suppressed": self.suppressed,
-            "errors": [e.as_dict() for e in self.errors],
-        }
 
 
 @dataclass(frozen=True)
@@ -173,18 +152,42 @@ async def _plan_row(conn: AsyncConnection, plan_id: uuid.UUID, lock: bool = Fals
 
 
 async def _maybe_done(conn: AsyncConnection, plan_id: uuid.UUID) -> None:
-    """A complete, ready plan with nothing created or processing is ``done``."""
+    """The one place "finished" is decided: a complete list with nothing created or processing is ``done``.
+
+    A suspended plan whose last messages were sent by the pods that held them is
+    finished too (nothing is left to resume); the operator and the workers read
+    the state, they do not decide it again.
+    """
     await conn.execute(
         text(
             "UPDATE plans p SET state = 'done', updated_at = now() FROM plan_counters c "
-            "WHERE p.id = :p AND c.plan_id = p.id AND p.state = 'ready' AND p.recipients_complete "
-            "AND c.created = 0 AND c.processing = 0"
+            "WHERE p.id = :p AND c.plan_id = p.id AND p.state IN ('ready', 'suspended') "
+            "AND p.recipients_complete AND c.created = 0 AND c.processing = 0"
         ),
         {"p": plan_id},
     )
 
 
 # --------------------------------------------------------------------------- plans
+
+
+# One statement: a new plan starts ``loading`` (or ``suspended``); an existing one keeps a final
+# state and otherwise takes the one its suspension and list completeness give. ``xmax = 0``
+# tells a fresh insert from an update.
+_UPSERT_PLAN = text(
+    """
+    INSERT INTO plans (id, name, namespace, spec, rate_per_second, start_at, state)
+    VALUES (:id, :name, :ns, CAST(:spec AS jsonb), :rate, :start,
+            CASE WHEN CAST(:suspended AS boolean) THEN 'suspended' ELSE 'loading' END)
+    ON CONFLICT (id) DO UPDATE SET
+        name = excluded.name, namespace = excluded.namespace, spec = excluded.spec,
+        rate_per_second = excluded.rate_per_second, start_at = excluded.start_at, updated_at = now(),
+        state = CASE WHEN plans.state IN ('stopped', 'done') THEN plans.state
+                     WHEN CAST(:suspended AS boolean) THEN 'suspended'
+                     WHEN plans.recipients_complete THEN 'ready' ELSE 'loading' END
+    RETURNING (xmax = 0) AS created
+    """
+)
 
 
 async def upsert_plan(
@@ -208,19 +211,9 @@ async def upsert_plan(
     if rate_per_second <= 0:
         raise ValueError("rate_per_second must be positive")
     async with engine.begin() as conn:
-        existing = (
+        created = (
             await conn.execute(
-                text("SELECT state, recipients_complete FROM plans WHERE id = :p FOR UPDATE"), {"p": plan_id}
-            )
-        ).first()
-        created = existing is None
-        if existing is None:
-            state = "suspended" if suspended else "loading"
-            await conn.execute(
-                text(
-                    "INSERT INTO plans (id, name, namespace, spec, rate_per_second, start_at, state) "
-                    "VALUES (:id, :name, :ns, CAST(:spec AS jsonb), :rate, :start, :state)"
-                ),
+                _UPSERT_PLAN,
                 {
                     "id": plan_id,
                     "name": name,
@@ -228,34 +221,13 @@ async def upsert_plan(
                     "spec": json.dumps(spec),
                     "rate": rate_per_second,
                     "start": start_at,
-                    "state": state,
+                    "suspended": suspended,
                 },
             )
-            await conn.execute(text("INSERT INTO plan_counters (plan_id) VALUES (:p)"), {"p": plan_id})
-        else:
-            old_state, complete = existing[0], existing[1]
-            if old_state in ("stopped", "done"):
-                state = old_state
-            elif suspended:
-                state = "suspended"
-            else:
-                state = "ready" if complete else "loading"
-            await conn.execute(
-                text(
-                    "UPDATE plans SET name = :name, namespace = :ns, spec = CAST(:spec AS jsonb), "
-                    "rate_per_second = :rate, start_at = :start, state = :state, updated_at = now() "
-                    "WHERE id = :id"
-                ),
-                {
-                    "id": plan_id,
-                    "name": name,
-                    "ns": namespace,
-                    "spec": json.dumps(spec),
-                    "rate": rate_per_second,
-                    "start": start_at,
-                    "state": state,
-                },
-            )
+        ).scalar_one()
+        await conn.execute(
+            text("INSERT INTO plan_counters (plan_id) VALUES (:p) ON CONFLICT DO NOTHING"), {"p": plan_id}
+        )
         row = await _plan_row(conn, plan_id)
         return _view(row, await _counts(conn, plan_id)), created
 
@@ -268,6 +240,35 @@ async def get_plan(engine: AsyncEngine, plan_id: uuid.UUID) -> PlanView | None:
         except PlanNotFoundError:
             return None
         return _view(row, await _counts(conn, plan_id))
+
+
+async def describe_plan(engine: AsyncEngine, plan_id: uuid.UUID) -> contract.PlanView | None:
+    """The plan view of the API (contract model): registered plan, state, counts and load job."""
+    async with engine.connect() as conn:
+        try:
+            row = await _plan_row(conn, plan_id)
+        except PlanNotFoundError:
+            return None
+        counts = await _counts(conn, plan_id)
+        load = await _load(conn, plan_id)
+    spec = dict(row["spec"] or {})
+    return contract.PlanView.model_validate(
+        {
+            **spec,
+            "id": row["id"],
+            "name": row["name"],
+            "namespace": row["namespace"],
+            "ratePerSecond": float(row["rate_per_second"]),
+            "startAt": row["start_at"],
+            "suspended": row["state"] == PlanState.SUSPENDED,
+            "state": row["state"],
+            "recipientsLoaded": bool(row["recipients_complete"]),
+            "counts": counts,
+            "load": load,
+            "createdAt": row["created_at"],
+            "updatedAt": row["updated_at"],
+        }
+    )
 
 
 async def set_rate(engine: AsyncEngine, plan_id: uuid.UUID, rate_per_second: float) -> None:
@@ -370,28 +371,34 @@ async def sent_in_last_hours(engine: AsyncEngine, hours: float, plan_id: uuid.UU
 # --------------------------------------------------------------------------- recipients
 
 
+def _checked(item: RowInput) -> Row:
+    if isinstance(item, tuple):
+        row_no, data = item
+        return data if isinstance(data, RowError) else validate_row(row_no, data)
+    return item
+
+
 async def insert_recipients(
     engine: AsyncEngine,
     plan_id: uuid.UUID,
-    rows: Iterable[tuple[int, Mapping[str, Any] | RowError]]
-    | AsyncIterable[tuple[int, Mapping[str, Any] | RowError]],
+    rows: Iterable[RowInput] | AsyncIterable[RowInput],
     *,
     batch_size: int = INSERT_BATCH,
-) -> IngestResult:
-    """Validate and store recipient rows ``(row_no, {email, name?, vars?})`` in big batches.
+) -> LoadResult:
+    """Store recipient rows in big batches; refused rows and duplicates are counted apart.
 
-    Each batch is one INSERT over arrays (``batch_size`` rows) in its own
-    transaction with the counter update. Invalid rows are reported with row
-    number and field; an address already in the plan (this upload or an
-    earlier one) counts as a duplicate, so re-uploading the same rows adds
-    nothing; a suppressed address is stored as ``suppressed`` and never sent.
-    Parse errors may be passed in as ``RowError`` items (see ``recipients.parse_*``).
+    ``rows`` come from ``emailplan.contract.recipients.RecipientReader`` (already
+    validated) or as ``(row_no, {email, name?, vars?})`` pairs, validated here.
+    Each batch is one INSERT over arrays in its own transaction with the counter
+    update. An address already in the plan (this upload or an earlier one) is a
+    duplicate, so re-uploading the same rows adds nothing; a suppressed address
+    is stored as ``suppressed`` and never sent.
     """
     async with engine.connect() as conn:
         row = await _plan_row(conn, plan_id)
-    if row["state"] in ("stopped", "done"):
+    if row["state"] in (PlanState.STOPPED, PlanState.DONE):
         raise PlanClosedError(f"plan is {row['state']}")
-    result = IngestResult()
+    result = LoadResult()
     batch: dict[str, Recipient] = {}
     pending: asyncio.Task[None] | None = None
 
@@ -406,27 +413,27 @@ async def insert_recipients(
             pending = asyncio.create_task(_insert_batch(engine, plan_id, list(batch.values()), result))
             batch.clear()
 
-    def take(row_no: int, data: Mapping[str, Any] | RowError) -> bool:
-        checked = data if isinstance(data, RowError) else validate_row(row_no, data)
+    def take(item: RowInput) -> bool:
+        checked = _checked(item)
         if isinstance(checked, RowError):
-            result.rejected += 1
-            result.add_error(checked)
+            result.add_rejected(RowProblem(row=checked.row, field=checked.field, message=checked.message))
             return False
         first = batch.get(checked.email)
         if first is not None:
-            result.duplicates += 1
-            result.add_error(RowError(row_no, "email", f"duplicate of row {first.row}"))
+            result.add_duplicate(
+                RowProblem(row=checked.row, field="email", message=f"duplicate of row {first.row}")
+            )
             return False
         batch[checked.email] = checked
         return len(batch) >= batch_size
 
     if isinstance(rows, AsyncIterable):
-        async for row_no, data in rows:
-            if take(row_no, data):
+        async for item in rows:
+            if take(item):
                 await flush()
     else:
-        for row_no, data in rows:
-            if take(row_no, data):
+        for item in rows:
+            if take(item):
                 await flush()
     await flush()
     await flush()
@@ -452,7 +459,7 @@ _INSERT_SQL = text(
 
 
 async def _insert_batch(
-    engine: AsyncEngine, plan_id: uuid.UUID, batch: list[Recipient], result: IngestResult
+    engine: AsyncEngine, plan_id: uuid.UUID, batch: list[Recipient], result: LoadResult
 ) -> None:
     params = {
         "plan": plan_id,
@@ -475,8 +482,9 @@ async def _insert_batch(
         stored = {row_no for row_no, _ in inserted}
         for r in batch:
             if r.row not in stored:
-                result.duplicates += 1
-                result.add_error(RowError(r.row, "email", "duplicate: address already in this plan"))
+                result.add_duplicate(
+                    RowProblem(row=r.row, field="email", message="address already in this plan")
+                )
 
 
 async def complete_recipients(engine: AsyncEngine, plan_id: uuid.UUID, queue: QueueSink) -> int:
@@ -527,6 +535,56 @@ async def complete_recipients(engine: AsyncEngine, plan_id: uuid.UUID, queue: Qu
             )
         total += len(ids)
         last_id = ids[-1]
+
+
+async def reset_recipients(engine: AsyncEngine, plan_id: uuid.UUID) -> bool:
+    """Forget the rows of a list that was never completed, so loading it again counts each row once.
+
+    Before the list is complete nothing was queued or claimed, so every message
+    is ``created`` or ``suppressed`` and may go; a complete list is kept (False).
+    """
+    async with engine.begin() as conn:
+        row = await _plan_row(conn, plan_id, lock=True)
+        if row["recipients_complete"]:
+            return False
+        await conn.execute(text("DELETE FROM messages WHERE plan_id = :p"), {"p": plan_id})
+        await conn.execute(
+            text("UPDATE plan_counters SET total = 0, created = 0, suppressed = 0 WHERE plan_id = :p"),
+            {"p": plan_id},
+        )
+    return True
+
+
+_SAVE_LOAD = text(
+    """
+    INSERT INTO recipient_loads (plan_id, state, job, updated_at)
+    VALUES (:p, :state, CAST(:job AS jsonb), now())
+    ON CONFLICT (plan_id) DO UPDATE SET state = excluded.state, job = excluded.job, updated_at = now()
+    RETURNING updated_at
+    """
+)
+
+
+async def save_load(engine: AsyncEngine, plan_id: uuid.UUID, job: LoadJob) -> LoadJob:
+    """Record the plan's load job (one per plan); the database clock stamps ``updatedAt``."""
+    async with engine.begin() as conn:
+        stamp = (
+            await conn.execute(
+                _SAVE_LOAD, {"p": plan_id, "state": job.state.value, "job": job.model_dump_json()}
+            )
+        ).scalar_one()
+    return job.model_copy(update={"updated_at": stamp})
+
+
+async def _load(conn: AsyncConnection, plan_id: uuid.UUID) -> LoadJob | None:
+    row = (
+        await conn.execute(
+            text("SELECT job, updated_at FROM recipient_loads WHERE plan_id = :p"), {"p": plan_id}
+        )
+    ).first()
+    if row is None:
+        return None
+    return LoadJob.model_validate({**row[0], "updatedAt": row[1]})
 
 
 async def add_suppressions(

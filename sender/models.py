@@ -32,8 +32,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-# Plan states (data plane): see docs/architecture.md.
-PLAN_STATES = ("loading", "ready", "suspended", "stopped", "done")
 # Message statuses; each has a column of the same name in plan_counters.
 MESSAGE_STATUSES = ("created", "processing", "sent", "failed", "stopped", "suppressed")
 # Event-driven counters (written by the API from SES events and tracking).
@@ -49,7 +47,6 @@ EVENT_COUNTERS = (
     "rejected",
 )
 COUNTER_COLUMNS = ("total", *MESSAGE_STATUSES, *EVENT_COUNTERS)
-SUPPRESSION_REASONS = ("bounce", "complaint", "unsubscribe", "manual")
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -187,6 +184,25 @@ class Event(Base):
     )
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
     created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class RecipientLoad(Base):
+    """The plan's recipient load job (``emailplan.contract.plans.LoadJob`` as JSON), one per plan.
+
+    Kept in the database, not in the API process, so a restarted API (or another
+    replica) sees a load that was running and the operator can have it restarted.
+    """
+
+    __tablename__ = "recipient_loads"
+
+    plan_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("plans.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(Text, nullable=False, server_default="pending")
+    job: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
 

@@ -78,6 +78,7 @@ class CompiledPlan:
     # merged under each recipient's variables.
     shared_headers: str = ""
     template_globals: Mapping[str, Any] = field(default_factory=dict)
+    plan_name: str = ""  # the EmailPlan's name: ``{{ plan }}`` in templates
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ def compile_plan(spec: Mapping[str, Any], plan_id: str = "") -> CompiledPlan:
         plan_id=_clean_tag(plan_id),
         shared_headers="".join(f"{h}\r\n" for h in shared),
         template_globals=dict(subject.globals),
+        plan_name=str(spec.get("name") or ""),
     )
 
 
@@ -244,6 +246,8 @@ def render(
     unsub = unsubscribe_url(public_url, sign, message_id) if plan.unsubscribe else ""
     context = {
         **plan.template_globals,
+        "plan": plan.plan_name,  # the built-in names validation promises
+        "message_id": message_id,
         **variables,
         "name": name or "",
         "email": email,

@@ -105,7 +105,8 @@ async def test_ndjson_upload_reports_rows_and_is_idempotent(api: LiveApi) -> Non
     assert resp.status == 200, await resp.text()
     result = await resp.json()
     assert result["accepted"] == 2 and result["rejected"] == 2 and result["duplicates"] == 1
-    assert sorted((e["row"], e["field"]) for e in result["errors"]) == [(2, "email"), (4, ""), (5, "email")]
+    assert sorted((e["row"], e["field"]) for e in result["rejectedRows"]) == [(2, "email"), (4, "")]
+    assert [e["row"] for e in result["duplicateRows"]] == [5]
     again = await (await upload(api, plan_id, body, "application/x-ndjson")).json()
     assert again["accepted"] == 0 and again["duplicates"] == 3
     assert (await api.counts(plan_id))["total"] == 2
@@ -127,7 +128,7 @@ async def test_csv_upload_streams_large_bodies_with_quoted_newlines(api: LiveApi
     assert resp.status == 200, await resp.text()
     result = await resp.json()
     assert result["accepted"] == n + 1
-    assert {(e["row"], e["field"]) for e in result["errors"]} == {(n + 2, "email"), (n + 3, "")}
+    assert {(e["row"], e["field"]) for e in result["rejectedRows"]} == {(n + 2, "email"), (n + 3, "")}
     counts = await api.counts(plan_id)
     assert counts["total"] == n + 1 and counts["created"] == n + 1
     vars_note = await api.scalar("SELECT vars->>'note' FROM messages WHERE email = 'first@example.com'")
@@ -156,28 +157,31 @@ async def test_upload_limits_and_types(api: LiveApi) -> None:
     assert resp.status == 404
 
 
-async def test_complete_suspend_resume_stop(api: LiveApi) -> None:
+async def test_complete_then_suspend_and_resume_by_the_plan_then_stop(api: LiveApi) -> None:
     plan_id = uuid.uuid4()
     await put(api, plan_id, PLAN)
     await upload(
         api, plan_id, b'{"email":"a@example.com"}\n{"email":"b@example.com"}\n', "application/x-ndjson"
     )
     queue: NullQueue = api.client.server.app[STATE].queue
-    for expected in (2, 0):  # idempotent: the second call enqueues nothing
+    for _ in range(2):  # idempotent: the second call enqueues nothing
         resp = await api.client.post(f"/v1/plans/{plan_id}/recipients/complete", headers=HEADERS)
         assert resp.status == 200
         view = await resp.json()
-        assert view["state"] == "ready" and view["recipientsLoaded"] is True and view["enqueued"] == expected
+        assert view["state"] == "ready" and view["recipientsLoaded"] is True
     assert sorted(len(b) for b in queue.enqueued) == [2]
-    view = await (await api.client.post(f"/v1/plans/{plan_id}/suspend", headers=HEADERS)).json()
-    assert view["state"] == "suspended"
-    view = await (await api.client.post(f"/v1/plans/{plan_id}/resume", headers=HEADERS)).json()
-    assert view["state"] == "ready"
+    # Suspension has one channel: the plan's own ``suspended`` field.
+    view = await (await put(api, plan_id, {**PLAN, "suspended": True})).json()
+    assert view["state"] == "suspended" and view["suspended"] is True
+    view = await (await put(api, plan_id, PLAN)).json()
+    assert view["state"] == "ready" and view["suspended"] is False
+    for gone in ("suspend", "resume"):
+        assert (await api.client.post(f"/v1/plans/{plan_id}/{gone}", headers=HEADERS)).status == 404
     view = await (await api.client.post(f"/v1/plans/{plan_id}/stop", headers=HEADERS)).json()
     assert view["state"] == "stopped" and view["counts"]["stopped"] == 2 and view["counts"]["created"] == 0
     resp = await upload(api, plan_id, b'{"email":"c@example.com"}\n', "application/x-ndjson")
     assert resp.status == 409
-    for action in ("suspend", "resume", "stop", "recipients/complete"):
+    for action in ("stop", "recipients/complete"):
         resp = await api.client.post(f"/v1/plans/{uuid.uuid4()}/{action}", headers=HEADERS)
         assert resp.status == 404, action
 
@@ -229,6 +233,142 @@ async def test_text_postgres_cannot_store_is_a_client_error(api: LiveApi) -> Non
     body += b'{"email": "b@example.com", "name": "\\udc00"}\n{"email": "c@example.com"}\n'
     result = await (await upload(api, plan_id, body, "application/x-ndjson")).json()
     assert result["accepted"] == 1
-    assert sorted((e["row"], e["field"]) for e in result["errors"]) == [(1, "vars"), (2, "name")]
+    assert sorted((e["row"], e["field"]) for e in result["rejectedRows"]) == [(1, "vars"), (2, "name")]
     result = await (await upload(api, plan_id, b"email,name\nd@example.com,nul\x00here\n", "text/csv")).json()
-    assert result["accepted"] == 0 and result["errors"][0]["row"] == 1
+    assert result["accepted"] == 0 and result["rejectedRows"][0]["row"] == 1
+
+
+async def test_csv_header_quoted_or_capitalised_is_accepted(api: LiveApi) -> None:
+    """Issue 9 #4: what the operator's reader accepts, the upload accepts too (one reader)."""
+    plan_id = uuid.uuid4()
+    await put(api, plan_id, PLAN)
+    for header in ('"email","name"', "Email,Name", "\ufeffEMAIL,name"):
+        body = f"{header}\r\nu{uuid.uuid4().hex[:6]}@example.com,Ann\r\n".encode()
+        resp = await upload(api, plan_id, body, "text/csv")
+        assert resp.status == 200, (header, await resp.text())
+        assert (await resp.json())["accepted"] == 1
+
+
+async def test_whole_list_upload_is_a_load_job_and_can_be_repeated(api: LiveApi) -> None:
+    """The operator's upload (complete=true) replaces an unfinished list: a retry never double counts."""
+    plan_id = uuid.uuid4()
+    await put(api, plan_id, PLAN)
+    body = b"email,name\na@example.com,A\nbad,B\na@example.com,A2\nc@example.com,C\n"
+    url = f"/v1/plans/{plan_id}/recipients?complete=true"
+    for _ in range(2):
+        resp = await api.client.post(url, data=body, headers={**HEADERS, "Content-Type": "text/csv"})
+        assert resp.status == 200, await resp.text()
+    view = await (await api.client.get(f"/v1/plans/{plan_id}", headers=HEADERS)).json()
+    load = view["load"]
+    assert view["recipientsLoaded"] is True and load["state"] == "loaded"
+    assert (load["accepted"], load["rejected"], load["duplicates"]) == (2, 1, 1)
+    assert [r["row"] for r in load["rejectedRows"]] == [2] and [r["row"] for r in load["duplicateRows"]] == [
+        3
+    ]
+    assert view["counts"]["total"] == 2
+
+    other = uuid.uuid4()
+    await put(api, other, PLAN)
+    url = f"/v1/plans/{other}/recipients?complete=true"
+    resp = await api.client.post(
+        url, data=b"mail,name\nx@y.org,A\n", headers={**HEADERS, "Content-Type": "text/csv"}
+    )
+    assert resp.status == 400 and (await resp.json())["error"]["field"] == "email"
+    load = (await (await api.client.get(f"/v1/plans/{other}", headers=HEADERS)).json())["load"]
+    assert load["state"] == "failed" and load["failure"]["reason"] == "NotAList"
+    assert "email column" in load["failure"]["message"]
+
+
+async def test_s3_load_job_reports_missing_object_and_recovers(
+    migrated: str, ident: Identity, aws: Any
+) -> None:
+    """Issue 9 #2: a failed S3 load is a failed job with a reason, and loading again succeeds."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=aws.endpoint_url, region_name="us-east-1")
+    s3.create_bucket(Bucket="late")
+    live = await start_api(migrated, ident, with_aws=True, aws_endpoint_url=aws.endpoint_url)
+    try:
+        plan_id = uuid.uuid4()
+        await put(live, plan_id, PLAN)
+        source = {"bucket": "late", "key": "a.csv", "format": "csv"}
+        url = f"/v1/plans/{plan_id}/recipients/s3"
+        assert (await live.client.post(url, headers=HEADERS, json=source)).status == 202
+        load = await _wait_load(live, plan_id, {"failed"})
+        assert load["failure"]["reason"] == "ObjectMissing" and "a.csv" in load["failure"]["message"]
+        s3.put_object(Bucket="late", Key="a.csv", Body=b"email\nx@example.com\nnope\n")
+        assert (await live.client.post(url, headers=HEADERS, json=source)).status == 202
+        load = await _wait_load(live, plan_id, {"loaded"})
+        assert (load["accepted"], load["rejected"]) == (1, 1) and load["failure"] is None
+        assert [(r["row"], r["field"]) for r in load["rejectedRows"]] == [(2, "email")]
+        s3.put_object(Bucket="late", Key="b.csv", Body=b"\x89PNG\r\n\x1a\n\x00\x00")
+        other = uuid.uuid4()
+        await put(live, other, PLAN)
+        await live.client.post(
+            f"/v1/plans/{other}/recipients/s3", headers=HEADERS, json={**source, "key": "b.csv"}
+        )
+        load = await _wait_load(live, other, {"failed"})
+        assert load["failure"]["reason"] == "NotAList"
+    finally:
+        await stop_api(live)
+
+
+async def _wait_load(live: LiveApi, plan_id: uuid.UUID, states: set[str]) -> dict[str, Any]:
+    load: dict[str, Any] = {}
+    for _ in range(300):
+        view = await (await live.client.get(f"/v1/plans/{plan_id}", headers=HEADERS)).json()
+        load = view.get("load") or {}
+        if load.get("state") in states:
+            return load
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"load job never reached {states}: {load}")
+
+
+async def test_s3_load_cut_by_an_api_restart_is_loaded_again_without_double_counting(
+    migrated: str, ident: Identity, aws: Any
+) -> None:
+    """A job left ``loading`` by a dead API (no heartbeat) starts again from the beginning."""
+    import boto3
+    from sqlalchemy import text
+
+    from emailplan.contract.plans import LoadJob, LoadSourceKind, LoadState, S3Source
+    from emailplan.sender import ledger
+
+    s3 = boto3.client("s3", endpoint_url=aws.endpoint_url, region_name="us-east-1")
+    s3.create_bucket(Bucket="cut")
+    s3.put_object(
+        Bucket="cut",
+        Key="l.csv",
+        Body=("email\n" + "".join(f"c{i}@example.com\n" for i in range(500))).encode(),
+    )
+    live = await start_api(migrated, ident, with_aws=True, aws_endpoint_url=aws.endpoint_url)
+    try:
+        plan_id = uuid.uuid4()
+        await put(live, plan_id, PLAN)
+        source = S3Source(bucket="cut", key="l.csv", format="csv")
+        # What the previous API process left: half the rows stored, the job "loading", its heartbeat old.
+        half = [(i + 1, {"email": f"c{i}@example.com"}) for i in range(250)]
+        await ledger.insert_recipients(live.engine, plan_id, half)
+        await ledger.save_load(
+            live.engine,
+            plan_id,
+            LoadJob(state=LoadState.LOADING, source=LoadSourceKind.S3, s3=source, attempts=1),
+        )
+        url = f"/v1/plans/{plan_id}/recipients/s3"
+        body = source.model_dump(mode="json")
+        job = await (await live.client.post(url, headers=HEADERS, json=body)).json()
+        assert job["state"] == "loading" and job["attempts"] == 1  # a live heartbeat: left alone
+        async with live.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE recipient_loads SET updated_at = now() - interval '5 minutes' WHERE plan_id = :p"
+                ),
+                {"p": plan_id},
+            )
+        assert (await live.client.post(url, headers=HEADERS, json=body)).status == 202
+        load = await _wait_load(live, plan_id, {"loaded"})
+        assert (load["accepted"], load["duplicates"], load["attempts"]) == (500, 0, 2)
+        counts = await live.counts(plan_id)
+        assert counts["total"] == 500 and counts["created"] == 500
+    finally:
+        await stop_api(live)

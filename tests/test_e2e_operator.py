@@ -370,8 +370,8 @@ def test_suspend_and_resume_without_duplicates(stack: Stack, namespace: str) -> 
     stack.wait_status(
         namespace,
         "paced",
-        lambda s: s.get("phase") == "Paused" and s.get("replicas") == 0,
-        "Paused with 0 replicas",
+        lambda s: s.get("phase") == "Suspended" and s.get("replicas") == 0,
+        "Suspended with 0 replicas",
     )
     wait_for(lambda: stack.running(namespace, "paced") == 0, 90, "sender processes stopped")
     dep = stack.deployment(namespace, "paced")
@@ -502,3 +502,45 @@ def test_invalid_plan_gets_condition_and_event_and_no_deployment(stack: Stack, n
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=10)
     assert err.value.code == 404  # nothing registered
+
+
+def test_plan_created_suspended_sends_everything_once_after_resume(stack: Stack, namespace: str) -> None:
+    """Issue 9 #1: create paused, review, release: nothing is sent before, everyone once after."""
+    marker = f"{namespace}-cs"
+    emails = [f"{marker}{i}@example.com" for i in range(60)]
+    inline = [{"email": e, "name": f"N{i}", "vars": {"city": "Oslo"}} for i, e in enumerate(emails)]
+    manifest = json.loads(plan_yaml("held", inline=inline, rate=200, per_pod_rate=200))
+    manifest["spec"]["suspend"] = True
+    stack.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+
+    status = stack.wait_status(
+        namespace,
+        "held",
+        lambda s: s.get("phase") == "Suspended" and s.get("total") == len(emails),
+        "Suspended with the list loaded",
+    )
+    assert status["sent"] == 0 and status["replicas"] == 0
+    suspended = next(c for c in status["conditions"] if c["type"] == "Suspended")
+    assert suspended["status"] == "True"
+    time.sleep(3)  # a suspended plan stays suspended: it must not turn Completed with nothing sent
+    assert stack.status(namespace, "held")["phase"] == "Suspended"
+    assert not stack.received(marker)
+
+    stack.kubectl(
+        "patch", "emailplans.emailplan.io", "held", "-n", namespace, "--type", "merge",
+        "-p", '{"spec":{"suspend":false}}',
+    )  # fmt: skip
+    status = stack.wait_status(namespace, "held", done, "Completed after resume")
+    assert status["sent"] == len(emails)
+    got = stack.received(marker)
+    assert set(got) == set(emails) and max(got.values()) == 1
+    reasons = [e["reason"] for e in stack.events(namespace, "held")]
+    assert "Suspended" in reasons and "Resumed" in reasons
+    complete = next(c for c in status["conditions"] if c["type"] == "Complete")
+    assert complete["status"] == "True"
+    assert all(c.get("observedGeneration") == stack.plan(namespace, "held")["metadata"]["generation"]  # type: ignore[index]
+               for c in status["conditions"])  # fmt: skip
+    waited = stack.kube.kubectl(
+        "wait", "--for=condition=Complete", "--timeout=30s", "emailplans.emailplan.io/held", "-n", namespace
+    )
+    assert waited.returncode == 0

@@ -220,8 +220,8 @@ def test_bounces_trip_the_breaker_and_pause_the_plan(more: MoreStack, namespace:
     status = more.wait_status(
         namespace,
         "risky",
-        lambda s: s.get("phase") == "Paused" and s.get("replicas") == 0 and s.get("bounced", 0) >= 25,
-        "Paused by the breaker with 0 replicas",
+        lambda s: s.get("phase") == "Suspended" and s.get("replicas") == 0 and s.get("bounced", 0) >= 25,
+        "Suspended by the breaker with 0 replicas",
     )
     suspended = next(c for c in status["conditions"] if c["type"] == "Suspended")
     assert suspended["status"] == "True" and suspended["reason"] == "BounceRateExceeded"
@@ -243,7 +243,7 @@ def test_bounces_trip_the_breaker_and_pause_the_plan(more: MoreStack, namespace:
     assert sum(more.received(marker).values()) == at_pause
     assert more.counts_from_api(uid)["sent"] == sent_at_pause
     assert at_pause < len(emails)
-    assert more.status(namespace, "risky")["phase"] == "Paused"
+    assert more.status(namespace, "risky")["phase"] == "Suspended"
 
     # Hard bounces are suppressed for good: no plan sends to these addresses again.
     addrs = ",".join(f"'{a}'" for a in sent)
@@ -357,3 +357,79 @@ def test_two_peered_operators_one_works_and_the_other_takes_over(
         stop(low)
         stop(high)
         more.start_operator()
+
+
+def _s3(more: MoreStack) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=more.moto.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
+
+
+def test_s3_missing_object_reports_load_failed_then_completes_when_uploaded(
+    more: MoreStack, namespace: str
+) -> None:
+    """Issue 9 #2, #3, #4, #5: a failed load is visible and retried; bad rows are reported by row number."""
+    marker = f"{namespace}-miss"
+    bucket = f"e2e-{uuid.uuid4().hex[:12]}"
+    s3 = _s3(more)
+    s3.create_bucket(Bucket=bucket)
+    manifest = json.loads(plan_yaml("later-list", inline=[{"email": "x@example.com"}], rate=300))
+    manifest["spec"]["text"] = "Hi {{ name }}"
+    manifest["spec"]["html"] = "<p>Hi {{ name }}</p>"
+    manifest["spec"]["recipients"] = {"s3": {"bucket": bucket, "key": "lists/late.csv", "format": "csv"}}
+    more.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+
+    status = more.wait_status(
+        namespace,
+        "later-list",
+        lambda s: _condition(s, "LoadFailed").get("status") == "True",
+        "LoadFailed condition",
+        timeout=60,
+    )
+    failed = _condition(status, "LoadFailed")
+    assert failed["reason"] == "ObjectMissing" and "lists/late.csv" in failed["message"]
+    assert status["phase"] == "Loading" and status.get("sent", 0) == 0
+    wait_for(
+        lambda: any(
+            e["type"] == "Warning" and e["reason"] == "LoadFailed"
+            for e in more.events(namespace, "later-list")
+        ),
+        60,
+        "Warning event LoadFailed",
+    )
+
+    # The list a spreadsheet exports: BOM, CRLF, quoted header, a note with a line break inside quotes.
+    good = [f"{marker}{i}@example.com" for i in range(40)]
+    lines = ['"Email","Name","Note"']
+    lines.append(f'{good[0]},Ann,"two\nlines"')  # row 1 holds a newline: still one record
+    lines += [f"{e},R{i},x" for i, e in enumerate(good[1:], start=1)]  # rows 2-40
+    bad_rows = list(range(41, 48))
+    lines += [f"broken{n}-at-example.com,Bad,x" for n in bad_rows]  # rows 41-47: seven bad addresses
+    lines += [f"{good[n].upper()},Again,x" for n in range(3)]  # rows 48-50: duplicates, not errors
+    body = "\ufeff" + "\r\n".join(lines) + "\r\n"
+    s3.put_object(Bucket=bucket, Key="lists/late.csv", Body=body.encode())
+
+    status = more.wait_status(namespace, "later-list", done, "Completed once the object exists")
+    assert status["sent"] == len(good) and status["total"] == len(good)
+    assert _condition(status, "LoadFailed").get("status") == "False"
+    loaded = _condition(status, "RecipientsLoaded")
+    assert loaded["status"] == "True"
+    for words in (f"{len(good)} accepted", "7 rejected", "3 duplicates"):
+        assert words in loaded["message"], loaded["message"]
+    got = more.received(marker)
+    assert set(got) == set(good) and max(got.values()) == 1
+    events = more.events(namespace, "later-list")
+    rejected = [e["message"] for e in events if e["reason"] == "RecipientsRejected"]
+    assert len(rejected) == 1, rejected
+    for n in bad_rows:  # every bad row by its record number, none of the duplicates among them
+        assert f"row {n}:" in rejected[0], rejected
+    for n in (48, 49, 50):
+        assert f"row {n}" not in rejected[0]

@@ -80,8 +80,8 @@ async def test_upload_reports_bad_rows_duplicates_and_suppressed(engine: AsyncEn
     ]
     result = await ledger.insert_recipients(engine, plan_id, rows, batch_size=2)
     assert (result.accepted, result.rejected, result.duplicates, result.suppressed) == (2, 3, 2, 1)
-    by_row = {e.row: e.field for e in result.errors}
-    assert by_row == {2: "email", 3: "email", 5: "email", 7: "vars", 8: "email"}
+    assert {e.row: e.field for e in result.rejected_rows} == {2: "email", 5: "email", 7: "vars"}
+    assert [e.row for e in result.duplicate_rows] == [3, 8]  # kept apart from the errors
 
     again = await ledger.insert_recipients(engine, plan_id, rows)
     assert (again.accepted, again.suppressed, again.duplicates) == (0, 0, 5)
@@ -219,7 +219,8 @@ async def test_unused_tokens_go_back_to_the_shared_bucket(engine: AsyncEngine) -
 async def test_s3_list_is_streamed_validated_and_enqueued(engine: AsyncEngine, aws: MotoServer) -> None:
     import boto3
 
-    from emailplan.sender.loader import s3_rows
+    from emailplan.sender.api.uploads import read_rows
+    from emailplan.sender.loader import s3_chunks
 
     lines = ["email,name,code"] + [f"u{i}@example.com,U{i},C{i}" for i in range(1, 12001)]
     lines[5] = "broken-address,X,Y"  # data row 5
@@ -228,12 +229,12 @@ async def test_s3_list_is_streamed_validated_and_enqueued(engine: AsyncEngine, a
     s3.put_object(Bucket="lists", Key="spring.csv", Body="\n".join(lines).encode())
     plan_id = await new_plan(engine)
     settings = SenderSettings()
-    async with s3_rows(settings, bucket="lists", key="spring.csv", fmt="csv") as rows:
-        result = await ledger.insert_recipients(engine, plan_id, rows)
+    async with s3_chunks(settings, bucket="lists", key="spring.csv") as chunks:
+        result = await ledger.insert_recipients(engine, plan_id, read_rows(chunks, "csv"))
     async with WorkQueue.open(settings) as queue:
         await ledger.complete_recipients(engine, plan_id, queue)
     assert (result.accepted, result.rejected) == (11999, 1)
-    assert [(e.row, e.field) for e in result.errors] == [(5, "email")]
+    assert [(e.row, e.field) for e in result.rejected_rows] == [(5, "email")]
     view = await ledger.get_plan(engine, plan_id)
     assert view is not None and view.state == "ready" and view.recipients_complete
     async with engine.connect() as conn:
@@ -362,3 +363,35 @@ async def test_expired_lease_with_an_ses_event_is_reconciled_as_sent_not_sent_ag
     assert sorted(c.id for c in orphans) == ids[1:]
     counts = await ledger.get_counts(engine, plan_id) or {}
     assert (counts["sent"], counts["processing"]) == (1, 2)
+
+
+async def test_finished_is_decided_by_the_ledger_even_while_suspended(engine: AsyncEngine) -> None:
+    """Issue 9 #8: the pods that held the last messages finish them after a suspend: the plan is done."""
+    plan_id = await new_plan(engine)
+    await ledger.insert_recipients(engine, plan_id, [(1, {"email": "last@example.com"})])
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE plans SET state = 'ready', recipients_complete = true"))
+        ids = list((await conn.execute(text("SELECT id FROM messages"))).scalars())
+    claimed = await ledger.claim(engine, plan_id, ids, "w", 60)
+    view, _ = await ledger.upsert_plan(engine, plan_id, name="p", namespace="ns", spec=SPEC, suspended=True)
+    assert view.state == "suspended"
+    await ledger.record_results(engine, plan_id, [ledger.SendResult(id=claimed[0].id, status="sent")])
+    view = await ledger.get_plan(engine, plan_id)
+    assert view is not None and view.state == "done"
+    view, _ = await ledger.upsert_plan(engine, plan_id, name="p", namespace="ns", spec=SPEC)
+    assert view.state == "done"  # resuming a finished plan leaves it finished
+
+
+async def test_reset_forgets_an_unfinished_list_only(engine: AsyncEngine) -> None:
+    plan_id = await new_plan(engine)
+    await ledger.insert_recipients(
+        engine, plan_id, [(1, {"email": "a@example.com"}), (2, {"email": "b@x.org"})]
+    )
+    assert await ledger.reset_recipients(engine, plan_id) is True
+    assert (await ledger.get_counts(engine, plan_id) or {})["total"] == 0
+    result = await ledger.insert_recipients(engine, plan_id, [(1, {"email": "a@example.com"})])
+    assert (result.accepted, result.duplicates) == (1, 0)  # counted once, not as a duplicate
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE plans SET recipients_complete = true"))
+    assert await ledger.reset_recipients(engine, plan_id) is False
+    assert (await ledger.get_counts(engine, plan_id) or {})["total"] == 1

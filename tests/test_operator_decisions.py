@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from emailplan.contract.plans import (
+    LoadFailure,
+    LoadFailureReason,
+    LoadJob,
+    LoadSourceKind,
+    LoadState,
+    PlanState,
+    PlanView,
+    RowProblem,
+)
+from emailplan.contract.recipients import first_recipient
 from emailplan.operator import decisions as d
+from emailplan.operator.decide import LoadAction, Observed, Phase, decide, payload_for
 from emailplan.operator.deployment import deployment_name, render_deployment
-from emailplan.operator.planspec import Templates, plan_payload, read_spec
-from emailplan.operator.recipients import first_recipient, inline_ndjson
+from emailplan.operator.planspec import Templates, read_spec
+from emailplan.operator.recipients import inline_ndjson
 from emailplan.operator.settings import OperatorSettings
 from emailplan.operator.validation import check_address, check_templates
+from emailplan.sender.rendering import compile_plan, render
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1)
@@ -59,41 +76,6 @@ def replicas(**kw: Any) -> int:
 )
 def test_desired_replicas(kw: dict[str, Any], expected: int) -> None:
     assert replicas(**kw) == expected
-
-
-def phase(**kw: Any) -> str:
-    args: dict[str, Any] = dict(
-        valid=True,
-        registered=True,
-        loaded=True,
-        backlog=5,
-        now=NOW,
-        start_at=None,
-        suspended=False,
-        tripped=False,
-    )
-    args.update(kw)
-    return d.phase(**args)
-
-
-@pytest.mark.parametrize(
-    ("kw", "expected"),
-    [
-        ({}, "Sending"),
-        ({"valid": False}, "Failed"),
-        ({"registered": False}, "Pending"),
-        ({"loaded": False}, "Loading"),
-        ({"loaded": False, "start_at": LATER}, "Loading"),  # loading happens before the start
-        ({"start_at": LATER}, "Scheduled"),
-        ({"suspended": True}, "Paused"),
-        ({"tripped": True}, "Paused"),
-        ({"backlog": 0}, "Completed"),
-        ({"backlog": 0, "suspended": True}, "Completed"),  # nothing left to pause
-        ({"suspended": True, "start_at": LATER}, "Paused"),
-    ],
-)
-def test_phase(kw: dict[str, Any], expected: str) -> None:
-    assert phase(**kw) == expected
 
 
 @pytest.mark.parametrize(
@@ -196,16 +178,16 @@ def test_check_templates(templates: Templates, recipient: dict[str, Any] | None,
         assert any(problem in p for p in problems), problems
 
 
-def test_first_recipient_csv_and_jsonl() -> None:
-    assert first_recipient("email,name,city\n\na@b.co,Ann,Oslo\n", "csv") == {
+def test_first_recipient_is_the_data_planes_reader() -> None:
+    """Issue 9 #4: the operator's sample row comes from the one reader (BOM, quoting, case)."""
+    first = first_recipient('\ufeff"City","EMAIL",name\r\n\r\nOslo,A@B.co,Ann\r\n', "csv")
+    assert first is not None and first.as_context() == {
         "email": "a@b.co",
         "name": "Ann",
-        "city": "Oslo",
+        "vars": {"City": "Oslo"},
     }
-    assert first_recipient('\n{"email":"a@b.co","vars":{"x":"1"}}\n', "jsonl") == {
-        "email": "a@b.co",
-        "vars": {"x": "1"},
-    }
+    jsonl = first_recipient('\n{"email":"a@b.co","vars":{"x":"1"}}\n', "jsonl")
+    assert jsonl is not None and jsonl.vars == {"x": "1"}
     assert first_recipient("email\n", "csv") is None
     assert first_recipient("not json\n", "jsonl") is None
 
@@ -228,20 +210,57 @@ def test_read_spec_defaults_and_payload() -> None:
             "recipients": {"inline": [{"email": "x@example.com"}]},
             "schedule": {"startAt": "2026-05-01T13:00:00Z"},
             "suspend": True,
-        }
+        },
+        OperatorSettings(),
     )
-    assert (spec.rate, spec.max_replicas, spec.per_pod_rate) == (14.0, 4, 50.0)
+    assert (spec.rate, spec.max_replicas, spec.per_pod_rate) == (14.0, 4, 14.0)
     assert spec.start_at == LATER and spec.recipients_source == "inline"
     assert (spec.max_bounce_rate, spec.max_complaint_rate, spec.min_sample) == (0.05, 0.001, 100)
-    payload = plan_payload(
-        name="p", namespace="ns", spec=spec, templates=Templates("s", None, "t"), suspended=True
-    )
+    o = observed(spec=spec)
+    payload = payload_for(o, suspended=True).model_dump(mode="json")
     assert payload["from"] == "A <a@example.com>" and payload["ratePerSecond"] == 14.0
     assert payload["startAt"] == "2026-05-01T13:00:00Z" and payload["suspended"] is True
     assert payload["unsubscribe"] == {"enabled": True} and payload["tracking"] == {
         "opens": True,
         "clicks": False,
     }
+
+
+def test_chart_per_pod_rate_reaches_plans_without_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 9 #7: the chart sets EMAILPLAN_DEFAULT_PER_POD_RATE; plans without perPodRate use it."""
+    monkeypatch.setenv("EMAILPLAN_DEFAULT_PER_POD_RATE", "5")
+    without = {k: v for k, v in SPEC.items() if k != "senders"}
+    spec = read_spec({**without, "rate": {"perSecond": 20}}, OperatorSettings())
+    assert spec.per_pod_rate == 5.0
+    assert decide(observed(spec=spec, view=view(counts={"total": 5000, "created": 5000}))).replicas == 4
+
+
+def test_chart_per_pod_rate_is_not_hidden_by_a_crd_default() -> None:
+    """The API server fills CRD defaults before the operator reads a plan: none may hide the setting."""
+    root = Path(__file__).resolve().parent.parent
+    crd = yaml.safe_load((root / "crds" / "emailplan.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert "default" not in spec["senders"]["properties"]["perPodRate"]
+    template = (root / "charts" / "emailplan" / "templates" / "operator-deployment.yaml").read_text()
+    assert "EMAILPLAN_DEFAULT_PER_POD_RATE" in template and ".Values.sender.perPodRate" in template
+
+
+def test_template_variables_validation_promises_are_rendered() -> None:
+    """Issue 9 #6: ``plan`` and ``message_id`` reach the template through the plan the operator sends."""
+    spec = read_spec({**SPEC, "text": "{{ plan }} #{{ message_id }}"}, OperatorSettings())
+    payload = payload_for(observed(spec=spec, templates=Templates("s", None, spec.text)), suspended=False)
+    plan = compile_plan(payload.sending_spec())
+    out = render(
+        plan,
+        message_id=77,
+        email="a@b.co",
+        name=None,
+        variables={},
+        public_url="https://x",
+        sign=lambda *a: "t",
+    )
+    text = email.message_from_bytes(out.raw, policy=email.policy.default).get_body(("plain",))
+    assert text is not None and "launch #77" in str(text.get_content())
 
 
 def test_render_deployment() -> None:
@@ -286,3 +305,196 @@ def test_render_deployment_with_pull_secrets_from_env(monkeypatch: pytest.Monkey
 def test_settings_secret_never_in_repr() -> None:
     settings = OperatorSettings(api_key="s3cr3t-key")  # type: ignore[arg-type]
     assert "s3cr3t-key" not in repr(settings) and "s3cr3t-key" not in str(settings.model_dump())
+
+
+# --- one pass, decided: observe -> decide -> apply (issue 9 #8) -------------------------------------
+
+SPEC: dict[str, Any] = {
+    "from": "A <a@example.com>",
+    "subject": "s",
+    "text": "t",
+    "rate": {"perSecond": 100},
+    "senders": {"perPodRate": 50, "maxReplicas": 4},
+    "recipients": {"s3": {"bucket": "lists", "key": "a.csv", "format": "csv"}},
+}
+PLAN_ID = "3f1c1b9e-0000-4000-8000-000000000001"
+
+
+def observed(**kw: Any) -> Observed:
+    spec = kw.pop("spec", None) or read_spec({**SPEC, **kw.pop("spec_patch", {})}, OperatorSettings())
+    args: dict[str, Any] = dict(
+        name="launch",
+        namespace="mail",
+        generation=kw.pop("generation", 1),
+        spec=spec,
+        status={},
+        now=NOW,
+        templates=Templates("s", None, "t"),
+        status_interval=5.0,
+    )
+    args.update(kw)
+    return Observed(**args)
+
+
+def view(
+    *,
+    state: PlanState = PlanState.READY,
+    loaded: bool = True,
+    suspended: bool = False,
+    counts: dict[str, int] | None = None,
+    load: LoadJob | None = None,
+    spec: dict[str, Any] | None = None,
+) -> PlanView:
+    """The plan view the data plane would answer after registering ``payload_for`` of the spec."""
+    o = observed(spec_patch=spec or {})
+    payload = payload_for(o, suspended=suspended)
+    return PlanView.model_validate(
+        {
+            **payload.model_dump(mode="json"),
+            "id": PLAN_ID,
+            "state": state,
+            "recipientsLoaded": loaded,
+            "counts": counts if counts is not None else {"total": 300, "created": 300},
+            "load": load,
+        }
+    )
+
+
+def job(state: LoadState, **kw: Any) -> LoadJob:
+    return LoadJob(state=state, source=LoadSourceKind.S3, updated_at=NOW, **kw)
+
+
+def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status.get("conditions", [])}
+
+
+def run(o: Observed) -> tuple[Any, dict[str, Any]]:
+    """Decide, and the status after the patch is applied (what the next pass observes)."""
+    out = decide(o)
+    return out, {**o.status, **out.status}
+
+
+def test_created_suspended_then_resumed() -> None:
+    out, status = run(observed(spec_patch={"suspend": True}))
+    assert out.payload is not None and out.payload.suspended is True  # registered paused, in one PUT
+    assert out.load is LoadAction.S3 and out.replicas == 0 and out.phase is Phase.PENDING
+    loading = view(state=PlanState.SUSPENDED, loaded=False, suspended=True, load=job(LoadState.LOADING))
+    out, status = run(observed(spec_patch={"suspend": True}, status=status, view=loading))
+    assert out.payload is None and out.load is None and out.phase is Phase.LOADING
+    loaded = view(state=PlanState.SUSPENDED, suspended=True, load=job(LoadState.LOADED, accepted=300))
+    out, status = run(observed(spec_patch={"suspend": True}, status=status, view=loaded))
+    assert out.phase is Phase.SUSPENDED and out.replicas == 0 and status["phase"] == "Suspended"
+    assert conditions(status)["Suspended"] == ("True", "SuspendedBySpec")
+    assert conditions(status)["Complete"][0] == "False"  # a paused list is not a finished one
+    out, status = run(observed(status=status, view=loaded, generation=2))
+    assert out.payload is not None and out.payload.suspended is False  # resume: the same PUT, one channel
+    assert out.phase is Phase.SENDING and out.replicas == 2
+    assert [e.reason for e in out.events] == ["Resumed"]
+    assert all(c["observedGeneration"] == 2 for c in status["conditions"])
+
+
+def test_suspended_mid_load_keeps_loading_and_sends_nothing() -> None:
+    loading = view(state=PlanState.LOADING, loaded=False, load=job(LoadState.LOADING))
+    out, status = run(observed(view=loading))
+    assert out.phase is Phase.LOADING and out.load is None
+    out, status = run(observed(spec_patch={"suspend": True}, status=status, view=loading))
+    assert out.payload is not None and out.payload.suspended and out.load is None
+    assert out.replicas == 0 and [e.reason for e in out.events] == ["Suspended"]
+    assert conditions(status)["Suspended"][0] == "True" and status["phase"] == "Loading"
+
+
+def test_load_failed_then_object_appears() -> None:
+    missing = LoadFailure(reason=LoadFailureReason.OBJECT_MISSING, message="s3://lists/a.csv does not exist")
+    failed = view(
+        state=PlanState.LOADING, loaded=False, load=job(LoadState.FAILED, failure=missing, attempts=1)
+    )
+    out, status = run(observed(view=failed))
+    assert conditions(status)["LoadFailed"] == ("True", "ObjectMissing")
+    assert conditions(status)["Stalled"][0] == "True" and "does not exist" in status["message"]
+    assert [(e.type, e.reason) for e in out.events] == [("Warning", "LoadFailed")]
+    assert out.load is None  # backoff: not again within 2 s of the failure
+    later = observed(view=failed, status=status, now=NOW + timedelta(seconds=3))
+    out, status = run(later)
+    assert out.load is LoadAction.S3 and out.events == []  # retried, not reported twice
+    rows = [
+        RowProblem(row=n, field="email", message="invalid email address") for n in (4, 9, 11, 12, 30, 31, 40)
+    ]
+    loaded = view(load=job(LoadState.LOADED, accepted=290, rejected=7, duplicates=3, rejected_rows=rows))
+    out, status = run(observed(view=loaded, status=status))
+    assert (
+        conditions(status)["LoadFailed"][0] == "False" and conditions(status)["RecipientsLoaded"][0] == "True"
+    )
+    assert "290 accepted, 7 rejected, 3 duplicates" in status["conditions"][-1]["message"] or any(
+        "290 accepted, 7 rejected, 3 duplicates" in c["message"] for c in status["conditions"]
+    )
+    rejected = next(e for e in out.events if e.reason == "RecipientsRejected")
+    assert all(f"row {n}:" in rejected.message for n in (4, 9, 11, 12, 30, 31, 40))
+    out, status = run(observed(view=loaded, status=status))
+    assert not [e for e in out.events if e.reason.startswith("Recipients")]  # reported once
+
+
+def test_future_start_while_suspended() -> None:
+    spec = {"suspend": True, "schedule": {"startAt": "2026-05-01T13:00:00Z"}}
+    out, status = run(
+        observed(spec_patch=spec, view=view(spec=spec, suspended=True, state=PlanState.SUSPENDED))
+    )
+    assert out.phase is Phase.SUSPENDED and out.replicas == 0 and out.payload is None
+    spec = {"schedule": {"startAt": "2026-05-01T13:00:00Z"}}
+    out, status = run(observed(spec_patch=spec, status=status, view=view(spec=spec, suspended=True)))
+    assert out.phase is Phase.SCHEDULED and out.replicas == 0 and out.payload is not None
+
+
+def test_breaker_trip_then_manual_resume() -> None:
+    counts = {"total": 300, "created": 100, "sent": 200, "delivered": 150, "bounced": 50}
+    out, status = run(observed(view=view(counts=counts)))
+    assert out.payload is not None and out.payload.suspended  # decided on this pass's counts
+    assert out.phase is Phase.SUSPENDED and out.replicas == 0
+    assert conditions(status)["Suspended"] == ("True", "BounceRateExceeded")
+    assert [(e.type, e.reason) for e in out.events if e.type == "Warning"] == [
+        ("Warning", "BounceRateExceeded")
+    ]
+    # The owner raises the threshold: the plan resumes with one PUT.
+    safer = {"safety": {"maxBounceRate": 0.5}}
+    out, status = run(
+        observed(spec_patch=safer, status=status, view=view(counts=counts, suspended=True), generation=2)
+    )
+    assert out.payload is not None and not out.payload.suspended and out.phase is Phase.SENDING
+    assert [e.reason for e in out.events] == ["Resumed"]
+
+
+def test_spec_change_while_sending_is_one_put_and_fast_status() -> None:
+    sending = view(counts={"total": 3000, "created": 2900, "sent": 100})
+    out, status = run(observed(view=sending))
+    assert out.payload is None and out.phase is Phase.SENDING and out.requeue_after == 1.0
+    out, status = run(observed(spec_patch={"rate": {"perSecond": 200}}, view=sending, status=status))
+    assert out.payload is not None and out.payload.rate_per_second == 200 and out.replicas == 4
+    idle = observed(view=view(state=PlanState.DONE, counts={"total": 300, "sent": 300}), status=status)
+    out, status = run(idle)
+    assert out.phase is Phase.COMPLETED and out.requeue_after == 5.0 and out.replicas == 0
+    assert conditions(status)["Complete"] == ("True", "Completed") and status["completedAt"]
+
+
+def test_finished_is_the_ledgers_word_only() -> None:
+    """Backlog 0 on a list that is still loading is not Completed: only ``done`` is."""
+    out, _ = run(
+        observed(view=view(state=PlanState.LOADING, loaded=False, counts={}, load=job(LoadState.LOADING)))
+    )
+    assert out.phase is Phase.LOADING
+    out, _ = run(
+        observed(
+            view=view(state=PlanState.SUSPENDED, suspended=True, counts={}), spec_patch={"suspend": True}
+        )
+    )
+    assert out.phase is Phase.SUSPENDED
+
+
+def test_failed_plan_shows_message_and_every_column() -> None:
+    out, status = run(observed(problems=("subject: 'nmae' is undefined",)))
+    assert out.phase is Phase.FAILED and out.payload is None and out.load is None and out.replicas == 0
+    assert status["message"] == "subject: 'nmae' is undefined"
+    for column in ("total", "sent", "failed", "opened", "progress", "replicas"):
+        assert column in status
+    assert conditions(status)["Stalled"][0] == "True" and conditions(status)["Ready"][0] == "False"
+    assert [e.type for e in out.events] == ["Warning"]
+    out, _ = run(observed(problems=("subject: 'nmae' is undefined",), status=status))
+    assert out.events == [] and out.status == {}  # same problem: no new Event, no patch

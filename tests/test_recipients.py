@@ -1,4 +1,4 @@
-"""Recipient row validation and parsing (pure): what an uploader is told, row by row."""
+"""The one recipient reader (pure): what an uploader is told, row by row, whatever the intake."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ from typing import Any
 
 import pytest
 
-from emailplan.sender.recipients import Recipient, RowError, parse_csv, parse_ndjson, validate_row
+from emailplan.contract.recipients import (
+    ListError,
+    ListFormat,
+    Recipient,
+    RecipientReader,
+    RowError,
+    read_text,
+    validate_row,
+)
 
 
 @pytest.mark.parametrize(
@@ -52,30 +60,85 @@ def test_invalid_rows_name_the_field(data: dict[str, Any], field: str) -> None:
     assert isinstance(result, RowError) and result.row == 7 and result.field == field and result.message
 
 
-def test_ndjson_reports_bad_lines_with_row_numbers() -> None:
-    lines = [
-        '{"email": "a@example.com"}',
-        "",
-        "not json",
-        "[1]",
-        '{"email": "b@example.com", "vars": {"k": 1}}',
-    ]
-    out = list(parse_ndjson(lines))
-    assert [row for row, _ in out] == [1, 3, 4, 5]
-    assert isinstance(out[1][1], RowError) and out[1][1].row == 3
-    assert isinstance(out[2][1], RowError)
-    assert out[3][1] == {"email": "b@example.com", "vars": {"k": 1}}
+def rows(text: str | bytes, fmt: ListFormat, chunk: int = 0) -> list[Recipient | RowError]:
+    """Read a whole list; ``chunk`` > 0 feeds it in pieces of that many bytes (as a stream arrives)."""
+    data = text.encode() if isinstance(text, str) else text
+    if not chunk:
+        return list(read_text(data, fmt))
+    reader = RecipientReader(fmt)
+    out: list[Recipient | RowError] = []
+    for start in range(0, len(data), chunk):
+        out += reader.feed(data[start : start + chunk])
+    return out + reader.finish()
 
 
-def test_csv_extra_columns_become_vars() -> None:
-    out = list(
-        parse_csv(["email,name,code", "a@example.com,Ann,X1", "b@example.com,,", "c@example.com,only-two"])
+def emails(items: list[Recipient | RowError]) -> list[tuple[int, str]]:
+    return [(r.row, r.email if isinstance(r, Recipient) else f"error:{r.field}") for r in items]
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 7])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "email,name,city",
+        '"email","name","city"',
+        "Email,Name,City",
+        " EMAIL , name ,city",
+        "\ufeffemail,name,city",
+    ],
+)
+def test_csv_header_case_quotes_and_bom_are_one_format(header: str, chunk: int) -> None:
+    text = header + "\r\nAnn@Example.COM,Ann,Oslo\r\nbob@example.com,Bob,Lima\r\n"
+    out = rows(text, ListFormat.CSV, chunk)
+    assert emails(out) == [(1, "ann@example.com"), (2, "bob@example.com")]
+    first = out[0]
+    assert isinstance(first, Recipient) and first.name == "Ann"
+    assert set(first.vars) == {"City" if "City" in header else "city"}  # a BOM never sticks to a name
+    assert first.vars[next(iter(first.vars))] == "Oslo"  # CRLF leaves no \r behind
+
+
+@pytest.mark.parametrize("chunk", [0, 3])
+def test_csv_rows_are_records_not_lines(chunk: int) -> None:
+    text = (
+        'email,name,note\na@example.com,"Ann","two\nlines"\r\n'
+        'not-an-address,X,y\n\nc@example.com,C,"say ""hi"""\n'
     )
-    assert out[0] == (1, {"email": "a@example.com", "name": "Ann", "vars": {"code": "X1"}})
-    assert out[1] == (2, {"email": "b@example.com", "name": None, "vars": {"code": ""}})
-    assert isinstance(out[2][1], RowError) and out[2][0] == 3
+    out = rows(text, ListFormat.CSV, chunk)
+    assert emails(out) == [(1, "a@example.com"), (2, "error:email"), (4, "c@example.com")]
+    assert isinstance(out[0], Recipient) and out[0].vars == {"note": "two\nlines"}
+    assert isinstance(out[2], Recipient) and out[2].vars == {"note": 'say "hi"'}
 
 
-def test_csv_without_email_column_is_refused() -> None:
-    out = list(parse_csv(["mail,name", "a@example.com,A"]))
-    assert len(out) == 1 and isinstance(out[0][1], RowError) and out[0][1].field == "email"
+def test_csv_wrong_column_count_and_bad_utf8_keep_their_row() -> None:
+    data = b"email,name\na@example.com,A\nb@example.com\n\xff\xfe@example.com,Z\nd@example.com,D\n"
+    out = rows(data, ListFormat.CSV)
+    assert emails(out) == [(1, "a@example.com"), (2, "error:"), (3, "error:"), (4, "d@example.com")]
+    assert "UTF-8" in out[2].message  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("text", ["mail,name\na@example.com,A\n", "", "\ufeff"])
+def test_csv_without_email_column_is_a_list_error(text: str) -> None:
+    with pytest.raises(ListError) as err:
+        rows(text, ListFormat.CSV)
+    assert err.value.field == "email"
+
+
+@pytest.mark.parametrize("chunk", [0, 2])
+def test_ndjson_rows_count_lines_with_bom_crlf_and_blanks(chunk: int) -> None:
+    text = (
+        '\ufeff{"email": "a@example.com"}\r\n\r\nnot json\n[1]\n{"email": "B@example.com", "vars": {"k": 1}}'
+    )
+    out = rows(text, ListFormat.NDJSON, chunk)
+    assert emails(out) == [(1, "a@example.com"), (3, "error:"), (4, "error:"), (5, "b@example.com")]
+    assert isinstance(out[3], Recipient) and out[3].vars == {"k": 1}
+
+
+def test_addresses_go_through_the_strict_contract_check() -> None:
+    text = "email\n" + "x" * 65 + "@example.com\nok@example.com\n"
+    out = rows(text, ListFormat.CSV)
+    assert isinstance(out[0], RowError) and "before @" in out[0].message
+    assert emails(out)[1] == (2, "ok@example.com")
+
+
+def test_format_names_accept_jsonl() -> None:
+    assert ListFormat.parse("jsonl") is ListFormat.NDJSON and ListFormat.parse("CSV") is ListFormat.CSV

@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 document of the whole API, served at ``/v1/openapi.json``.
 
-Hand-written as data so it is reviewed like code; tests run schemathesis
-against it (every documented answer, no 5xx for any generated request).
+Paths are written as data so they are reviewed like code; the bodies that
+cross the operator / data-plane line are generated from the models of
+``emailplan.contract.plans``. Tests run schemathesis against it (every
+documented answer, no 5xx for any generated request).
 """
 
 from __future__ import annotations
@@ -9,9 +11,20 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from emailplan import __version__
 from emailplan.contract.addresses import ADDRESS_RULES
+from emailplan.contract.plans import (
+    LoadJob,
+    LoadResult,
+    PlanCounts,
+    PlanPayload,
+    PlanView,
+    S3Source,
+    SuppressionImport,
+)
 
 JSON = "application/json"
 
@@ -58,26 +71,21 @@ def _plan_op(summary: str, op_id: str, extra: dict[str, Any] | None = None) -> d
     return op
 
 
-COUNT_NAMES = [
-    "total",
-    "created",
-    "processing",
-    "sent",
-    "failed",
-    "stopped",
-    "suppressed",
-    "delivered",
-    "bounced",
-    "softBounced",
-    "complained",
-    "opened",
-    "opened_machine",
-    "clicked",
-    "unsubscribed",
-    "rejected",
+# Bodies that cross the operator / data-plane line: schemas generated from the contract models,
+# so the document cannot drift from what the API validates and answers.
+_MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+    (PlanPayload, "validation"),
+    (PlanView, "serialization"),
+    (PlanCounts, "serialization"),
+    (LoadResult, "serialization"),
+    (LoadJob, "serialization"),
+    (S3Source, "validation"),
+    (SuppressionImport, "validation"),
 ]
+_, _GENERATED = models_json_schema(_MODELS, ref_template="#/components/schemas/{model}")
 
 SCHEMAS: dict[str, Any] = {
+    **_GENERATED["$defs"],
     "Error": {
         "type": "object",
         "required": ["error"],
@@ -87,98 +95,6 @@ SCHEMAS: dict[str, Any] = {
                 "required": ["message"],
                 "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
             }
-        },
-    },
-    "Counts": {
-        "type": "object",
-        "required": COUNT_NAMES,
-        "properties": {n: {"type": "integer", "minimum": 0} for n in COUNT_NAMES},
-    },
-    "PlanIn": {
-        "type": "object",
-        "required": ["name", "from", "subject"],
-        "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": 253},
-            "namespace": {"type": "string", "maxLength": 63},
-            "from": {"type": "string", "minLength": 3, "maxLength": 998, "description": "RFC 5322 address"},
-            "replyTo": {"type": "array", "items": {"type": "string"}, "maxItems": 50},
-            "subject": {"type": "string", "minLength": 1, "maxLength": 998},
-            "html": {"type": ["string", "null"]},
-            "text": {"type": ["string", "null"]},
-            "ratePerSecond": {"type": "number", "exclusiveMinimum": 0, "maximum": 100000, "default": 14},
-            "startAt": {"type": ["string", "null"], "format": "date-time"},
-            "suspended": {"type": "boolean", "default": False},
-            "tracking": {
-                "type": "object",
-                "properties": {"opens": {"type": "boolean"}, "clicks": {"type": "boolean"}},
-            },
-            "unsubscribe": {"type": "object", "properties": {"enabled": {"type": "boolean"}}},
-            "ses": {
-                "type": "object",
-                "properties": {
-                    "configurationSet": {"type": ["string", "null"], "maxLength": 64},
-                    "tags": {"type": "object", "additionalProperties": {"type": "string"}},
-                },
-            },
-        },
-        "description": "At least one of html and text is required.",
-    },
-    "PlanView": {
-        "type": "object",
-        "required": ["id", "name", "namespace", "state", "recipientsLoaded", "counts", "ratePerSecond"],
-        "properties": {
-            "id": {"type": "string", "format": "uuid"},
-            "name": {"type": "string"},
-            "namespace": {"type": "string"},
-            "from": {"type": ["string", "null"]},
-            "replyTo": {"type": ["array", "null"], "items": {"type": "string"}},
-            "subject": {"type": ["string", "null"]},
-            "html": {"type": ["string", "null"]},
-            "text": {"type": ["string", "null"]},
-            "tracking": {"type": ["object", "null"]},
-            "unsubscribe": {"type": ["object", "null"]},
-            "ses": {"type": ["object", "null"]},
-            "ratePerSecond": {"type": "number"},
-            "startAt": {"type": ["string", "null"]},
-            "suspended": {"type": "boolean"},
-            "state": {"type": "string", "enum": ["loading", "ready", "suspended", "stopped", "done"]},
-            "recipientsLoaded": {"type": "boolean", "description": "the recipient list is complete"},
-            "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "createdAt": {"type": "string"},
-            "updatedAt": {"type": "string"},
-            "enqueued": {"type": "integer"},
-        },
-    },
-    "UploadResult": {
-        "type": "object",
-        "required": ["accepted", "rejected", "duplicates", "suppressed", "errors"],
-        "properties": {
-            "accepted": {"type": "integer"},
-            "rejected": {"type": "integer"},
-            "duplicates": {"type": "integer"},
-            "suppressed": {"type": "integer"},
-            "errors": {
-                "type": "array",
-                "description": "at most 1000, by row number (NDJSON line / CSV data row)",
-                "items": {
-                    "type": "object",
-                    "required": ["row", "field", "message"],
-                    "properties": {
-                        "row": {"type": "integer"},
-                        "field": {"type": "string"},
-                        "message": {"type": "string"},
-                    },
-                },
-            },
-        },
-    },
-    "S3Source": {
-        "type": "object",
-        "required": ["bucket", "key"],
-        "properties": {
-            "bucket": {"type": "string", "minLength": 3, "maxLength": 63},
-            "key": {"type": "string", "minLength": 1, "maxLength": 1024},
-            "format": {"type": "string", "enum": ["csv", "jsonl", "ndjson"], "default": "jsonl"},
         },
     },
     "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
@@ -299,7 +215,7 @@ PATHS: dict[str, Any] = {
                 "200": _json(
                     {
                         "allOf": [
-                            _ref("Counts"),
+                            _ref("PlanCounts"),
                             {"type": "object", "properties": {"planId": {"type": "string"}}},
                         ]
                     },
@@ -347,27 +263,7 @@ PATHS: dict[str, Any] = {
             "security": KEYED,
             "requestBody": {
                 "required": True,
-                "content": {
-                    JSON: {
-                        "schema": {
-                            "type": "object",
-                            "required": ["emails"],
-                            "properties": {
-                                "emails": {
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "maxItems": 10000,
-                                    "items": {"type": "string", "format": "email"},
-                                },
-                                "reason": {
-                                    "type": "string",
-                                    "enum": ["manual", "bounce", "complaint", "unsubscribe"],
-                                    "default": "manual",
-                                },
-                            },
-                        }
-                    }
-                },
+                "content": {JSON: {"schema": _ref("SuppressionImport")}},
             },
             "responses": {
                 "200": _json(
@@ -389,7 +285,7 @@ PATHS: dict[str, Any] = {
             "Register or update a plan (idempotent)",
             "putPlan",
             {
-                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("PlanIn")}}},
+                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("PlanPayload")}}},
                 "responses": {
                     "200": _json(_ref("PlanView"), "Updated"),
                     "201": _json(_ref("PlanView"), "Created"),
@@ -399,11 +295,11 @@ PATHS: dict[str, Any] = {
                 },
             },
         ),
-        "get": _plan_op("Plan view with counts", "getPlan"),
+        "get": _plan_op("Plan view with counts and the recipient load job", "getPlan"),
     },
     "/v1/plans/{planId}/recipients": {
         "post": _plan_op(
-            "Upload recipients (streamed NDJSON or CSV, idempotent)",
+            "Upload recipients (streamed NDJSON or CSV); with complete=true the whole list, as the load job",
             "uploadRecipients",
             {
                 "requestBody": {
@@ -419,8 +315,15 @@ PATHS: dict[str, Any] = {
                         },
                     },
                 },
+                "parameters": [
+                    PLAN_ID,
+                    {"name": "complete", "in": "query", "required": False, "schema": {"type": "boolean"}},
+                ],
                 "responses": {
-                    "200": _json(_ref("UploadResult"), "Rows accepted, refused (by row), duplicate"),
+                    "200": _json(
+                        {"oneOf": [_ref("LoadResult"), _ref("LoadJob")]},
+                        "Rows accepted, refused and duplicate (by row); the load job when complete=true",
+                    ),
                     "400": E400,
                     "401": E401,
                     "404": E404,
@@ -453,7 +356,7 @@ PATHS: dict[str, Any] = {
             {
                 "requestBody": {"required": True, "content": {JSON: {"schema": _ref("S3Source")}}},
                 "responses": {
-                    "202": _json(_ref("Status"), "Loading started"),
+                    "202": _json(_ref("LoadJob"), "The load job (started, restarted or running)"),
                     "400": E400,
                     "401": E401,
                     "404": E404,
@@ -464,8 +367,6 @@ PATHS: dict[str, Any] = {
             },
         ),
     },
-    "/v1/plans/{planId}/suspend": {"post": _plan_op("Pause sending", "suspendPlan")},
-    "/v1/plans/{planId}/resume": {"post": _plan_op("Resume sending", "resumePlan")},
     "/v1/plans/{planId}/stop": {
         "post": _plan_op("Stop for good; unsent messages become stopped", "stopPlan")
     },

@@ -1,183 +1,148 @@
-"""Plan administration for the operator (API key): register, upload, complete, S3, suspend/resume/stop.
+"""Plan administration for the operator (API key): register, upload, complete, S3 load, stop.
 
 The operator never opens the database; these endpoints are its only way to
 change the data plane. Every call is idempotent by plan id (the EmailPlan's
 ``metadata.uid``), so a reconciler may repeat any of them after a crash.
-All ledger rules (counters, suppressions, dedup) live in ``emailplan.sender.ledger``.
+Request and answer bodies are the models of ``emailplan.contract.plans``;
+suspension travels only in the plan's ``suspended`` field. All ledger rules
+(counters, suppressions, dedup, when a plan is done) live in ``emailplan.sender.ledger``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
-from datetime import datetime
-from typing import Any, Literal, TypeVar
+from datetime import UTC, datetime
+from typing import TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ValidationError
 
-from emailplan.contract.addresses import Mailbox
-from emailplan.contract.headers import HeaderValue
+from emailplan.contract.plans import (
+    LoadFailure,
+    LoadFailureReason,
+    LoadJob,
+    LoadResult,
+    LoadSourceKind,
+    LoadState,
+    PlanPayload,
+    PlanView,
+    S3Source,
+)
+from emailplan.contract.recipients import ListError, ListFormat
 from emailplan.sender import ledger
 from emailplan.sender.api import jsonbody, metrics, s3load
-from emailplan.sender.api.errors import ApiError
+from emailplan.sender.api.errors import ApiError, read_body
 from emailplan.sender.api.state import ApiState, state_of
 from emailplan.sender.api.stats import plan_id_of
-from emailplan.sender.api.uploads import csv_rows, ndjson_rows
+from emailplan.sender.api.uploads import TooLarge, read_rows
 
 log = logging.getLogger(__name__)
 
 MAX_PLAN_BYTES = 5 * 1024 * 1024
-NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/json-lines")
-CSV_TYPES = ("text/csv", "application/csv")
+FORMATS = {
+    **dict.fromkeys(
+        ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/json-lines"),
+        ListFormat.NDJSON,
+    ),
+    **dict.fromkeys(("text/csv", "application/csv"), ListFormat.CSV),
+}
+
+M = TypeVar("M", bound=BaseModel)
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-
-M = TypeVar("M", bound=_Model)
-
-
-class Tracking(_Model):
-    opens: bool = True
-    clicks: bool = False
-
-
-class Unsubscribe(_Model):
-    enabled: bool = True
-
-
-class Ses(_Model):
-    configuration_set: str | None = Field(None, alias="configurationSet", max_length=64)
-    tags: dict[HeaderValue, HeaderValue] = Field(default_factory=dict)
-
-
-class PlanIn(_Model):
-    """Plan JSON of ``PUT /v1/plans/{planId}`` (camelCase like the CRD)."""
-
-    name: str = Field(min_length=1, max_length=253)
-    namespace: str = Field("", max_length=63)
-    sender: Mailbox = Field(alias="from", min_length=3, max_length=998)
-    reply_to: list[Mailbox] = Field(default_factory=list, alias="replyTo", max_length=50)
-    subject: HeaderValue = Field(min_length=1, max_length=998)
-    html: str | None = None
-    text: str | None = None
-    rate_per_second: float = Field(14.0, alias="ratePerSecond", gt=0, le=100_000)
-    start_at: datetime | None = Field(None, alias="startAt")
-    suspended: bool = False
-    tracking: Tracking = Field(default_factory=Tracking)
-    unsubscribe: Unsubscribe = Field(default_factory=Unsubscribe)
-    ses: Ses = Field(default_factory=Ses)
-
-    @field_validator("start_at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("startAt must carry a time zone (RFC 3339)")
-        return value
-
-    @model_validator(mode="after")
-    def _body(self) -> PlanIn:
-        if not (self.html or self.text):
-            raise ValueError("html or text is required")
-        return self
-
-    def spec(self) -> dict[str, Any]:
-        return {
-            "from": self.sender,
-            "replyTo": self.reply_to,
-            "subject": self.subject,
-            "html": self.html,
-            "text": self.text,
-            "tracking": self.tracking.model_dump(),
-            "unsubscribe": self.unsubscribe.model_dump(),
-            "ses": {"configurationSet": self.ses.configuration_set, "tags": self.ses.tags},
-        }
-
-
-class S3Source(_Model):
-    bucket: str = Field(min_length=3, max_length=63)
-    key: str = Field(min_length=1, max_length=1024)
-    format: Literal["csv", "jsonl", "ndjson"] = "jsonl"
-
-
-async def _validated_body(request: web.Request, limit: int, model: type[M]) -> M:
-    """Read a JSON object of at most ``limit`` bytes and validate it as ``model``; 400 names the field."""
-    return await jsonbody.read_model(request, limit, model)
-
-
-def view_json(view: ledger.PlanView) -> dict[str, Any]:
-    """The plan view: spec fields, state, whether the list is complete, counts."""
-    spec = view.spec
-    return {
-        "id": str(view.id),
-        "name": view.name,
-        "namespace": view.namespace,
-        **{
-            k: spec.get(k)
-            for k in ("from", "replyTo", "subject", "html", "text", "tracking", "unsubscribe", "ses")
-        },
-        "ratePerSecond": view.rate_per_second,
-        "startAt": view.start_at.isoformat() if view.start_at else None,
-        "suspended": view.state == "suspended",
-        "state": view.state,
-        "recipientsLoaded": view.recipients_complete,
-        "counts": view.counts,
-        "createdAt": view.created_at.isoformat(),
-        "updatedAt": view.updated_at.isoformat(),
-    }
-
-
-async def put_plan(request: web.Request) -> web.Response:
-    plan_id = plan_id_of(request)
-    plan = await _validated_body(request, MAX_PLAN_BYTES, PlanIn)
-    view, created = await ledger.upsert_plan(
-        state_of(request).engine,
-        plan_id,
-        name=plan.name,
-        namespace=plan.namespace,
-        spec=plan.spec(),
-        rate_per_second=plan.rate_per_second,
-        start_at=plan.start_at,
-        suspended=plan.suspended,
+def _json(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(
+        text=model.model_dump_json(by_alias=True), status=status, content_type="application/json"
     )
-    log.info(
-        "plan registered" if created else "plan updated", extra={"plan": str(plan_id), "state": view.state}
-    )
-    return web.json_response(view_json(view), status=201 if created else 200)
 
 
-async def get_plan(request: web.Request) -> web.Response:
-    view = await ledger.get_plan(state_of(request).engine, plan_id_of(request))
-    if view is None:
-        raise ApiError(404, "unknown plan", "planId")
-    return web.json_response(view_json(view))
-
-
-async def _existing(state: ApiState, plan_id: uuid.UUID) -> ledger.PlanView:
-    view = await ledger.get_plan(state.engine, plan_id)
+async def _view(state: ApiState, plan_id: uuid.UUID) -> PlanView:
+    view = await ledger.describe_plan(state.engine, plan_id)
     if view is None:
         raise ApiError(404, "unknown plan", "planId")
     return view
 
 
+async def put_plan(request: web.Request) -> web.Response:
+    plan_id = plan_id_of(request)
+    plan = await jsonbody.read_model(request, MAX_PLAN_BYTES, PlanPayload)
+    state = state_of(request)
+    _, created = await ledger.upsert_plan(
+        state.engine,
+        plan_id,
+        name=plan.name,
+        namespace=plan.namespace,
+        spec=plan.sending_spec(),
+        rate_per_second=plan.rate_per_second,
+        start_at=plan.start_at,
+        suspended=plan.suspended,
+    )
+    view = await _view(state, plan_id)
+    log.info(
+        "plan registered" if created else "plan updated", extra={"plan": str(plan_id), "state": view.state}
+    )
+    return _json(view, status=201 if created else 200)
+
+
+async def get_plan(request: web.Request) -> web.Response:
+    return _json(await _view(state_of(request), plan_id_of(request)))
+
+
+def _closed(view: PlanView) -> None:
+    if view.state.finished:
+        raise ApiError(409, f"plan is {view.state} and takes no more recipients", "planId")
+
+
 async def upload(request: web.Request) -> web.Response:
+    """Append rows (answer: what this upload did), or with ``?complete=true`` load the whole list.
+
+    The whole-list form is the operator's: rows of an unfinished earlier attempt
+    are forgotten first, the list is completed, and the plan's load job records
+    the outcome, so a retry after a crash never counts a row twice.
+    """
     state = state_of(request)
     plan_id = plan_id_of(request)
-    ctype = request.content_type.lower()
-    if ctype not in NDJSON_TYPES + CSV_TYPES:
+    fmt = FORMATS.get(request.content_type.lower())
+    if fmt is None:
         raise ApiError(415, "send application/x-ndjson or text/csv", "content-type")
     limit = state.settings.max_upload_bytes
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, f"upload larger than {limit} bytes")
-    view = await _existing(state, plan_id)
-    if view.state in ("stopped", "done"):
-        raise ApiError(409, f"plan is {view.state} and takes no more recipients", "planId")
-    chunks = request.content.iter_chunked(256 * 1024)
-    rows = csv_rows(chunks, limit) if ctype in CSV_TYPES else ndjson_rows(chunks, limit)
+    whole = request.query.get("complete", "").lower() in ("1", "true", "yes")
+    view = await _view(state, plan_id)
+    _closed(view)
+    if whole and view.recipients_loaded and view.load is not None:
+        return _json(view.load)  # loaded already: a retry changes nothing
+    if whole:
+        queue = _queue(state)
+        await ledger.reset_recipients(state.engine, plan_id)
+        await ledger.save_load(state.engine, plan_id, LoadJob(state=LoadState.LOADING))
+    rows = read_rows(request.content.iter_chunked(256 * 1024), fmt, limit)
     try:
-        result = await ledger.insert_recipients(state.engine, plan_id, rows)
+        result = await _ingest(state, plan_id, rows)
+    except ApiError as exc:
+        if whole and exc.status in (400, 413):  # the list itself is wrong: the job says why
+            failure = LoadFailure(reason=LoadFailureReason.NOT_A_LIST, message=exc.message)
+            await ledger.save_load(state.engine, plan_id, LoadJob(state=LoadState.FAILED, failure=failure))
+        raise
+    if not whole:
+        return _json(result)
+    # Outcome first, then completion: whoever sees the list complete also sees its counts.
+    job = LoadJob(**dict(result), state=LoadState.LOADED, source=LoadSourceKind.UPLOAD, attempts=1)
+    job = await ledger.save_load(state.engine, plan_id, job)
+    await ledger.complete_recipients(state.engine, plan_id, queue)
+    return _json(job)
+
+
+async def _ingest(state: ApiState, plan_id: uuid.UUID, rows: object) -> LoadResult:
+    try:
+        result = await ledger.insert_recipients(state.engine, plan_id, rows)  # type: ignore[arg-type]
+    except TooLarge as exc:
+        raise ApiError(413, str(exc)) from exc
+    except ListError as exc:
+        raise ApiError(400, str(exc), exc.field or "body") from exc
     except ledger.PlanNotFoundError as exc:
         raise ApiError(404, "unknown plan", "planId") from exc
     except ledger.PlanClosedError as exc:
@@ -191,14 +156,9 @@ async def upload(request: web.Request) -> web.Response:
         metrics.UPLOAD_ROWS.labels(result=label).inc(n)
     log.info(
         "recipients uploaded",
-        extra={
-            "plan": str(plan_id),
-            "accepted": result.accepted,
-            "rejected": result.rejected,
-            "duplicates": result.duplicates,
-        },
+        extra={"plan": str(plan_id), **result.model_dump(include={"accepted", "rejected", "duplicates"})},
     )
-    return web.json_response(result.as_dict())
+    return result
 
 
 def _queue(state: ApiState) -> ledger.QueueSink:
@@ -211,64 +171,40 @@ def _queue(state: ApiState) -> ledger.QueueSink:
 async def complete(request: web.Request) -> web.Response:
     state = state_of(request)
     plan_id = plan_id_of(request)
-    await _existing(state, plan_id)
+    await _view(state, plan_id)
     try:
-        enqueued = await ledger.complete_recipients(state.engine, plan_id, _queue(state))
+        await ledger.complete_recipients(state.engine, plan_id, _queue(state))
     except ledger.PlanNotFoundError as exc:
         raise ApiError(404, "unknown plan", "planId") from exc
-    view = await _existing(state, plan_id)
-    return web.json_response({**view_json(view), "enqueued": enqueued})
+    return _json(await _view(state, plan_id))
 
 
 async def load_s3(request: web.Request) -> web.Response:
+    """Start (or restart, or leave running) the plan's S3 load job; the answer is the job."""
     state = state_of(request)
     plan_id = plan_id_of(request)
-    source = await _validated_body(request, 64 * 1024, S3Source)
-    view = await _existing(state, plan_id)
-    if view.state in ("stopped", "done"):
-        raise ApiError(409, f"plan is {view.state} and takes no more recipients", "planId")
+    source = await jsonbody.read_model(request, 64 * 1024, S3Source)
+    view = await _view(state, plan_id)
+    _closed(view)
     _queue(state)
-    task_name = f"s3-load-{plan_id}"
-    running = any(t.get_name() == task_name and not t.done() for t in state.background)
-    if not running:
-        state.spawn(s3load.load(state, plan_id, source.bucket, source.key, source.format), task_name)
-    return web.json_response(
-        {
-            "status": "loading",
-            "planId": str(plan_id),
-            "bucket": source.bucket,
-            "key": source.key,
-            "alreadyRunning": running,
-        },
-        status=202,
-    )
-
-
-async def suspend(request: web.Request) -> web.Response:
-    return await _transition(request, ledger.suspend_plan)
-
-
-async def resume(request: web.Request) -> web.Response:
-    return await _transition(request, ledger.resume_plan)
+    running = any(t.get_name() == s3load.task_name(plan_id) and not t.done() for t in state.background)
+    job = view.load
+    if s3load.needs_start(
+        job, source, complete=view.recipients_loaded, running_here=running, now=datetime.now(UTC)
+    ):
+        job = await s3load.start(state, plan_id, source, job)
+    assert job is not None
+    return _json(job, status=202)
 
 
 async def stop(request: web.Request) -> web.Response:
     state = state_of(request)
     plan_id = plan_id_of(request)
     try:
-        view = await ledger.stop_plan(state.engine, plan_id, state.queue)
+        await ledger.stop_plan(state.engine, plan_id, state.queue)
     except ledger.PlanNotFoundError as exc:
         raise ApiError(404, "unknown plan", "planId") from exc
-    return web.json_response(view_json(view))
-
-
-async def _transition(request: web.Request, change: Any) -> web.Response:
-    plan_id = plan_id_of(request)
-    try:
-        view = await change(state_of(request).engine, plan_id)
-    except ledger.PlanNotFoundError as exc:
-        raise ApiError(404, "unknown plan", "planId") from exc
-    return web.json_response(view_json(view))
+    return _json(await _view(state, plan_id))
 
 
 def add_routes(app: web.Application) -> None:
@@ -277,6 +213,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/plans/{planId}/recipients", upload)
     app.router.add_post("/plans/{planId}/recipients/complete", complete)
     app.router.add_post("/plans/{planId}/recipients/s3", load_s3)
-    app.router.add_post("/plans/{planId}/suspend", suspend)
-    app.router.add_post("/plans/{planId}/resume", resume)
     app.router.add_post("/plans/{planId}/stop", stop)

@@ -1,4 +1,4 @@
-"""Suppression-list administration (API key): import addresses.
+"""Suppression-list administration (API key): import addresses, look one up.
 
 Teams arrive with suppression lists from their previous tool; importing them
 before the first plan is what keeps those people from being mailed again.
@@ -12,37 +12,34 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from emailplan.contract.addresses import AddressError, normalize_address
+from emailplan.contract.plans import MAX_SUPPRESSIONS, SuppressionImport
 from emailplan.sender import ledger
 from emailplan.sender.api.errors import ApiError
-from emailplan.sender.api.jsonbody import read_object
+from emailplan.sender.api.jsonbody import read_object, validation_error
 from emailplan.sender.api.state import state_of
 
-REASONS = ("manual", "bounce", "complaint", "unsubscribe")
-MAX_BATCH = 10_000
 MAX_BODY = 4 * 1024 * 1024
 
 
 def parse_body(body: dict[str, Any]) -> tuple[list[str], str]:
-    """Validate ``{"emails": [...], "reason": "manual"}``; errors name the field and the reason."""
+    """Validate the body as ``SuppressionImport`` and normalise every address; errors name the field."""
     emails = body.get("emails")
-    if not isinstance(emails, list) or not emails:
-        raise ApiError(400, "emails must be a non-empty list of addresses", "emails")
-    if len(emails) > MAX_BATCH:
-        raise ApiError(413, f"at most {MAX_BATCH} addresses a request", "emails")
-    reason = body.get("reason", "manual")
-    if reason not in REASONS:
-        raise ApiError(400, f"reason must be one of {', '.join(REASONS)}", "reason")
+    if isinstance(emails, list) and len(emails) > MAX_SUPPRESSIONS:
+        raise ApiError(413, f"at most {MAX_SUPPRESSIONS} addresses a request", "emails")
+    try:
+        request = SuppressionImport.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from exc
     out: list[str] = []
-    for i, value in enumerate(emails):
-        if not isinstance(value, str):
-            raise ApiError(400, "must be a string address", f"emails[{i}]")
+    for i, value in enumerate(request.emails):
         try:
             out.append(normalize_address(value))
         except AddressError as exc:
-            raise ApiError(400, str(exc), f"emails[{i}]") from exc
-    return out, str(reason)
+            raise ApiError(400, f"not a valid address: {exc}", f"emails[{i}]") from exc
+    return out, request.reason.value
 
 
 async def add(request: web.Request) -> web.Response:

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002_soft_bounces"
-down_revision: str | Sequence[str] | None = "0001"
+revision: str = "0003_soft_bounces"
+down_revision: str | Sequence[str] | None = "0002_recipient_loads"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

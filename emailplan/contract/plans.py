@@ -1,0 +1,253 @@
+"""The typed contract between the operator and the data plane (``/v1/plans/...``).
+
+The operator builds these models, the API validates requests with them and
+answers with them, and the OpenAPI document is generated from them, so a new
+field is one edit here. Names are camelCase on the wire (like the CRD) and
+snake_case in Python; every default is stated once, here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from emailplan.contract import STATUS_COUNTS
+from emailplan.contract.addresses import Mailbox
+from emailplan.contract.headers import HeaderValue
+
+DEFAULT_RATE_PER_SECOND = 14.0  # SES's sandbox-exit rate; the CRD default reads this too
+MAX_REPORTED_ROWS = 100  # rejected (and, apart, duplicate) rows a load job keeps
+MAX_SUPPRESSIONS = 10_000  # addresses one suppression import may carry
+
+
+class PlanState(StrEnum):
+    """Where a plan is in the data plane; ``done`` is decided by the ledger alone."""
+
+    LOADING = "loading"  # the recipient list is not complete yet
+    READY = "ready"  # complete; workers may claim
+    SUSPENDED = "suspended"  # workers do not claim (spec.suspend or the breaker)
+    STOPPED = "stopped"  # deleted: unsent messages became stopped
+    DONE = "done"  # complete and nothing left to send
+
+    @property
+    def finished(self) -> bool:
+        return self in (PlanState.STOPPED, PlanState.DONE)
+
+
+class LoadState(StrEnum):
+    """A recipient load job: ``pending`` → ``loading`` → ``loaded`` | ``failed``."""
+
+    PENDING = "pending"
+    LOADING = "loading"
+    LOADED = "loaded"
+    FAILED = "failed"
+
+
+class LoadFailureReason(StrEnum):
+    """Why a load failed, in the words the operator's ``LoadFailed`` condition uses."""
+
+    OBJECT_MISSING = "ObjectMissing"
+    ACCESS_DENIED = "AccessDenied"
+    NOT_A_LIST = "NotAList"
+    UNAVAILABLE = "Unavailable"
+
+
+class SuppressionReason(StrEnum):
+    MANUAL = "manual"
+    BOUNCE = "bounce"
+    COMPLAINT = "complaint"
+    UNSUBSCRIBE = "unsubscribe"
+
+
+class LoadSourceKind(StrEnum):
+    UPLOAD = "upload"
+    S3 = "s3"
+
+
+class Wire(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are ignored (forward compatible)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", serialize_by_alias=True
+    )
+
+
+class Tracking(Wire):
+    opens: bool = True
+    clicks: bool = False
+
+
+class Unsubscribe(Wire):
+    enabled: bool = True
+
+
+class SesOptions(Wire):
+    configuration_set: str | None = Field(None, max_length=64)
+    tags: dict[HeaderValue, HeaderValue] = Field(default_factory=dict)
+
+
+class PlanPayload(Wire):
+    """``PUT /v1/plans/{planId}``: everything the data plane needs to send the plan.
+
+    ``suspended`` is the effective suspension (``spec.suspend`` or the circuit
+    breaker): it is the only channel that pauses and resumes a plan.
+    """
+
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str = Field("", max_length=63)
+    sender: Mailbox = Field(alias="from", min_length=3, max_length=998)
+    reply_to: list[Mailbox] = Field(default_factory=list, max_length=50)
+    subject: HeaderValue = Field(min_length=1, max_length=998)
+    html: str | None = None
+    text: str | None = None
+    rate_per_second: float = Field(DEFAULT_RATE_PER_SECOND, gt=0, le=100_000)
+    start_at: datetime | None = None
+    suspended: bool = False
+    tracking: Tracking = Field(default_factory=Tracking)
+    unsubscribe: Unsubscribe = Field(default_factory=Unsubscribe)
+    ses: SesOptions = Field(default_factory=SesOptions)
+
+    @field_validator("start_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("startAt must carry a time zone (RFC 3339)")
+        return value
+
+    @model_validator(mode="after")
+    def _body(self) -> PlanPayload:
+        if not (self.html or self.text):
+            raise ValueError("html or text is required")
+        return self
+
+    def sending_spec(self) -> dict[str, object]:
+        """What the ledger keeps as the plan's spec (the worker compiles it).
+
+        The name rides along so templates can say ``{{ plan }}``.
+        """
+        return self.model_dump(
+            mode="json",
+            include={
+                "name",
+                "sender",
+                "reply_to",
+                "subject",
+                "html",
+                "text",
+                "tracking",
+                "unsubscribe",
+                "ses",
+            },
+        )
+
+
+class PlanCounts(Wire):
+    """Counts of one plan (``GET /v1/results/count/{planId}`` and the plan view)."""
+
+    total: int = 0
+    created: int = 0
+    processing: int = 0
+    sent: int = 0
+    failed: int = 0
+    stopped: int = 0
+    suppressed: int = 0
+    delivered: int = 0
+    bounced: int = 0  # hard (SES Permanent) bounces
+    soft_bounced: int = 0  # transient and undetermined bounces
+    complained: int = 0
+    opened: int = 0
+    clicked: int = 0
+    unsubscribed: int = 0
+
+    @property
+    def backlog(self) -> int:
+        """Messages still to send: waiting plus claimed by a pod."""
+        return self.created + self.processing
+
+    def status_fields(self) -> dict[str, int]:
+        """The counts the EmailPlan status shows, in the order of DESIGN.md."""
+        wire = self.model_dump(by_alias=True)
+        return {name: int(wire[name]) for name in STATUS_COUNTS}
+
+
+class RowProblem(Wire):
+    """One refused (or duplicate) row of a list, by record number."""
+
+    row: int
+    field: str = ""
+    message: str
+
+
+class LoadCounts(Wire):
+    accepted: int = 0
+    duplicates: int = 0
+    suppressed: int = 0
+    rejected: int = 0
+
+
+class LoadResult(LoadCounts):
+    """What one upload (or the whole job) did; the first rows of each kind, kept apart."""
+
+    rejected_rows: list[RowProblem] = Field(default_factory=list)
+    duplicate_rows: list[RowProblem] = Field(default_factory=list)
+
+    def add_rejected(self, problem: RowProblem) -> None:
+        self.rejected += 1
+        if len(self.rejected_rows) < MAX_REPORTED_ROWS:
+            self.rejected_rows.append(problem)
+
+    def add_duplicate(self, problem: RowProblem) -> None:
+        self.duplicates += 1
+        if len(self.duplicate_rows) < MAX_REPORTED_ROWS:
+            self.duplicate_rows.append(problem)
+
+
+class S3Source(Wire):
+    """``POST /v1/plans/{planId}/recipients/s3``: where the data plane reads the list itself."""
+
+    bucket: str = Field(min_length=3, max_length=63)
+    key: str = Field(min_length=1, max_length=1024)
+    format: str = Field("csv", pattern=r"^(csv|jsonl|ndjson)$")
+
+
+class LoadFailure(Wire):
+    reason: LoadFailureReason
+    message: str
+
+
+class LoadJob(LoadResult):
+    """The plan's recipient load, as the data plane records it (survives API restarts)."""
+
+    state: LoadState = LoadState.PENDING
+    source: LoadSourceKind = LoadSourceKind.UPLOAD
+    s3: S3Source | None = None
+    failure: LoadFailure | None = None
+    attempts: int = 0
+    updated_at: datetime | None = None
+
+
+class PlanView(PlanPayload):
+    """``GET /v1/plans/{planId}``: the plan as registered, its state, counts and load job."""
+
+    id: uuid.UUID
+    state: PlanState
+    recipients_loaded: bool = False
+    counts: PlanCounts = Field(default_factory=PlanCounts)
+    load: LoadJob | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def payload(self) -> PlanPayload:
+        """The registered plan, comparable with the one the operator would send now."""
+        return PlanPayload.model_validate(self.model_dump(include=set(PlanPayload.model_fields)))
+
+
+class SuppressionImport(Wire):
+    """``POST /v1/suppressions``: addresses never to mail again."""
+
+    emails: list[str] = Field(min_length=1, max_length=MAX_SUPPRESSIONS)
+    reason: SuppressionReason = SuppressionReason.MANUAL

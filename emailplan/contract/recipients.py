@@ -1,0 +1,253 @@
+"""The one recipient reader: CSV or NDJSON bytes in, numbered and validated rows out.
+
+Every intake (inline lists and ConfigMaps the operator uploads, HTTP uploads,
+S3 objects the data plane reads) goes through :class:`RecipientReader`, so a
+list is read the same way wherever it comes from: a byte-order mark and CRLF
+line ends are ignored, a CSV header matches ``email``/``name`` whatever its
+case or quoting, a quoted field may hold a newline, and rows are numbered in
+records (the first data record is row 1), never in physical lines.
+
+The reader is a push parser (``feed`` bytes as they arrive, ``finish`` at the
+end) so a stream of any size is read in bounded memory, and the same code
+serves a whole string (:func:`read_text`). Addresses go through
+:func:`emailplan.contract.addresses.normalize_address`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from emailplan.contract import jsonbounds
+from emailplan.contract.addresses import AddressError, normalize_address
+from emailplan.contract.headers import header_problem
+
+MAX_NAME_LEN = 256
+MAX_VARS_BYTES = 16 * 1024
+MAX_RECORD_BYTES = 1024 * 1024
+RESERVED_COLUMNS = ("email", "name")
+BOM = b"\xef\xbb\xbf"
+
+
+class ListFormat(StrEnum):
+    """How a recipient list is written."""
+
+    CSV = "csv"
+    NDJSON = "ndjson"
+
+    @classmethod
+    def parse(cls, value: str) -> ListFormat:
+        """``csv``, ``ndjson`` or ``jsonl`` (the CRD's word), any case."""
+        text = value.strip().lower()
+        return cls.NDJSON if text in ("jsonl", "json-lines") else cls(text)
+
+
+class ListError(ValueError):
+    """The list as a whole cannot be read (no email column, header not UTF-8, a huge record)."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """A valid row, ready for the ledger."""
+
+    row: int
+    email: str
+    name: str | None = None
+    vars: dict[str, Any] = field(default_factory=dict)
+    vars_json: str = "{}"  # serialized once here, stored as-is (jsonb)
+
+    def as_context(self) -> dict[str, Any]:
+        """The row as template validation sees it (``email``, ``name``, ``vars``)."""
+        return {"email": self.email, "name": self.name, "vars": dict(self.vars)}
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """Why row ``row`` was refused; ``field`` names the offending field ("" for the whole row)."""
+
+    row: int
+    field: str
+    message: str
+
+
+Row = Recipient | RowError
+
+
+def storable(text: str, *, is_json: bool = False) -> bool:
+    """PostgreSQL cannot store NUL (in JSON: ``\\u0000``); UTF-8 cannot carry lone surrogates."""
+    if "\x00" in text or (is_json and "\\u0000" in text):
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def validate_row(row: int, data: Mapping[str, Any]) -> Row:
+    """Validate one parsed row (``{email, name?, vars?}``)."""
+    if not isinstance(data, Mapping):
+        return RowError(row, "", "row must be an object with an email field")
+    email = data.get("email")
+    if not isinstance(email, str) or not email.strip():
+        return RowError(row, "email", "email is required")
+    if not storable(email):
+        return RowError(row, "email", "email contains a NUL or an invalid Unicode character")
+    try:
+        normalized = normalize_address(email)
+    except AddressError as exc:
+        return RowError(row, "email", str(exc))
+    name = data.get("name")
+    if name is not None:
+        if not isinstance(name, str):
+            return RowError(row, "name", "name must be a string")
+        name = name.strip() or None
+        if name is not None and not storable(name):
+            return RowError(row, "name", "name contains a NUL or an invalid Unicode character")
+        if name is not None and (len(name) > MAX_NAME_LEN or header_problem(name)):
+            return RowError(row, "name", f"name must be one line of at most {MAX_NAME_LEN} characters")
+    variables = data.get("vars")
+    if not variables:
+        return Recipient(row=row, email=normalized, name=name)
+    if not isinstance(variables, Mapping) or not all(isinstance(k, str) for k in variables):
+        return RowError(row, "vars", "vars must be an object with string keys")
+    encoded = json.dumps(dict(variables), default=str, ensure_ascii=False)
+    if not storable(encoded, is_json=True):
+        return RowError(row, "vars", "vars contain a NUL or an invalid Unicode character")
+    if len(encoded) > MAX_VARS_BYTES:
+        return RowError(row, "vars", f"vars larger than {MAX_VARS_BYTES} bytes")
+    return Recipient(row=row, email=normalized, name=name, vars=dict(variables), vars_json=encoded)
+
+
+class RecipientReader:
+    """Push parser for one list: ``feed(chunk)`` returns the rows completed so far, ``finish()`` the rest."""
+
+    def __init__(self, fmt: ListFormat | str, *, max_record_bytes: int = MAX_RECORD_BYTES) -> None:
+        self.format = fmt if isinstance(fmt, ListFormat) else ListFormat.parse(fmt)
+        self._max_record = max_record_bytes
+        self._buf = bytearray()
+        self._scan = 0  # where the next newline search starts
+        self._quoted = False  # CSV: inside a quoted field at ``_scan``
+        self._started = False  # the BOM check happened
+        self._columns: list[str] | None = None
+        self._row = 0  # number of the last data record handed out
+
+    def feed(self, chunk: bytes) -> list[Row]:
+        self._buf += chunk
+        if not self._started:
+            if len(self._buf) < len(BOM) and BOM.startswith(bytes(self._buf)):
+                return []
+            if self._buf.startswith(BOM):
+                del self._buf[: len(BOM)]
+            self._started = True
+        out: list[Row] = []
+        start = 0
+        while True:
+            nl = self._buf.find(b"\n", self._scan)
+            if nl < 0:
+                break
+            if self.format is ListFormat.CSV:
+                self._quoted ^= self._buf.count(b'"', self._scan, nl) % 2 == 1
+                if self._quoted:  # the newline is inside a quoted field: the record goes on
+                    self._scan = nl + 1
+                    continue
+            out += self._record(bytes(self._buf[start:nl]))
+            start = self._scan = nl + 1
+        del self._buf[:start]
+        self._scan -= start
+        if len(self._buf) > self._max_record:
+            raise ListError(f"a record after row {self._row} is longer than {self._max_record} bytes")
+        return out
+
+    def finish(self) -> list[Row]:
+        out = self.feed(b"") if not self._started else []
+        if self._buf.strip():
+            out += self._record(bytes(self._buf))
+        self._buf.clear()
+        if self.format is ListFormat.CSV and self._columns is None:
+            raise ListError("the CSV list is empty: it needs a header row with an email column", "email")
+        return out
+
+    def _record(self, raw: bytes) -> list[Row]:
+        raw = raw.removesuffix(b"\r")
+        if self.format is ListFormat.CSV and self._columns is None:
+            self._columns = self._header(raw)
+            return []
+        self._row += 1
+        row = self._row
+        if not raw.strip():
+            return []  # a blank record is skipped, but keeps its number
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return [RowError(row, "", "row is not valid UTF-8")]
+        if self.format is ListFormat.NDJSON:
+            return [self._json_row(row, text)]
+        item = self._csv_row(row, text)
+        return [] if item is None else [item]
+
+    @staticmethod
+    def _header(raw: bytes) -> list[str]:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ListError("the CSV header is not valid UTF-8", "email") from exc
+        cells = next(csv.reader([text]), [])
+        columns = []
+        for cell in cells:
+            name = cell.strip()
+            columns.append(name.lower() if name.lower() in RESERVED_COLUMNS else name)
+        if "email" not in columns:
+            raise ListError(
+                f"the CSV header has no email column (it has: {', '.join(columns)[:200]})", "email"
+            )
+        return columns
+
+    def _csv_row(self, row: int, text: str) -> Row | None:
+        assert self._columns is not None
+        try:
+            values = next(csv.reader([text], strict=True), [])
+        except csv.Error as exc:
+            return RowError(row, "", f"not valid CSV: {exc}")
+        if not any(v.strip() for v in values):
+            return None  # ",,," is a blank row a spreadsheet left behind
+        if len(values) != len(self._columns):
+            return RowError(row, "", f"expected {len(self._columns)} columns, got {len(values)}")
+        record = dict(zip(self._columns, values, strict=True))
+        extra = {k: v for k, v in record.items() if k not in RESERVED_COLUMNS}
+        return validate_row(
+            row, {"email": record["email"], "name": record.get("name") or None, "vars": extra}
+        )
+
+    @staticmethod
+    def _json_row(row: int, text: str) -> Row:
+        try:
+            value = jsonbounds.loads(text)
+        except json.JSONDecodeError as exc:
+            return RowError(row, "", f"not valid JSON: {exc.msg}")
+        if not isinstance(value, dict):
+            return RowError(row, "", "row must be a JSON object")
+        return validate_row(row, value)
+
+
+def read_text(data: str | bytes, fmt: ListFormat | str) -> Iterator[Row]:
+    """Every row of a whole list held in memory (inline lists, ConfigMap values, tests)."""
+    reader = RecipientReader(fmt)
+    yield from reader.feed(data.encode("utf-8") if isinstance(data, str) else data)
+    yield from reader.finish()
+
+
+def first_recipient(data: str | bytes, fmt: ListFormat | str) -> Recipient | None:
+    """The first valid row, to check templates against real variables (None: the list has none)."""
+    for item in read_text(data, fmt):
+        if isinstance(item, Recipient):
+            return item
+    return None

@@ -1,0 +1,366 @@
+"""One reconcile pass as a pure function: what was observed in, everything to do out.
+
+``handlers.reconcile`` observes once (spec, last status, validation problems,
+the data plane's plan view with counts and load job, the Deployment's replicas)
+and applies the :class:`Decision` this module returns: the plan to PUT (with the
+effective suspension, the only channel that pauses a plan), whether to start a
+load, the replicas, one status patch and the Events. Nothing here does I/O,
+reads a clock or imports kopf (import-linter keeps it so), which is what makes
+the rules table-testable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from emailplan.contract.plans import (
+    LoadJob,
+    LoadSourceKind,
+    LoadState,
+    PlanCounts,
+    PlanPayload,
+    PlanView,
+    S3Source,
+    SesOptions,
+    Tracking,
+    Unsubscribe,
+)
+from emailplan.operator import decisions as d
+from emailplan.operator.planspec import PlanSpec, Templates
+
+SENDING_INTERVAL_SECONDS = 1.0  # while sending, status.sent lags the ledger by about this much
+LOAD_STALE_AFTER = timedelta(seconds=45)  # a load with no heartbeat this long is started again
+MAX_LOAD_BACKOFF_SECONDS = 300.0
+EVENT_ROWS_CHARS = 900  # Event messages are cut at 1 KiB by the API server
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    LOADING = "Loading"
+    SCHEDULED = "Scheduled"
+    SENDING = "Sending"
+    SUSPENDED = "Suspended"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+
+class LoadAction(StrEnum):
+    UPLOAD = "upload"  # inline list or ConfigMap: the operator posts it whole
+    S3 = "s3"  # the data plane reads the object itself
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything one pass looked at; read once, before deciding."""
+
+    name: str
+    namespace: str
+    generation: int
+    spec: PlanSpec
+    status: Mapping[str, Any]
+    now: datetime
+    problems: tuple[str, ...] = ()
+    problem_reason: str = "InvalidSpec"
+    templates: Templates | None = None
+    view: PlanView | None = None
+    replicas: int = 0  # the Deployment's spec.replicas (0 when absent)
+    backlog_per_replica: int = 100
+    status_interval: float = 5.0
+
+
+@dataclass
+class Decision:
+    payload: PlanPayload | None = None  # PUT this plan (None: the registered one is current)
+    load: LoadAction | None = None
+    replicas: int = 0
+    status: dict[str, Any] = field(default_factory=dict)  # the one status patch (only changes)
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float = 5.0
+    phase: Phase = Phase.PENDING
+
+
+def payload_for(o: Observed, suspended: bool) -> PlanPayload:
+    spec, templates = o.spec, o.templates
+    assert templates is not None
+    return PlanPayload(
+        name=o.name,
+        namespace=o.namespace,
+        sender=spec.sender,
+        reply_to=spec.reply_to,
+        subject=templates.subject,
+        html=templates.html,
+        text=templates.text,
+        rate_per_second=spec.rate,
+        start_at=spec.start_at,
+        suspended=suspended,
+        tracking=Tracking(**spec.tracking),
+        unsubscribe=Unsubscribe(enabled=spec.unsubscribe),
+        ses=SesOptions(configuration_set=spec.ses.get("configurationSet"), tags=spec.ses.get("tags") or {}),
+    )
+
+
+def s3_source(spec: PlanSpec) -> S3Source:
+    s3 = spec.recipients["s3"]
+    return S3Source(bucket=str(s3["bucket"]), key=str(s3["key"]), format=str(s3.get("format") or "csv"))
+
+
+def load_action(o: Observed) -> LoadAction | None:
+    """Start a load when none ran, retry a failed one with backoff, restart a silent one."""
+    view = o.view
+    if view is not None and view.recipients_loaded:
+        return None
+    action = LoadAction.S3 if o.spec.recipients_source == "s3" else LoadAction.UPLOAD
+    job = view.load if view is not None else None
+    if job is None:
+        return action
+    since = (o.now - job.updated_at) if job.updated_at else LOAD_STALE_AFTER * 2
+    if job.state is LoadState.FAILED:
+        wait = min(MAX_LOAD_BACKOFF_SECONDS, 2.0 ** min(job.attempts, 9))
+        return action if since.total_seconds() >= wait else None
+    if job.state is LoadState.LOADED:
+        return action  # loaded but not completed: completing again is idempotent
+    if job.source is LoadSourceKind.UPLOAD:
+        return action  # an upload runs inside one pass: one still open was cut short
+    return action if since > LOAD_STALE_AFTER else None
+
+
+def load_summary(job: LoadJob | None, total: int) -> str:
+    if job is None:
+        return f"recipients loaded: {total} total"
+    return (
+        f"recipients loaded: {job.accepted} accepted, {job.rejected} rejected, "
+        f"{job.duplicates} duplicates, {job.suppressed} suppressed, {total} total"
+    )
+
+
+def rejected_rows_message(job: LoadJob) -> str:
+    """The first rejected rows by number and reason, as many as fit an Event."""
+    head = f"{job.rejected} rows rejected"
+    parts: list[str] = []
+    size = len(head)
+    for p in job.rejected_rows:
+        text = f"row {p.row}: {p.message}"
+        if size + len(text) + 2 > EVENT_ROWS_CHARS:
+            parts.append(f"... ({job.rejected - len(parts)} more)")
+            break
+        parts.append(text)
+        size += len(text) + 2
+    return head + (": " + "; ".join(parts) if parts else "")
+
+
+def _previous(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    for c in status.get("conditions") or []:
+        if isinstance(c, Mapping) and c.get("type") == kind:
+            return c
+    return {}
+
+
+def _was(status: Mapping[str, Any], kind: str) -> bool:
+    return _previous(status, kind).get("status") == "True"
+
+
+def decide(o: Observed) -> Decision:
+    """The whole pass: phase, payload, load, replicas, conditions, status patch and Events."""
+    previous = [dict(c) for c in o.status.get("conditions") or [] if isinstance(c, Mapping)]
+    out = Decision(requeue_after=o.status_interval)
+    view = o.view
+    counts = view.counts if view is not None else _counts_of(o.status)
+
+    def cond(kind: str, ok: bool, reason: str, message: str = "") -> dict[str, Any]:
+        return d.condition(previous, kind, ok, reason, message, now=o.now, generation=o.generation)
+
+    if o.problems:
+        message = "; ".join(o.problems)
+        out.phase = Phase.FAILED
+        if _previous(o.status, "Valid").get("message") != message:
+            out.events.append(Event("Warning", o.problem_reason, message[:1000]))
+        conditions = [
+            cond("Valid", False, o.problem_reason, message),
+            cond("Ready", False, o.problem_reason, message),
+            cond("Stalled", True, o.problem_reason, message),
+            cond("Reconciling", False, o.problem_reason, ""),
+            cond("Complete", False, "Failed", ""),
+        ]
+        desired = _status(o, counts, Phase.FAILED, 0, message, previous, conditions)
+        out.status = d.status_changes(dict(o.status), desired)
+        return out
+
+    trip = d.circuit_breaker(
+        counts.model_dump(),
+        max_bounce_rate=o.spec.max_bounce_rate,
+        max_complaint_rate=o.spec.max_complaint_rate,
+        min_sample=o.spec.min_sample,
+    )
+    suspended = o.spec.suspend or trip is not None
+    state = view.state if view is not None else None
+    finished = state is not None and state.finished
+    payload = payload_for(o, suspended)
+    if view is None or (not finished and view.payload() != payload):
+        out.payload = payload
+    out.load = None if finished else load_action(o)
+    loaded = view is not None and view.recipients_loaded
+    job = view.load if view is not None else None
+    load_failed = job is not None and job.state is LoadState.FAILED and job.failure is not None
+
+    if finished:
+        out.phase = Phase.COMPLETED
+    elif view is None:
+        out.phase = Phase.PENDING
+    elif not loaded:
+        out.phase = Phase.LOADING
+    elif suspended:
+        out.phase = Phase.SUSPENDED
+    elif o.spec.start_at is not None and o.now < o.spec.start_at:
+        out.phase = Phase.SCHEDULED
+    else:
+        out.phase = Phase.SENDING
+    out.replicas = d.desired_replicas(
+        now=o.now,
+        start_at=o.spec.start_at,
+        suspended=suspended or finished,
+        loaded=loaded,
+        backlog=counts.backlog,
+        rate_per_second=o.spec.rate,
+        per_pod_rate=o.spec.per_pod_rate,
+        max_replicas=o.spec.max_replicas,
+        backlog_per_replica=o.backlog_per_replica,
+        current=o.replicas,
+    )
+    if out.phase is Phase.SENDING:
+        out.requeue_after = min(o.status_interval, SENDING_INTERVAL_SECONDS)
+
+    conditions = [cond("Valid", True, "SpecValid", "the plan is valid")]
+    # Recipients: loaded (with counts), loading, or failed with the reason.
+    if loaded:
+        summary = load_summary(job, counts.total)
+        conditions.append(cond("RecipientsLoaded", True, "Loaded", summary))
+        if not _was(o.status, "RecipientsLoaded"):
+            out.events.append(Event("Normal", "RecipientsLoaded", summary))
+            if job is not None and job.rejected:
+                out.events.append(Event("Warning", "RecipientsRejected", rejected_rows_message(job)))
+    else:
+        where = _source_words(o.spec)
+        conditions.append(cond("RecipientsLoaded", False, "Loading", f"loading {where}"))
+        if out.load is LoadAction.S3 and job is None:  # the first attempt; retries show as LoadFailed
+            out.events.append(Event("Normal", "LoadingRecipients", f"loading {where}"))
+    if load_failed and not loaded:
+        assert job is not None and job.failure is not None
+        reason, message = (
+            job.failure.reason.value,
+            f"{job.failure.message} (attempt {job.attempts}, retrying)",
+        )
+        conditions.append(cond("LoadFailed", True, reason, message))
+        if _previous(o.status, "LoadFailed").get("reason") != reason or not _was(o.status, "LoadFailed"):
+            out.events.append(Event("Warning", "LoadFailed", job.failure.message))
+    else:
+        conditions.append(cond("LoadFailed", False, "NoFailure", ""))
+
+    # Suspension: one word (Suspended) for the phase, the condition and the Events.
+    was_suspended = _was(o.status, "Suspended")
+    if trip is not None:
+        conditions.append(cond("Suspended", True, trip.reason, trip.message))
+        if _previous(o.status, "Suspended").get("reason") != trip.reason:
+            out.events.append(Event("Warning", trip.reason, trip.message))
+    elif o.spec.suspend:
+        conditions.append(cond("Suspended", True, "SuspendedBySpec", "spec.suspend is true"))
+        if not was_suspended:
+            out.events.append(Event("Normal", "Suspended", "spec.suspend is true: sending stops"))
+    else:
+        conditions.append(cond("Suspended", False, "NotSuspended", ""))
+        if was_suspended and not finished:
+            out.events.append(Event("Normal", "Resumed", "sending resumes"))
+
+    message = _message(o, out.phase, counts, job)
+    stalled = load_failed and not loaded
+    conditions += [
+        cond(
+            "Ready", out.phase in (Phase.SENDING, Phase.SCHEDULED, Phase.COMPLETED), out.phase.value, message
+        ),
+        cond(
+            "Reconciling",
+            out.phase in (Phase.PENDING, Phase.LOADING, Phase.SENDING),
+            out.phase.value,
+            message if out.phase is not Phase.COMPLETED else "",
+        ),
+        cond("Stalled", stalled, "LoadFailed" if stalled else "NotStalled", message if stalled else ""),
+        cond("Complete", finished, "Completed" if finished else out.phase.value, message if finished else ""),
+    ]
+    if finished and o.status.get("phase") != Phase.COMPLETED:
+        out.events.append(
+            Event(
+                "Normal",
+                "Completed",
+                f"plan completed: {counts.sent} sent, {counts.failed} failed, "
+                f"{counts.suppressed} suppressed of {counts.total}",
+            )
+        )
+    desired = _status(o, counts, out.phase, out.replicas, message, previous, conditions)
+    desired["recipientsLoaded"] = loaded
+    if out.phase in (Phase.SENDING, Phase.COMPLETED) or counts.sent > 0:
+        desired["startedAt"] = o.status.get("startedAt") or d.format_time(o.now)
+    if finished:
+        desired["completedAt"] = o.status.get("completedAt") or d.format_time(o.now)
+    out.status = d.status_changes(dict(o.status), desired)
+    return out
+
+
+def _status(
+    o: Observed,
+    counts: PlanCounts,
+    phase: Phase,
+    replicas: int,
+    message: str,
+    previous: list[dict[str, Any]],
+    conditions: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Every field the printer columns show, always set, so no column is ever blank."""
+    return {
+        **counts.status_fields(),
+        "phase": phase.value,
+        "progress": d.progress(counts.model_dump(), completed=phase is Phase.COMPLETED),
+        "replicas": replicas,
+        "observedGeneration": o.generation,
+        "message": message[:4096],
+        "conditions": d.merge_conditions(previous, conditions),
+    }
+
+
+def _counts_of(status: Mapping[str, Any]) -> PlanCounts:
+    """The last counts the status showed (a Failed plan keeps showing them)."""
+    return PlanCounts.model_validate(d.normalize_counts(dict(status)))
+
+
+def _source_words(spec: PlanSpec) -> str:
+    if spec.recipients_source == "s3":
+        s3 = spec.recipients["s3"]
+        return f"s3://{s3.get('bucket')}/{s3.get('key')}"
+    if spec.recipients_source == "configMapRef":
+        return f"ConfigMap {spec.recipients['configMapRef'].get('name')}"
+    return "the inline list"
+
+
+def _message(o: Observed, phase: Phase, counts: PlanCounts, job: LoadJob | None) -> str:
+    if phase is Phase.SCHEDULED and o.spec.start_at:
+        return f"waiting for schedule.startAt {d.format_time(o.spec.start_at)}"
+    if phase is Phase.SENDING:
+        return f"sending at up to {o.spec.rate:g}/s, {counts.backlog} left"
+    if phase is Phase.SUSPENDED:
+        return f"suspended, {counts.backlog} left"
+    if phase is Phase.COMPLETED:
+        return "all messages handled"
+    if phase is Phase.LOADING:
+        if job is not None and job.state is LoadState.FAILED and job.failure is not None:
+            return f"loading failed: {job.failure.message}"
+        return f"loading {_source_words(o.spec)}"
+    return "registering the plan with the data plane"
