@@ -166,7 +166,7 @@ def test_api_without_its_database_is_a_server_error_line(tmp_path: Path) -> None
     """The API runs but its database went away: a 5xx is the API's fault and says where to look."""
     from emailplan.sender.migrate import upgrade_to
 
-    pg = PostgresServer(base=tmp_path / "pg").start()
+    pg = PostgresServer().start()  # its own temporary directory, readable by the postgres user
     try:
         upgrade_to(pg.url)
         url, proc = start_api(pg.url, tmp_path / "api.log")

@@ -26,7 +26,7 @@ from typing import Any
 
 import boto3
 import pytest
-from test_api_support import TOPIC, Identity, make_identity, notification, ses_event
+from support.api import TOPIC, Identity, make_identity, notification, ses_event
 from test_e2e_operator import (
     API_KEY,
     VENV_BIN,
