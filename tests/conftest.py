@@ -71,8 +71,7 @@ def kube() -> Iterator[KubeCluster]:
 @pytest.fixture(scope="session")
 def crd_installed(kube: KubeCluster, repo_root: str) -> KubeCluster:
     """The EmailPlan CRD applied and established."""
-    kube.kubectl("apply", "-f", os.path.join(repo_root, "crds", "emailplan.yaml"))
-    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/emailplans.emailplan.io")
+    kube.install_crd()
     return kube
 
 
