@@ -258,7 +258,9 @@ def resolve_plan(ref: str) -> str:
         ) from None
     api = kubernetes.client.CustomObjectsApi()
     try:
-        plan = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, _request_timeout=30)
+        plan: dict[str, Any] = api.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, _request_timeout=30
+        )
     except ApiException as exc:
         if exc.status == 404:
             raise AdminError(
