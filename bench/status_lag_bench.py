@@ -68,7 +68,7 @@ def manifest(recipients: int, rate: float) -> dict[str, Any]:
     }
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: int) -> float:
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if 1 <= q <= 99 else max(values)

@@ -19,7 +19,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -258,8 +258,9 @@ def resolve_plan(ref: str) -> str:
         ) from None
     api = kubernetes.client.CustomObjectsApi()
     try:
-        plan: dict[str, Any] = api.get_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, name, _request_timeout=30
+        plan = cast(
+            dict[str, Any],
+            api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, _request_timeout=30),
         )
     except ApiException as exc:
         if exc.status == 404:

@@ -71,7 +71,7 @@ class LocalStack:
     ) -> None:
         self.base = base or Path(tempfile.mkdtemp(prefix="emailplan-stack-"))
         self.options = options or StackOptions()
-        self._given = {"postgres": postgres, "moto": moto, "kube": kube}
+        self._postgres, self._moto, self._kube = postgres, moto, kube
         self._stack = ExitStack()
         self.api_port = free_port()
         self.api: subprocess.Popen[bytes] | None = None
@@ -104,14 +104,14 @@ class LocalStack:
 
     def _start(self, progress: Callable[[str], None]) -> None:
         progress("starting PostgreSQL 15 (a private cluster)")
-        self.postgres = self._given["postgres"] or self._own(PostgresServer().start(), "cleanup")
+        self.postgres: PostgresServer = self._postgres or self._own(PostgresServer().start(), "cleanup")
         progress("starting moto server (SES, SQS, SNS, S3)")
-        self.moto = self._given["moto"] or self._own(MotoServer().start(), "stop")
+        self.moto: MotoServer = self._moto or self._own(MotoServer().start(), "stop")
         progress("starting etcd, kube-apiserver and kube-controller-manager")
-        self.kube = self._given["kube"] or self._own(KubeCluster().start(), "cleanup")
+        self.kube: KubeCluster = self._kube or self._own(KubeCluster().start(), "cleanup")
         self.kube.install_crd()
         self.ident: Identity = make_identity()
-        self.certs = self._own(CertServer(self.ident).start(), "stop")
+        self.certs: CertServer = self._own(CertServer(self.ident).start(), "stop")
 
         subprocess.run(
             [
