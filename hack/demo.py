@@ -93,7 +93,8 @@ class Audience:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(30)
+        if self._thread.ident is not None:  # started
+            self._thread.join(30)
 
     def summary(self) -> dict[str, int]:
         return {
