@@ -386,6 +386,8 @@ def main() -> int:
         if args.keep:
             demo.explore()
             signal.pause()
+        else:
+            console.print("To explore the stack with kubectl and the API afterwards: ./hack/demo.sh --keep")
         return 0 if ok else 1
     except KeyboardInterrupt:
         console.print("\ninterrupted: stopping everything")
