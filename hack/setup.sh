@@ -38,12 +38,10 @@ step() {
   # A subshell outside any condition, so `set -e` stops the step at its first failing command.
   if [ "$VERBOSE" = 1 ]; then
     (set -e; "$@") 2>&1 | tee -a "$LOG" >&2
-    rc="${PIPESTATUS[0]}"
   else
-    (set -e; "$@") > >(tee -a "$LOG" | grep --line-buffered -E '^(\[|ok:)' >&2) 2>&1
-    rc=$?
-    wait "$!" 2>/dev/null || true  # the log is complete before it is quoted below
+    (set -e; "$@") 2>&1 | tee -a "$LOG" | { grep --line-buffered -E '^(\[|ok:)' >&2 || true; }
   fi
+  rc="${PIPESTATUS[0]}"
   set -e
   [ "$rc" = 0 ] && return 0
   printf 'setup failed at "%s"; the last lines of %s:\n' "$title" "$LOG" >&2
