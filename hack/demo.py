@@ -55,7 +55,9 @@ API_KEY = "demo-api-key"
 # Deliveries SES has reported before the one complaint arrives: one complaint in 2,000
 # deliveries (0.05 %) stays under SES's 0.1 % review line, so the plan's breaker holds.
 COMPLAINT_AFTER_DELIVERIES = 2000
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.5  # how often the bar reads the plan's status
+READ_SECONDS = 1.0  # how often the audience looks for new mail (moto exports all of it each time)
+SETTLE_SECONDS = 60  # after Completed, the longest wait for the last events to reach the status
 
 
 def bucket(address: str, size: int) -> int:
@@ -112,7 +114,7 @@ class Audience:
                 self.read_new_mail()
             except (OSError, ValueError) as exc:  # a busy API or moto: try again next round
                 self.errors.append(str(exc))
-            self._stop.wait(POLL_SECONDS)
+            self._stop.wait(READ_SECONDS)
 
     def read_new_mail(self) -> int:
         """Handle every message not seen yet; returns how many messages SES holds in all."""
@@ -280,7 +282,7 @@ class Demo:
                         bar.stop_task(task)  # the clock shows the sending time, not the settling
                         bar.update(task, description=f"{PLAN} (Completed; last events arriving)")
                     # SES events and opens of the last messages reach the status a moment later.
-                    if caught_up(status, self.audience) or time.monotonic() - completed_at > 30:
+                    if caught_up(status, self.audience) or time.monotonic() - completed_at > SETTLE_SECONDS:
                         bar.update(task, description=PLAN)
                         break
                 time.sleep(POLL_SECONDS)
