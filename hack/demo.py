@@ -31,6 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -87,6 +88,8 @@ class Audience:
         self.opens = self.clicks = self.unsubscribes = 0
         self.deliveries = self.bounces = self.complaints = 0
         self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mailbox")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="audience", daemon=True)
 
@@ -96,7 +99,8 @@ class Audience:
     def stop(self) -> None:
         self._stop.set()
         if self._thread.ident is not None:  # started
-            self._thread.join(30)
+            self._thread.join(60)
+        self._pool.shutdown(wait=True)
 
     def summary(self) -> dict[str, int]:
         return {
@@ -117,18 +121,23 @@ class Audience:
             self._stop.wait(READ_SECONDS)
 
     def read_new_mail(self) -> int:
-        """Handle every message not seen yet; returns how many messages SES holds in all."""
+        """Handle every message not seen yet; returns how many messages SES holds in all.
+
+        Mailboxes act in parallel (as people do): each SNS post waits for the API's group
+        commit, so one at a time would fall far behind the plan's send rate.
+        """
         stored = self.stack.moto.sent_emails()
+        new: list[tuple[str, str, email.message.EmailMessage]] = []
         for item in stored:
             raw = item.get("raw_data")
             if not raw:
                 continue
             msg = email.message_from_string(raw, policy=email.policy.default)
             address = email.utils.parseaddr(str(msg.get("To", "")))[1].lower()
-            if not address or address in self.seen:
-                continue
-            self._mailbox(address, str(item.get("id") or ""), msg)
-            self.seen.add(address)
+            if address and address not in self.seen:
+                self.seen.add(address)
+                new.append((address, str(item.get("id") or ""), msg))  # type: ignore[arg-type]
+        list(self._pool.map(lambda m: self._mailbox(*m), new))
         return len(stored)
 
     def _mailbox(self, address: str, ses_id: str, msg: email.message.EmailMessage) -> None:
@@ -136,18 +145,18 @@ class Audience:
         message_ref = int(ref) if ref.isdigit() else None
         if bucket(address, 1000) < 2:
             self._ses("Bounce", ses_id, address, message_ref)
-            self.bounces += 1
+            self._count("bounces")
             return
         if bucket(address, 1000) >= 850:
             return  # SES has not reported these (yet): they stay "sent"
         self._ses("Delivery", ses_id, address, message_ref)
-        self.deliveries += 1
+        self._count("deliveries")
         share = bucket(address, 100)
         if share == 99:
-            self._unsubscribe(str(msg.get("List-Unsubscribe", "")))
-        elif self.complaints == 0 and self.deliveries >= COMPLAINT_AFTER_DELIVERIES:
+            if self._unsubscribe(str(msg.get("List-Unsubscribe", ""))):
+                self._count("unsubscribes")
+        elif self._complaint_due():
             self._ses("Complaint", ses_id, address, message_ref)
-            self.complaints += 1
         if share >= 30:
             return
         body = msg.get_body(preferencelist=("html",))
@@ -155,21 +164,33 @@ class Audience:
         pixel, link = self.PIXEL.search(html), self.LINK.search(html)
         if share < 10 and link:
             self._get(htmlmod.unescape(link.group(1)))
-            self.clicks += 1
-            self.opens += 1
+            self._count("clicks")
+            self._count("opens")
         elif pixel:
             self._get(htmlmod.unescape(pixel.group(1)))
-            self.opens += 1
+            self._count("opens")
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+    def _complaint_due(self) -> bool:
+        """True once: for the first delivery after enough others (late, so the breaker holds)."""
+        with self._lock:
+            if self.complaints or self.deliveries < COMPLAINT_AFTER_DELIVERIES:
+                return False
+            self.complaints = 1
+            return True
 
     def _ses(self, kind: str, ses_id: str, address: str, message_ref: int | None) -> None:
         event = ses_event(kind, ses_id, [address], message_ref=message_ref)
         self.stack.post_sns(self.stack.ses_notification(event))
 
-    def _unsubscribe(self, header: str) -> None:
+    def _unsubscribe(self, header: str) -> bool:
         """RFC 8058 one-click: POST List-Unsubscribe=One-Click to the https/http URL in the header."""
         url = next((u.strip(" <>") for u in header.split(",") if "://" in u), "")
         if not url:
-            return
+            return False
         req = urllib.request.Request(
             url,
             data=b"List-Unsubscribe=One-Click",
@@ -177,7 +198,7 @@ class Audience:
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
         urllib.request.urlopen(req, timeout=10).close()
-        self.unsubscribes += 1
+        return True
 
     def _get(self, url: str) -> None:
         req = urllib.request.Request(url, headers={"User-Agent": self.BROWSER})
