@@ -232,7 +232,11 @@ class LocalStack:
     # --- looking at things ----------------------------------------------------------------------
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        return self.kube.kubectl(*args, input=input, check=check).stdout
+        """kubectl's output; with ``check``, a failure raises with kubectl's own message."""
+        done = self.kube.kubectl(*args, input=input, check=False)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args[:3])} failed: {done.stderr.strip()}")
+        return done.stdout
 
     def plan(self, ns: str, name: str) -> dict[str, Any] | None:
         out = self.kube.kubectl("get", "emailplans.emailplan.io", name, "-n", ns, "-o", "json", check=False)
