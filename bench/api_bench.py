@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 import uuid
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "hack"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "hack")]
 
 API_KEY = "bench-api-key"
 TOKEN_KEY = "bench-token-key"
@@ -239,11 +238,11 @@ def main() -> None:
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     from sqlalchemy import text
-    from test_api_support import CertServer, make_identity, notification, ses_event
 
     from devenv.ports import free_port
     from devenv.postgres import PostgresServer
     from devenv.procs import spawn, stop
+    from devenv.sns import CertServer, make_identity, notification, ses_event
     from emailplan.sender import ledger
     from emailplan.sender.db import make_engine
     from emailplan.sender.migrate import upgrade_to
@@ -290,21 +289,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         tokens = [make_token(TOKEN_KEY.encode(), "open", i) for i in ids]
 
         ident = make_identity()
-        # The certificate server runs in its own thread and loop so the load never waits on it.
-        cert_ready = threading.Event()
-        holder: dict[str, Any] = {}
-
-        def cert_thread() -> None:
-            loop = asyncio.new_event_loop()
-            server = CertServer(ident)
-            loop.run_until_complete(server.start())
-            holder["server"], holder["loop"] = server, loop
-            cert_ready.set()
-            loop.run_forever()
-
-        threading.Thread(target=cert_thread, daemon=True).start()
-        cert_ready.wait(30)
-        certs = holder["server"]
+        # The certificate server runs in its own thread, so the load never waits on it.
+        certs = CertServer(ident).start()
         t0 = time.perf_counter()
         with open(work / "sns.ndjson", "w") as f:
             for i in range(n_sns):

@@ -1,7 +1,8 @@
 """Operator benchmark: time from ``kubectl apply`` to the first non-zero ``status.sent``, and the
 operator's CPU and memory while 100 plans are in flight.
 
-Real parts only: local kube-apiserver + controller-manager, PostgreSQL, moto, the
+Real parts only, started by the shared launcher (hack/devenv/stack.py): local
+kube-apiserver + controller-manager, PostgreSQL, moto, the
 ``emailplan api`` process, the operator process and the local pod runner with real
 workers. The 100 plans are registered and loaded but scheduled an hour ahead, so
 the operator does its full per-plan work (status refresh from the data plane every
@@ -16,22 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
 
-from devenv.kube import KubeCluster
-from devenv.moto import MotoServer
-from devenv.ports import free_port, port_open, wait_for
-from devenv.postgres import PostgresServer
-from devenv.procs import spawn, stop
-from devenv.runner import PodRunner
+from devenv.stack import LocalStack, StackOptions
 
 VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parent.parent
@@ -73,63 +66,10 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=5.0, help="operator status interval (s)")
     args = parser.parse_args()
 
-    base = Path(tempfile.mkdtemp(prefix="emailplan-bench-op-"))
-    pg, moto, kube = PostgresServer().start(), MotoServer().start(), KubeCluster().start()
-    api = operator = None
-    runner: PodRunner | None = None
+    stack = LocalStack(options=StackOptions(status_interval_seconds=args.interval))
     try:
-        kube.kubectl("apply", "-f", str(REPO / "crds" / "emailplan.yaml"))
-        kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/emailplans.emailplan.io")
-        import boto3
-
-        boto3.client(
-            "ses",
-            endpoint_url=moto.endpoint_url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        ).verify_domain_identity(Domain="example.com")
-        api_port, key = free_port(), "bench-" + uuid.uuid4().hex[:8]
-        data_env = {
-            **moto.env(),
-            "EMAILPLAN_DATABASE_URL": pg.url,
-            "EMAILPLAN_API_KEY": key,
-            "EMAILPLAN_TOKEN_KEY": "bench",
-            "EMAILPLAN_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
-            "EMAILPLAN_METRICS_PORT": "0",
-            "EMAILPLAN_MAX_SEND_RATE": "2000",
-            "EMAILPLAN_FLUSH_SECONDS": "1",
-        }
-        subprocess.run(
-            [str(VENV_BIN / "emailplan"), "db", "upgrade"],
-            env={**os.environ, **data_env},
-            check=True,
-            capture_output=True,
-        )
-        api = spawn(
-            [str(VENV_BIN / "emailplan"), "api", "--host", "127.0.0.1", "--port", str(api_port)],
-            base / "api.log",
-            env={**os.environ, **data_env},
-        )
-        wait_for(lambda: port_open(api_port), 60, "api")
-        runner = PodRunner(
-            kube.kubeconfig,
-            extra_env=data_env,
-            command_map={"emailplan": str(VENV_BIN / "emailplan")},
-            log_dir=base / "pods",
-        ).start()
-        operator = spawn(
-            [str(VENV_BIN / "emailplan"), "operator", "--standalone"],
-            base / "operator.log",
-            env={
-                **os.environ,
-                "KUBECONFIG": str(kube.kubeconfig),
-                "EMAILPLAN_API_URL": f"http://127.0.0.1:{api_port}",
-                "EMAILPLAN_API_KEY": key,
-                "EMAILPLAN_STATUS_INTERVAL_SECONDS": str(args.interval),
-                "EMAILPLAN_METRICS_PORT": "0",
-            },
-        )
+        stack.start(progress=lambda step: print(f"==> {step}", file=sys.stderr, flush=True))
+        kube, operator = stack.kube, stack.operator
         time.sleep(3)
 
         # 1. apply -> first sent
@@ -200,13 +140,7 @@ def main() -> int:
             )
         )
     finally:
-        if runner:
-            runner.stop()
-        stop(operator)
-        stop(api)
-        kube.cleanup()
-        moto.stop()
-        pg.cleanup()
+        stack.stop()
     return 0
 
 

@@ -14,10 +14,12 @@ import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -33,18 +35,38 @@ class AdminError(Exception):
     """A problem to show the user in one line (exit code 1)."""
 
 
+class ApiAnswered(AdminError):
+    """The API answered with an HTTP error ``status``."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class ApiClient:
-    """Tiny JSON client of the administration API; the key is sent, never shown."""
+    """Tiny JSON client of the administration API; the key is sent, never shown.
+
+    Every failure becomes one ``AdminError`` line that says what went wrong and what to
+    change, because the person reading it is at a terminal, not in the API's log.
+    """
 
     def __init__(self, url: str | None, key: str | None) -> None:
         self.url = (url or os.environ.get("EMAILPLAN_API_URL") or "").rstrip("/")
         self.key = key or os.environ.get("EMAILPLAN_API_KEY") or ""
         if not self.url:
-            raise AdminError("--api-url (or EMAILPLAN_API_URL) is required")
+            raise AdminError(
+                "no API URL: set EMAILPLAN_API_URL (e.g. http://emailplan-api:8080) or pass --api-url"
+            )
         if not self.url.startswith(("http://", "https://")):
-            raise AdminError(f"--api-url must start with http:// or https://, got {self.url!r}")
+            raise AdminError(f"--api-url must start with http:// or https://, got {shown_url(self.url)!r}")
         if not self.key:
-            raise AdminError("--api-key (or EMAILPLAN_API_KEY) is required")
+            raise AdminError(
+                "no API key: set EMAILPLAN_API_KEY or pass --api-key (the key the API runs with)"
+            )
+
+    @property
+    def shown(self) -> str:
+        return shown_url(self.url)
 
     def call(self, method: str, path: str, body: Any | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -58,14 +80,56 @@ class ApiClient:
             with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - URL scheme checked above
                 return json.load(resp)
         except urllib.error.HTTPError as exc:
-            try:
-                err = json.load(exc).get("error", {})
-                detail = f"{err.get('field', '')}: {err.get('message', '')}".strip(": ")
-            except ValueError:
-                detail = exc.reason
-            raise AdminError(f"{method} {path} answered {exc.code}: {detail}") from None
+            problem = http_problem(f"{method} {path}", exc.code, _detail(exc), self.shown)
+            raise ApiAnswered(problem, exc.code) from None
         except urllib.error.URLError as exc:
-            raise AdminError(f"cannot reach {self.url}: {exc.reason}") from None
+            raise AdminError(self._unreachable(exc.reason)) from None
+        except (TimeoutError, OSError) as exc:
+            raise AdminError(self._unreachable(exc)) from None
+        except ValueError:
+            raise AdminError(
+                f"{method} {path} answered something that is not JSON: is {self.shown} the emailplan API? "
+                "Fix --api-url / EMAILPLAN_API_URL"
+            ) from None
+
+    def _unreachable(self, reason: object) -> str:
+        return (
+            f"cannot reach the API at {self.shown} ({reason}); start `emailplan api` there "
+            "or fix --api-url / EMAILPLAN_API_URL"
+        )
+
+
+def shown_url(url: str) -> str:
+    """``url`` without user and password, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _detail(exc: urllib.error.HTTPError) -> str:
+    """The API's ``{"error": {"field", "message"}}`` as ``field: message``, else the HTTP reason."""
+    try:
+        err = json.load(exc).get("error", {})
+        detail = f"{err.get('field') or ''}: {err.get('message') or ''}".strip(": ")
+    except (ValueError, AttributeError):
+        detail = ""
+    return " ".join((detail or str(exc.reason)).split())
+
+
+def http_problem(what: str, code: int, detail: str, url: str) -> str:
+    """One line for an HTTP error answer: the request, the answer, and what to do about it."""
+    if code >= 500:
+        return (
+            f"{what} answered {code} ({detail}): the API at {url} failed, not your request; "
+            f"its log says why (often its database is unreachable: check {url}/readyz "
+            "and the API's EMAILPLAN_DATABASE_URL)"
+        )
+    if code in (401, 403):
+        return f"{what} answered {code}: {detail}; set EMAILPLAN_API_KEY or --api-key to the API's key"
+    return f"{what} answered {code}: {detail}"
 
 
 def read_addresses(handle: TextIO) -> Iterator[tuple[int, str]]:
@@ -136,17 +200,89 @@ def _checked_rows(path: Path, bar: Progress) -> list[str]:
 
 def show_counts(args: argparse.Namespace) -> int:
     client = ApiClient(args.api_url, args.api_key)
-    counts = client.call("GET", f"/v1/results/count/{args.plan_id}")
+    ref = str(args.plan)
+    plan_id = resolve_plan(ref)
+    try:
+        counts = client.call("GET", f"/v1/results/count/{plan_id}")
+    except ApiAnswered as exc:
+        if exc.status == 404:
+            raise AdminError(
+                f"plan {ref} (uid {plan_id}) is not known to the data plane at {client.shown}: the operator "
+                "registers a plan once it is valid; see `kubectl describe emailplan` for its conditions"
+            ) from None
+        raise
     if args.json:
         print(json.dumps(counts))
         return 0
-    table = Table(title=f"plan {args.plan_id}")
+    table = Table(title=f"plan {ref}" if ref == plan_id else f"plan {ref} (uid {plan_id})")
     table.add_column("count")
     table.add_column("value", justify="right")
-    for key in STATUS_COUNTS:
+    for key in shown_counts(counts):
         table.add_row(key, str(counts.get(key, 0)))
     Console().print(table)
     return 0
+
+
+def shown_counts(counts: dict[str, Any]) -> list[str]:
+    """The status counts in their usual order, with ``processing`` (claimed by a pod) after ``created``."""
+    order = list(STATUS_COUNTS)
+    if "processing" not in order:
+        order.insert(order.index("created") + 1, "processing")
+    return order + sorted(k for k, v in counts.items() if k not in order and isinstance(v, int))
+
+
+def resolve_plan(ref: str) -> str:
+    """The plan's uid from a uid or from ``NAMESPACE/NAME``, looked up in Kubernetes.
+
+    The data plane knows plans by uid only; people know them by name, and kubectl's
+    configuration (``KUBECONFIG``, or the pod's service account) says where to look.
+    """
+    try:
+        return str(uuid.UUID(ref))
+    except ValueError:
+        pass
+    namespace, _, name = ref.partition("/")
+    if not namespace or not name or "/" in name:
+        raise AdminError(f"PLAN must be the EmailPlan's uid or NAMESPACE/NAME, got {ref!r}")
+    import kubernetes
+    from kubernetes.client.exceptions import ApiException
+
+    from emailplan.operator.kubeapi import GROUP, PLURAL, VERSION, load_config
+
+    try:
+        load_config()
+    except Exception as exc:  # noqa: BLE001 - the client raises many types for a bad config
+        raise AdminError(
+            f"cannot look up EmailPlan {ref}: no usable Kubernetes configuration ({_first_line(exc)}); "
+            "set KUBECONFIG to a valid kubeconfig or pass the plan's uid"
+        ) from None
+    api = kubernetes.client.CustomObjectsApi()
+    try:
+        plan = cast(
+            dict[str, Any],
+            api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, _request_timeout=30),
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            raise AdminError(
+                f"EmailPlan {name} not found in namespace {namespace}; "
+                f"list the plans with `kubectl get emailplans -n {namespace}`"
+            ) from None
+        raise AdminError(
+            f"the Kubernetes API answered {exc.status} ({exc.reason}) for EmailPlan {ref}; "
+            "check that KUBECONFIG's user may get emailplans there, or pass the plan's uid"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - urllib3 and ssl errors for an unreachable server
+        raise AdminError(
+            f"cannot reach the Kubernetes API to look up EmailPlan {ref} ({_first_line(exc)}); "
+            "check KUBECONFIG or pass the plan's uid"
+        ) from None
+    return str(plan["metadata"]["uid"])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 def run(func: str, args: argparse.Namespace) -> int:
@@ -154,4 +290,7 @@ def run(func: str, args: argparse.Namespace) -> int:
         return int(globals()[func](args))
     except AdminError as exc:
         print(f"emailplan: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # reading FILE: permission denied, a directory, ...
+        print(f"emailplan: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1

@@ -24,7 +24,7 @@ processes (each reads its settings from EMAILPLAN_* environment variables):
 
 administration (talks to the API with EMAILPLAN_API_URL and EMAILPLAN_API_KEY):
   suppressions import FILE   import a suppression list, with a progress bar
-  stats PLAN_ID              a plan's counts
+  stats NAMESPACE/NAME       a plan's counts (or stats PLAN_UID)
 
 examples:
   emailplan db upgrade
@@ -174,9 +174,14 @@ def _add_admin(sub: Any) -> None:
     st = sub.add_parser(
         "stats",
         help="show a plan's counts from the API",
-        description="Show the counts of one plan (the numbers kubectl get emailplans shows).",
+        description="Show the counts of one plan (the numbers kubectl get emailplans shows, "
+        "plus processing: claimed by a sender pod, not sent yet).",
     )
-    st.add_argument("plan_id", metavar="PLAN_ID", help="the EmailPlan's metadata.uid")
+    st.add_argument(
+        "plan",
+        metavar="PLAN",
+        help="NAMESPACE/NAME of the EmailPlan (looked up with KUBECONFIG), or its metadata.uid",
+    )
     st.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _api_flags(st)
     st.set_defaults(func=_admin("show_counts"))

@@ -1,12 +1,16 @@
 """The demo: one EmailPlan sent end to end on local defaults.
 
-Starts real parts on loopback (PostgreSQL, moto as SES/SQS/SNS/S3, the local
-Kubernetes control plane, the data-plane API, the operator and the local pod
-runner), applies examples/emailplan.yaml (3,000 recipients, 3 invalid, 5 on
-the suppression list), shows the plan's progress live until it completes,
-prints the final counts and stops everything, also on Ctrl-C.
+Starts real parts on loopback (PostgreSQL, moto as SES/SQS/SNS/S3, the local Kubernetes
+control plane, the data-plane API, the operator and the local pod runner) with the same
+launcher the e2e tests use (hack/devenv/stack.py), applies examples/emailplan.yaml
+(3,000 recipients, 3 invalid, 5 on the suppression list) and shows the plan's progress
+live until it completes. Meanwhile simulated recipients read their mail (pixel, link,
+one-click unsubscribe) and SES "reports" deliveries, a few bounces and one complaint
+as signed SNS notifications to the API, so every column moves. It prints the final
+counts and stops everything, also on Ctrl-C; with --keep it leaves the stack running
+to explore with kubectl and the API until Ctrl-C.
 
-    python hack/demo.py [--non-interactive] [--timeout SECONDS] [--keep-logs]
+    python hack/demo.py [--keep] [--keep-logs] [--non-interactive] [--timeout SECONDS] [--json FILE]
 """
 
 from __future__ import annotations
@@ -18,15 +22,18 @@ import email.utils
 import hashlib
 import html as htmlmod
 import json
-import os
 import re
-import subprocess
+import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
-from contextlib import ExitStack
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,34 +42,38 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from devenv.kube import KubeCluster, controlplane_bin
-from devenv.moto import MotoServer
-from devenv.ports import free_port, wait_for
-from devenv.postgres import PostgresServer
-from devenv.procs import spawn, stop
+from devenv.kube import controlplane_bin
+from devenv.sns import ses_event
+from devenv.stack import EMAILPLAN, LocalStack, StackOptions
 from emailplan.contract import STATUS_COUNTS
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "emailplan.yaml"
 NAMESPACE = "demo"
 PLAN = "spring-launch"
-SUPPRESSED = [
-    "reader0100@example.com",
-    "reader0200@example.com",
-    "reader0300@example.com",
-    "reader0400@example.com",
-    "reader0500@example.com",
-]
+SUPPRESSED = [f"reader0{n}00@example.com" for n in range(1, 6)]
 API_KEY = "demo-api-key"
-EMAILPLAN = str(Path(sys.executable).parent / "emailplan")
+# Deliveries SES has reported before the one complaint arrives: one complaint in 2,000
+# deliveries (0.05 %) stays under SES's 0.1 % review line, so the plan's breaker holds.
+COMPLAINT_AFTER_DELIVERIES = 2000
+POLL_SECONDS = 0.5  # how often the bar reads the plan's status
+READ_SECONDS = 1.0  # how often the audience looks for new mail (moto exports all of it each time)
+SETTLE_SECONDS = 60  # after Completed, the longest wait for the last events to reach the status
 
 
-class Readers:
-    """Simulated people reading the campaign: fetch pixels and follow links of delivered mail.
+def bucket(address: str, size: int) -> int:
+    """A stable pseudo-random number in [0, size) per address: who opens, bounces, complains."""
+    return int(hashlib.sha256(address.encode()).hexdigest(), 16) % size
 
-    Which recipients open (about 30 %), click (about 10 %) and unsubscribe with one click
-    (about 1 %, through the List-Unsubscribe header as a mailbox provider does) is decided by a
-    hash of the address, so the expected counts are known and the final status can be checked.
+
+class Audience:
+    """The recipients and their mailbox providers, simulated from the mail SES (moto) accepted.
+
+    For each new message, decided by a hash of the address so the expected counts are known:
+    SES reports a hard bounce (0.2 %) or a delivery (85 %) through a signed SNS notification,
+    as a configuration set's event destination would; of the delivered mail about 30 % is
+    opened (the tracking pixel), 10 % clicked and 1 % unsubscribed with one click (RFC 8058,
+    as a mailbox provider does); one delivered recipient complains, late in the plan.
     """
 
     PIXEL = re.compile(r'src="(https?://[^"]*/v1/events/open\?requestId=[^"]+)"')
@@ -71,63 +82,129 @@ class Readers:
         "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
     )
 
-    def __init__(self, moto: MotoServer) -> None:
-        self.moto = moto
+    def __init__(self, stack: LocalStack) -> None:
+        self.stack = stack
         self.seen: set[str] = set()
-        self.opens = 0
-        self.clicks = 0
-        self.unsubscribes = 0
+        self.opens = self.clicks = self.unsubscribes = 0
+        self.deliveries = self.bounces = self.complaints = 0
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mailbox")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audience", daemon=True)
 
-    @staticmethod
-    def _bucket(address: str) -> int:
-        return int(hashlib.sha256(address.encode()).hexdigest(), 16) % 100
+    def start(self) -> None:
+        self._thread.start()
 
-    def read_new_mail(self) -> None:
-        for stored in self.moto.sent_emails():
-            raw = stored.get("raw_data")
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:  # started
+            self._thread.join(60)
+        self._pool.shutdown(wait=True)
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "simulatedOpens": self.opens,
+            "simulatedClicks": self.clicks,
+            "simulatedUnsubscribes": self.unsubscribes,
+            "simulatedDeliveries": self.deliveries,
+            "simulatedBounces": self.bounces,
+            "simulatedComplaints": self.complaints,
+        }
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.read_new_mail()
+            except (OSError, ValueError) as exc:  # a busy API or moto: try again next round
+                self.errors.append(str(exc))
+            self._stop.wait(READ_SECONDS)
+
+    def read_new_mail(self) -> int:
+        """Handle every message not seen yet; returns how many messages SES holds in all.
+
+        Mailboxes act in parallel (as people do): each SNS post waits for the API's group
+        commit, so one at a time would fall far behind the plan's send rate.
+        """
+        stored = self.stack.moto.sent_emails()
+        new: list[tuple[str, str, email.message.EmailMessage]] = []
+        for item in stored:
+            raw = item.get("raw_data")
             if not raw:
                 continue
             msg = email.message_from_string(raw, policy=email.policy.default)
             address = email.utils.parseaddr(str(msg.get("To", "")))[1].lower()
-            if not address or address in self.seen:
-                continue
-            self.seen.add(address)
-            bucket = self._bucket(address)
-            if bucket == 99:
-                self._unsubscribe(str(msg.get("List-Unsubscribe", "")))
-            if bucket >= 30:
-                continue
-            body = msg.get_body(preferencelist=("html",))
-            html = body.get_content() if body is not None else ""
-            pixel = self.PIXEL.search(html)
-            link = self.LINK.search(html)
-            if bucket < 10 and link:
-                self._get(htmlmod.unescape(link.group(1)))
-                self.clicks += 1
-                self.opens += 1
-            elif pixel:
-                self._get(htmlmod.unescape(pixel.group(1)))
-                self.opens += 1
+            if address and address not in self.seen:
+                self.seen.add(address)
+                new.append((address, str(item.get("id") or ""), msg))  # type: ignore[arg-type]
+        list(self._pool.map(lambda m: self._mailbox(*m), new))
+        return len(stored)
 
-    def _unsubscribe(self, header: str) -> None:
+    def _mailbox(self, address: str, ses_id: str, msg: email.message.EmailMessage) -> None:
+        ref = str(msg.get("X-EmailPlan-Message-Id", "")).strip()
+        message_ref = int(ref) if ref.isdigit() else None
+        if bucket(address, 1000) < 2:
+            self._ses("Bounce", ses_id, address, message_ref)
+            self._count("bounces")
+            return
+        if bucket(address, 1000) >= 850:
+            return  # SES has not reported these (yet): they stay "sent"
+        self._ses("Delivery", ses_id, address, message_ref)
+        self._count("deliveries")
+        share = bucket(address, 100)
+        if share == 99:
+            if self._unsubscribe(str(msg.get("List-Unsubscribe", ""))):
+                self._count("unsubscribes")
+        elif self._complaint_due():
+            self._ses("Complaint", ses_id, address, message_ref)
+        if share >= 30:
+            return
+        body = msg.get_body(preferencelist=("html",))
+        html = body.get_content() if body is not None else ""
+        pixel, link = self.PIXEL.search(html), self.LINK.search(html)
+        if share < 10 and link:
+            self._get(htmlmod.unescape(link.group(1)))
+            self._count("clicks")
+            self._count("opens")
+        elif pixel:
+            self._get(htmlmod.unescape(pixel.group(1)))
+            self._count("opens")
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+    def _complaint_due(self) -> bool:
+        """True once: for the first delivery after enough others (late, so the breaker holds)."""
+        with self._lock:
+            if self.complaints or self.deliveries < COMPLAINT_AFTER_DELIVERIES:
+                return False
+            self.complaints = 1
+            return True
+
+    def _ses(self, kind: str, ses_id: str, address: str, message_ref: int | None) -> None:
+        event = ses_event(kind, ses_id, [address], message_ref=message_ref)
+        self.stack.post_sns(self.stack.ses_notification(event))
+
+    def _unsubscribe(self, header: str) -> bool:
         """RFC 8058 one-click: POST List-Unsubscribe=One-Click to the https/http URL in the header."""
         url = next((u.strip(" <>") for u in header.split(",") if "://" in u), "")
         if not url:
-            return
+            return False
         req = urllib.request.Request(
             url,
             data=b"List-Unsubscribe=One-Click",
             method="POST",
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
-        urllib.request.urlopen(req, timeout=5).close()
-        self.unsubscribes += 1
+        urllib.request.urlopen(req, timeout=10).close()
+        return True
 
     def _get(self, url: str) -> None:
         req = urllib.request.Request(url, headers={"User-Agent": self.BROWSER})
         opener = urllib.request.build_opener(_NoRedirect)
         try:
-            opener.open(req, timeout=5).close()
+            opener.open(req, timeout=10).close()
         except urllib.error.HTTPError as exc:
             if exc.code != 302:  # the click redirect points outside; not followed
                 raise
@@ -138,144 +215,66 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def done_count(status: dict[str, Any]) -> int:
+    """Recipients the plan is finished with: what the bar fills up with."""
+    return sum(int(status.get(k) or 0) for k in ("sent", "failed", "stopped", "suppressed"))
+
+
+def status_line(status: dict[str, Any]) -> str:
+    keys = ("sent", "failed", "suppressed", "delivered", "bounced", "complained", "opened", "clicked")
+    return f"{status.get('phase', '-'):<9} " + " ".join(f"{k}={status.get(k, 0)}" for k in keys)
+
+
+def caught_up(status: dict[str, Any], audience: Audience) -> bool:
+    """The audience has read every sent message and the status shows every event it produced."""
+    if len(audience.seen) < int(status.get("sent") or 0):
+        return False
+    want = {
+        "opened": audience.opens,
+        "clicked": audience.clicks,
+        "unsubscribed": audience.unsubscribes,
+        "delivered": audience.deliveries,
+        "bounced": audience.bounces,
+        "complained": audience.complaints,
+    }
+    return all(int(status.get(k) or 0) >= v for k, v in want.items())
+
+
 class Demo:
-    def __init__(self, console: Console, logs: Path) -> None:
+    def __init__(self, console: Console, base: Path) -> None:
         self.console = console
-        self.logs = logs
-        self.stack = ExitStack()
-        self.env: dict[str, str] = {}
+        self.base = base
+        options = StackOptions(
+            api_key=API_KEY,
+            data_env={
+                "EMAILPLAN_LOG_FORMAT": "json",
+                # Simulated readers open seconds after delivery; don't file them as machine opens.
+                "EMAILPLAN_OPEN_MACHINE_WINDOW_SECONDS": "0",
+                "EMAILPLAN_OPEN_FLUSH_SECONDS": "0.5",
+            },
+            operator_namespaces=[NAMESPACE],
+        )
+        self.stack = LocalStack(base / "logs", options)
+        self.audience = Audience(self.stack)
 
     def step(self, text: str) -> None:
         self.console.print(f"[bold cyan]==>[/] {text}")
 
     def start(self) -> None:
-        self.step("building or reusing the local control plane (first run: 10-20 min, see progress above)")
-        bins = controlplane_bin()
-        self.step("starting PostgreSQL 15 (private cluster)")
-        pg = PostgresServer(base=Path(tempfile.mkdtemp(prefix="emailplan-demo-pg-"))).start()
-        self.stack.callback(pg.cleanup)
-        self.step("starting moto server (SES, SQS, SNS, S3)")
-        moto = MotoServer().start()
-        self.stack.callback(moto.stop)
-        self.moto = moto
-        self.readers = Readers(moto)
-        self.step("starting etcd + kube-apiserver + kube-controller-manager")
-        kube = KubeCluster(bin_dir=bins).start()
-        self.stack.callback(kube.cleanup)
-        self.kube = kube
-
-        api_port = free_port()
-        self.api_url = f"http://127.0.0.1:{api_port}"
-        self.env = {
-            **os.environ,
-            **moto.env(),
-            "EMAILPLAN_DATABASE_URL": pg.url,
-            "EMAILPLAN_API_KEY": API_KEY,
-            "EMAILPLAN_TOKEN_KEY": "demo-token-key",
-            "EMAILPLAN_PUBLIC_URL": self.api_url,
-            "EMAILPLAN_LOG_FORMAT": "json",
-            # Simulated readers open seconds after delivery; don't file them as machine opens.
-            "EMAILPLAN_OPEN_MACHINE_WINDOW_SECONDS": "0",
-            "EMAILPLAN_OPEN_FLUSH_SECONDS": "0.5",
-            "EMAILPLAN_METRICS_PORT": "0",
-        }
-        self._verify_sender_identity()
-        self.step("migrating the ledger (emailplan db upgrade)")
-        subprocess.run([EMAILPLAN, "db", "upgrade"], env=self.env, check=True, capture_output=True)
-        self.step(f"starting the data-plane API on {self.api_url}")
-        self._proc("api", [EMAILPLAN, "api", "--host", "127.0.0.1", "--port", str(api_port)], self.env)
-        wait_for(lambda: _http_status(self.api_url + "/readyz") == 200, 60, "data-plane API")
-        self._suppress(SUPPRESSED)
-
-        self.step("installing the EmailPlan CRD and starting the operator and the local pod runner")
-        kube.kubectl("apply", "-f", str(ROOT / "crds" / "emailplan.yaml"))
-        kube.kubectl("wait", "--for=condition=Established", "crd/emailplans.emailplan.io")
-        kube.kubectl("create", "namespace", NAMESPACE)
-        # What a sender pod gets from its Secret in a real cluster; the runner resolves it.
-        sender_secret = {
-            k: self.env[k]
-            for k in (
-                "EMAILPLAN_DATABASE_URL",
-                "EMAILPLAN_TOKEN_KEY",
-                "EMAILPLAN_PUBLIC_URL",
-                "EMAILPLAN_AWS_ENDPOINT_URL",
-                "AWS_ACCESS_KEY_ID",
-                "AWS_SECRET_ACCESS_KEY",
-                "AWS_DEFAULT_REGION",
-            )
-        }
-        kube.kubectl(
-            "create",
-            "secret",
-            "generic",
-            "emailplan-sender",
-            "-n",
-            NAMESPACE,
-            *[f"--from-literal={k}={v}" for k, v in sender_secret.items()],
-        )
-        op_env = {
-            **os.environ,
-            "KUBECONFIG": str(kube.kubeconfig),
-            "EMAILPLAN_API_URL": self.api_url,
-            "EMAILPLAN_API_KEY": API_KEY,
-            "EMAILPLAN_SENDER_SECRET_NAME": "emailplan-sender",
-            "EMAILPLAN_STATUS_INTERVAL_SECONDS": "1",
-            "EMAILPLAN_METRICS_PORT": "0",
-            # moto reports the SES sandbox quota (1/s); a production account's is far higher.
-            "EMAILPLAN_SENDER_ENV": json.dumps(
-                {"EMAILPLAN_METRICS_PORT": "0", "EMAILPLAN_MAX_SEND_RATE": "1000"}
-            ),
-        }
-        self._proc("operator", [EMAILPLAN, "operator", "--standalone", "--namespace", NAMESPACE], op_env)
-        runner_env = {**os.environ, "PYTHONPATH": str(ROOT / "hack")}
-        self._proc(
-            "runner",
-            [
-                sys.executable,
-                str(ROOT / "hack" / "devenv" / "runner.py"),
-                "--kubeconfig",
-                str(kube.kubeconfig),
-                "--command-map",
-                f"emailplan={EMAILPLAN}",
-                "--log-dir",
-                str(self.logs / "pods"),
-            ],
-            runner_env,
-        )
-
-    def _proc(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        proc = spawn(argv, self.logs / f"{name}.log", env=env)
-        self.stack.callback(stop, proc, 20)
-
-    def _verify_sender_identity(self) -> None:
-        import boto3
-
-        ses = boto3.client(
-            "sesv2",
-            endpoint_url=self.moto.endpoint_url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        ses.create_email_identity(EmailIdentity="example.com")
-
-    def _suppress(self, emails: list[str]) -> None:
-        """Put addresses on the suppression list through the administration API."""
-        body = json.dumps({"emails": emails, "reason": "manual"}).encode()
-        req = urllib.request.Request(
-            self.api_url + "/v1/suppressions",
-            data=body,
-            method="POST",
-            headers={"x-api-key": API_KEY, "content-type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=10) as r:
-            assert r.status in (200, 201), r.status
+        self.step("building or reusing the local control plane (first run: 10-20 min)")
+        controlplane_bin()
+        self.stack.start(progress=self.step)
+        self.stack.kubectl("create", "namespace", NAMESPACE)
+        self.step(f"suppressing {len(SUPPRESSED)} addresses through the API (POST /v1/suppressions)")
+        self.stack.suppress(SUPPRESSED)
 
     def apply_and_watch(self, timeout: float, interactive: bool) -> dict[str, Any]:
         self.step(f"kubectl apply -f {EXAMPLE.relative_to(ROOT)}")
-        self.kube.kubectl("apply", "-n", NAMESPACE, "-f", str(EXAMPLE))
+        self.stack.kubectl("apply", "-n", NAMESPACE, "-f", str(EXAMPLE))
+        self.audience.start()
         deadline = time.monotonic() + timeout
         status: dict[str, Any] = {}
+        last = ""
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -286,113 +285,143 @@ class Demo:
             disable=not interactive,
         ) as bar:
             task = bar.add_task(PLAN, total=None, counts="")
-            last = ""
-            settled_at: float | None = None
+            completed_at: float | None = None
             while time.monotonic() < deadline:
-                self.readers.read_new_mail()
-                status = self.status()
-                total = int(status.get("total") or 0)
-                done = sum(int(status.get(k) or 0) for k in ("sent", "failed", "stopped", "suppressed"))
-                line = (
-                    f"phase={status.get('phase', '-')} sent={status.get('sent', 0)} "
-                    f"failed={status.get('failed', 0)} suppressed={status.get('suppressed', 0)} "
-                    f"opened={status.get('opened', 0)} clicked={status.get('clicked', 0)}"
-                )
-                bar.update(task, total=total or None, completed=done, counts=line)
-                if not interactive and line != last:
-                    self.console.print(f"    {line} progress={status.get('progress', '-')}")
-                    last = line
-                if status.get("phase") == "Failed":
+                status = self.stack.status(NAMESPACE, PLAN)
+                line = status_line(status)
+                total = int(status.get("total") or 0) or None
+                bar.update(task, total=total, completed=done_count(status), counts=line)
+                if line != last and not interactive:
+                    self.console.print(f"    {line} progress={status.get('progress', '-')}", highlight=False)
+                last = line
+                phase = status.get("phase")
+                if phase == "Failed":
                     break
-                if status.get("phase") == "Completed":
-                    # Give the last pixel hits a few status refreshes to show up.
-                    settled_at = settled_at or time.monotonic()
-                    caught_up = (
-                        int(status.get("opened") or 0) >= self.readers.opens
-                        and int(status.get("unsubscribed") or 0) >= self.readers.unsubscribes
-                    )
-                    if caught_up or time.monotonic() - settled_at > 20:
+                if phase == "Completed":
+                    if completed_at is None:
+                        completed_at = time.monotonic()
+                        bar.stop_task(task)  # the clock shows the sending time, not the settling
+                        bar.update(task, description=f"{PLAN} (Completed; last events arriving)")
+                    # SES events and opens of the last messages reach the status a moment later.
+                    if caught_up(status, self.audience) or time.monotonic() - completed_at > SETTLE_SECONDS:
+                        bar.update(task, description=PLAN)
                         break
-                time.sleep(1)
-        return status
+                time.sleep(POLL_SECONDS)
+        self.audience.stop()
+        return self.stack.status(NAMESPACE, PLAN) or status
 
-    def status(self) -> dict[str, Any]:
-        r = self.kube.kubectl("get", "emailplan", PLAN, "-n", NAMESPACE, "-o", "json", check=False)
-        if r.returncode != 0:
-            return {}
-        return dict(json.loads(r.stdout).get("status") or {})
+    def rejected(self) -> tuple[int, str]:
+        """Rows the data plane refused (not part of ``total``), with examples from the plan's Events."""
+        count, detail = 0, ""
+        for event in self.stack.events(NAMESPACE, PLAN):
+            message = str(event.get("message") or "")
+            found = re.search(r"(\d+) (?:rows )?rejected", message)
+            if found:
+                count = max(count, int(found.group(1)))
+            if event.get("reason") == "RecipientsRejected":
+                detail = message
+        return count, detail
 
-    def report(self, status: dict[str, Any]) -> None:
+    def report(self, status: dict[str, Any]) -> dict[str, Any]:
         self.console.print()
-        self.console.print(self.kube.kubectl("get", "emailplans", "-n", NAMESPACE, "-o", "wide").stdout)
+        wide = self.stack.kubectl("get", "emailplans", "-n", NAMESPACE, "-o", "wide")
+        self.console.print(wide, highlight=False, markup=False)
+        rejected, detail = self.rejected()
+        received = len(self.stack.moto.sent_emails())
         table = Table(title=f"EmailPlan {NAMESPACE}/{PLAN}")
         table.add_column("count")
         table.add_column("value", justify="right")
+        table.add_column("where it comes from")
+        notes = {
+            "total": "recipients accepted into the plan (valid rows, suppressed ones included)",
+            "suppressed": "on the suppression list before the plan started: never sent",
+            "delivered": "SES Delivery notifications (simulated, signed SNS)",
+            "bounced": "SES Bounce notifications (simulated); hard bounces get suppressed",
+            "complained": "SES Complaint notifications (simulated)",
+            "opened": "tracking pixel fetched by simulated readers",
+            "clicked": "tracked links followed by simulated readers",
+            "unsubscribed": "one-click List-Unsubscribe by simulated readers",
+        }
+        table.add_row("rejected rows", str(rejected), "invalid rows, refused with row numbers; not in total")
         for key in STATUS_COUNTS:
-            table.add_row(key, str(status.get(key, 0)))
-        table.add_row("SES messages received (moto)", str(len(self.moto.sent_emails())))
-        r = self.readers
-        table.add_row(
-            "simulated readers: opened / clicked / unsubscribed", f"{r.opens} / {r.clicks} / {r.unsubscribes}"
-        )
+            table.add_row(key, str(status.get(key, 0)), notes.get(key, ""))
+        table.add_row("SES messages received (moto)", str(received), "each sent address once")
         self.console.print(table)
+        if detail:
+            self.console.print(f"[dim]RecipientsRejected Event: {detail}[/]")
+        return {**status, "rejected": rejected, "sesReceived": received, **self.audience.summary()}
+
+    def explore(self) -> None:
+        """What to type in another terminal while the stack keeps running."""
+        api = self.stack.api_url
         self.console.print(
-            "Where to look next:\n"
-            f"  kubectl describe emailplan {PLAN} -n {NAMESPACE}   (conditions and Events)\n"
-            f"  {self.api_url}/v1/openapi.json                      (the data-plane API)\n"
-            f"  logs of every process: {self.logs}\n"
-            "  examples/ for inline, ConfigMap and S3 plans; charts/emailplan to install on a cluster"
+            "\n[bold]The stack keeps running[/] (Ctrl-C here stops every process). In another terminal:\n"
+            f"  export KUBECONFIG={self.stack.kubeconfig}\n"
+            f"  export EMAILPLAN_API_URL={api} EMAILPLAN_API_KEY={API_KEY}\n"
+            "Then try:\n"
+            f"  kubectl get emailplans -n {NAMESPACE} -o wide\n"
+            f"  kubectl describe emailplan {PLAN} -n {NAMESPACE}      # conditions and Events\n"
+            f"  {EMAILPLAN} stats {NAMESPACE}/{PLAN}\n"
+            f"The API's OpenAPI document: {api}/v1/openapi.json; process logs: {self.stack.base}\n"
+            "ready: the stack keeps running",
+            highlight=False,
+            soft_wrap=True,
         )
 
     def close(self) -> None:
-        self.stack.close()
+        self.audience.stop()
+        self.stack.stop()
 
 
-def _http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--keep", action="store_true", help="after completion keep everything running until Ctrl-C"
+    )
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="keep the process logs after stopping (kept on failure)"
+    )
     parser.add_argument("--non-interactive", action="store_true", help="plain log lines, no live bar")
     parser.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     parser.add_argument("--json", type=Path, help="write the final status as JSON to this file")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     console = Console()
-    logs = Path(tempfile.mkdtemp(prefix="emailplan-demo-logs-"))
-    demo = Demo(console, logs)
+    base = Path(tempfile.mkdtemp(prefix="emailplan-demo-"))
+    demo = Demo(console, base)
+    ok = False
     try:
         demo.start()
         status = demo.apply_and_watch(
             args.timeout, interactive=not args.non_interactive and console.is_terminal
         )
-        final = {
-            **status,
-            "sesReceived": len(demo.moto.sent_emails()),
-            "simulatedOpens": demo.readers.opens,
-            "simulatedClicks": demo.readers.clicks,
-            "simulatedUnsubscribes": demo.readers.unsubscribes,
-        }
-        demo.report(status)
+        final = demo.report(status)
         if args.json:
             args.json.write_text(json.dumps(final, indent=2))
         ok = status.get("phase") == "Completed"
-        console.print(
-            "[bold green]demo completed[/]" if ok else f"[bold red]demo did not complete[/] (logs in {logs})"
-        )
+        console.print("[bold green]demo completed[/]" if ok else "[bold red]demo did not complete[/]")
+        if args.keep:
+            demo.explore()
+            signal.pause()
+        else:
+            console.print("To explore the stack with kubectl and the API afterwards: ./hack/demo.sh --keep")
         return 0 if ok else 1
     except KeyboardInterrupt:
         console.print("\ninterrupted: stopping everything")
-        return 130
+        return 130 if not ok else 0
     finally:
         console.print("[dim]stopping all demo processes[/]")
         demo.close()
+        if ok and not args.keep_logs:
+            shutil.rmtree(base, ignore_errors=True)
+        else:
+            console.print(f"logs kept in {base / 'logs'}")
 
 
 if __name__ == "__main__":

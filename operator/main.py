@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
+import warnings
 
 import kopf
 
@@ -30,8 +33,52 @@ class _DropKopfExtras(logging.Filter):
         return True
 
 
+def kubernetes_problem() -> str | None:
+    """Why the Kubernetes API cannot be used as configured (one line, with the fix), or None.
+
+    kopf would retry a bad configuration forever with a traceback each time; a process
+    that cannot reach its cluster is better off exiting, so the pod's restart count and
+    this one line say what is wrong.
+    """
+    import kubernetes
+    from kubernetes.client.exceptions import ApiException
+
+    from emailplan.operator.kubeapi import load_config
+
+    where = f"KUBECONFIG={os.environ.get('KUBECONFIG') or '~/.kube/config'}"
+    try:
+        load_config()
+    except Exception as exc:  # noqa: BLE001 - the client raises many types for a bad config
+        return (
+            f"no usable Kubernetes configuration ({where}): {_first_line(exc)}; "
+            "point KUBECONFIG at a valid kubeconfig, or run in a pod with a service account"
+        )
+    host = kubernetes.client.Configuration.get_default_copy().host
+    try:
+        with warnings.catch_warnings():  # an insecure-skip-tls-verify kubeconfig: the check stays one line
+            warnings.simplefilter("ignore")
+            kubernetes.client.VersionApi().get_code(_request_timeout=15)
+    except ApiException as exc:
+        return (
+            f"the Kubernetes API at {host} refused the credentials ({exc.status} {exc.reason}); "
+            f"fix the user in {where} or the pod's service account"
+        )
+    except Exception as exc:  # noqa: BLE001 - urllib3, ssl and socket errors alike
+        return f"cannot reach the Kubernetes API at {host} ({_first_line(exc)}); check the server in {where}"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+
+
 def main(args: argparse.Namespace) -> int:
     settings = OperatorSettings()
+    problem = kubernetes_problem()
+    if problem:
+        print(f"emailplan: error: {problem}", file=sys.stderr)
+        return 1
     setup_logging()
     for handler in logging.getLogger().handlers:
         handler.addFilter(_DropKopfExtras())

@@ -23,6 +23,7 @@ from emailplan.sender.settings import SenderSettings
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+URL_FORM = "postgresql+asyncpg://USER:PASSWORD@HOST:5432/DATABASE"
 
 
 def alembic_config(url: str) -> Config:
@@ -58,9 +59,15 @@ def upgrade(args: argparse.Namespace) -> int:
     settings = SenderSettings()
     revision = getattr(args, "revision", "head") or "head"
     url = settings.database_url.get_secret_value()
+    if "database_url" not in settings.model_fields_set or not url:
+        # The settings' local default is for development processes; a migration run without
+        # a URL is a missing Secret, and guessing 127.0.0.1 would only hide that.
+        print(f"emailplan: error: EMAILPLAN_DATABASE_URL is not set; set it to {URL_FORM}", file=sys.stderr)
+        return 2
     if not url.startswith("postgresql+asyncpg://"):
         print(
-            "emailplan: error: EMAILPLAN_DATABASE_URL must start with postgresql+asyncpg://", file=sys.stderr
+            f"emailplan: error: EMAILPLAN_DATABASE_URL must start with postgresql+asyncpg:// ({URL_FORM})",
+            file=sys.stderr,
         )
         return 2
     try:
@@ -68,7 +75,8 @@ def upgrade(args: argparse.Namespace) -> int:
     except (OSError, SQLAlchemyError, asyncpg.PostgresError) as exc:
         reason = type(exc).__name__ if isinstance(exc, SQLAlchemyError) else str(exc).split("\n")[0]
         print(
-            f"emailplan: error: cannot upgrade the database at {describe_target(url)}: {reason}",
+            f"emailplan: error: cannot upgrade the database at {describe_target(url)}: {reason}; "
+            "check that PostgreSQL runs there and that EMAILPLAN_DATABASE_URL names it",
             file=sys.stderr,
         )
         return 1

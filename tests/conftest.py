@@ -76,8 +76,7 @@ def kube() -> Iterator[KubeCluster]:
 @pytest.fixture(scope="session")
 def crd_installed(kube: KubeCluster, repo_root: str) -> KubeCluster:
     """The EmailPlan CRD applied and established."""
-    kube.kubectl("apply", "-f", os.path.join(repo_root, "crds", "emailplan.yaml"))
-    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/emailplans.emailplan.io")
+    kube.install_crd()
     return kube
 
 
@@ -137,7 +136,7 @@ async def engine(migrated: str):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def ident():  # type: ignore[no-untyped-def]
     """Test RSA key and certificate: serves the local HTTPS certificate URL and signs SNS messages."""
-    from test_api_support import make_identity
+    from support.api import make_identity
 
     return make_identity()
 
@@ -145,7 +144,7 @@ def ident():  # type: ignore[no-untyped-def]
 @pytest.fixture
 async def api(migrated: str, ident):  # type: ignore[no-untyped-def]
     """The events and stats API on loopback against a migrated database (opens flushed every 0.1 s)."""
-    from test_api_support import start_api, stop_api
+    from support.api import start_api, stop_api
 
     live = await start_api(migrated, ident, open_flush_seconds=0.1)
     try:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from devenv.kube import KubeCluster
 from devenv.ports import free_port, wait_for
+from devenv.postgres import PostgresServer
 from devenv.procs import spawn, stop
 
 EMAILPLAN = os.path.join(os.path.dirname(sys.executable), "emailplan")
@@ -22,17 +24,25 @@ KEY = "admin-cli-test-key"
 
 @pytest.fixture
 def api_url(migrated: str) -> Iterator[str]:
+    url, proc = start_api(migrated, Path(tempfile.mkdtemp(prefix="emailplan-admin-")) / "api.log")
+    try:
+        yield url
+    finally:
+        stop(proc)
+
+
+def start_api(database_url: str, log: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """``emailplan api`` on a free port against ``database_url``; returns (url, process)."""
     port = free_port()
     env = {
         **os.environ,
-        "EMAILPLAN_DATABASE_URL": migrated,
+        "EMAILPLAN_DATABASE_URL": database_url,
         "EMAILPLAN_API_KEY": KEY,
         "EMAILPLAN_AWS_ENDPOINT_URL": "http://127.0.0.1:9",
         "AWS_ACCESS_KEY_ID": "x",
         "AWS_SECRET_ACCESS_KEY": "x",
         "EMAILPLAN_METRICS_PORT": "0",
     }
-    log = Path(tempfile.mkdtemp(prefix="emailplan-admin-")) / "api.log"
     proc = spawn([EMAILPLAN, "api", "--host", "127.0.0.1", "--port", str(port)], log, env=env)
     url = f"http://127.0.0.1:{port}"
 
@@ -42,13 +52,24 @@ def api_url(migrated: str) -> Iterator[str]:
 
     try:
         wait_for(ready, 60, "emailplan api")
-        yield url
-    finally:
+    except BaseException:
         stop(proc)
+        raise
+    return url, proc
 
 
-def cli(*args: str, key: str = KEY, url: str = "") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "EMAILPLAN_API_KEY": key, "EMAILPLAN_API_URL": url}
+def one_line_error(r: subprocess.CompletedProcess[str]) -> str:
+    """The one stderr line of a failed command: no traceback, no key."""
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0, r.stdout
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert KEY not in r.stderr + r.stdout
+    assert lines[0].startswith("emailplan: error: ")
+    return lines[0]
+
+
+def cli(*args: str, key: str = KEY, url: str = "", **env_extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EMAILPLAN_API_KEY": key, "EMAILPLAN_API_URL": url, **env_extra}
     return subprocess.run([EMAILPLAN, *args], capture_output=True, text=True, env=env, timeout=120)
 
 
@@ -81,15 +102,116 @@ def test_wrong_key_is_a_clear_error_that_does_not_echo_the_key(api_url: str, tmp
     r = cli("suppressions", "import", str(f), "--quiet", key="wrong-secret-value", url=api_url)
     assert r.returncode == 1
     assert "answered 401" in r.stderr and "x-api-key" in r.stderr
+    assert "set EMAILPLAN_API_KEY" in one_line_error(r)
     assert "wrong-secret-value" not in r.stderr + r.stdout
 
 
 def test_stats_of_an_unknown_plan_and_bad_flags(api_url: str) -> None:
     r = cli("stats", "6f1c1d1e-1111-4222-8333-944455556666", url=api_url)
-    assert r.returncode == 1 and "answered 404" in r.stderr
+    assert r.returncode == 1 and "not known to the data plane" in one_line_error(r)
     r = cli("stats", "not-a-uuid", url=api_url)
-    assert r.returncode == 1 and "planId" in r.stderr
+    assert r.returncode == 1 and "uid or NAMESPACE/NAME" in one_line_error(r)
     r = cli("stats", "x", url="ftp://example.com")
     assert r.returncode == 1 and "--api-url must start with http" in r.stderr
     r = cli("suppressions", "import", "/nonexistent.csv", url=api_url)
     assert r.returncode == 1 and "does not exist" in r.stderr
+
+
+PLAN_BODY = {
+    "name": "spring",
+    "namespace": "mail",
+    "from": "News <news@example.com>",
+    "subject": "Hello {{ name }}",
+    "text": "Hi {{ name }}",
+    "ratePerSecond": 20,
+}
+
+
+def register(url: str, plan_id: str) -> None:
+    req = urllib.request.Request(
+        f"{url}/v1/plans/{plan_id}",
+        data=json.dumps(PLAN_BODY).encode(),
+        method="PUT",
+        headers={"x-api-key": KEY, "content-type": "application/json"},
+    )
+    urllib.request.urlopen(req, timeout=30).close()
+
+
+def test_stats_shows_processing(api_url: str) -> None:
+    plan_id = "0b6c1d1e-1111-4222-8333-944455556666"
+    register(api_url, plan_id)
+    r = cli("stats", plan_id, url=api_url)
+    assert r.returncode == 0, r.stderr
+    rows = {line.strip("│ ").split()[0] for line in r.stdout.splitlines() if "│" in line}
+    assert {"created", "processing", "sent", "total"} <= rows, r.stdout
+
+
+def test_api_down_or_missing_is_one_line_with_the_fix(migrated: str, tmp_path: Path) -> None:
+    line = one_line_error(cli("stats", "0b6c1d1e-1111-4222-8333-944455556666", url=""))
+    assert "no API URL" in line and "EMAILPLAN_API_URL" in line
+    line = one_line_error(
+        cli("stats", "0b6c1d1e-1111-4222-8333-944455556666", url="http://127.0.0.1:9", key="")
+    )
+    assert "no API key" in line and "EMAILPLAN_API_KEY" in line
+    closed = f"http://127.0.0.1:{free_port()}"
+    line = one_line_error(cli("stats", "0b6c1d1e-1111-4222-8333-944455556666", url=closed))
+    assert "cannot reach the API at " + closed in line and "EMAILPLAN_API_URL" in line
+    # A URL with a password: the message shows the host, never the password.
+    uid = "0b6c1d1e-1111-4222-8333-944455556666"
+    line = one_line_error(cli("stats", uid, url=f"http://admin:hunter2pw@{closed.split('//')[1]}"))
+    assert "hunter2pw" not in line and "cannot reach the API at " + closed in line
+
+
+def test_api_without_its_database_is_a_server_error_line(tmp_path: Path) -> None:
+    """The API runs but its database went away: a 5xx is the API's fault and says where to look."""
+    from emailplan.sender.migrate import upgrade_to
+
+    pg = PostgresServer().start()  # its own temporary directory, readable by the postgres user
+    try:
+        upgrade_to(pg.url)
+        url, proc = start_api(pg.url, tmp_path / "api.log")
+        try:
+            plan_id = "0b6c1d1e-1111-4222-8333-944455556666"
+            register(url, plan_id)
+            pg.stop()
+            r = cli("stats", plan_id, url=url)
+            line = one_line_error(r)
+            assert " answered 5" in line and "failed, not your request" in line
+            assert f"{url}/readyz" in line and "EMAILPLAN_DATABASE_URL" in line
+        finally:
+            stop(proc)
+    finally:
+        pg.cleanup()
+
+
+@pytest.mark.kube
+def test_stats_by_namespace_and_name(api_url: str, crd_installed: KubeCluster, namespace: str) -> None:
+    plan = {
+        "apiVersion": "emailplan.io/v1alpha1",
+        "kind": "EmailPlan",
+        "metadata": {"name": "spring"},
+        "spec": {
+            "from": "News <news@example.com>",
+            "subject": "Hi",
+            "text": "Hi",
+            "recipients": {"inline": [{"email": "a@example.com"}]},
+        },
+    }
+    crd_installed.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(plan))
+    uid = crd_installed.kubectl(
+        "get", "emailplan", "spring", "-n", namespace, "-o", "jsonpath={.metadata.uid}"
+    )
+    kube_env = {"KUBECONFIG": str(crd_installed.kubeconfig)}
+    # Not registered with the data plane (no operator runs here): said so, with the uid.
+    line = one_line_error(cli("stats", f"{namespace}/spring", url=api_url, **kube_env))
+    assert uid.stdout in line and "not known to the data plane" in line
+    register(api_url, uid.stdout)
+    r = cli("stats", f"{namespace}/spring", "--json", url=api_url, **kube_env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["planId"] == uid.stdout
+    line = one_line_error(cli("stats", f"{namespace}/autumn", url=api_url, **kube_env))
+    assert "EmailPlan autumn not found in namespace " + namespace in line
+    line = one_line_error(
+        cli("stats", f"{namespace}/spring", url=api_url, KUBECONFIG=str(Path("/nonexistent")))
+    )
+    assert "KUBECONFIG" in line and "uid" in line

@@ -6,7 +6,7 @@ import asyncio
 import random
 from typing import Any
 
-from test_api_support import (
+from support.api import (
     LiveApi,
     make_plan,
     notification,

@@ -12,7 +12,7 @@ import json
 import random
 from typing import Any
 
-from test_api_support import (
+from support.api import (
     OTHER_TOPIC,
     Identity,
     LiveApi,

@@ -9,25 +9,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from test_api_support import HEADERS, Identity, LiveApi, NullQueue, start_api, stop_api
+from support.api import HEADERS, PLAN, Identity, LiveApi, NullQueue, put, start_api, stop_api, upload
 
 from emailplan.sender.api.state import STATE
-
-PLAN = {
-    "name": "spring",
-    "namespace": "mail",
-    "from": "News <news@example.com>",
-    "replyTo": [],
-    "subject": "Hello {{ name }}",
-    "html": "<p>Hi {{ name }}</p>",
-    "text": None,
-    "ratePerSecond": 20,
-    "startAt": None,
-    "suspended": False,
-    "tracking": {"opens": True, "clicks": True},
-    "unsubscribe": {"enabled": True},
-    "ses": {"configurationSet": None, "tags": {}},
-}
 
 
 @pytest.fixture
@@ -38,16 +22,6 @@ async def api(migrated: str, ident: Identity) -> AsyncIterator[LiveApi]:
         yield live
     finally:
         await stop_api(live)
-
-
-async def put(api: LiveApi, plan_id: uuid.UUID, body: Any) -> Any:
-    return await api.client.put(f"/v1/plans/{plan_id}", json=body, headers=HEADERS)
-
-
-async def upload(api: LiveApi, plan_id: uuid.UUID, body: bytes | Any, ctype: str) -> Any:
-    return await api.client.post(
-        f"/v1/plans/{plan_id}/recipients", data=body, headers={**HEADERS, "Content-Type": ctype}
-    )
 
 
 async def test_register_is_idempotent_and_updates(api: LiveApi) -> None:

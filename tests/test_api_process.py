@@ -12,7 +12,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from test_api_support import API_KEY, TOKEN_KEY
+from support.api import API_KEY, TOKEN_KEY
 
 from devenv.ports import free_port, wait_for
 from devenv.procs import spawn, stop

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_api_support import API_KEY, TOKEN_KEY, TOPIC
+from support.api import API_KEY, TOKEN_KEY, TOPIC
 
 from devenv.ports import free_port, wait_for
 from devenv.procs import spawn, stop

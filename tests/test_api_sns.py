@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from test_api_support import (
+from support.api import (
     OTHER_TOPIC,
     Identity,
     LiveApi,

@@ -6,8 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from test_api_plans import PLAN, put, upload
-from test_api_support import HEADERS, Identity, LiveApi, NullQueue, start_api, stop_api
+from support.api import HEADERS, PLAN, Identity, LiveApi, NullQueue, put, start_api, stop_api, upload
 
 from emailplan.sender.api.state import STATE
 

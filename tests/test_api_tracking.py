@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from test_api_support import HEADERS, Identity, LiveApi, make_plan, start_api, stop_api
+from support.api import HEADERS, Identity, LiveApi, make_plan, start_api, stop_api
 
 from emailplan.sender.api.tracking import GIF
 

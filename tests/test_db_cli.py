@@ -47,3 +47,35 @@ def test_wrong_driver_and_unknown_revision(database_url: str) -> None:
     assert r.returncode == 2 and "must start with postgresql+asyncpg://" in r.stderr
     r = upgrade(database_url, "nosuchrevision")
     assert r.returncode == 2 and "nosuchrevision" in r.stderr
+
+
+def one_line_error(r: subprocess.CompletedProcess[str]) -> str:
+    """The single stderr line of a failed command; no traceback."""
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0, r.stdout
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    return lines[0]
+
+
+def test_no_database_url_is_one_line_that_names_the_variable_and_never_tries_localhost() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "EMAILPLAN_DATABASE_URL"}
+    for extra in ({}, {"EMAILPLAN_DATABASE_URL": ""}):
+        r = subprocess.run(
+            [EMAILPLAN, "db", "upgrade"],
+            capture_output=True,
+            text=True,
+            env={**env, **extra},
+            timeout=120,
+            cwd="/",
+        )
+        line = one_line_error(r)
+        assert r.returncode == 2
+        assert "EMAILPLAN_DATABASE_URL is not set" in line
+        assert "postgresql+asyncpg://" in line, "the fix: the URL form to set"
+        assert "127.0.0.1" not in line and "cannot upgrade" not in line
+
+
+def test_unreachable_database_says_what_to_check(postgres: PostgresServer) -> None:
+    line = one_line_error(upgrade(f"postgresql+asyncpg://emailplan:{PASSWORD}@127.0.0.1:9/ledger"))
+    assert "EMAILPLAN_DATABASE_URL" in line and PASSWORD not in line

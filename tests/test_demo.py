@@ -1,49 +1,182 @@
-"""The README's demo command, run non-interactively: the example plan completes with exact counts."""
+"""The README's demo command, run non-interactively with --keep, explored with kubectl, then stopped.
+
+One run proves what a new user sees: the example plan completes with exact counts,
+every column moves (simulated readers and simulated SES notifications through the real
+signed SNS path), the rejected rows are reported, and the printed KUBECONFIG, API URL and
+key work from another terminal. Stopping the demo leaves no process behind.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import queue
+import re
+import signal
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
+MARK = "EMAILPLAN_DEMO_TEST_RUN"
+DEMO_ARGS = ("--non-interactive", "--keep", "--timeout", "480")
+EMAILPLAN = os.path.join(os.path.dirname(sys.executable), "emailplan")
 
 
-def test_demo_sends_the_example_plan_end_to_end(repo_root: str, tmp_path: Path) -> None:
+def marked_processes(mark: str) -> list[int]:
+    """Processes whose environment carries ``MARK=mark``: every one the demo started inherits it."""
+    needle = f"{MARK}={mark}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if needle in (proc / "environ").read_bytes().split(b"\0"):
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+class Output:
+    """The demo's stdout, read in a thread so the test can wait for a line without blocking."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        assert proc.stdout is not None
+        stream = proc.stdout
+
+        def pump() -> None:
+            for line in stream:
+                self._queue.put(line)
+            self._queue.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=1)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            self.lines.append(line)
+            found = re.search(pattern, line)
+            if found:
+                return found
+        raise AssertionError(f"no line matching {pattern!r}; output:\n{''.join(self.lines)[-6000:]}")
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+@pytest.fixture
+def demo(repo_root: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Output, str, Path]]:
+    mark = uuid.uuid4().hex
     out = tmp_path / "final.json"
-    r = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(repo_root, "hack", "demo.py"),
-            "--non-interactive",
-            "--timeout",
-            "480",
-            "--json",
-            str(out),
-        ],
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(repo_root, "hack", "demo.py"), *DEMO_ARGS, "--json", str(out)],
         cwd=repo_root,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=900,
+        env={**os.environ, MARK: mark, "COLUMNS": "200"},
     )
-    assert r.returncode == 0, f"demo failed:\n{r.stdout[-5000:]}\n{r.stderr[-5000:]}"
+    try:
+        yield proc, Output(proc), mark, out
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def test_demo_completes_can_be_explored_and_stops_clean(
+    demo: tuple[subprocess.Popen[str], Output, str, Path],
+) -> None:
+    proc, output, mark, out = demo
+    kubeconfig = output.wait_for(r"export KUBECONFIG=(\S+)", 900).group(1)
+    api = output.wait_for(r"export EMAILPLAN_API_URL=(\S+) EMAILPLAN_API_KEY=(\S+)", 30)
+    output.wait_for(r"ready: the stack keeps running", 30)
+    text = output.text()
+    assert "demo completed" in text
+
     final = json.loads(out.read_text())
     # 3,000 rows: 3 invalid (refused with row numbers), 5 suppressed before the plan started.
     assert final["phase"] == "Completed"
+    assert final["rejected"] == 3 and re.search(r"rejected rows\W+3\b", text)
     assert final["total"] == 2997
     assert final["suppressed"] == 5
     assert final["sent"] == 2992
     assert final["failed"] == 0
     assert final["sesReceived"] == 2992, "SES must receive each valid, unsuppressed recipient exactly once"
-    # Simulated readers opened ~30 % and clicked ~10 % (a click counts as an open too).
+    # Simulated readers opened ~30 % and clicked ~10 % of the delivered mail.
     assert final["simulatedOpens"] > 500 and final["simulatedClicks"] > 150
     assert final["opened"] == final["simulatedOpens"]
     assert final["clicked"] == final["simulatedClicks"]
     assert final["simulatedUnsubscribes"] > 5
     assert final["unsubscribed"] == final["simulatedUnsubscribes"]
-    assert "demo completed" in r.stdout
-    assert "Where to look next" in r.stdout
+    # Simulated SES notifications, signed as SNS signs them: Delivered, Bounced, Complained move.
+    assert final["simulatedDeliveries"] > 2000 and final["delivered"] == final["simulatedDeliveries"]
+    assert final["simulatedBounces"] >= 1 and final["bounced"] == final["simulatedBounces"]
+    assert final["simulatedComplaints"] == 1 and final["complained"] == 1
+    # The progress moved in steps, not in one jump from 0 to everything.
+    sent_seen = {int(m) for m in re.findall(r"Sending\s+sent=(\d+)", text)}
+    assert len(sent_seen - {0}) >= 2, f"status.sent moved only through {sorted(sent_seen)}"
+
+    # Explore from "another terminal" with what the demo printed.
+    env = {**os.environ, "KUBECONFIG": kubeconfig}
+    got = subprocess.run(
+        ["kubectl", "get", "emailplans", "-n", "demo", "-o", "jsonpath={.items[0].status.phase}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert got.stdout == "Completed", got.stderr
+    req = urllib.request.Request(
+        f"{api.group(1)}/v1/results/sent?hours=1", headers={"x-api-key": api.group(2)}
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert json.load(r)["count"] == 2992
+    stats = subprocess.run(
+        [
+            EMAILPLAN,
+            "stats",
+            "demo/spring-launch",
+            "--json",
+            "--api-url",
+            api.group(1),
+            "--api-key",
+            api.group(2),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert stats.returncode == 0 and json.loads(stats.stdout)["sent"] == 2992, stats.stderr
+
+    running = marked_processes(mark)
+    assert len(running) >= 7, f"expected the demo's servers to run: {running}"
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(120) == 0
+    deadline = time.monotonic() + 30
+    while marked_processes(mark) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert marked_processes(mark) == [], "the demo left processes behind"
+    output.wait_for("stopping all demo processes", 30)

@@ -9,305 +9,31 @@ Deployments, and the emails moto received.
 
 from __future__ import annotations
 
-import email.utils
-import json
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
+import urllib.error
 import urllib.request
-import uuid
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
+from support.e2e import API_KEY, Stack, apply_list, done, plan_yaml, start_stack
 
 from devenv.kube import KubeCluster
 from devenv.moto import MotoServer
-from devenv.ports import free_port, port_open, wait_for
-from devenv.postgres import PostgresServer, pg_bin
-from devenv.procs import spawn, stop
-from devenv.runner import PodRunner
+from devenv.ports import wait_for
+from devenv.postgres import PostgresServer
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
-VENV_BIN = Path(sys.executable).parent
-API_KEY = "e2e-api-key-" + uuid.uuid4().hex[:8]
-TIMEOUT = 240.0
-
-
-class Stack:
-    """The running parts, with helpers to look at them like a user would."""
-
-    def __init__(self, kube: KubeCluster, moto: MotoServer, database_url: str, base: Path) -> None:
-        self.kube = kube
-        self.moto = moto
-        self.database_url = database_url
-        self.base = base
-        self.api_port = free_port()
-        self.api: subprocess.Popen[bytes] | None = None
-        self.operator: subprocess.Popen[bytes] | None = None
-        self.runner: PodRunner | None = None
-        self.data_env = {
-            **moto.env(),
-            "EMAILPLAN_DATABASE_URL": database_url,
-            "EMAILPLAN_API_KEY": API_KEY,
-            "EMAILPLAN_TOKEN_KEY": "e2e-token-key",
-            "EMAILPLAN_PUBLIC_URL": f"http://127.0.0.1:{self.api_port}",
-            "EMAILPLAN_METRICS_PORT": "0",
-            "EMAILPLAN_FLUSH_SECONDS": "1",
-            # moto's GetSendQuota answers the sandbox rate (1/s): give the account a real cap.
-            "EMAILPLAN_MAX_SEND_RATE": "2000",
-            "EMAILPLAN_LOG_LEVEL": "INFO",
-        }
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
-
-    def start_api(self) -> None:
-        env = {**os.environ, **self.data_env}
-        self.api = spawn(
-            [str(VENV_BIN / "emailplan"), "api", "--host", "127.0.0.1", "--port", str(self.api_port)],
-            self.base / "api.log",
-            env=env,
-        )
-        wait_for(lambda: self._alive(self.api, "api.log") and port_open(self.api_port), 60, "emailplan api")
-
-    def start_operator(self) -> None:
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(self.kube.kubeconfig),
-            "EMAILPLAN_API_URL": self.api_url,
-            "EMAILPLAN_API_KEY": API_KEY,
-            "EMAILPLAN_STATUS_INTERVAL_SECONDS": "1",
-            "EMAILPLAN_METRICS_PORT": "0",
-            "EMAILPLAN_SENDER_IMAGE": "emailplan:e2e",
-        }
-        self.operator = spawn(
-            [str(VENV_BIN / "emailplan"), "operator", "--standalone"], self.base / "operator.log", env=env
-        )
-
-    def kill_operator(self) -> None:
-        """SIGKILL: no graceful shutdown, like a node dying."""
-        assert self.operator is not None
-        os.killpg(self.operator.pid, signal.SIGKILL)
-        self.operator.wait(10)
-        self.operator = None
-
-    def start_runner(self) -> None:
-        self.runner = PodRunner(
-            self.kube.kubeconfig,
-            extra_env=self.data_env,
-            command_map={"emailplan": str(VENV_BIN / "emailplan")},
-            log_dir=self.base / "pods",
-        ).start()
-
-    def _alive(self, proc: subprocess.Popen[bytes] | None, log: str) -> bool:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{log} process exited: {(self.base / log).read_text()[-3000:]}")
-        return True
-
-    def stop(self) -> None:
-        if self.runner:
-            self.runner.stop()
-        stop(self.operator)
-        stop(self.api)
-
-    # --- looking at things ----------------------------------------------------------------------
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        return self.kube.kubectl(*args, input=input, check=check).stdout
-
-    def plan(self, ns: str, name: str) -> dict[str, Any] | None:
-        out = self.kube.kubectl("get", "emailplans.emailplan.io", name, "-n", ns, "-o", "json", check=False)
-        return json.loads(out.stdout) if out.returncode == 0 else None
-
-    def status(self, ns: str, name: str) -> dict[str, Any]:
-        plan = self.plan(ns, name)
-        return dict((plan or {}).get("status") or {})
-
-    def wait_status(
-        self, ns: str, name: str, check: Callable[[dict[str, Any]], bool], what: str, timeout: float = TIMEOUT
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        last: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            last = self.status(ns, name)
-            if check(last):
-                return last
-            time.sleep(0.5)
-        raise AssertionError(
-            f"{what}: not reached in {timeout:.0f}s; last status {json.dumps(last)[:2000]}\n"
-            f"operator log tail:\n{self._tail('operator.log')}"
-        )
-
-    def _tail(self, name: str) -> str:
-        path = self.base / name
-        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
-
-    def deployment(self, ns: str, name: str) -> dict[str, Any] | None:
-        out = self.kube.kubectl(
-            "get", "deployment", f"emailplan-{name}-sender", "-n", ns, "-o", "json", check=False
-        )
-        return json.loads(out.stdout) if out.returncode == 0 else None
-
-    def events(self, ns: str, name: str) -> list[dict[str, Any]]:
-        out = self.kubectl(
-            "get",
-            "events",
-            "-n",
-            ns,
-            "-o",
-            "json",
-            "--field-selector",
-            f"involvedObject.kind=EmailPlan,involvedObject.name={name}",
-        )
-        return list(json.loads(out)["items"])
-
-    def running(self, ns: str, name: str) -> int:
-        assert self.runner is not None
-        return sum(1 for p in self.runner.processes(ns, f"emailplan-{name}-sender") if p.poll() is None)
-
-    def received(self, marker: str) -> Counter[str]:
-        """Recipients (containing ``marker``) of every email moto accepted, one count per email."""
-        ses = self.moto.data().get("ses", {})
-        got: Counter[str] = Counter()
-        for kind in ("Message", "RawMessage"):
-            stored = ses.get(kind) or []
-            msgs = stored if isinstance(stored, list) else [m for v in stored.values() for m in v]
-            for msg in msgs:
-                dests = msg.get("destinations")
-                addrs = (
-                    [a for v in dests.values() for a in v or []] if isinstance(dests, dict) else dests or []
-                )
-                # moto lists the To header ("Name <addr>") and the envelope address: count each email once.
-                for addr in {email.utils.parseaddr(a)[1].lower() for a in addrs}:
-                    if marker in addr:
-                        got[addr] += 1
-        return got
-
-    def counts_from_api(self, uid: str) -> dict[str, Any]:
-        req = urllib.request.Request(f"{self.api_url}/v1/results/count/{uid}", headers={"x-api-key": API_KEY})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return dict(json.load(r))
-
-    def suppress(self, emails: list[str], postgres: PostgresServer, database: str) -> None:
-        values = ",".join(f"('{e.lower()}', 'manual')" for e in emails)
-        subprocess.run(
-            [
-                pg_bin("psql"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(postgres.port),
-                "-U",
-                postgres.user,
-                "-d",
-                database,
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                f"INSERT INTO suppressions (email, reason) VALUES {values} ON CONFLICT DO NOTHING",
-            ],
-            check=True,
-            capture_output=True,
-        )
-
 
 @pytest.fixture(scope="module")
-def stack(
-    crd_installed: KubeCluster, postgres: PostgresServer, moto_server: MotoServer, repo_root: str
-) -> Iterator[Stack]:
-    database = "e2e_op_" + uuid.uuid4().hex[:8]
-    subprocess.run(
-        [pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(postgres.port), "-U", postgres.user, database],
-        check=True,
-        capture_output=True,
-    )
-    url = f"postgresql+asyncpg://{postgres.user}@127.0.0.1:{postgres.port}/{database}"
-    base = Path(tempfile.mkdtemp(prefix="emailplan-e2e-op-"))
-    st = Stack(crd_installed, moto_server, url, base)
-    st.database = database  # type: ignore[attr-defined]
-    env = {**os.environ, **st.data_env}
-    subprocess.run([str(VENV_BIN / "emailplan"), "db", "upgrade"], env=env, check=True, capture_output=True)
-    _verify_sender_domain(moto_server)
+def stack(crd_installed: KubeCluster, postgres: PostgresServer, moto_server: MotoServer) -> Iterator[Stack]:
+    st = start_stack(crd_installed, postgres, moto_server, "emailplan-e2e-op-")
     try:
-        st.start_api()
-        st.start_runner()
-        st.start_operator()
         yield st
     finally:
         st.stop()
-        print(f"e2e logs kept in {base}")
-
-
-def _verify_sender_domain(moto: MotoServer) -> None:
-    import boto3
-
-    ses = boto3.client(
-        "ses",
-        endpoint_url=moto.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    ses.verify_domain_identity(Domain="example.com")
-
-
-def plan_yaml(
-    name: str,
-    *,
-    recipients_cm: str | None = None,
-    inline: list[dict[str, Any]] | None = None,
-    rate: float = 500,
-    max_replicas: int = 2,
-    per_pod_rate: float = 250,
-    start_at: str | None = None,
-    subject: str = "Hello {{ name }}",
-    sender: str = "Acme <news@example.com>",
-) -> str:
-    spec: dict[str, Any] = {
-        "from": sender,
-        "subject": subject,
-        "text": "Hi {{ name }}, news from {{ city }}.",
-        "html": "<p>Hi {{ name }}, news from {{ city }}.</p>",
-        "rate": {"perSecond": rate},
-        "senders": {"maxReplicas": max_replicas, "perPodRate": per_pod_rate},
-        "tracking": {"opens": True, "clicks": False},
-    }
-    if recipients_cm:
-        spec["recipients"] = {
-            "configMapRef": {"name": recipients_cm, "key": "recipients.csv", "format": "csv"}
-        }
-    else:
-        spec["recipients"] = {"inline": inline}
-    if start_at:
-        spec["schedule"] = {"startAt": start_at}
-    return json.dumps(
-        {"apiVersion": "emailplan.io/v1alpha1", "kind": "EmailPlan", "metadata": {"name": name}, "spec": spec}
-    )
-
-
-def apply_list(st: Stack, ns: str, name: str, rows: list[str]) -> None:
-    """A ConfigMap with a csv list (``email,name,city``)."""
-    csv = "email,name,city\n" + "\n".join(rows) + "\n"
-    cm = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name},
-        "data": {"recipients.csv": csv},
-    }
-    st.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(cm))
-
-
-def done(s: dict[str, Any]) -> bool:
-    return s.get("phase") == "Completed"
+        print(f"e2e logs kept in {st.base}")
 
 
 # --- tests ------------------------------------------------------------------------------------------
@@ -318,7 +44,7 @@ def test_plan_completes_with_exact_counts(stack: Stack, namespace: str, postgres
     valid = [f"{marker}{i}@example.com" for i in range(1950)]
     invalid = [f"broken{i}-at-example.com" for i in range(30)]
     suppressed = valid[:20]
-    stack.suppress(suppressed, postgres, stack.database)  # type: ignore[attr-defined]
+    stack.suppress(suppressed)
     rows = [f"{e},Reader {i},Oslo" for i, e in enumerate(valid)] + [f"{e},Bad,Lima" for e in invalid]
     apply_list(stack, namespace, "list", rows)
     stack.kubectl(

@@ -9,16 +9,12 @@ its test settings, exactly as in ``test_api_sns``.
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import signal
-import ssl
 import subprocess
 import tempfile
-import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,22 +22,15 @@ from typing import Any
 
 import boto3
 import pytest
-from test_api_support import TOPIC, Identity, make_identity, notification, ses_event
-from test_e2e_operator import (
-    API_KEY,
-    VENV_BIN,
-    Stack,
-    _verify_sender_domain,
-    apply_list,
-    done,
-    plan_yaml,
-)
+from support.e2e import API_KEY, VENV_BIN, Stack, apply_list, done, plan_yaml
 
 from devenv.kube import KubeCluster
 from devenv.moto import MotoServer
 from devenv.ports import wait_for
-from devenv.postgres import PostgresServer, pg_bin
+from devenv.postgres import PostgresServer
 from devenv.procs import spawn, stop
+from devenv.sns import ses_event
+from devenv.stack import StackOptions
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -49,98 +38,7 @@ PEERING = "emailplan-e2e"
 PEERING_LIFETIME = 12  # seconds a SIGKILLed replica still counts as alive
 
 
-class CertServer:
-    """The signing certificate over local HTTPS, in a thread (the API fetches it to verify SNS)."""
-
-    def __init__(self, ident: Identity) -> None:
-        pem = ident.cert_pem
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-pem-file")
-                self.send_header("Content-Length", str(len(pem)))
-                self.end_headers()
-                self.wfile.write(pem)
-
-            def log_message(self, *_: Any) -> None:
-                return
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(ident.cert_file, ident.key_file)
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def prefix(self) -> str:
-        return f"https://127.0.0.1:{self.server.server_address[1]}/"
-
-    @property
-    def cert_url(self) -> str:
-        return f"{self.prefix}SimpleNotificationService-test.pem"
-
-    def start(self) -> CertServer:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 class MoreStack(Stack):
-    ident: Identity
-    certs: CertServer
-    database: str
-    postgres: PostgresServer
-
-    def psql(self, sql: str) -> list[str]:
-        out = subprocess.run(
-            [
-                pg_bin("psql"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.postgres.port),
-                "-U",
-                self.postgres.user,
-                "-d",
-                self.database,
-                "-At",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return [line for line in out.stdout.splitlines() if line]
-
-    def post_sns(self, doc: dict[str, Any]) -> dict[str, Any]:
-        req = urllib.request.Request(
-            f"{self.api_url}/v1/events/result",
-            data=json.dumps(doc).encode(),
-            headers={"Content-Type": "text/plain; charset=UTF-8", "x-amz-sns-message-type": "Notification"},
-            method="POST",
-        )
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return dict(json.load(r))
-
-    def operator_env(self, **extra: str) -> dict[str, str]:
-        return {
-            **os.environ,
-            "KUBECONFIG": str(self.kube.kubeconfig),
-            "EMAILPLAN_API_URL": self.api_url,
-            "EMAILPLAN_API_KEY": API_KEY,
-            "EMAILPLAN_STATUS_INTERVAL_SECONDS": "1",
-            "EMAILPLAN_METRICS_PORT": "0",
-            "EMAILPLAN_SENDER_IMAGE": "emailplan:e2e",
-            **extra,
-        }
-
     def start_peered(self, name: str, priority: int) -> subprocess.Popen[bytes]:
         env = self.operator_env(
             EMAILPLAN_PRIORITY=str(priority),
@@ -155,36 +53,17 @@ class MoreStack(Stack):
 
 @pytest.fixture(scope="module")
 def more(
-    crd_installed: KubeCluster, postgres: PostgresServer, moto_server: MotoServer, repo_root: str
+    crd_installed: KubeCluster, postgres: PostgresServer, moto_server: MotoServer
 ) -> Iterator[MoreStack]:
-    database = "e2e_more_" + uuid.uuid4().hex[:8]
-    subprocess.run(
-        [pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(postgres.port), "-U", postgres.user, database],
-        check=True,
-        capture_output=True,
-    )
-    url = f"postgresql+asyncpg://{postgres.user}@127.0.0.1:{postgres.port}/{database}"
     base = Path(tempfile.mkdtemp(prefix="emailplan-e2e-more-"))
-    st = MoreStack(crd_installed, moto_server, url, base)
-    st.database, st.postgres = database, postgres
-    st.ident = make_identity()
-    st.certs = CertServer(st.ident).start()
-    st.data_env.update(
-        EMAILPLAN_SNS_TOPIC_ARNS=json.dumps([TOPIC]),
-        EMAILPLAN_SNS_EXTRA_TRUSTED_CERT_PREFIXES=json.dumps([st.certs.prefix]),
-        EMAILPLAN_SNS_CA_FILE=st.ident.cert_file,
+    st = MoreStack(
+        base, StackOptions(api_key=API_KEY), postgres=postgres, moto=moto_server, kube=crd_installed
     )
-    env = {**os.environ, **st.data_env}
-    subprocess.run([str(VENV_BIN / "emailplan"), "db", "upgrade"], env=env, check=True, capture_output=True)
-    _verify_sender_domain(moto_server)
+    st.start()
     try:
-        st.start_api()
-        st.start_runner()
-        st.start_operator()
         yield st
     finally:
         st.stop()
-        st.certs.stop()
         print(f"e2e logs kept in {base}")
 
 
@@ -214,7 +93,7 @@ def test_bounces_trip_the_breaker_and_pause_the_plan(more: MoreStack, namespace:
     sent = dict(line.split(" ", 1) for line in rows)
     assert len(sent) == 25, rows
     for addr, ses_id in sent.items():
-        doc = notification(more.ident, more.certs.cert_url, ses_event("Bounce", ses_id, [addr]))
+        doc = more.ses_notification(ses_event("Bounce", ses_id, [addr]))
         assert more.post_sns(doc)["status"] == "recorded"
 
     status = more.wait_status(

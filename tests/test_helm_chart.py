@@ -421,3 +421,163 @@ def test_pull_secrets_reach_the_sender_pods_through_the_operator(helm_bin: str) 
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["EMAILPLAN_SENDER_IMAGE_PULL_SECRETS"] == "regcred,mirror"
     assert env["EMAILPLAN_PEERING_LIFETIME_SECONDS"] == "60"
+
+
+# --- shipped observability: Grafana dashboard, PrometheusRule, sender PodMonitor ------------------
+
+OBSERVABILITY = [
+    "--set",
+    "grafanaDashboard.enabled=true",
+    "--set",
+    "prometheusRule.enabled=true",
+    "--set",
+    "serviceMonitor.enabled=true",
+]
+ALERTS_IN_OPERATIONS_MD = {
+    "EmailplanSesSendingPaused": "emailplan_sender_paused_by_ses",
+    "EmailplanSendFailures": "emailplan_sender_failed_total",
+    "EmailplanSesThrottling": "emailplan_sender_throttle_factor",
+    "EmailplanBacklogNotMoving": "emailplan_sender_queue_visible",
+    "EmailplanSnsRefused": "emailplan_api_sns_messages_total",
+    "EmailplanPlanFailed": "emailplan_operator_plans",
+}
+
+
+@pytest.fixture(scope="module")
+def observability_docs(helm_bin: str) -> list[dict[str, Any]]:
+    return render(helm_bin, *OBSERVABILITY)
+
+
+def exported_metrics() -> dict[str, set[str]]:
+    """Every metric the processes export (name as scraped -> its label names)."""
+    import importlib
+
+    from prometheus_client import REGISTRY
+
+    for module in ("emailplan.sender.worker", "emailplan.sender.api.app", "emailplan.operator.metrics"):
+        importlib.import_module(module)
+    out: dict[str, set[str]] = {}
+    for metric in REGISTRY.collect():
+        for sample in metric.samples:
+            out.setdefault(sample.name, set()).update(sample.labels)
+    names = getattr(REGISTRY, "_names_to_collectors", {})
+    for name, collector in names.items():
+        out.setdefault(name, set()).update(getattr(collector, "_labelnames", ()))
+    return out
+
+
+def promql_uses(expr: str) -> list[tuple[str, set[str]]]:
+    """(metric name, label names in its selector) for every emailplan metric an expression reads."""
+    import re
+
+    found = []
+    for m in re.finditer(r"(emailplan_[a-z_]+)(\{([^}]*)\})?", expr):
+        labels = set(re.findall(r"([a-z_]+)\s*(?:=~|!~|!=|=)", m.group(3) or ""))
+        found.append((m.group(1), labels))
+    return found
+
+
+def dashboard_exprs(docs: list[dict[str, Any]]) -> list[str]:
+    cm = one(docs, "ConfigMap", "rel-emailplan-dashboard")
+    dash = json.loads(cm["data"]["emailplan.json"])
+    return [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+
+
+def rule_exprs(docs: list[dict[str, Any]]) -> dict[str, str]:
+    rule = one(docs, "PrometheusRule", "rel-emailplan")
+    return {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
+
+
+def test_observability_is_off_by_default(default_docs: list[dict[str, Any]]) -> None:
+    kinds = {d["kind"] for d in default_docs}
+    assert not kinds & {"PrometheusRule", "PodMonitor", "ServiceMonitor"}
+    assert not find(default_docs, "ConfigMap", "rel-emailplan-dashboard")
+
+
+def test_dashboard_is_a_sidecar_configmap_with_the_campaign_panels(
+    observability_docs: list[dict[str, Any]], helm_bin: str
+) -> None:
+    cm = one(observability_docs, "ConfigMap", "rel-emailplan-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dash = json.loads(cm["data"]["emailplan.json"])
+    titles = " | ".join(p["title"] for p in dash["panels"]).lower()
+    for words in ("sends per second", "failures", "opens", "bounce rate", "complaint rate"):
+        assert words in titles, titles
+    per_plan = [e for e in dashboard_exprs(observability_docs) if "by (namespace, plan" in e]
+    assert any("emailplan_sender_sent_total" in e for e in per_plan)
+    assert any("emailplan_sender_failed_total" in e for e in per_plan)
+    # Labels and annotations are the user's to change (another sidecar label, a folder).
+    docs = render(
+        helm_bin,
+        "--set",
+        "grafanaDashboard.enabled=true",
+        "--set",
+        "grafanaDashboard.annotations.grafana_folder=Email",
+    )
+    assert one(docs, "ConfigMap", "rel-emailplan-dashboard")["metadata"]["annotations"] == {
+        "grafana_folder": "Email"
+    }
+
+
+def test_prometheus_rule_has_the_alerts_operations_md_lists(
+    observability_docs: list[dict[str, Any]], helm_bin: str
+) -> None:
+    exprs = rule_exprs(observability_docs)
+    assert set(exprs) == set(ALERTS_IN_OPERATIONS_MD)
+    operations = (REPO / "docs" / "operations.md").read_text()
+    for alert, metric in ALERTS_IN_OPERATIONS_MD.items():
+        assert metric in exprs[alert]
+        assert metric in operations and alert in operations, f"{alert} not documented"
+    rule = one(observability_docs, "PrometheusRule", "rel-emailplan")
+    annotations = [r["annotations"]["summary"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert any("{{ $labels.plan }}" in a for a in annotations), "Prometheus templates must survive helm"
+    assert "* 60 > 3" in exprs["EmailplanSendFailures"]
+    docs = render(
+        helm_bin, "--set", "prometheusRule.enabled=true", "--set", "prometheusRule.failuresPerMinute=10"
+    )
+    assert "* 60 > 10" in rule_exprs(docs)["EmailplanSendFailures"]
+
+
+def test_every_metric_the_dashboard_and_alerts_read_is_exported(
+    observability_docs: list[dict[str, Any]],
+) -> None:
+    exported = exported_metrics()
+    relabelled = {"namespace", "plan"}  # added by the PodMonitor from the sender pods' labels
+    exprs = dashboard_exprs(observability_docs) + list(rule_exprs(observability_docs).values())
+    for expr in exprs:
+        for name, labels in promql_uses(expr):
+            assert name in exported, f"{name} (in {expr!r}) is not exported by any process"
+            assert labels <= exported[name] | relabelled, f"{name} has no label {labels - exported[name]}"
+
+
+def test_sender_pods_are_scraped_with_the_plan_label(observability_docs: list[dict[str, Any]]) -> None:
+    pm = one(observability_docs, "PodMonitor", "rel-emailplan-senders")
+    assert pm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "sender"
+    assert pm["spec"]["namespaceSelector"] == {"any": True}
+    relabel = pm["spec"]["podMetricsEndpoints"][0]["relabelings"]
+    assert {
+        "sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"],
+        "targetLabel": "plan",
+    } in relabel
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "grafanaDashboard:\n  enabled: yes-please\n",
+        "grafanaDashboard:\n  sidecarLabel: x\n",
+        "prometheusRule:\n  failuresPerMinute: -1\n",
+        "prometheusRule:\n  throttleFactorBelow: 2\n",
+    ],
+)
+def test_schema_checks_the_observability_values(helm_bin: str, tmp_path: Path, content: str) -> None:
+    values = tmp_path / "bad.yaml"
+    values.write_text(content)
+    proc = helm(helm_bin, "template", "rel", str(CHART), "-f", str(values), check=False)
+    assert proc.returncode != 0 and "values don't meet the specifications of the schema" in proc.stderr
+    assert content.split(":")[0] in proc.stderr
+
+
+def test_lint_with_observability_on(helm_bin: str) -> None:
+    proc = helm(helm_bin, "lint", str(CHART), "--strict", *OBSERVABILITY)
+    assert "0 chart(s) failed" in proc.stdout, proc.stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_api_support import ses_event
+from support.api import ses_event
 
 from emailplan.sender.sesevents import Kind, SesEventError, normalise, parse_ses_message
 

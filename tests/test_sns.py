@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from test_api_support import OTHER_TOPIC, TOPIC, Identity, confirmation, make_identity, notification
+from support.api import OTHER_TOPIC, TOPIC, Identity, confirmation, make_identity, notification
 
 from emailplan.sender import sns
 from emailplan.sender.settings import SenderSettings

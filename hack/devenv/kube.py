@@ -6,11 +6,14 @@ port and TLS from a throwaway CA, turns on RBAC and service-account tokens,
 writes an admin kubeconfig, waits until the ``default`` namespace exists and
 stops everything it started, also when the caller fails.
 
-Command line (for people and the demo)::
+Command line (for people poking at the cluster by hand)::
 
     python hack/devenv/kube.py up [--dir DIR]   # runs until Ctrl-C
     python hack/devenv/kube.py up --detach      # returns; state kept in DIR
     python hack/devenv/kube.py down [--dir DIR]
+
+``up`` installs the EmailPlan CRD and prints the ``KUBECONFIG`` to export and where the
+``helm`` built with the control plane is (it is not put on ``PATH``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from devenv.ports import free_port, wait_for
 from devenv.procs import spawn, stop
 
 BUILD_SCRIPT = Path(__file__).resolve().parent.parent / "controlplane" / "build.sh"
+CRD = Path(__file__).resolve().parents[2] / "crds" / "emailplan.yaml"
 SERVICE_CIDR = "10.96.0.0/16"
 
 
@@ -83,6 +87,11 @@ class KubeCluster:
             text=True,
             input=input,
         )
+
+    def install_crd(self, crd: Path = CRD) -> None:
+        """Apply the EmailPlan CRD and wait until the API serves it (idempotent)."""
+        self.kubectl("apply", "-f", str(crd))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/emailplans.emailplan.io")
 
     def start(self) -> KubeCluster:
         bins = self.bin_dir or controlplane_bin()
@@ -312,7 +321,12 @@ def main(argv: list[str] | None = None) -> int:
         # Children must outlive this process: start them without the death signal.
         os.environ["EMAILPLAN_DETACH"] = "1"
     cluster.start()
+    cluster.install_crd()
+    print(f"control plane ready at {cluster.server}; EmailPlan CRD installed", file=sys.stderr)
     print(f"export KUBECONFIG={cluster.kubeconfig}")
+    print(f'export PATH="{bins}:$PATH"   # helm (and etcd, kube-apiserver) built with the control plane')
+    stop_hint = f"python hack/devenv/kube.py down --dir {args.dir}" if args.detach else "Ctrl-C here"
+    print(f"then: kubectl get eplan -A; stop with {stop_hint}", file=sys.stderr)
     if args.detach:
         state.write_text(json.dumps({k: p.pid for k, p in cluster.procs.items()}))
         return 0

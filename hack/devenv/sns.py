@@ -1,25 +1,30 @@
-"""Helpers for the API tests: a test SNS signing identity and SES event builders.
+"""A local stand-in for SNS's signing: a throw-away key, its certificate over local HTTPS, signed messages.
 
-SNS messages are signed here exactly as SNS signs them, with a throw-away RSA
-key and a self-signed certificate served by a local HTTPS aiohttp server. The
-API under test trusts that server only through the explicit test settings
-(``sns_extra_trusted_cert_prefixes`` + ``sns_ca_file``). No tests live here.
+SNS signs every message with a key whose certificate it serves from an https URL; the API
+fetches that certificate and verifies the signature. Here a self-signed RSA key plays SNS's,
+a threaded HTTPS server on loopback serves its certificate, and ``notification`` builds
+messages signed exactly as SNS signs them. The API trusts this server only through its
+explicit test settings (``EMAILPLAN_SNS_EXTRA_TRUSTED_CERT_PREFIXES`` + ``EMAILPLAN_SNS_CA_FILE``,
+see ``api_env``). Used by the API tests, the e2e tests, the benchmarks and the demo (which
+simulates SES delivery, bounce and complaint notifications through the real signed path).
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import http.server
 import ipaddress
 import json
 import ssl
 import tempfile
+import threading
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -79,14 +84,46 @@ def make_identity(common_name: str = "127.0.0.1") -> Identity:
 
 
 class CertServer:
-    """Local HTTPS server that serves the signing certificate and records SubscribeURL hits."""
+    """The signing certificate over local HTTPS, in a thread; counts certificate fetches and
+    records the ``Token`` of every SubscribeURL visit (``/confirm``)."""
 
     def __init__(self, ident: Identity) -> None:
         self.ident = ident
         self.cert_hits = 0
         self.subscribe_hits: list[str] = []
-        self.runner: web.AppRunner | None = None
-        self.port = 0
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urllib.parse.urlsplit(self.path)
+                if url.path == "/SimpleNotificationService-test.pem":
+                    owner.cert_hits += 1
+                    self._answer(owner.ident.cert_pem, "application/x-pem-file")
+                elif url.path == "/confirm":
+                    owner.subscribe_hits.append(urllib.parse.parse_qs(url.query).get("Token", [""])[0])
+                    self._answer(b"<ConfirmSubscriptionResponse/>", "text/xml")
+                else:
+                    self.send_error(404)
+
+            def _answer(self, body: bytes, ctype: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: Any) -> None:
+                return
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(ident.cert_file, ident.key_file)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
 
     @property
     def prefix(self) -> str:
@@ -96,33 +133,21 @@ class CertServer:
     def cert_url(self) -> str:
         return f"{self.prefix}SimpleNotificationService-test.pem"
 
-    async def start(self) -> CertServer:
-        app = web.Application()
+    def api_env(self, topics: list[str] | None = None) -> dict[str, str]:
+        """What ``emailplan api`` needs to accept messages signed by this identity."""
+        return {
+            "EMAILPLAN_SNS_TOPIC_ARNS": json.dumps(topics or [TOPIC]),
+            "EMAILPLAN_SNS_EXTRA_TRUSTED_CERT_PREFIXES": json.dumps([self.prefix]),
+            "EMAILPLAN_SNS_CA_FILE": self.ident.cert_file,
+        }
 
-        async def cert(_: web.Request) -> web.Response:
-            self.cert_hits += 1
-            return web.Response(body=self.ident.cert_pem, content_type="application/x-pem-file")
-
-        async def subscribe(request: web.Request) -> web.Response:
-            self.subscribe_hits.append(request.query.get("Token", ""))
-            return web.Response(text="<ConfirmSubscriptionResponse/>", content_type="text/xml")
-
-        app.router.add_get("/SimpleNotificationService-test.pem", cert)
-        app.router.add_get("/confirm", subscribe)
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(self.ident.cert_file, self.ident.key_file)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=ctx)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    def start(self) -> CertServer:
+        self.thread.start()
         return self
 
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def sign(ident: Identity, fields: dict[str, Any], version: str = "1") -> dict[str, Any]:
@@ -239,138 +264,3 @@ def ses_event(
     if extra:
         doc.update(extra)
     return doc
-
-
-# --------------------------------------------------------------------------- live API fixtures
-
-API_KEY = "test-api-key-0123456789"
-TOKEN_KEY = "test-token-key-0123456789"
-HEADERS = {"x-api-key": API_KEY}
-
-
-class NullQueue:
-    """A work queue that accepts everything (the ledger's QueueSink) for tests without SQS."""
-
-    def __init__(self) -> None:
-        self.enqueued: list[list[int]] = []
-
-    async def enqueue(self, plan_id: uuid.UUID, batches: Any) -> None:
-        self.enqueued.extend(list(b) for b in batches)
-
-    async def purge(self, plan_id: uuid.UUID) -> None:
-        return None
-
-
-@dataclass
-class LiveApi:
-    """A real API server on loopback with a real database, plus what tests need around it."""
-
-    client: Any  # aiohttp.test_utils.TestClient
-    settings: Any
-    engine: Any
-    certs: CertServer
-    ident: Identity
-
-    def token(self, purpose: str, message_id: int, extra: str = "") -> str:
-        from emailplan.sender.tokens import make_token
-
-        return make_token(TOKEN_KEY.encode(), purpose, message_id, extra)
-
-    async def post_sns(self, doc: dict[str, Any] | bytes | str, **headers: str) -> Any:
-        body = doc if isinstance(doc, bytes | str) else json.dumps(doc)
-        return await self.client.post(
-            "/v1/events/result", data=body, headers={"Content-Type": "text/plain; charset=UTF-8", **headers}
-        )
-
-    async def counts(self, plan_id: uuid.UUID) -> dict[str, int]:
-        resp = await self.client.get(f"/v1/results/count/{plan_id}", headers=HEADERS)
-        assert resp.status == 200, await resp.text()
-        return dict(await resp.json())
-
-    async def scalar(self, sql: str, **params: Any) -> Any:
-        from sqlalchemy import text
-
-        async with self.engine.connect() as conn:
-            return (await conn.execute(text(sql), params)).scalar()
-
-
-async def start_api(database_url: str, ident: Identity, **overrides: Any) -> LiveApi:
-    from aiohttp.test_utils import TestClient, TestServer
-
-    from emailplan.sender.api.app import create_app
-    from emailplan.sender.db import make_engine
-    from emailplan.sender.settings import SenderSettings
-
-    with_aws = bool(overrides.pop("with_aws", False))
-    certs = await CertServer(ident).start()
-    values: dict[str, Any] = {
-        "database_url": database_url,
-        "token_key": TOKEN_KEY,
-        "api_key": API_KEY,
-        "sns_topic_arns": [TOPIC],
-        "sns_extra_trusted_cert_prefixes": [certs.prefix],
-        "sns_ca_file": ident.cert_file,
-        "open_flush_seconds": 0.2,
-        "db_pool_size": 5,
-        **overrides,
-    }
-    settings = SenderSettings(**values)
-    engine = make_engine(settings)
-    app = create_app(settings, engine=engine, with_aws=with_aws)
-    client = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    return LiveApi(client=client, settings=settings, engine=engine, certs=certs, ident=ident)
-
-
-async def stop_api(api: LiveApi) -> None:
-    await api.client.close()
-    await api.engine.dispose()
-    await api.certs.stop()
-
-
-async def make_plan(
-    api: LiveApi, emails: list[str], *, send: bool = True, sent_ago_seconds: float = 3600.0
-) -> tuple[uuid.UUID, dict[str, int], dict[str, str]]:
-    """A plan with recipients through the ledger; when ``send``, every message is recorded as sent.
-
-    Returns (plan id, {email: message id}, {email: SES message id}).
-    """
-    from sqlalchemy import text
-
-    from emailplan.sender import ledger
-
-    plan_id = uuid.uuid4()
-    await ledger.upsert_plan(
-        api.engine,
-        plan_id,
-        name="p",
-        namespace="ns",
-        spec={"from": "a@example.com", "subject": "s", "text": "t"},
-    )
-    rows = [(i + 1, {"email": e}) for i, e in enumerate(emails)]
-    result = await ledger.insert_recipients(api.engine, plan_id, rows)
-    assert result.accepted == len(emails), result
-    async with api.engine.connect() as conn:
-        ids = {
-            r[1]: int(r[0])
-            for r in (
-                await conn.execute(text("SELECT id, email FROM messages WHERE plan_id = :p"), {"p": plan_id})
-            ).all()
-        }
-    ses_ids: dict[str, str] = {}
-    if send:
-        await ledger.complete_recipients(api.engine, plan_id, NullQueue())
-        claimed = await ledger.claim(api.engine, plan_id, list(ids.values()), "test", 60)
-        assert len(claimed) == len(ids)
-        ses_ids = {e: f"ses-{uuid.uuid4().hex}" for e in ids}
-        await ledger.record_results(
-            api.engine,
-            plan_id,
-            [ledger.SendResult(id=mid, status="sent", ses_message_id=ses_ids[e]) for e, mid in ids.items()],
-        )
-        async with api.engine.begin() as conn:
-            await conn.execute(
-                text("UPDATE messages SET sent_at = now() - make_interval(secs => :s) WHERE plan_id = :p"),
-                {"s": sent_ago_seconds, "p": plan_id},
-            )
-    return plan_id, ids, ses_ids

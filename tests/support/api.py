@@ -1,0 +1,210 @@
+"""Helpers for the API tests: the API in-process on loopback against a real database.
+
+SNS signing (the test identity, its certificate server, signed notifications and SES
+events) lives in ``devenv.sns``, shared with the e2e tests, the benchmarks and the demo;
+it is re-exported here for the tests' convenience. No tests live here.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from devenv.sns import (
+    OTHER_TOPIC,
+    TOPIC,
+    CertServer,
+    Identity,
+    confirmation,
+    make_identity,
+    notification,
+    ses_event,
+    sign,
+)
+
+__all__ = [
+    "API_KEY",
+    "HEADERS",
+    "OTHER_TOPIC",
+    "PLAN",
+    "TOKEN_KEY",
+    "TOPIC",
+    "CertServer",
+    "Identity",
+    "LiveApi",
+    "NullQueue",
+    "confirmation",
+    "make_identity",
+    "make_plan",
+    "notification",
+    "put",
+    "ses_event",
+    "sign",
+    "start_api",
+    "stop_api",
+    "upload",
+]
+
+API_KEY = "test-api-key-0123456789"
+TOKEN_KEY = "test-token-key-0123456789"
+HEADERS = {"x-api-key": API_KEY}
+
+
+class NullQueue:
+    """A work queue that accepts everything (the ledger's QueueSink) for tests without SQS."""
+
+    def __init__(self) -> None:
+        self.enqueued: list[list[int]] = []
+
+    async def enqueue(self, plan_id: uuid.UUID, batches: Any) -> None:
+        self.enqueued.extend(list(b) for b in batches)
+
+    async def purge(self, plan_id: uuid.UUID) -> None:
+        return None
+
+
+@dataclass
+class LiveApi:
+    """A real API server on loopback with a real database, plus what tests need around it."""
+
+    client: Any  # aiohttp.test_utils.TestClient
+    settings: Any
+    engine: Any
+    certs: CertServer
+    ident: Identity
+
+    def token(self, purpose: str, message_id: int, extra: str = "") -> str:
+        from emailplan.sender.tokens import make_token
+
+        return make_token(TOKEN_KEY.encode(), purpose, message_id, extra)
+
+    async def post_sns(self, doc: dict[str, Any] | bytes | str, **headers: str) -> Any:
+        body = doc if isinstance(doc, bytes | str) else json.dumps(doc)
+        return await self.client.post(
+            "/v1/events/result", data=body, headers={"Content-Type": "text/plain; charset=UTF-8", **headers}
+        )
+
+    async def counts(self, plan_id: uuid.UUID) -> dict[str, int]:
+        resp = await self.client.get(f"/v1/results/count/{plan_id}", headers=HEADERS)
+        assert resp.status == 200, await resp.text()
+        return dict(await resp.json())
+
+    async def scalar(self, sql: str, **params: Any) -> Any:
+        from sqlalchemy import text
+
+        async with self.engine.connect() as conn:
+            return (await conn.execute(text(sql), params)).scalar()
+
+
+async def start_api(database_url: str, ident: Identity, **overrides: Any) -> LiveApi:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from emailplan.sender.api.app import create_app
+    from emailplan.sender.db import make_engine
+    from emailplan.sender.settings import SenderSettings
+
+    with_aws = bool(overrides.pop("with_aws", False))
+    certs = CertServer(ident).start()
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "token_key": TOKEN_KEY,
+        "api_key": API_KEY,
+        "sns_topic_arns": [TOPIC],
+        "sns_extra_trusted_cert_prefixes": [certs.prefix],
+        "sns_ca_file": ident.cert_file,
+        "open_flush_seconds": 0.2,
+        "db_pool_size": 5,
+        **overrides,
+    }
+    settings = SenderSettings(**values)
+    engine = make_engine(settings)
+    app = create_app(settings, engine=engine, with_aws=with_aws)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    return LiveApi(client=client, settings=settings, engine=engine, certs=certs, ident=ident)
+
+
+async def stop_api(api: LiveApi) -> None:
+    await api.client.close()
+    await api.engine.dispose()
+    api.certs.stop()
+
+
+async def make_plan(
+    api: LiveApi, emails: list[str], *, send: bool = True, sent_ago_seconds: float = 3600.0
+) -> tuple[uuid.UUID, dict[str, int], dict[str, str]]:
+    """A plan with recipients through the ledger; when ``send``, every message is recorded as sent.
+
+    Returns (plan id, {email: message id}, {email: SES message id}).
+    """
+    from sqlalchemy import text
+
+    from emailplan.sender import ledger
+
+    plan_id = uuid.uuid4()
+    await ledger.upsert_plan(
+        api.engine,
+        plan_id,
+        name="p",
+        namespace="ns",
+        spec={"from": "a@example.com", "subject": "s", "text": "t"},
+    )
+    rows = [(i + 1, {"email": e}) for i, e in enumerate(emails)]
+    result = await ledger.insert_recipients(api.engine, plan_id, rows)
+    assert result.accepted == len(emails), result
+    async with api.engine.connect() as conn:
+        ids = {
+            r[1]: int(r[0])
+            for r in (
+                await conn.execute(text("SELECT id, email FROM messages WHERE plan_id = :p"), {"p": plan_id})
+            ).all()
+        }
+    ses_ids: dict[str, str] = {}
+    if send:
+        await ledger.complete_recipients(api.engine, plan_id, NullQueue())
+        claimed = await ledger.claim(api.engine, plan_id, list(ids.values()), "test", 60)
+        assert len(claimed) == len(ids)
+        ses_ids = {e: f"ses-{uuid.uuid4().hex}" for e in ids}
+        await ledger.record_results(
+            api.engine,
+            plan_id,
+            [ledger.SendResult(id=mid, status="sent", ses_message_id=ses_ids[e]) for e, mid in ids.items()],
+        )
+        async with api.engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE messages SET sent_at = now() - make_interval(secs => :s) WHERE plan_id = :p"),
+                {"s": sent_ago_seconds, "p": plan_id},
+            )
+    return plan_id, ids, ses_ids
+
+
+# --------------------------------------------------------------------------- plan administration
+
+# A plan as the operator registers it (PUT /v1/plans/{planId}).
+PLAN = {
+    "name": "spring",
+    "namespace": "mail",
+    "from": "News <news@example.com>",
+    "replyTo": [],
+    "subject": "Hello {{ name }}",
+    "html": "<p>Hi {{ name }}</p>",
+    "text": None,
+    "ratePerSecond": 20,
+    "startAt": None,
+    "suspended": False,
+    "tracking": {"opens": True, "clicks": True},
+    "unsubscribe": {"enabled": True},
+    "ses": {"configurationSet": None, "tags": {}},
+}
+
+
+async def put(api: LiveApi, plan_id: uuid.UUID, body: Any) -> Any:
+    return await api.client.put(f"/v1/plans/{plan_id}", json=body, headers=HEADERS)
+
+
+async def upload(api: LiveApi, plan_id: uuid.UUID, body: bytes | Any, ctype: str) -> Any:
+    return await api.client.post(
+        f"/v1/plans/{plan_id}/recipients", data=body, headers={**HEADERS, "Content-Type": ctype}
+    )
