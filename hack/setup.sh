@@ -41,3 +41,4 @@ step "local Kubernetes control plane (etcd, kube-apiserver, kube-controller-mana
 BIN="$(bash hack/controlplane/build.sh | tail -1)"
 echo "$BIN" > .venv/controlplane-bin
 echo "ok: $BIN" >&2
+bash hack/node/setup.sh
