@@ -25,11 +25,15 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `devenv` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devenv.kube import KubeCluster, controlplane_bin
 from devenv.moto import MotoServer
@@ -100,8 +104,6 @@ class NodeMoto(MotoServer):
     """moto listening on every address of the node's namespace."""
 
     def start(self) -> NodeMoto:
-        import sys
-
         self.proc = spawn(
             [sys.executable, "-m", "moto.server", "-H", "0.0.0.0", "-p", str(self.port)],
             self.base / "moto.log",
@@ -240,6 +242,9 @@ state = "{self.base / "containerd-state"}"
   sandbox_image = "{self.images["PAUSE_IMAGE"]}"
   # A negative oom_score_adj (the sandbox asks for -998) is refused on this machine kind.
   restrict_oom_score_adj = true
+  # Pod network namespaces live under this run's state directory, not in /run/netns.
+  netns_mounts_under_state_dir = true
+  disable_apparmor = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   [{cri}.cni]
@@ -411,4 +416,36 @@ def _unmount_under(base: Path) -> None:
         subprocess.run(["umount", "-l", mount], capture_output=True)
 
 
-__all__ = ["NODE_IP", "NODE_NAME", "NodeCluster", "NodeError", "build_images"]
+def main() -> int:
+    """``python hack/node/cluster.py up``: start the node cluster and wait for Ctrl-C."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description="Run the one-node cluster of node mode (root).")
+    parser.add_argument("cmd", choices=["up"])
+    parser.parse_args()
+    cluster = NodeCluster().start()
+    assert cluster.kube is not None and cluster.postgres is not None and cluster.moto is not None
+    print(
+        f"""
+Node cluster running in network namespace {cluster.netns}; everything is reachable only inside it:
+
+  ip netns exec {cluster.netns} env KUBECONFIG={cluster.kube.kubeconfig} bash
+
+image:      {cluster.images["IMAGE"]}
+database:   {cluster.postgres.pod_url()}
+AWS (moto): {cluster.moto.pod_url()}
+logs:       {cluster.base}/*.log
+Ctrl-C stops it all."""
+    )
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
