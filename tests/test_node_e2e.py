@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from node.cluster import NodeCluster
 
 from devenv.postgres import pg_bin
-from node.cluster import NODE_IP, NodeCluster
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
 
@@ -77,8 +77,10 @@ class Node:
 
     def psql(self, sql: str) -> str:
         return subprocess.run(
-            [pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.postgres.port), "-U", self.postgres.user]
-            + ["-d", self.postgres.database, "-tA", "-c", sql],
+            [
+                *(pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.postgres.port)),
+                *("-U", self.postgres.user, "-d", self.postgres.database, "-tA", "-c", sql),
+            ],
             check=True,
             capture_output=True,
             text=True,
@@ -277,7 +279,7 @@ def test_plan_sent_by_sender_pods_on_the_kubelet(installed: Node) -> None:
         pods = node.pods(NS, sender)
         seen_sender.extend(p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running")
         status = node.json("get", "emailplans.emailplan.io", "node-launch", "-n", NS).get("status", {})
-        return status.get("phase") == "Completed"
+        return bool(status.get("phase") == "Completed")
 
     node.wait(completed, "EmailPlan node-launch Completed")
     status = node.json("get", "emailplans.emailplan.io", "node-launch", "-n", NS)["status"]

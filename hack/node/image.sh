@@ -40,9 +40,15 @@ IMAGE="localhost/emailplan:local-$KEY"
 ARCHIVE="$DIR/emailplan-$KEY.tar"
 if [ ! -s "$ARCHIVE" ]; then
   # pip inside the build uses the machine's package index (pip config or PIP_INDEX_URL).
+  # Same for its CA bundle: this machine kind reaches the index through a TLS-inspecting proxy
+  # whose CA is only in the machine's bundle, so that bundle is mounted into the build.
   index="${PIP_INDEX_URL:-$(pip3 config get global.index-url 2>/dev/null || true)}"
+  cert="${PIP_CERT:-$(pip3 config get global.cert 2>/dev/null || true)}"
   args=(--build-arg "PYTHON_IMAGE=$BASE")
   [ -n "$index" ] && args+=(--build-arg "PIP_INDEX_URL=$index")
+  if [ -n "$cert" ] && [ -f "$cert" ]; then
+    args+=(--volume "$(dirname "$(readlink -f "$cert")"):/run/host-ca:ro" --build-arg "PIP_CERT=/run/host-ca/$(basename "$(readlink -f "$cert")")")
+  fi
   log "project image: buildah bud $IMAGE (first run: several minutes; pip downloads the dependencies)"
   start=$SECONDS
   (cd "$ROOT" && "${B[@]}" bud --network host --layers=false --pull-never "${args[@]}" -t "$IMAGE" -f Dockerfile . 2>&1) |
