@@ -32,9 +32,10 @@ if [ ! -s "$PAUSE_ARCHIVE" ]; then
 fi
 
 BASE="$(bash "$ROOT/hack/node/base-image.sh" | tail -1)"
-# Key: the base image and every file the Dockerfile copies (the .dockerignore allow-list).
+# Key: the base image and every file the Dockerfile copies (the .dockerignore allow-list),
+# except README.md, which only becomes the package's long description.
 KEY="$(cd "$ROOT" && { echo "$BASE"; cat Dockerfile .dockerignore;
-  git ls-files -co --exclude-standard -- pyproject.toml README.md emailplan operator sender \
+  git ls-files -co --exclude-standard -- pyproject.toml emailplan operator sender \
     | grep -v -e '__pycache__' -e '\.pyc$' | sort | xargs sha1sum; } | sha1sum | cut -c1-12)"
 IMAGE="localhost/emailplan:local-$KEY"
 ARCHIVE="$DIR/emailplan-$KEY.tar"
@@ -56,9 +57,14 @@ if [ ! -s "$ARCHIVE" ]; then
   [ "${PIPESTATUS[0]}" = 0 ] || { log "buildah bud failed (rerun: cd $ROOT && buildah --storage-driver vfs bud --network host ${args[*]} .)"; exit 1; }
   "${B[@]}" push --quiet "$IMAGE" "oci-archive:$ARCHIVE.tmp:$IMAGE"
   mv "$ARCHIVE.tmp" "$ARCHIVE"
-  size="$("${B[@]}" inspect --type image --format '{{.Size}}' "$IMAGE" 2>/dev/null || echo '?')"
-  log "project image built in $((SECONDS - start)) s: $IMAGE, archive $(du -h "$ARCHIVE" | cut -f1)"
-  printf '%s\t%s\t%s\n' "$IMAGE" "$(stat -c %s "$ARCHIVE")" "$size" > "$ARCHIVE.size"
+  size="$("${B[@]}" images --noheading --format '{{.Size}}' "$IMAGE")"
+  log "project image built in $((SECONDS - start)) s: $IMAGE, $size unpacked, archive $(du -h "$ARCHIVE" | cut -f1)"
+  printf 'image=%s unpacked=%s archive_bytes=%s build_seconds=%s\n' "$IMAGE" "${size// /}" \
+    "$(stat -c %s "$ARCHIVE")" "$((SECONDS - start))" > "$ARCHIVE.size"
+  # The archive is the cache: drop the image and the builder stage from buildah's vfs storage,
+  # which keeps a full copy of every layer.
+  "${B[@]}" rmi "$IMAGE" >/dev/null 2>&1 || true
+  "${B[@]}" rmi --prune >/dev/null 2>&1 || true
 else
   log "project image cached: $IMAGE ($(du -h "$ARCHIVE" | cut -f1))"
 fi
