@@ -37,8 +37,8 @@ else
   echo "ok: dependencies unchanged since last install" >&2
 fi
 
+bash hack/node/setup.sh  # node mode (real Pods): packages, kubelet, images; see README
 step "local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, helm)"
 BIN="$(bash hack/controlplane/build.sh | tail -1)"
 echo "$BIN" > .venv/controlplane-bin
 echo "ok: $BIN" >&2
-bash hack/node/setup.sh

@@ -148,6 +148,7 @@ class NodeCluster:
                 raise NodeError(f"{bins / name} missing: run hack/node/setup.sh")
         self.images = self.images or build_images()
         self._enter_namespace()
+        self.base.chmod(0o755)  # PostgreSQL runs as an unprivileged user below this directory
         self.postgres = NodePostgres(base=self.base / "pg")
         self.postgres.base.mkdir(parents=True, exist_ok=True)
         self.postgres.start()

@@ -25,10 +25,21 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 echo "ok: containerd $(containerd --version | awk '{print $3}'), runc, buildah $(buildah --version | awk '{print $3}')" >&2
 
+# The images (pip downloads, vfs copies) and the Go build (CPU) overlap: the image build
+# runs in the background while the kubelet and friends compile.
+step "images in the background: Debian-made Python base, sandbox, project image (buildah, cached)"
+images_log="$(mktemp)"
+bash hack/node/image.sh > "$images_log" 2> >(sed -u 's/^/  /' >&2) &
+images_pid=$!
+
 step "kubelet, kube-scheduler, kube-proxy (built with the control plane, cached)"
 BIN="$(bash hack/controlplane/build.sh | tail -1)"
 for b in kubelet kube-scheduler kube-proxy; do [ -x "$BIN/$b" ] || { echo "missing $BIN/$b" >&2; exit 1; }; done
 echo "ok: $BIN" >&2
 
-step "images: Debian-made Python base, sandbox, project image (buildah, cached)"
-bash hack/node/image.sh | tail -1 | tr ' ' '\n' >&2
+step "waiting for the images"
+if ! wait "$images_pid"; then
+  echo "image build failed (see the [node] lines above)" >&2; exit 1
+fi
+tail -1 "$images_log" | tr ' ' '\n' >&2
+rm -f "$images_log"
