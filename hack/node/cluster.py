@@ -376,6 +376,7 @@ state = "{self.base / "containerd-state"}"
             _stop_all_containers(self.socket)
         for name in ("kube-proxy", "kube-scheduler", "containerd"):
             stop(self.procs.pop(name, None))
+        _kill_shims(self.socket)
         for part in (self.kube, self.moto, self.postgres):
             if part is not None:
                 part.stop()
@@ -405,6 +406,23 @@ def _stop_all_containers(socket: Path) -> None:
         if not running:
             break
         time.sleep(0.5)
+
+
+def _kill_shims(socket: Path) -> None:
+    """containerd's runc shims detach from it; end the ones that served this containerd."""
+    marker = str(socket).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"containerd-shim" in cmdline and marker in cmdline:
+            try:
+                os.kill(int(proc.name), 9)
+            except ProcessLookupError:
+                pass
 
 
 def _unmount_under(base: Path) -> None:
