@@ -148,6 +148,8 @@ class KubeCluster:
                 "--allow-privileged=true",
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
+                # The node's name does not resolve (no DNS): reach kubelets by their address.
+                *(["--kubelet-preferred-address-types=InternalIP"] if self.node_address else []),
                 "--v=0",
             ],
             self.base / "kube-apiserver.log",
