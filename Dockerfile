@@ -6,6 +6,12 @@
 #   docker build -t emailplan:0.1.0 .
 #   docker run --rm emailplan:0.1.0 --help
 #
+# PYTHON_IMAGE may be any image with Python 3.11+, pip and venv (hack/node builds one
+# from Debian packages with mmdebstrap: --build-arg PYTHON_IMAGE=localhost/emailplan-base:...).
+# PIP_INDEX_URL points the builder's pip at another package index (a mirror or proxy);
+# PIP_CERT at a CA bundle mounted into the build (a TLS-inspecting proxy), e.g.
+#   buildah bud -v /etc/ssl/certs:/run/host-ca:ro --build-arg PIP_CERT=/run/host-ca/ca-certificates.crt .
+#
 # Stage 1 builds a wheel (and the wheels of all dependencies) with the build tools;
 # stage 2 installs only those wheels into a virtualenv, without a compiler, without
 # pip caches and without the source tree.
@@ -13,6 +19,8 @@
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS builder
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG PIP_CERT
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1

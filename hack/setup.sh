@@ -90,4 +90,8 @@ control_plane() {
 [ -x /usr/local/go/bin/go ] && export PATH="$PATH:/usr/local/go/bin"
 step "system packages" system_packages
 step "python virtualenv (.venv, .[$EXTRA])" python_env
+# Node mode (real Pods: containerd, kubelet, images) is for the tests; the demo does not need it.
+if [ "$EXTRA" = dev ]; then
+  step "node mode: containerd, kubelet, scheduler, kube-proxy, images (cached)" bash hack/node/setup.sh
+fi
 step "local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, helm)" control_plane

@@ -182,3 +182,17 @@ def test_image_user_matches_the_chart_and_the_sender_pods(stages: list[Stage]) -
     values = yaml.safe_load((REPO / "charts" / "emailplan" / "values.yaml").read_text())
     assert values["podSecurityContext"]["runAsUser"] == uid
     assert values["podSecurityContext"]["runAsGroup"] == uid
+
+
+def test_base_image_is_a_build_argument_for_every_stage() -> None:
+    """The local build (hack/node/image.sh) swaps in a Debian-made base with --build-arg."""
+    args, stages = parse(DOCKERFILE.read_text())
+    assert args.get("PYTHON_IMAGE") == "python:3.11-slim", "users get the public slim image by default"
+    raw_froms = [line.split()[1] for line in DOCKERFILE.read_text().splitlines() if line.startswith("FROM ")]
+    assert raw_froms and all(base == "${PYTHON_IMAGE}" for base in raw_froms)
+
+
+def test_builder_pip_can_use_the_machines_index_and_ca(stages: list[Stage]) -> None:
+    """Behind a mirror or a TLS-inspecting proxy the builder's pip is pointed with build args."""
+    declared = {arg.partition("=")[0] for arg in stages[0].args("ARG")}
+    assert {"PIP_INDEX_URL", "PIP_CERT"} <= declared

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the local Kubernetes control plane (etcd, kube-apiserver,
-# kube-controller-manager) and helm from their Go modules.
+# kube-controller-manager), the node parts (kubelet, kube-scheduler, kube-proxy;
+# used by hack/node) and helm from their Go modules.
 #
 # Binaries are cached outside the repository, keyed by version, so a warm run
 # returns at once. Prints the bin directory on its last line.
@@ -46,7 +47,7 @@ gobuild() {
 
 build_etcd() {
   need etcd || { log "etcd $ETCD_VERSION cached"; return; }
-  log "building etcd $ETCD_VERSION (1/4)"
+  log "building etcd $ETCD_VERSION (1/$KUBE_STEPS)"
   local d="$WORK/etcd"
   rm -rf "$d"; mkdir -p "$d"
   cp "$HERE/etcd/main.go" "$d/"
@@ -56,8 +57,14 @@ build_etcd() {
     gobuild "$BIN/etcd.tmp.$$" . && mv "$BIN/etcd.tmp.$$" "$BIN/etcd")
 }
 
+# The k8s.io/kubernetes commands built from one module (tools.go). The module
+# directory is keyed by this list, so adding a command re-tidies once; the Go
+# build cache is shared, so only the new command's own packages compile.
+KUBE_CMDS="kube-apiserver kube-controller-manager kubelet kube-scheduler kube-proxy"
+KUBE_STEPS=$(( $(wc -w <<<"$KUBE_CMDS") + 2 ))
+
 prepare_kube() {
-  local d="$WORK/kube-$KUBE_VERSION"
+  local d="$WORK/kube-$KUBE_VERSION-$(printf '%s' "$KUBE_CMDS" | sha1sum | cut -c1-8)"
   if [ -f "$d/.ready" ]; then echo "$d"; return; fi
   rm -rf "$d"; mkdir -p "$d"
   log "resolving k8s.io/kubernetes $KUBE_VERSION and its staging modules"
@@ -82,16 +89,11 @@ for m in mods:
     print(f"\t{m} => {m} {staging}")
 print(")")
 PY
-  cat > "$d/tools.go" <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-)
-GO
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    for c in $KUBE_CMDS; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$c"; done
+    printf ')\n'
+  } > "$d/tools.go"
   (cd "$d" && go mod tidy >&2)
   touch "$d/.ready"
   echo "$d"
@@ -106,13 +108,13 @@ build_kube() {
   local ld="-s -w -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
   ld="$ld -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   ld="$ld -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
-  log "building $name $KUBE_VERSION ($step/4; a cold build takes several minutes on 2 cores)"
+  log "building $name $KUBE_VERSION ($step/$KUBE_STEPS; a cold build takes several minutes on 2 cores)"
   (cd "$d" && gobuild "$BIN/$name.tmp.$$" "k8s.io/kubernetes/cmd/$name" -ldflags "$ld" && mv "$BIN/$name.tmp.$$" "$BIN/$name")
 }
 
 build_helm() {
   need helm || { log "helm $HELM_VERSION cached"; return; }
-  log "building helm $HELM_VERSION (4/4)"
+  log "building helm $HELM_VERSION ($KUBE_STEPS/$KUBE_STEPS)"
   local d="$WORK/helm"
   rm -rf "$d"; mkdir -p "$d"
   (cd "$d" && go mod init emailplan.local/helm >/dev/null 2>&1 &&
@@ -122,8 +124,8 @@ build_helm() {
 }
 
 build_etcd
-build_kube kube-apiserver 2
-build_kube kube-controller-manager 3
+n=2
+for c in $KUBE_CMDS; do build_kube "$c" "$n"; n=$((n + 1)); done
 build_helm
 log "ready: $BIN"
 echo "$BIN"

@@ -63,6 +63,10 @@ class KubeCluster:
     controllers: str = "*"
     bin_dir: Path | None = None
     api_port: int = 0
+    # A non-loopback address (hack/node's network namespace): the API server then listens on
+    # every address of its namespace and advertises this one, so Pods reach it through the
+    # `kubernetes` Service and the API server reaches the kubelet for logs and exec.
+    node_address: str | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -109,7 +113,7 @@ class KubeCluster:
             "kube-apiserver",
             server=True,
             dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
-            ips=("127.0.0.1", "10.96.0.1"),
+            ips=("127.0.0.1", "10.96.0.1", *([self.node_address] if self.node_address else [])),
         )
         admin = pki.issue("admin", "emailplan-admin", org="system:masters")
         kcm = pki.issue("controller-manager", "system:kube-controller-manager")
@@ -138,8 +142,8 @@ class KubeCluster:
             [
                 str(bins / "kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={'0.0.0.0' if self.node_address else '127.0.0.1'}",
+                f"--advertise-address={self.node_address or '127.0.0.1'}",
                 f"--secure-port={self.api_port}",
                 f"--cert-dir={self.base / 'pki'}",
                 f"--tls-cert-file={serving[0]}",
@@ -153,6 +157,8 @@ class KubeCluster:
                 "--allow-privileged=true",
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
+                # The node's name does not resolve (no DNS): reach kubelets by their address.
+                *(["--kubelet-preferred-address-types=InternalIP"] if self.node_address else []),
                 "--v=0",
             ],
             self.base / "kube-apiserver.log",

@@ -68,7 +68,11 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* In-cluster URL of the data-plane API, used by the operator. */}}
 {{- define "emailplan.apiUrl" -}}
+{{- if .Values.api.service.clusterIP -}}
+{{- printf "http://%s:%d" .Values.api.service.clusterIP (int .Values.api.service.port) -}}
+{{- else -}}
 {{- printf "http://%s.%s.svc:%d" (include "emailplan.apiServiceName" .) .Release.Namespace (int .Values.api.service.port) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "emailplan.publicUrl" -}}

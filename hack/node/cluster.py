@@ -1,0 +1,461 @@
+"""A real one-node Kubernetes cluster in a network namespace of its own.
+
+Why a network namespace: the kubelet refuses a loopback node address, Pods need
+addresses of their own, and the workplace's network rule allows traffic only to
+loopback or to hosts inside namespaces the run created. So the run creates one
+(``ip netns add``), gives it the node address (``NODE_IP``, on the namespace's
+own loopback interface) and a bridge for the Pods (CNI), and starts every part inside it:
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler (Pods get bound),
+containerd + runc, the kubelet, kube-proxy (iptables mode: Service ClusterIPs
+work from Pods), PostgreSQL and moto (listening on the node address so Pods
+reach them). The namespace has no route out: nothing leaves it.
+
+The calling thread enters the namespace (``setns``) for as long as the cluster
+runs, so kubectl, helm and HTTP clients it starts talk to the parts directly;
+``stop()`` returns it to where it was.
+
+Images come from hack/node/image.sh (built with buildah, cached) and are
+imported into this containerd; Pods use ``imagePullPolicy: Never``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `devenv` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from devenv.kube import KubeCluster, controlplane_bin
+from devenv.moto import MotoServer
+from devenv.ports import free_port, wait_for
+from devenv.postgres import PostgresServer, pg_bin
+from devenv.procs import spawn, stop
+
+HERE = Path(__file__).resolve().parent
+NODE_IP = "172.31.213.1"
+POD_SUBNET = "10.88.0.0/24"
+NODE_NAME = "emailplan-node"
+CLONE_NEWNET = 0x40000000
+
+
+class NodeError(RuntimeError):
+    """The node could not start; the message names the part and quotes its log."""
+
+
+def _tail(path: Path, n: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return "(no log)"
+
+
+def _run(*argv: str) -> str:
+    proc = subprocess.run(list(argv), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise NodeError(f"{' '.join(argv)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+def _setns(fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        raise NodeError(f"setns failed: {os.strerror(ctypes.get_errno())}")
+
+
+def build_images() -> dict[str, str]:
+    """Build or reuse the sandbox and project images (hack/node/image.sh); KEY=VALUE of its last line."""
+    out = subprocess.run(["bash", str(HERE / "image.sh")], check=True, stdout=subprocess.PIPE, text=True)
+    last = out.stdout.strip().splitlines()[-1]
+    return dict(pair.split("=", 1) for pair in last.split())
+
+
+class NodePostgres(PostgresServer):
+    """PostgreSQL listening on every address of the node's namespace, trusting the Pod subnet."""
+
+    def _launch(self, ids: dict[str, object]) -> None:
+        hba = self.base / "data" / "pg_hba.conf"
+        line = f"host all all {POD_SUBNET} trust\n"
+        if line not in hba.read_text():
+            with hba.open("a") as f:
+                f.write(line)
+        argv = [pg_bin("postgres"), "-D", str(self.base / "data"), "-p", str(self.port), "-h", "*"]
+        argv += ["-k", str(self.base), "-c", "fsync=off", "-c", "max_connections=200"]
+        if ids:
+            argv = ["setpriv", f"--reuid={ids['user']}", f"--regid={ids['group']}", "--clear-groups", *argv]
+        self.proc = spawn(argv, self.base / "postgres.log")
+        wait_for(self._ready, 30, f"PostgreSQL on port {self.port}")
+
+    def pod_url(self) -> str:
+        """The asyncpg URL as Pods use it (the node address, not loopback)."""
+        return f"postgresql+asyncpg://{self.user}@{NODE_IP}:{self.port}/{self.database}"
+
+
+class NodeMoto(MotoServer):
+    """moto listening on every address of the node's namespace."""
+
+    def start(self) -> NodeMoto:
+        self.proc = spawn(
+            [sys.executable, "-m", "moto.server", "-H", "0.0.0.0", "-p", str(self.port)],
+            self.base / "moto.log",
+        )
+        wait_for(self._ready, 60, f"moto server on port {self.port}")
+        return self
+
+    def pod_url(self) -> str:
+        return f"http://{NODE_IP}:{self.port}"
+
+
+@dataclass
+class NodeCluster:
+    """Control plane, node and data stores in one fresh network namespace."""
+
+    base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="epnode-")))
+    netns: str = field(default_factory=lambda: "emailplan-" + uuid.uuid4().hex[:8])
+    images: dict[str, str] = field(default_factory=dict)
+    kube: KubeCluster | None = None
+    postgres: NodePostgres | None = None
+    moto: NodeMoto | None = None
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _home_ns: int | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.base / "containerd.sock"
+
+    def start(self) -> NodeCluster:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        t0 = time.monotonic()
+        bins = controlplane_bin()
+        for name in ("kubelet", "kube-scheduler", "kube-proxy"):
+            if not (bins / name).exists():
+                raise NodeError(f"{bins / name} missing: run hack/node/setup.sh")
+        self.images = self.images or build_images()
+        self._enter_namespace()
+        self.base.chmod(0o755)  # PostgreSQL runs as an unprivileged user below this directory
+        self.postgres = NodePostgres(base=self.base / "pg")
+        self.postgres.base.mkdir(parents=True, exist_ok=True)
+        self.postgres.start()
+        self.moto = NodeMoto(base=self.base / "moto")
+        self.moto.base.mkdir(parents=True, exist_ok=True)
+        self.moto.start()
+        self.kube = KubeCluster(base=self.base / "kube", bin_dir=bins, node_address=NODE_IP)
+        self.kube.base.mkdir(parents=True, exist_ok=True)
+        self.kube.start()
+        self._start_containerd()
+        self._start_scheduler(bins)
+        self._start_kube_proxy(bins)
+        self._start_kubelet(bins)
+        wait_for(self._node_ready, 120, f"node {NODE_NAME} Ready")
+        print(f"[node] cluster ready in {time.monotonic() - t0:.0f} s (netns {self.netns}, dir {self.base})")
+
+    # --- network namespace -------------------------------------------------------------------
+
+    def _enter_namespace(self) -> None:
+        _run("ip", "netns", "add", self.netns)
+        ns = ("ip", "-n", self.netns)
+        _run(*ns, "link", "set", "lo", "up")
+        # The node address sits on the namespace's own loopback interface (this VM kernel has no
+        # dummy interfaces); it is not a 127/8 address, so the kubelet accepts it. There is no
+        # default route: nothing outside the namespace is reachable from it.
+        _run(*ns, "addr", "add", f"{NODE_IP}/32", "dev", "lo")
+        _run("ip", "netns", "exec", self.netns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        self._home_ns = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        fd = os.open(f"/run/netns/{self.netns}", os.O_RDONLY)
+        try:
+            _setns(fd)
+        finally:
+            os.close(fd)
+
+    def _leave_namespace(self) -> None:
+        if self._home_ns is not None:
+            _setns(self._home_ns)
+            os.close(self._home_ns)
+            self._home_ns = None
+        subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True)
+
+    # --- parts -----------------------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        self.procs[name] = spawn(argv, self.base / f"{name}.log")
+
+    def _alive(self, name: str) -> bool:
+        proc = self.procs[name]
+        if proc.poll() is not None:
+            raise NodeError(f"{name} exited with {proc.returncode}:\n{_tail(self.base / f'{name}.log')}")
+        return True
+
+    def _start_containerd(self) -> None:
+        cni = self.base / "cni"
+        cni.mkdir()
+        (cni / "10-emailplan.conflist").write_text(
+            json.dumps(
+                {
+                    "cniVersion": "1.0.0",
+                    "name": "emailplan",
+                    "plugins": [
+                        {
+                            "type": "bridge",
+                            "bridge": "cni0",
+                            "isGateway": True,
+                            "ipMasq": False,
+                            "hairpinMode": True,
+                            "ipam": {
+                                "type": "host-local",
+                                "ranges": [[{"subnet": POD_SUBNET}]],
+                                "routes": [{"dst": "0.0.0.0/0"}],
+                                "dataDir": str(self.base / "cni-ipam"),
+                            },
+                        },
+                        {"type": "portmap", "capabilities": {"portMappings": True}},
+                    ],
+                }
+            )
+        )
+        cri = 'plugins."io.containerd.grpc.v1.cri"'
+        config = self.base / "containerd.toml"
+        config.write_text(
+            f"""version = 2
+root = "{self.base / "containerd-root"}"
+state = "{self.base / "containerd-state"}"
+[grpc]
+  address = "{self.socket}"
+[ttrpc]
+  address = "{self.socket}.ttrpc"
+[{cri}]
+  sandbox_image = "{self.images["PAUSE_IMAGE"]}"
+  # A negative oom_score_adj (the sandbox asks for -998) is refused on this machine kind.
+  restrict_oom_score_adj = true
+  # Pod network namespaces live under this run's state directory, not in /run/netns.
+  netns_mounts_under_state_dir = true
+  disable_apparmor = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [{cri}.cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni}"
+  [{cri}.containerd]
+    default_runtime_name = "runc"
+    [{cri}.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [{cri}.containerd.runtimes.runc.options]
+        SystemdCgroup = false
+"""
+        )
+        self._spawn("containerd", ["containerd", "--config", str(config)])
+        wait_for(lambda: self._alive("containerd") and self.socket.exists(), 60, "containerd socket")
+        for archive in (self.images["PAUSE_ARCHIVE"], self.images["IMAGE_ARCHIVE"]):
+            self.ctr("images", "import", archive)
+
+    def ctr(self, *args: str) -> str:
+        return _run("ctr", "--address", str(self.socket), "-n", "k8s.io", *args)
+
+    def _admin_kubeconfig(self) -> str:
+        assert self.kube is not None
+        return str(self.kube.kubeconfig)
+
+    def _start_scheduler(self, bins: Path) -> None:
+        kc = self._admin_kubeconfig()
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(bins / "kube-scheduler"),
+                f"--kubeconfig={kc}",
+                f"--authentication-kubeconfig={kc}",
+                f"--authorization-kubeconfig={kc}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                "--leader-elect=false",
+            ],
+        )
+
+    def _start_kube_proxy(self, bins: Path) -> None:
+        config = self.base / "kube-proxy.yaml"
+        config.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+                    "kind": "KubeProxyConfiguration",
+                    "clientConnection": {"kubeconfig": self._admin_kubeconfig()},
+                    "mode": "iptables",
+                    "hostnameOverride": NODE_NAME,
+                    "clusterCIDR": POD_SUBNET,
+                    "healthzBindAddress": f"127.0.0.1:{free_port()}",
+                    "metricsBindAddress": f"127.0.0.1:{free_port()}",
+                    # Pod -> ClusterIP -> Pod on the same bridge: SNAT makes the reply come back
+                    # through the node, so it is un-NATed without br_netfilter.
+                    "iptables": {"masqueradeAll": True},
+                    # conntrack sysctls are global on this kernel: leave them alone.
+                    "conntrack": {
+                        "maxPerCore": 0,
+                        "min": 0,
+                        "tcpEstablishedTimeout": "0s",
+                        "tcpCloseWaitTimeout": "0s",
+                    },
+                }
+            )
+        )
+        self._spawn("kube-proxy", [str(bins / "kube-proxy"), f"--config={config}"])
+
+    def _start_kubelet(self, bins: Path) -> None:
+        config = self.base / "kubelet.yaml"
+        resolv = self.base / "resolv.conf"
+        resolv.write_text("options ndots:1\n")
+        config.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "kubelet.config.k8s.io/v1beta1",
+                    "kind": "KubeletConfiguration",
+                    "cgroupDriver": "cgroupfs",
+                    "cgroupsPerQOS": False,
+                    "enforceNodeAllocatable": [],
+                    "failSwapOn": False,
+                    "containerRuntimeEndpoint": f"unix://{self.socket}",
+                    "address": NODE_IP,
+                    "readOnlyPort": 0,
+                    "healthzBindAddress": "127.0.0.1",
+                    "healthzPort": free_port(),
+                    "evictionHard": {},
+                    "imageGCHighThresholdPercent": 100,
+                    "resolvConf": str(resolv),
+                    "podLogsDir": str(self.base / "pod-logs"),
+                    # The API server reaches the kubelet for `kubectl logs`/`exec` without a client
+                    # certificate; the kubelet listens only inside this namespace.
+                    "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
+                    "authorization": {"mode": "AlwaysAllow"},
+                }
+            )
+        )
+        self._spawn(
+            "kubelet",
+            [
+                str(bins / "kubelet"),
+                f"--config={config}",
+                f"--kubeconfig={self._admin_kubeconfig()}",
+                f"--hostname-override={NODE_NAME}",
+                f"--node-ip={NODE_IP}",
+                f"--root-dir={self.base / 'kubelet'}",
+                f"--cert-dir={self.base / 'kubelet-pki'}",
+                "--v=1",
+            ],
+        )
+
+    def _node_ready(self) -> bool:
+        for name in self.procs:
+            self._alive(name)
+        assert self.kube is not None
+        out = self.kube.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
+        if out.returncode != 0:
+            return False
+        conditions = json.loads(out.stdout)["status"].get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n}.log ---\n{_tail(self.base / f'{n}.log', 1500)}" for n in self.procs)
+
+    def stop(self) -> None:
+        """Stop every part; containers first (the kubelet's Pods), the namespace last."""
+        stop(self.procs.pop("kubelet", None))
+        if "containerd" in self.procs and self.socket.exists():
+            _stop_all_containers(self.socket)
+        for name in ("kube-proxy", "kube-scheduler", "containerd"):
+            stop(self.procs.pop(name, None))
+        _kill_shims(self.socket)
+        for part in (self.kube, self.moto, self.postgres):
+            if part is not None:
+                part.stop()
+        _unmount_under(self.base)
+        self._leave_namespace()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _stop_all_containers(socket: Path) -> None:
+    """Kill every container task of this containerd (the kubelet does not stop Pods when it exits)."""
+    ctr = ["ctr", "--address", str(socket), "-n", "k8s.io", "tasks"]
+    for task in subprocess.run([*ctr, "ls", "-q"], capture_output=True, text=True).stdout.split():
+        subprocess.run([*ctr, "kill", "-s", "SIGKILL", task], capture_output=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if "RUNNING" not in subprocess.run([*ctr, "ls"], capture_output=True, text=True).stdout:
+            return
+        time.sleep(0.5)
+
+
+def _kill_shims(socket: Path) -> None:
+    """containerd's runc shims detach from it; end the ones that served this containerd."""
+    marker = str(socket).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"containerd-shim" in cmdline and marker in cmdline:
+            try:
+                os.kill(int(proc.name), 9)
+            except ProcessLookupError:
+                pass
+
+
+def _unmount_under(base: Path) -> None:
+    """Unmount what containerd and the kubelet left mounted below ``base`` (deepest first)."""
+    mounts = [
+        line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines() if str(base) in line
+    ]
+    for mount in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", mount], capture_output=True)
+
+
+def main() -> int:
+    """``python hack/node/cluster.py up``: start the node cluster and wait for Ctrl-C."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description="Run the one-node cluster of node mode (root).")
+    parser.add_argument("cmd", choices=["up"])
+    parser.parse_args()
+    cluster = NodeCluster().start()
+    assert cluster.kube is not None and cluster.postgres is not None and cluster.moto is not None
+    print(
+        f"""
+Node cluster running in network namespace {cluster.netns}; everything is reachable only inside it:
+
+  ip netns exec {cluster.netns} env KUBECONFIG={cluster.kube.kubeconfig} bash
+
+image:      {cluster.images["IMAGE"]}
+database:   {cluster.postgres.pod_url()}
+AWS (moto): {cluster.moto.pod_url()}
+logs:       {cluster.base}/*.log
+Ctrl-C stops it all."""
+    )
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
