@@ -11,10 +11,10 @@ from typing import Any
 
 import yaml
 
-from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND
-from emailplan.operator.decide import Phase
 from emailplan.contract.addresses import ADDRESS_RULES
 from emailplan.contract.headers import HEADER_VALUE_PATTERN
+from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND
+from emailplan.operator.decide import Phase
 
 # Admission refuses what can never be sent: control characters (CR/LF would start
 # a new header), a local part over 64 characters (RFC 5321). The operator and the

@@ -9,6 +9,7 @@ Deployments, and the emails moto received.
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.error
 import urllib.request

@@ -10,14 +10,13 @@ suspension travels only in the plan's ``suspended`` field. All ledger rules
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from datetime import UTC, datetime
 from typing import TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from emailplan.contract.plans import (
     LoadFailure,
@@ -33,7 +32,7 @@ from emailplan.contract.plans import (
 from emailplan.contract.recipients import ListError, ListFormat
 from emailplan.sender import ledger
 from emailplan.sender.api import jsonbody, metrics, s3load
-from emailplan.sender.api.errors import ApiError, read_body
+from emailplan.sender.api.errors import ApiError
 from emailplan.sender.api.state import ApiState, state_of
 from emailplan.sender.api.stats import plan_id_of
 from emailplan.sender.api.uploads import TooLarge, read_rows
