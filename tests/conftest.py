@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from support.e2e import Stack, start_stack
 
 from devenv.kube import KubeCluster
 from devenv.moto import MotoServer
@@ -151,3 +152,20 @@ async def api(migrated: str, ident):  # type: ignore[no-untyped-def]
         yield live
     finally:
         await stop_api(live)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    request: pytest.FixtureRequest,
+    crd_installed: KubeCluster,
+    postgres: PostgresServer,
+    moto_server: MotoServer,
+) -> Iterator[Stack]:
+    """The local stack (API, operator, pod runner) of one test module, on the shared servers."""
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
+    st = start_stack(crd_installed, postgres, moto_server, f"emailplan-{module}-")
+    try:
+        yield st
+    finally:
+        st.stop()
+        print(f"e2e logs kept in {st.base}")

@@ -13,28 +13,15 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from support.e2e import API_KEY, Stack, apply_list, done, plan_yaml, start_stack
+from support.e2e import API_KEY, Stack, apply_list, done, plan_yaml
 
-from devenv.kube import KubeCluster
-from devenv.moto import MotoServer
 from devenv.ports import wait_for
 from devenv.postgres import PostgresServer
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def stack(crd_installed: KubeCluster, postgres: PostgresServer, moto_server: MotoServer) -> Iterator[Stack]:
-    st = start_stack(crd_installed, postgres, moto_server, "emailplan-e2e-op-")
-    try:
-        yield st
-    finally:
-        st.stop()
-        print(f"e2e logs kept in {st.base}")
 
 
 # --- tests ------------------------------------------------------------------------------------------

@@ -31,12 +31,13 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
-from test_api_support import HEADERS, LiveApi, make_plan, notification, ses_event, start_api, stop_api
-from test_e2e_operator import Stack, plan_yaml, stack  # noqa: F401 - the e2e stack fixture
+from support.api import HEADERS, LiveApi, make_plan, start_api, stop_api
+from support.e2e import Stack, plan_yaml
 
 from devenv.kube import KubeCluster
 from devenv.moto import MotoServer
 from devenv.ports import free_port
+from devenv.sns import notification, ses_event
 
 EXE = str(Path(sys.executable).with_name("emailplan"))
 SENDER = "news@example.com"
@@ -316,7 +317,7 @@ def test_case5_names_built_from_a_long_plan_name_are_valid_and_distinct() -> Non
 
 @pytest.mark.kube
 @pytest.mark.slow
-def test_case5_a_plan_with_a_253_character_name_is_sent(stack: Stack, namespace: str) -> None:  # noqa: F811
+def test_case5_a_plan_with_a_253_character_name_is_sent(stack: Stack, namespace: str) -> None:
     """The longest name Kubernetes allows: the operator's Deployment is valid and the plan completes."""
     name = "long-" + "n" * 248
     marker = f"{namespace}-long"
