@@ -25,6 +25,7 @@ import asyncio
 import collections
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -435,15 +436,10 @@ def report(runs: dict[str, list[Run]], args: argparse.Namespace, started: str) -
 
 
 def write_section(path: Path, section: str) -> None:
-    """Replace (or add) the '## Faults' section of docs/benchmarks.md, keeping other sections."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    start = text.find("## Faults")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + ("\n" + text[end + 1 :] if end >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
+    """Put the '## Faults' section last in docs/benchmarks.md, replacing an older one."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    others = [part for part in re.split(r"(?m)^(?=## )", text) if not part.startswith("## Faults")]
+    path.write_text("".join(others).rstrip() + "\n\n" + section)
 
 
 async def main_async(args: argparse.Namespace) -> None:

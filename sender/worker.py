@@ -165,10 +165,20 @@ class Worker:
                 await self.refresh_plan()
                 if not self.sendable():
                     await self.release_parked(drain=True)
+                else:
+                    self.unpark()
             except OUTAGE as exc:
                 self.db_away()
                 log.warning("cannot read plan, retrying", extra={"error": type(exc).__name__})
             await pause(self.stopping, 1.0)
+
+    def unpark(self) -> None:
+        """Sendable again before the plan loop saw the pause (a suspend shorter than a second, or
+        SES back): messages parked meanwhile go back to the send slots instead of waiting forever."""
+        parked, self.parked = self.parked, []
+        for held in parked:
+            if held.claimed.id in self.leases:
+                self.sendq.put_nowait(held)
 
     def db_away(self) -> None:
         self.db_ok_since = None

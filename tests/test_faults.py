@@ -134,6 +134,11 @@ async def test_suspend_and_resume_three_times_sends_everyone_once(
         await asyncio.sleep(1.0)
         assert len(raw_sent(aws)) == paused["sent"], "sent while suspended"
         await ledger.resume_plan(engine, plan_id)
+    for _ in range(3):  # pauses shorter than the pods' one-second look at the plan
+        await ledger.suspend_plan(engine, plan_id)
+        await asyncio.sleep(0.3)
+        await ledger.resume_plan(engine, plan_id)
+        await asyncio.sleep(0.5)
     await wait_exit(pods, workers, 600)
 
     to = collections.Counter(addressee(m) for m in received(aws))
