@@ -110,9 +110,8 @@ def process_count(requested: int, cpu_limit: float | None, usable_cores: int) ->
     up (a 1.5-CPU limit is better used by two processes than one), never more than
     the cores the process can run on nor ``AUTO_MAX_PROCESSES``. A pod without a
     CPU limit runs one process: it was promised only its CPU request, and every
-    extra process polls the queue and the ledger on its own (with eight processes
-    at 14/s, the 4-pod rate benchmark held 0.31 of the rate where one process per
-    pod held 0.996; docs/benchmarks.md).
+    extra process polls the queue and the ledger on its own (docs/benchmarks.md:
+    two processes per pod never held a plan's rate better than one on a busy machine).
     """
     if requested > 0:
         return requested
