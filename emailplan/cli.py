@@ -108,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="sender processes in this pod, sharing the plan through the ledger (default: "
-        "$EMAILPLAN_WORKER_PROCESSES, else the pod's CPU limit, else the usable cores, at most 8 "
-        "automatically; 0 means that default)",
+        "$EMAILPLAN_WORKER_PROCESSES, else the pod's CPU limit rounded up, at most 8; one without "
+        "a limit; 0 means that default)",
     )
     wk.set_defaults(func=_run("emailplan.sender.pod:main"))
 

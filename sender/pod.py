@@ -2,8 +2,8 @@
 
 One Python process uses one core; a pod with a 2-CPU limit that runs one worker
 leaves half of what it pays for idle. The supervisor starts N plain worker
-processes (the default is the pod's CPU limit read from the cgroup, else the
-cores this process may run on). They need nothing new to share the plan: each
+processes (the default is the pod's CPU limit read from the cgroup; one process
+when the pod has no limit). They need nothing new to share the plan: each
 is a worker with its own owner id, so the ledger claim gives every message to
 exactly one of them and the shared PostgreSQL bucket holds the plan's rate
 across all of them, exactly as it does across pods.
@@ -63,7 +63,7 @@ class PodSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="EMAILPLAN_", extra="ignore")
 
-    worker_processes: int = Field(0, ge=0, le=256)  # 0: the pod's CPU limit, else the usable cores
+    worker_processes: int = Field(0, ge=0, le=256)  # 0: the pod's CPU limit (1 without a limit)
     metrics_port: int = 9102
     shutdown_grace_seconds: float = 20.0
 
@@ -106,16 +106,18 @@ def cgroup_cpu_limit(root: Path = CGROUP) -> float | None:
 def process_count(requested: int, cpu_limit: float | None, usable_cores: int) -> int:
     """How many worker processes to run.
 
-    An explicit request wins. Otherwise one per CPU of the limit, rounded up (a
-    1.5-CPU limit is better used by two processes than one), never more than the
-    cores the process can run on nor ``AUTO_MAX_PROCESSES``, at least one.
+    An explicit request wins. Otherwise one per CPU of the pod's CPU limit, rounded
+    up (a 1.5-CPU limit is better used by two processes than one), never more than
+    the cores the process can run on nor ``AUTO_MAX_PROCESSES``. A pod without a
+    CPU limit runs one process: it was promised only its CPU request, and every
+    extra process polls the queue and the ledger on its own (docs/benchmarks.md:
+    two processes per pod never held a plan's rate better than one on a busy machine).
     """
     if requested > 0:
         return requested
-    cores = max(1, min(usable_cores, AUTO_MAX_PROCESSES))
     if cpu_limit is None:
-        return cores
-    return max(1, min(cores, math.ceil(cpu_limit - 1e-9)))
+        return 1
+    return max(1, min(usable_cores, AUTO_MAX_PROCESSES, math.ceil(cpu_limit - 1e-9)))
 
 
 def usable_cores() -> int:
