@@ -354,7 +354,6 @@ columns = [
     col("Age", ".metadata.creationTimestamp", "date"),
     col("Delivered", ".status.delivered", priority=1),
     col("Bounced", ".status.bounced", priority=1),
-    col("SoftBounced", ".status.softBounced", priority=1),
     col("Complained", ".status.complained", priority=1),
     col("Clicked", ".status.clicked", priority=1),
     col("Unsubscribed", ".status.unsubscribed", priority=1),
