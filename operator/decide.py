@@ -75,6 +75,7 @@ class Observed:
     templates: Templates | None = None
     view: PlanView | None = None
     replicas: int = 0  # the Deployment's spec.replicas (0 when absent)
+    registered_here: bool = True  # False on this process's first pass: register once anyway
     backlog_per_replica: int = 100
     status_interval: float = 5.0
 
@@ -206,7 +207,7 @@ def decide(o: Observed) -> Decision:
     state = view.state if view is not None else None
     finished = state is not None and state.finished
     payload = payload_for(o, suspended)
-    if view is None or (not finished and view.payload() != payload):
+    if view is None or (not finished and (view.payload() != payload or not o.registered_here)):
         out.payload = payload
     out.load = None if finished else load_action(o)
     loaded = view is not None and view.recipients_loaded

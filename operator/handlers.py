@@ -49,6 +49,7 @@ class PlanMemory:
     rejected: tuple[int, str] | None = None  # (generation, why) the data plane refused the plan
     replicas: int | None = None  # spec.replicas of the Deployment as last set (None: no Deployment)
     deployment_observed: bool = False  # the Deployment was read once since this process started
+    registered: bool = False  # this process has PUT the plan (once after a restart or takeover)
     status: dict[str, Any] | None = None  # last status written
     interval: float = 5.0  # how long until the next pass (short while sending)
 
@@ -244,6 +245,7 @@ async def reconcile(ctx: Context, body: kopf.Body, mem: PlanMemory) -> None:
         templates=templates,
         view=view,
         replicas=mem.replicas or 0,
+        registered_here=mem.registered,
         backlog_per_replica=ctx.settings.backlog_per_replica,
         status_interval=ctx.settings.status_interval_seconds,
     )
@@ -255,6 +257,7 @@ async def reconcile(ctx: Context, body: kopf.Body, mem: PlanMemory) -> None:
     try:
         if decision.payload is not None:
             await ctx.dataplane.put_plan(uid, decision.payload)
+            mem.registered = True
             log.info("plan registered", extra={"plan": name, "namespace": namespace, "uid": uid})
     except DataPlaneRejected as exc:
         mem.rejected = (generation, f"the data plane refused the plan: {exc}")

@@ -172,6 +172,7 @@ def test_printer_columns_show_patched_status(crd_installed: KubeCluster, namespa
     row = dict(zip(header, wide[1].split(), strict=True))
     assert row["DELIVERED"] == "800" and row["BOUNCED"] == "7" and row["COMPLAINED"] == "1"
     assert row["CLICKED"] == "55" and row["REPLICAS"] == "2" and row["RATE"] == "14"
+    assert header[-1] == "MESSAGE"  # what the plan is doing or what is wrong, for -o wide
 
 
 def test_status_is_validated_too(crd_installed: KubeCluster, namespace: str) -> None:

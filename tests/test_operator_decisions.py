@@ -466,6 +466,8 @@ def test_spec_change_while_sending_is_one_put_and_fast_status() -> None:
     sending = view(counts={"total": 3000, "created": 2900, "sent": 100})
     out, status = run(observed(view=sending))
     assert out.payload is None and out.phase is Phase.SENDING and out.requeue_after == 1.0
+    # An operator that just started (or took over from its peer) registers once anyway.
+    assert decide(observed(view=sending, registered_here=False)).payload is not None
     out, status = run(observed(spec_patch={"rate": {"perSecond": 200}}, view=sending, status=status))
     assert out.payload is not None and out.payload.rate_per_second == 200 and out.replicas == 4
     idle = observed(view=view(state=PlanState.DONE, counts={"total": 300, "sent": 300}), status=status)
