@@ -313,9 +313,17 @@ def test_helm_upgrade_runs_the_hook_again_and_rolls_the_pods(installed: Node) ->
     assert release["version"] == 2 and release["info"]["status"] == "deployed"
     hooks = {h["name"]: h["last_run"]["phase"] for h in release.get("hooks", [])}
     assert hooks.get(f"{RELEASE}-migrate-2") == "Succeeded", hooks
-    after = node.pods(NS, "app.kubernetes.io/component=operator")
-    assert after and before.isdisjoint(p["metadata"]["name"] for p in after)
-    assert all(_ready(p) for p in after)
+    # The operator rolled: its old pod goes away (it may still be terminating when helm returns).
+    selector = "app.kubernetes.io/component=operator"
+
+    def rolled() -> bool:
+        pods = node.pods(NS, selector)
+        names = {p["metadata"]["name"] for p in pods}
+        return bool(pods) and before.isdisjoint(names) and all(_ready(p) for p in pods)
+
+    node.wait(rolled, "operator pods replaced by the upgrade")
+    env = node.pods(NS, selector)[0]["spec"]["containers"][0]["env"]
+    assert {"name": "EMAILPLAN_STATUS_INTERVAL_SECONDS", "value": "3"} in env
 
 
 def test_helm_uninstall_leaves_no_pod_and_keeps_the_crd(installed: Node) -> None:
