@@ -332,7 +332,12 @@ def test_helm_uninstall_leaves_no_pod_and_keeps_the_crd(installed: Node) -> None
     assert proc.returncode == 0, proc.stderr
     node.wait(lambda: not node.json("get", "pods", "-n", NS)["items"], "no pod left in the namespace")
     assert node.kubectl("get", "crd", "emailplans.emailplan.io", "-o", "name").strip()
-    assert node.json("get", "deployments", "-n", NS)["items"] == []
+    # The release's Deployments are gone. What stays is the EmailPlan (its CRD stays, so do the
+    # plans) with its sender Deployment, owned by the plan and scaled to zero since it completed.
+    left = node.json("get", "deployments", "-n", NS)["items"]
+    assert [d["metadata"]["labels"].get("app.kubernetes.io/component") for d in left] in ([], ["sender"])
+    assert all(d["spec"]["replicas"] == 0 for d in left)
+    assert all(d["metadata"]["ownerReferences"][0]["kind"] == "EmailPlan" for d in left)
     # The kubelet stopped every container it ran: containerd has no running task left.
     node.wait(
         lambda: "RUNNING" not in node.cluster.ctr("tasks", "ls"),
