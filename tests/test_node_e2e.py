@@ -198,14 +198,12 @@ def _install_args(node: Node, *extra: str) -> list[str]:
 def _verify_sender_domain(node: Node) -> None:
     import boto3
 
-    ses = boto3.client(
-        "ses",
-        endpoint_url=node.moto.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+    from devenv.moto import CREDENTIALS
+
+    session = boto3.Session(
+        CREDENTIALS["AWS_ACCESS_KEY_ID"], CREDENTIALS["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1"
     )
-    ses.verify_domain_identity(Domain="example.com")
+    session.client("ses", endpoint_url=node.moto.endpoint_url).verify_domain_identity(Domain="example.com")
 
 
 def _received(node: Node, marker: str) -> Counter[str]:
