@@ -186,7 +186,7 @@ def test_image_user_matches_the_chart_and_the_sender_pods(stages: list[Stage]) -
 
 def test_base_image_is_a_build_argument_for_every_stage() -> None:
     """The local build (hack/node/image.sh) swaps in a Debian-made base with --build-arg."""
-    args, _stages = parse(DOCKERFILE.read_text())
+    args, _ = parse(DOCKERFILE.read_text())
     assert args.get("PYTHON_IMAGE") == "python:3.11-slim", "users get the public slim image by default"
     raw_froms = [line.split()[1] for line in DOCKERFILE.read_text().splitlines() if line.startswith("FROM ")]
     assert raw_froms and all(base == "${PYTHON_IMAGE}" for base in raw_froms)

@@ -198,14 +198,12 @@ def _install_args(node: Node, *extra: str) -> list[str]:
 def _verify_sender_domain(node: Node) -> None:
     import boto3
 
-    ses = boto3.client(
-        "ses",
-        endpoint_url=node.moto.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+    from devenv.moto import CREDENTIALS
+
+    session = boto3.Session(
+        CREDENTIALS["AWS_ACCESS_KEY_ID"], CREDENTIALS["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1"
     )
-    ses.verify_domain_identity(Domain="example.com")
+    session.client("ses", endpoint_url=node.moto.endpoint_url).verify_domain_identity(Domain="example.com")
 
 
 def _received(node: Node, marker: str) -> Counter[str]:
@@ -313,9 +311,17 @@ def test_helm_upgrade_runs_the_hook_again_and_rolls_the_pods(installed: Node) ->
     assert release["version"] == 2 and release["info"]["status"] == "deployed"
     hooks = {h["name"]: h["last_run"]["phase"] for h in release.get("hooks", [])}
     assert hooks.get(f"{RELEASE}-migrate-2") == "Succeeded", hooks
-    after = node.pods(NS, "app.kubernetes.io/component=operator")
-    assert after and before.isdisjoint(p["metadata"]["name"] for p in after)
-    assert all(_ready(p) for p in after)
+    # The operator rolled: its old pod goes away (it may still be terminating when helm returns).
+    selector = "app.kubernetes.io/component=operator"
+
+    def rolled() -> bool:
+        pods = node.pods(NS, selector)
+        names = {p["metadata"]["name"] for p in pods}
+        return bool(pods) and before.isdisjoint(names) and all(_ready(p) for p in pods)
+
+    node.wait(rolled, "operator pods replaced by the upgrade")
+    env = node.pods(NS, selector)[0]["spec"]["containers"][0]["env"]
+    assert {"name": "EMAILPLAN_STATUS_INTERVAL_SECONDS", "value": "3"} in env
 
 
 def test_helm_uninstall_leaves_no_pod_and_keeps_the_crd(installed: Node) -> None:
@@ -324,7 +330,12 @@ def test_helm_uninstall_leaves_no_pod_and_keeps_the_crd(installed: Node) -> None
     assert proc.returncode == 0, proc.stderr
     node.wait(lambda: not node.json("get", "pods", "-n", NS)["items"], "no pod left in the namespace")
     assert node.kubectl("get", "crd", "emailplans.emailplan.io", "-o", "name").strip()
-    assert node.json("get", "deployments", "-n", NS)["items"] == []
+    # The release's Deployments are gone. What stays is the EmailPlan (its CRD stays, so do the
+    # plans) with its sender Deployment, owned by the plan and scaled to zero since it completed.
+    left = node.json("get", "deployments", "-n", NS)["items"]
+    assert [d["metadata"]["labels"].get("app.kubernetes.io/component") for d in left] in ([], ["sender"])
+    assert all(d["spec"]["replicas"] == 0 for d in left)
+    assert all(d["metadata"]["ownerReferences"][0]["kind"] == "EmailPlan" for d in left)
     # The kubelet stopped every container it ran: containerd has no running task left.
     node.wait(
         lambda: "RUNNING" not in node.cluster.ctr("tasks", "ls"),
