@@ -11,9 +11,12 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
+import boto3
 import pytest
 from support.e2e import Stack, start_stack
+from support.worker import Workers
 
 from devenv.kube import KubeCluster
 from devenv.moto import MotoServer
@@ -169,3 +172,17 @@ def stack(
     finally:
         st.stop()
         print(f"e2e logs kept in {st.base}")
+
+
+@pytest.fixture
+def ses_identity(aws: MotoServer) -> None:
+    boto3.client("ses", endpoint_url=aws.endpoint_url).verify_email_identity(EmailAddress="news@example.com")
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    ws = Workers(tmp_path)
+    try:
+        yield ws
+    finally:
+        ws.stop_all()

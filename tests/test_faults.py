@@ -19,7 +19,7 @@ from pathlib import Path
 import boto3
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from test_sender_worker import (
+from support.worker import (
     Workers,
     addressee,
     emails,

@@ -12,7 +12,7 @@ from typing import Any
 
 import lupa
 import pytest
-from test_operator_decisions import job, observed, view
+from support.decisions import job, observed, view
 
 from emailplan.contract.plans import LoadFailure, LoadFailureReason, LoadState, PlanState
 from emailplan.operator.decide import decide

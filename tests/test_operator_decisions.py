@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import email
 import email.policy
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from support.decisions import NOW, SPEC, job, observed, view
 
 from emailplan.contract.plans import (
     LoadFailure,
     LoadFailureReason,
-    LoadJob,
-    LoadSourceKind,
     LoadState,
     PlanState,
-    PlanView,
     RowProblem,
 )
 from emailplan.contract.recipients import first_recipient
@@ -31,7 +29,6 @@ from emailplan.operator.settings import OperatorSettings
 from emailplan.operator.validation import check_address, check_templates
 from emailplan.sender.rendering import compile_plan, render
 
-NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1)
 EARLIER = NOW - timedelta(hours=1)
 
@@ -308,60 +305,6 @@ def test_settings_secret_never_in_repr() -> None:
 
 
 # --- one pass, decided: observe -> decide -> apply (issue 9 #8) -------------------------------------
-
-SPEC: dict[str, Any] = {
-    "from": "A <a@example.com>",
-    "subject": "s",
-    "text": "t",
-    "rate": {"perSecond": 100},
-    "senders": {"perPodRate": 50, "maxReplicas": 4},
-    "recipients": {"s3": {"bucket": "lists", "key": "a.csv", "format": "csv"}},
-}
-PLAN_ID = "3f1c1b9e-0000-4000-8000-000000000001"
-
-
-def observed(**kw: Any) -> Observed:
-    spec = kw.pop("spec", None) or read_spec({**SPEC, **kw.pop("spec_patch", {})}, OperatorSettings())
-    args: dict[str, Any] = dict(
-        name="launch",
-        namespace="mail",
-        generation=kw.pop("generation", 1),
-        spec=spec,
-        status={},
-        now=NOW,
-        templates=Templates("s", None, "t"),
-        status_interval=5.0,
-    )
-    args.update(kw)
-    return Observed(**args)
-
-
-def view(
-    *,
-    state: PlanState = PlanState.READY,
-    loaded: bool = True,
-    suspended: bool = False,
-    counts: dict[str, int] | None = None,
-    load: LoadJob | None = None,
-    spec: dict[str, Any] | None = None,
-) -> PlanView:
-    """The plan view the data plane would answer after registering ``payload_for`` of the spec."""
-    o = observed(spec_patch=spec or {})
-    payload = payload_for(o, suspended=suspended)
-    return PlanView.model_validate(
-        {
-            **payload.model_dump(mode="json"),
-            "id": PLAN_ID,
-            "state": state,
-            "recipientsLoaded": loaded,
-            "counts": counts if counts is not None else {"total": 300, "created": 300},
-            "load": load,
-        }
-    )
-
-
-def job(state: LoadState, **kw: Any) -> LoadJob:
-    return LoadJob(state=state, source=LoadSourceKind.S3, updated_at=NOW, **kw)
 
 
 def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:

@@ -20,18 +20,16 @@ import aiohttp
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from test_sender_worker import (
+from support.worker import (
     EXE,
     Workers,
     addressee,
     emails,
     make_plan,
     received,
-    ses_identity,  # noqa: F401 - fixture
     wait_counts,
     wait_exit,
     worker_env,
-    workers,  # noqa: F401 - fixture
 )
 
 from devenv.moto import MotoServer
@@ -170,8 +168,8 @@ def pod_env(
     engine: AsyncEngine,
     migrated: str,
     aws: MotoServer,
-    ses_identity: None,  # noqa: F811 - the fixture imported above
-    workers: Workers,  # noqa: F811 - the fixture imported above
+    ses_identity: None,
+    workers: Workers,
 ) -> PodEnv:
     return PodEnv(engine, migrated, aws, workers)
 
