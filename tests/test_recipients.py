@@ -5,7 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from emailplan.contract.addresses import AddressError, normalize_address
 from emailplan.contract.recipients import (
     ListError,
     ListFormat,
@@ -142,3 +146,27 @@ def test_addresses_go_through_the_strict_contract_check() -> None:
 
 def test_format_names_accept_jsonl() -> None:
     assert ListFormat.parse("jsonl") is ListFormat.NDJSON and ListFormat.parse("CSV") is ListFormat.CSV
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.from_regex(
+        r"[a-zA-Z0-9._%+-]{0,70}@[a-zA-Z0-9.-]{0,30}(\.(test|local|[a-zA-Z0-9-]{1,8}))?", fullmatch=True
+    )
+    | st.text(alphabet="aZ09.-@+_xn", max_size=20)
+)
+def test_fast_address_path_agrees_with_the_full_validator(address: str) -> None:
+    """The shortcut for plain addresses accepts only what email-validator accepts, normalised alike."""
+    try:
+        fast = normalize_address(address)
+    except AddressError:
+        fast = None
+    try:
+        full: str | None = validate_email(
+            address, check_deliverability=False, allow_smtputf8=True, strict=True
+        ).normalized.lower()
+    except EmailNotValidError:
+        full = None
+    if len(address.rpartition("@")[0]) > 64 or len(address) > 254:
+        full = None
+    assert fast == full

@@ -11,9 +11,10 @@ not mail the same person twice.
 from __future__ import annotations
 
 import email.utils
+import re
 from typing import Annotated
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 from emailplan.contract.headers import checked_by, header_problem
 
@@ -27,6 +28,21 @@ ADDRESS_RULES = (
     f"{MAX_ADDRESS} in all (RFC 5321)."
 )
 """The rule in words, for the CRD, the OpenAPI document and the CLI help (one text, one place)."""
+
+
+# The shape of nearly every address on a real list: a plain ASCII dot-atom before the @,
+# letter-digit-hyphen labels after it, an alphabetic top-level domain, no "--" (punycode).
+# For these the full validator (about 80 % of a million-row load) can only agree; a test
+# checks that it does. Everything else takes the full path.
+_PLAIN = re.compile(
+    r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,63})"
+)
+
+
+def _plain(text: str) -> bool:
+    found = _PLAIN.fullmatch(text)
+    return bool(found) and "--" not in text and found.group(1).lower() not in SPECIAL_USE_DOMAIN_NAMES
 
 
 class AddressError(ValueError):
@@ -46,6 +62,8 @@ def normalize_address(value: str) -> str:
     local, _, _ = text.rpartition("@")
     if len(local) > MAX_LOCAL_PART:
         raise AddressError(f"the part before @ is longer than {MAX_LOCAL_PART} characters")
+    if _plain(text):
+        return text.lower()
     try:
         checked = validate_email(text, check_deliverability=False, allow_smtputf8=True, strict=True)
     except EmailNotValidError as exc:
