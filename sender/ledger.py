@@ -284,30 +284,6 @@ async def set_rate(engine: AsyncEngine, plan_id: uuid.UUID, rate_per_second: flo
             raise PlanNotFoundError(str(plan_id))
 
 
-async def suspend_plan(engine: AsyncEngine, plan_id: uuid.UUID) -> PlanView:
-    """Pause sending: workers stop claiming; held messages finish; queue work stays for resume."""
-    async with engine.begin() as conn:
-        row = await _plan_row(conn, plan_id, lock=True)
-        if row["state"] in ("loading", "ready"):
-            await conn.execute(
-                text("UPDATE plans SET state = 'suspended', updated_at = now() WHERE id = :p"), {"p": plan_id}
-            )
-        return _view(await _plan_row(conn, plan_id), await _counts(conn, plan_id))
-
-
-async def resume_plan(engine: AsyncEngine, plan_id: uuid.UUID) -> PlanView:
-    """Undo ``suspend_plan``: back to ``ready`` (or ``loading`` if the list is not complete)."""
-    async with engine.begin() as conn:
-        row = await _plan_row(conn, plan_id, lock=True)
-        if row["state"] == "suspended":
-            state = "ready" if row["recipients_complete"] else "loading"
-            await conn.execute(
-                text("UPDATE plans SET state = :s, updated_at = now() WHERE id = :p"),
-                {"s": state, "p": plan_id},
-            )
-        return _view(await _plan_row(conn, plan_id), await _counts(conn, plan_id))
-
-
 async def stop_plan(engine: AsyncEngine, plan_id: uuid.UUID, queue: QueueSink | None = None) -> PlanView:
     """Stop for good: every message not sent yet becomes ``stopped`` and the queue is purged.
 

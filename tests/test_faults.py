@@ -26,6 +26,7 @@ from support.worker import (
     make_plan,
     raw_sent,
     received,
+    set_suspended,
     wait_counts,
     wait_exit,
     worker_env,
@@ -129,15 +130,15 @@ async def test_suspend_and_resume_three_times_sends_everyone_once(
         await wait_counts(
             engine, plan_id, lambda c, k=k: c["sent"] >= (k + 1) * n // (cycles + 2), 300, workers
         )
-        await ledger.suspend_plan(engine, plan_id)
+        await set_suspended(engine, plan_id, True)
         paused = await wait_counts(engine, plan_id, lambda c: c["processing"] == 0, 60, workers)
         await asyncio.sleep(1.0)
         assert len(raw_sent(aws)) == paused["sent"], "sent while suspended"
-        await ledger.resume_plan(engine, plan_id)
+        await set_suspended(engine, plan_id, False)
     for _ in range(3):  # pauses shorter than the pods' one-second look at the plan
-        await ledger.suspend_plan(engine, plan_id)
+        await set_suspended(engine, plan_id, True)
         await asyncio.sleep(0.3)
-        await ledger.resume_plan(engine, plan_id)
+        await set_suspended(engine, plan_id, False)
         await asyncio.sleep(0.5)
     await wait_exit(pods, workers, 600)
 

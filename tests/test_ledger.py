@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from support.worker import set_suspended
 
 from devenv.moto import MotoServer
 from emailplan.sender import ledger
@@ -152,9 +153,9 @@ async def test_nothing_claimed_while_suspended_or_before_start(engine: AsyncEngi
     async with engine.begin() as conn:
         await conn.execute(text("UPDATE plans SET state = 'ready', recipients_complete = true"))
         ids = list((await conn.execute(text("SELECT id FROM messages"))).scalars())
-    await ledger.suspend_plan(engine, plan_id)
+    await set_suspended(engine, plan_id, True)
     assert await ledger.claim(engine, plan_id, ids, "w", 60) == []
-    view = await ledger.resume_plan(engine, plan_id)
+    view = await set_suspended(engine, plan_id, False)
     assert view.state == "ready"
     async with engine.begin() as conn:
         await conn.execute(text("UPDATE plans SET start_at = now() + interval '1 hour'"))

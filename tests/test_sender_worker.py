@@ -28,6 +28,7 @@ from support.worker import (
     make_plan,
     raw_sent,
     received,
+    set_suspended,
     wait_counts,
     wait_exit,
     worker_env,
@@ -305,7 +306,7 @@ async def test_suspend_pauses_resume_continues_stop_ends(
     proc = workers.start(worker_env(migrated, plan_id, EMAILPLAN_EXIT_WHEN_IDLE="false"))
     await wait_counts(engine, plan_id, lambda c: c["sent"] >= 10, 60, workers)
 
-    await ledger.suspend_plan(engine, plan_id)
+    await set_suspended(engine, plan_id, True)
     # the pod gives back what it held; then nothing more leaves
     paused = await wait_counts(engine, plan_id, lambda c: c["processing"] == 0, 30, workers)
     await asyncio.sleep(2.0)
@@ -313,7 +314,7 @@ async def test_suspend_pauses_resume_continues_stop_ends(
     assert still["sent"] == paused["sent"] == len(raw_sent(aws)), "sent while suspended"
     assert still["created"] == n - still["sent"]
 
-    await ledger.resume_plan(engine, plan_id)
+    await set_suspended(engine, plan_id, False)
     await wait_counts(engine, plan_id, lambda c: c["sent"] >= paused["sent"] + 10, 60, workers)
 
     view = await ledger.stop_plan(engine, plan_id, None)
