@@ -243,10 +243,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     from devenv.postgres import PostgresServer
     from devenv.procs import spawn, stop
     from devenv.sns import CertServer, make_identity, notification, ses_event
-    from emailplan.sender import ledger
     from emailplan.sender.db import make_engine
     from emailplan.sender.migrate import upgrade_to
     from emailplan.sender.settings import SenderSettings
+    from emailplan.sender.store import ledger
     from emailplan.sender.tokens import make_token
 
     duration = 4.0 if args.quick else args.duration

@@ -175,8 +175,8 @@ class Bench:
         return make_engine(url=self.pg.url, pool_size=2)
 
     async def make_plan(self) -> uuid.UUID:
-        from emailplan.sender import ledger
         from emailplan.sender.settings import SenderSettings
+        from emailplan.sender.store import ledger
         from emailplan.sender.workqueue import WorkQueue
 
         engine = self.engine()
@@ -213,7 +213,7 @@ class Bench:
         return proc
 
     async def counts(self, engine: Any, plan_id: uuid.UUID) -> dict[str, int]:
-        from emailplan.sender import ledger
+        from emailplan.sender.store import ledger
 
         try:
             return await ledger.get_counts(engine, plan_id) or {}
@@ -319,7 +319,7 @@ async def fault_db_down(b: Bench, engine: Any, pods: list[Any], plan_id: uuid.UU
 
 async def _put_suspended(engine: Any, plan_id: uuid.UUID, suspended: bool) -> None:
     """The operator's one channel: the plan PUT again with ``suspended`` set (here straight to the ledger)."""
-    from emailplan.sender import ledger
+    from emailplan.sender.store import ledger
 
     plan = await ledger.get_plan(engine, plan_id)
     assert plan is not None
@@ -358,7 +358,7 @@ async def fault_throttle(b: Bench, engine: Any, pods: list[Any], plan_id: uuid.U
 
 
 async def fault_sigkill_delete(b: Bench, engine: Any, pods: list[Any], plan_id: uuid.UUID, run: Run) -> None:
-    from emailplan.sender import ledger
+    from emailplan.sender.store import ledger
 
     await b.wait_sent(engine, plan_id, b.args.n // 4)
     await b.kill(engine, pods, 0, plan_id, run)

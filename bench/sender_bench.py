@@ -82,9 +82,9 @@ def child_cpu(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
 
 
 async def make_plan(url: str, n: int, rate: float, spec: dict[str, Any] | None = None) -> uuid.UUID:
-    from emailplan.sender import ledger
     from emailplan.sender.db import make_engine
     from emailplan.sender.settings import SenderSettings
+    from emailplan.sender.store import ledger
     from emailplan.sender.workqueue import WorkQueue
 
     engine = make_engine(url=url, pool_size=2)
@@ -229,8 +229,8 @@ def ingest_child(url: str, n: int, mode: str) -> None:
     """Run in a subprocess: ingest ``n`` rows, print JSON with seconds and peak RSS."""
 
     async def run() -> dict[str, Any]:
-        from emailplan.sender import ledger
         from emailplan.sender.db import make_engine
+        from emailplan.sender.store import ledger
 
         rows = (
             (i, {"email": f"user{i}@example.com", "name": f"User {i}", "vars": {"code": f"C{i}"}})

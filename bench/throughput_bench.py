@@ -157,8 +157,8 @@ def waited_cpu(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
 
 
 async def ledger_sent(url: str, plan_id: uuid.UUID) -> int:
-    from emailplan.sender import ledger
     from emailplan.sender.db import make_engine
+    from emailplan.sender.store import ledger
 
     engine = make_engine(url=url, pool_size=1)
     counts = await ledger.get_counts(engine, plan_id) or {}

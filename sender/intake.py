@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from emailplan.sender import ledger
 from emailplan.sender.outage import OUTAGE
+from emailplan.sender.store import ledger
 from emailplan.sender.workqueue import Job, WorkQueue
 
 log = logging.getLogger("emailplan.worker")

@@ -22,7 +22,7 @@ from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from emailplan.sender import ledger
+from emailplan.sender.store import ledger
 from emailplan.sender.workermetrics import LEASES_LOST
 
 log = logging.getLogger("emailplan.worker")

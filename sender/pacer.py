@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from emailplan.sender import ledger
 from emailplan.sender.outage import OUTAGE
 from emailplan.sender.ratelimit import Bucket, Meter, SendLimit, grant_want, refill, take, wait_time
+from emailplan.sender.store import ledger
 from emailplan.sender.workermetrics import FACTOR, RATE
 
 log = logging.getLogger("emailplan.worker")

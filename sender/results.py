@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from emailplan.sender import ledger
 from emailplan.sender.outage import OUTAGE
+from emailplan.sender.store import ledger
 from emailplan.sender.workermetrics import WRITE_SECONDS
 
 log = logging.getLogger("emailplan.worker")

@@ -41,7 +41,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from emailplan.runtime.logsetup import setup_logging
 from emailplan.runtime.metrics import serve_metrics
 from emailplan.runtime.sentry import init_sentry
-from emailplan.sender import ledger
 from emailplan.sender.db import make_engine
 from emailplan.sender.intake import Intake, Taken, pause
 from emailplan.sender.leases import Held, Leases, LeaseState
@@ -52,6 +51,7 @@ from emailplan.sender.results import ResultWriter
 from emailplan.sender.ses import SesClient, SesError
 from emailplan.sender.sespolicy import Action, decide
 from emailplan.sender.settings import SenderSettings
+from emailplan.sender.store import ledger
 from emailplan.sender.tokens import make_token
 from emailplan.sender.workermetrics import (
     ACCOUNT_PAUSED,

@@ -132,8 +132,8 @@ async def test_scripted_mix_gives_exact_counts(api: LiveApi) -> None:
 
 
 async def test_one_batch_with_several_kinds_for_one_message_counts_each_once(api: LiveApi) -> None:
-    from emailplan.sender import eventstore
     from emailplan.sender.sesevents import normalise
+    from emailplan.sender.store import eventstore
 
     plan, ids, ses = await make_plan(api, ["multi@example.com", "other@example.com"])
     m, o = "multi@example.com", "other@example.com"

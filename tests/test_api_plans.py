@@ -306,7 +306,7 @@ async def test_s3_load_cut_by_an_api_restart_is_loaded_again_without_double_coun
     from sqlalchemy import text
 
     from emailplan.contract.plans import LoadJob, LoadSourceKind, LoadState, S3Source
-    from emailplan.sender import ledger
+    from emailplan.sender.store import ledger
 
     s3 = boto3.client("s3", endpoint_url=aws.endpoint_url, region_name="us-east-1")
     s3.create_bucket(Bucket="cut")

@@ -16,10 +16,10 @@ from support.api import API_KEY, TOKEN_KEY
 
 from devenv.ports import free_port, wait_for
 from devenv.procs import spawn, stop
-from emailplan.sender import ledger
 from emailplan.sender.db import make_engine
 from emailplan.sender.migrate import upgrade_to
 from emailplan.sender.settings import SenderSettings
+from emailplan.sender.store import ledger
 from emailplan.sender.tokens import make_token
 
 

@@ -33,7 +33,7 @@ from support.worker import (
 )
 
 from devenv.moto import MotoServer
-from emailplan.sender import ledger
+from emailplan.sender.store import ledger
 
 CONCURRENCY = 8  # send slots per worker: the most sends one worker can have in flight
 

@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from support.worker import set_suspended
 
 from devenv.moto import MotoServer
-from emailplan.sender import ledger
 from emailplan.sender.db import make_engine
 from emailplan.sender.settings import SenderSettings
+from emailplan.sender.store import ledger
 from emailplan.sender.workqueue import WorkQueue
 
 SPEC = {"from": "News <news@example.com>", "subject": "Hi {{ name }}", "text": "Hello {{ name }}"}

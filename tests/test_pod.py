@@ -35,8 +35,8 @@ from support.worker import (
 from devenv.moto import MotoServer
 from devenv.ports import free_port
 from emailplan.cli import build_parser
-from emailplan.sender import ledger
 from emailplan.sender.pod import cgroup_cpu_limit, parse_cfs, parse_cpu_max, process_count, restart_delay
+from emailplan.sender.store import ledger
 
 # ----------------------------------------------------------------------------- decisions
 

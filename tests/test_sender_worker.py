@@ -36,9 +36,9 @@ from support.worker import (
 
 from devenv.moto import MotoServer
 from devenv.postgres import PostgresServer
-from emailplan.sender import ledger
 from emailplan.sender.db import make_engine
 from emailplan.sender.migrate import upgrade_to
+from emailplan.sender.store import ledger
 from emailplan.sender.tokens import read_token
 
 

@@ -42,7 +42,7 @@ _PLAIN = re.compile(
 
 def _plain(text: str) -> bool:
     found = _PLAIN.fullmatch(text)
-    return bool(found) and "--" not in text and found.group(1).lower() not in SPECIAL_USE_DOMAIN_NAMES
+    return found is not None and "--" not in text and found.group(1).lower() not in SPECIAL_USE_DOMAIN_NAMES
 
 
 class AddressError(ValueError):

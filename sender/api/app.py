@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emailplan.runtime.logsetup import setup_logging
 from emailplan.runtime.sentry import init_sentry
-from emailplan.sender import eventstore, sns
+from emailplan.sender import sns
 from emailplan.sender.api import health, openapi, plans, snsroute, stats, suppressions, tracking
 from emailplan.sender.api.auth import api_key_middleware
 from emailplan.sender.api.errors import error_middleware
@@ -38,6 +38,7 @@ from emailplan.sender.api.openbuffer import OpenBuffer
 from emailplan.sender.api.state import STATE, ApiState
 from emailplan.sender.db import make_engine
 from emailplan.sender.settings import SenderSettings
+from emailplan.sender.store import eventstore
 
 log = logging.getLogger(__name__)
 

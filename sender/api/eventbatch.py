@@ -15,7 +15,7 @@ import asyncio
 import logging
 
 from emailplan.sender.api import metrics
-from emailplan.sender.eventstore import HotConnections, RecordResult, SesRecord, record_ses_events
+from emailplan.sender.store.eventstore import HotConnections, RecordResult, SesRecord, record_ses_events
 
 log = logging.getLogger(__name__)
 

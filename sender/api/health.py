@@ -8,9 +8,9 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from emailplan.sender import eventstore
 from emailplan.sender.api.errors import ApiError
 from emailplan.sender.api.state import state_of
+from emailplan.sender.store import eventstore
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from emailplan.sender.api import metrics
-from emailplan.sender.eventstore import OpenHit, OpensResult
+from emailplan.sender.store.eventstore import OpenHit, OpensResult
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ change the data plane. Every call is idempotent by plan id (the EmailPlan's
 ``metadata.uid``), so a reconciler may repeat any of them after a crash.
 Request and answer bodies are the models of ``emailplan.contract.plans``;
 suspension travels only in the plan's ``suspended`` field. All ledger rules
-(counters, suppressions, dedup, when a plan is done) live in ``emailplan.sender.ledger``.
+(counters, suppressions, dedup, when a plan is done) live in ``emailplan.sender.store.ledger``.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from emailplan.contract.plans import (
     S3Source,
 )
 from emailplan.contract.recipients import ListError, ListFormat
-from emailplan.sender import ledger
 from emailplan.sender.api import jsonbody, metrics, s3load
 from emailplan.sender.api.errors import ApiError
 from emailplan.sender.api.state import ApiState, state_of
 from emailplan.sender.api.stats import plan_id_of
 from emailplan.sender.api.uploads import TooLarge, read_rows
+from emailplan.sender.store import ledger
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,10 @@ import uuid
 from datetime import datetime, timedelta
 
 from emailplan.contract.plans import LoadJob, LoadResult, LoadSourceKind, LoadState, S3Source
-from emailplan.sender import ledger, loader
+from emailplan.sender import loader
 from emailplan.sender.api.state import ApiState
 from emailplan.sender.api.uploads import read_rows
+from emailplan.sender.store import ledger
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,12 @@ import logging
 import aiohttp
 from aiohttp import web
 
-from emailplan.sender import eventstore, sns
+from emailplan.sender import sns
 from emailplan.sender.api import metrics
 from emailplan.sender.api.errors import ApiError, read_body
 from emailplan.sender.api.state import ApiState, state_of
 from emailplan.sender.sesevents import SesEventError, parse_ses_message
+from emailplan.sender.store import eventstore
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emailplan.sender.api.eventbatch import EventBatcher
 from emailplan.sender.api.openbuffer import OpenBuffer
-from emailplan.sender.eventstore import HotConnections
-from emailplan.sender.ledger import QueueSink
 from emailplan.sender.settings import SenderSettings
 from emailplan.sender.sns import SnsVerifier
+from emailplan.sender.store.eventstore import HotConnections
+from emailplan.sender.store.ledger import QueueSink
 
 
 @dataclass

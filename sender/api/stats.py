@@ -11,9 +11,9 @@ import uuid
 
 from aiohttp import web
 
-from emailplan.sender import ledger
 from emailplan.sender.api.errors import ApiError
 from emailplan.sender.api.state import state_of
+from emailplan.sender.store import ledger
 
 MAX_HOURS = 168
 

@@ -16,10 +16,10 @@ from pydantic import ValidationError
 
 from emailplan.contract.addresses import AddressError, normalize_address
 from emailplan.contract.plans import MAX_SUPPRESSIONS, SuppressionImport
-from emailplan.sender import ledger
 from emailplan.sender.api.errors import ApiError
 from emailplan.sender.api.jsonbody import read_object, validation_error
 from emailplan.sender.api.state import state_of
+from emailplan.sender.store import ledger
 
 MAX_BODY = 4 * 1024 * 1024
 

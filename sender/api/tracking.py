@@ -17,11 +17,11 @@ from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 
-from emailplan.sender import eventstore
 from emailplan.sender.api import metrics
 from emailplan.sender.api.agents import is_machine_agent
 from emailplan.sender.api.errors import ApiError, read_body
 from emailplan.sender.api.state import state_of
+from emailplan.sender.store import eventstore
 from emailplan.sender.tokens import read_token
 
 log = logging.getLogger(__name__)

@@ -141,7 +141,7 @@ async def make_plan(
     """
     from sqlalchemy import text
 
-    from emailplan.sender import ledger
+    from emailplan.sender.store import ledger
 
     plan_id = uuid.uuid4()
     await ledger.upsert_plan(

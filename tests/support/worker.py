@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devenv.moto import MotoServer
-from emailplan.sender import ledger
 from emailplan.sender.settings import SenderSettings
+from emailplan.sender.store import ledger
 from emailplan.sender.workqueue import WorkQueue
 
 EXE = str(Path(sys.executable).with_name("emailplan"))

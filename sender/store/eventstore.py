@@ -34,10 +34,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from emailplan.sender.sesevents import Kind, SesEvent
+from emailplan.sender.store import shared
 
 log = logging.getLogger(__name__)
 
@@ -71,29 +71,6 @@ class OpenHit:
     message_id: int
     at: datetime
     machine_agent: bool  # the user agent is a known proxy or scanner
-
-
-async def _with_retry(engine: AsyncEngine, work: Any, attempts: int = 3) -> Any:
-    """Run ``work(conn)`` in a transaction, retrying deadlocks / serialization failures."""
-    for attempt in range(attempts):
-        try:
-            async with engine.begin() as conn:
-                return await work(conn)
-        except DBAPIError as exc:
-            if _sqlstate(exc.orig) not in _RETRY_STATES or attempt == attempts - 1:
-                raise
-            await asyncio.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
-_RETRY_STATES = ("40P01", "40001")
-
-
-def _sqlstate(exc: object) -> str | None:
-    code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
-    if code is None and exc is not None:
-        code = getattr(getattr(exc, "__cause__", None), "sqlstate", None)
-    return code if isinstance(code, str) else None
 
 
 class HotConnections:
@@ -157,7 +134,7 @@ class HotConnections:
             except Exception as exc:  # asyncpg errors carry .sqlstate; others are re-raised
                 if type(exc).__name__ == "ConnectionDoesNotExistError" and attempt < attempts - 1:
                     continue
-                if _sqlstate(exc) not in _RETRY_STATES or attempt == attempts - 1:
+                if shared.sqlstate(exc) not in shared.RETRY_STATES or attempt == attempts - 1:
                     raise
             await asyncio.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")
@@ -384,14 +361,6 @@ async def record_opens(hot: HotConnections, hits: Sequence[OpenHit], machine_win
     )
 
 
-async def _bump(conn: AsyncConnection, plan_id: uuid.UUID, column: str, n: int = 1) -> None:
-    # ``column`` always comes from this module's fixed names, never from input.
-    await conn.execute(
-        text(f"UPDATE plan_counters SET {column} = {column} + :n WHERE plan_id = :p"),  # noqa: S608
-        {"n": n, "p": plan_id},
-    )
-
-
 async def _set_once(conn: AsyncConnection, message_id: int, column: str, at: datetime) -> uuid.UUID | None:
     """Set ``messages.<column>`` if still NULL; the plan id when this call set it."""
     row = (
@@ -406,32 +375,19 @@ async def _set_once(conn: AsyncConnection, message_id: int, column: str, at: dat
     return None if row is None else row[0]
 
 
-async def _suppress(
-    conn: AsyncConnection, emails: Sequence[str], reason: str, plan_id: uuid.UUID | None
-) -> None:
-    await conn.execute(
-        text(
-            "INSERT INTO suppressions (email, reason, plan_id) "
-            "SELECT e, :reason, :plan FROM unnest(CAST(:emails AS text[])) AS e "
-            "ON CONFLICT (email) DO NOTHING"
-        ),
-        {"emails": list(emails), "reason": reason, "plan": plan_id},
-    )
-
-
 async def record_click(engine: AsyncEngine, message_id: int, at: datetime) -> bool:
     """Record a click once per message; a click also proves an open (images may be blocked)."""
 
     async def work(conn: AsyncConnection) -> bool:
         plan_id = await _set_once(conn, message_id, "clicked_at", at)
         if plan_id is not None:
-            await _bump(conn, plan_id, "clicked")
+            await shared.bump(conn, plan_id, {"clicked": 1})
         opened_plan = await _set_once(conn, message_id, "opened_at", at)
         if opened_plan is not None:
-            await _bump(conn, opened_plan, "opened")
+            await shared.bump(conn, opened_plan, {"opened": 1})
         return plan_id is not None
 
-    result: bool = await _with_retry(engine, work)
+    result: bool = await shared.with_retry(engine, work)
     return result
 
 
@@ -451,11 +407,11 @@ async def record_unsubscribe(engine: AsyncEngine, message_id: int, at: datetime)
         plan_id, email = row[0], row[1]
         first = await _set_once(conn, message_id, "unsubscribed_at", at) is not None
         if first:
-            await _bump(conn, plan_id, "unsubscribed")
-        await _suppress(conn, [email], "unsubscribe", plan_id)
+            await shared.bump(conn, plan_id, {"unsubscribed": 1})
+        await shared.insert_suppressions(conn, [email], "unsubscribe", plan_id)
         return first
 
-    result: bool | None = await _with_retry(engine, work)
+    result: bool | None = await shared.with_retry(engine, work)
     return result
 
 

@@ -31,6 +31,7 @@ from emailplan.contract import plans as contract
 from emailplan.contract.plans import LoadJob, LoadResult, PlanState, RowProblem
 from emailplan.contract.recipients import Recipient, Row, RowError, validate_row
 from emailplan.sender.models import COUNTER_COLUMNS
+from emailplan.sender.store import shared
 
 INSERT_BATCH = 5000
 ENQUEUE_CHUNK = 10_000
@@ -95,21 +96,6 @@ class SendResult:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-async def _bump(conn: AsyncConnection, plan_id: uuid.UUID, deltas: Mapping[str, int]) -> None:
-    """Add ``deltas`` to the plan's counters (same transaction as the status change)."""
-    changes = {k: v for k, v in deltas.items() if v}
-    if not changes:
-        return
-    unknown = set(changes) - set(COUNTER_COLUMNS)
-    if unknown:
-        raise ValueError(f"unknown counters {sorted(unknown)}")
-    sets = ", ".join(f"{col} = {col} + :d_{col}" for col in changes)
-    await conn.execute(
-        text(f"UPDATE plan_counters SET {sets} WHERE plan_id = :plan"),  # noqa: S608 - columns are whitelisted
-        {"plan": plan_id, **{f"d_{k}": v for k, v in changes.items()}},
-    )
 
 
 async def _counts(conn: AsyncConnection, plan_id: uuid.UUID) -> dict[str, int]:
@@ -315,7 +301,7 @@ async def stop_plan(engine: AsyncEngine, plan_id: uuid.UUID, queue: QueueSink | 
             .all()
         )
         before = Counter(moved)
-        await _bump(
+        await shared.bump(
             conn,
             plan_id,
             {"created": -before["created"], "processing": -before["processing"], "stopped": len(moved)},
@@ -447,7 +433,7 @@ async def _insert_batch(
     async with engine.begin() as conn:
         inserted = (await conn.execute(_INSERT_SQL, params)).all()
         statuses = Counter(status for _, status in inserted)
-        await _bump(
+        await shared.bump(
             conn,
             plan_id,
             {"total": len(inserted), "created": statuses["created"], "suppressed": statuses["suppressed"]},
@@ -570,16 +556,7 @@ async def add_suppressions(
     if not emails:
         return 0
     async with engine.begin() as conn:
-        rows = await conn.execute(
-            text(
-                "INSERT INTO suppressions (email, reason, plan_id) "
-                "SELECT DISTINCT lower(trim(e)), CAST(:r AS text), CAST(:p AS uuid) "
-                "FROM unnest(CAST(:emails AS text[])) AS e "
-                "ON CONFLICT (email) DO NOTHING RETURNING email"
-            ),
-            {"emails": list(emails), "r": reason, "p": plan_id},
-        )
-        return len(rows.all())
+        return await shared.insert_suppressions(conn, emails, reason, plan_id)
 
 
 # --------------------------------------------------------------------------- worker side
@@ -641,7 +618,7 @@ async def _claim(engine: AsyncEngine, plan_id: uuid.UUID, sql: Any, params: dict
         from_created = sum(n for (old, _), n in moved.items() if old == "created")
         from_processing = sum(n for (old, new), n in moved.items() if old == "processing" and new != old)
         closed = Counter(r["outcome"] for r in rows if r["outcome"] != "processing")
-        await _bump(
+        await shared.bump(
             conn,
             plan_id,
             {
@@ -750,7 +727,7 @@ async def release(engine: AsyncEngine, plan_id: uuid.UUID, ids: Sequence[int], o
             .all()
         )
         by_status = Counter(statuses)
-        await _bump(
+        await shared.bump(
             conn,
             plan_id,
             {"processing": -len(statuses), "created": by_status["created"], "stopped": by_status["stopped"]},
@@ -821,7 +798,7 @@ async def record_results(engine: AsyncEngine, plan_id: uuid.UUID, results: Seque
         ).all()
         before = Counter(old for old, _ in rows)
         after = Counter(new for _, new in rows)
-        await _bump(
+        await shared.bump(
             conn,
             plan_id,
             {

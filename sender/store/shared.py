@@ -1,0 +1,75 @@
+"""The SQL that the ledger and the event store share: counters, suppressions, retries.
+
+A counter or a suppression written two ways drifts (one path lower-cases, the
+other does not; one whitelists columns, the other does not), so both modules
+call these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from emailplan.sender.models import COUNTER_COLUMNS
+
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction may simply run again.
+RETRY_STATES = ("40P01", "40001")
+
+
+async def bump(conn: AsyncConnection, plan_id: uuid.UUID, deltas: Mapping[str, int]) -> None:
+    """Add ``deltas`` to the plan's counters (in the caller's transaction); names are whitelisted."""
+    changes = [(k, v) for k, v in deltas.items() if v]
+    if not changes:
+        return
+    unknown = {k for k, _ in changes} - set(COUNTER_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown counters {sorted(unknown)}")
+    # Quoted: one counter is spelled in camelCase (softBounced), as the count it holds.
+    sets = ", ".join(f'"{col}" = "{col}" + :d{i}' for i, (col, _) in enumerate(changes))
+    await conn.execute(
+        text(f"UPDATE plan_counters SET {sets} WHERE plan_id = :plan"),  # noqa: S608 - columns are whitelisted
+        {"plan": plan_id, **{f"d{i}": v for i, (_, v) in enumerate(changes)}},
+    )
+
+
+async def insert_suppressions(
+    conn: AsyncConnection, emails: Sequence[str], reason: str, plan_id: uuid.UUID | None
+) -> int:
+    """Suppress addresses for every plan (first reason wins); returns how many were new."""
+    rows = await conn.execute(
+        text(
+            "INSERT INTO suppressions (email, reason, plan_id) "
+            "SELECT DISTINCT lower(trim(e)), CAST(:r AS text), CAST(:p AS uuid) "
+            "FROM unnest(CAST(:emails AS text[])) AS e "
+            "ON CONFLICT (email) DO NOTHING RETURNING email"
+        ),
+        {"emails": list(emails), "r": reason, "p": plan_id},
+    )
+    return len(rows.all())
+
+
+def sqlstate(exc: object) -> str | None:
+    """The SQLSTATE of a driver error (asyncpg or wrapped), or None."""
+    code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    if code is None and exc is not None:
+        code = getattr(getattr(exc, "__cause__", None), "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
+async def with_retry(engine: AsyncEngine, work: Any, attempts: int = 3) -> Any:
+    """Run ``work(conn)`` in a transaction, again after a deadlock or serialization failure."""
+    for attempt in range(attempts):
+        try:
+            async with engine.begin() as conn:
+                return await work(conn)
+        except DBAPIError as exc:
+            if sqlstate(exc.orig) not in RETRY_STATES or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
