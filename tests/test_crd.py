@@ -147,6 +147,7 @@ def test_printer_columns_show_patched_status(crd_installed: KubeCluster, namespa
         "suppressed": 5,
         "stopped": 0,
         "replicas": 2,
+        "message": "sending",
     }
     r = kube.kubectl(
         "patch",
@@ -172,7 +173,7 @@ def test_printer_columns_show_patched_status(crd_installed: KubeCluster, namespa
     row = dict(zip(header, wide[1].split(), strict=True))
     assert row["DELIVERED"] == "800" and row["BOUNCED"] == "7" and row["COMPLAINED"] == "1"
     assert row["CLICKED"] == "55" and row["REPLICAS"] == "2" and row["RATE"] == "14"
-    assert header[-1] == "MESSAGE"  # what the plan is doing or what is wrong, for -o wide
+    assert header[-1] == "MESSAGE" and row["MESSAGE"] == "sending"  # what the plan does or what is wrong
 
 
 def test_status_is_validated_too(crd_installed: KubeCluster, namespace: str) -> None:
