@@ -201,7 +201,7 @@ async def test_case2_upload_rejects_a_65_character_local_part_with_its_reason(ap
     assert resp.status == 200, await resp.text()
     result = await resp.json()
     assert result["accepted"] == 1 and result["rejected"] == 1, result
-    (error,) = result["errors"]
+    (error,) = result["rejectedRows"]
     assert error["row"] == 1 and error["field"] == "email" and "64" in error["message"], error
 
 
@@ -266,7 +266,7 @@ async def test_case3_deep_json_row_in_an_upload_is_a_rejected_row(api: LiveApi) 
     assert resp.status == 200, await resp.text()
     result = await resp.json()
     assert result["accepted"] == 1 and result["rejected"] == 1, result
-    assert result["errors"][0]["row"] == 2 and "nested deeper" in result["errors"][0]["message"]
+    assert result["rejectedRows"][0]["row"] == 2 and "nested deeper" in result["rejectedRows"][0]["message"]
 
 
 # ---------------------------------------------------------------- 4. soft bounces
@@ -297,7 +297,7 @@ def test_case4_crd_and_openapi_say_what_bounced_and_soft_bounced_count(repo_root
     status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert "Permanent" in status["bounced"]["description"], status["bounced"]
     assert "Transient" in status["softBounced"]["description"], status.get("softBounced")
-    assert "softBounced" in DOCUMENT["components"]["schemas"]["Counts"]["properties"]
+    assert "softBounced" in DOCUMENT["components"]["schemas"]["PlanCounts"]["properties"]
     assert "softBounced" in DOCUMENT["info"]["description"]
 
 
@@ -603,7 +603,7 @@ async def test_hostile_header_values_never_add_a_header_to_what_ses_receives(
     )
     assert resp.status == 200, await resp.text()
     result = await resp.json()
-    for error in result["errors"]:
+    for error in result["rejectedRows"]:
         # refused per row: a name that cannot be a header, or variables PostgreSQL cannot store (NUL)
         assert (error["field"], error["row"]) in {("name", 1), ("vars", 1), ("vars", 2)}, result
     resp = await live.client.post(f"/v1/plans/{plan_id}/recipients/complete", headers=HEADERS)
