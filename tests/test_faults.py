@@ -60,9 +60,7 @@ def assert_sums(counts: dict[str, int]) -> None:
 
 def fault_env(url: str, plan_id: uuid.UUID, **extra: str) -> dict[str, str]:
     """Production defaults for leases and result writes (no test-only shortcuts), 8 send slots."""
-    env = worker_env(url, plan_id, EMAILPLAN_WORKER_CONCURRENCY=str(CONCURRENCY), **extra)
-    env.pop("EMAILPLAN_FLUSH_SECONDS", None)
-    return env
+    return worker_env(url, plan_id, EMAILPLAN_WORKER_CONCURRENCY=str(CONCURRENCY), **extra)
 
 
 async def kill(proc: subprocess.Popen[bytes]) -> None:

@@ -137,7 +137,6 @@ class LocalStack:
             "EMAILPLAN_TOKEN_KEY": "local-token-key",
             "EMAILPLAN_PUBLIC_URL": self.api_url,
             "EMAILPLAN_METRICS_PORT": "0",
-            "EMAILPLAN_FLUSH_SECONDS": "1",
             # moto's GetSendQuota answers the sandbox rate (1/s): give the account a real cap.
             "EMAILPLAN_MAX_SEND_RATE": "2000",
             "EMAILPLAN_LOG_LEVEL": "INFO",

@@ -64,7 +64,6 @@ def worker_env(database_url: str, plan_id: uuid.UUID, **extra: str) -> dict[str,
         "EMAILPLAN_PLAN_ID": str(plan_id),
         "EMAILPLAN_METRICS_PORT": "0",
         "EMAILPLAN_MAX_SEND_RATE": "1000",  # moto's quota says 1/s
-        "EMAILPLAN_FLUSH_SECONDS": "0.5",
         "EMAILPLAN_POLL_WAIT_SECONDS": "1",
         "EMAILPLAN_EXIT_WHEN_IDLE": "true",
         "EMAILPLAN_TOKEN_KEY": TOKEN_KEY,
