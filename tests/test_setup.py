@@ -32,6 +32,8 @@ def scratch(tmp_path: Path, deps: str) -> Path:
         'for i in $(seq 200); do echo "go: compiling package $i" >&2; done\n'
         'echo "$PWD/bin"\n'
     )
+    (tmp_path / "hack" / "node").mkdir()
+    (tmp_path / "hack" / "node" / "setup.sh").write_text('echo "ok: node mode (stub)"\n')
     (tmp_path / "pyproject.toml").write_text(PYPROJECT.format(deps=deps))
     return tmp_path
 
@@ -69,5 +71,6 @@ def test_a_good_run_prints_a_line_a_step(tmp_path: Path) -> None:
     log = (root / ".devenv" / "setup.log").read_text()
     assert "go: compiling package 200" in log and "go: compiling package" not in r.stderr
     assert (root / ".venv" / "controlplane-bin").read_text().strip() == f"{root}/bin"
-    again = setup(root)  # the dev install is a separate stamp: asks pip again, still quiet
+    again = setup(root)  # the dev install is a separate stamp and adds node mode: still quiet
     assert again.returncode == 0 and len(again.stderr.splitlines()) < 12, again.stderr
+    assert "ok: node mode (stub)" in again.stderr and "node mode" not in r.stderr, "the demo skips node mode"
