@@ -29,8 +29,20 @@ ONE_SOURCE_MESSAGE = "set exactly one of recipients.inline, recipients.configMap
 DESCRIPTION = "An email campaign: recipients, templates, schedule and rate; status shows live progress."
 TAG_PATTERN = r"^[A-Za-z0-9_-]{1,256}$"
 
+ADDRESS_HINT = "no line breaks or control characters, at most 64 characters before the @ and 254 in all"
+
+
+def matches(pattern: str, message: str) -> dict[str, Any]:
+    """A CEL rule instead of a bare ``pattern``: kubectl then shows ``message``, not the regex."""
+    return {"x-kubernetes-validations": [{"rule": f"self.matches(r'{pattern}')", "message": message}]}
+
+
 COUNTS = {
-    "total": "recipients in the plan (valid and invalid rows that were accepted)",
+    "total": (
+        "messages in the plan: the list's accepted rows after de-duplication (rejected rows and "
+        "duplicates are not counted), suppressed ones included; once the plan is finished, "
+        "total = sent + failed + stopped + suppressed"
+    ),
     "created": "messages waiting to be sent",
     "sent": "messages SES accepted",
     "failed": "messages SES refused permanently or that ran out of retries",
@@ -65,7 +77,12 @@ def fmt_enum() -> dict[str, Any]:
 recipient = obj(
     "one recipient",
     {
-        "email": s("recipient address", format="email", maxLength=254, pattern=EMAIL_PATTERN),
+        "email": s(
+            "recipient address",
+            format="email",
+            maxLength=254,
+            **matches(EMAIL_PATTERN, f"email must be an address like ann@example.com: {ADDRESS_HINT}"),
+        ),
         "name": s(
             "display name, available to templates as {{ name }}", maxLength=256, pattern=HEADER_VALUE_PATTERN
         ),
@@ -86,13 +103,22 @@ spec = obj(
             "sender address (RFC 5322, display name allowed), e.g. 'News <news@example.com>'",
             minLength=3,
             maxLength=320,
-            pattern=FROM_PATTERN,
+            **matches(
+                FROM_PATTERN, f"from must be one address like 'News <news@example.com>': {ADDRESS_HINT}"
+            ),
         ),
         "replyTo": {
             "type": "array",
             "description": "Reply-To addresses",
             "maxItems": 10,
-            "items": s("address", format="email", maxLength=254, pattern=EMAIL_PATTERN),
+            "items": s(
+                "address",
+                format="email",
+                maxLength=254,
+                **matches(
+                    EMAIL_PATTERN, f"replyTo entries must be addresses like news@example.com: {ADDRESS_HINT}"
+                ),
+            ),
         },
         "subject": s(
             "subject template (Jinja2, per-recipient variables); no line breaks or control characters",

@@ -76,7 +76,7 @@ INVALID = [
     ("s3 without bucket", plan(recipients={"s3": {"key": "a.csv"}}), "spec.recipients.s3.bucket"),
     ("bounce rate above 1", plan(safety__maxBounceRate=1.5), "spec.safety.maxBounceRate"),
     ("bad SES tag name", plan(ses__tags={"bad key!": "x"}), "ses.tags names may contain only"),
-    ("bad from address", plan(**{"from": "nobody"}), "spec.from"),
+    ("bad from address", plan(**{"from": "nobody"}), "from must be one address like"),
     ("suspend not a bool", plan(suspend="yes"), "spec.suspend"),
     (
         "templateRef with inline body",
@@ -96,6 +96,7 @@ def test_invalid_spec_is_refused_naming_the_field(
     code, out = apply(crd_installed, namespace, doc)
     assert code != 0, f"{case}: accepted but should be refused:\n{out}"
     assert message in out, f"{case}: error does not name the problem ({message!r}):\n{out}"
+    assert "\\x00-\\x1F" not in out, f"{case}: a raw regular expression is no explanation:\n{out}"
     listed = crd_installed.kubectl("get", "eplan", "-n", namespace, "-o", "name").stdout
     assert listed.strip() == "", "a refused plan must not exist"
 
