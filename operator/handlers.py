@@ -146,6 +146,9 @@ async def plan_daemon(
         try:
             await reconcile(ctx, body, mem)
             failures = 0
+            metrics.publish_counts(
+                str(body.meta.get("namespace")), str(body.meta.get("name")), mem.status or {}
+            )
         except DataPlaneUnavailable as exc:
             failures += 1
             metrics.RECONCILE_ERRORS.labels(kind="dataplane").inc()
@@ -172,6 +175,7 @@ async def plan_daemon(
     ctx.plans.pop(uid, None)
     ctx.phases.pop(uid, None)
     metrics.publish_phases(ctx.phases)
+    metrics.forget_counts(str(body.meta.get("namespace")), str(body.meta.get("name")))
 
 
 async def _sleep(stopped: kopf.DaemonStopped, wake: asyncio.Event, delay: float) -> None:

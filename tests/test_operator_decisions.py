@@ -443,3 +443,17 @@ def test_failed_plan_shows_message_and_every_column() -> None:
     assert [e.type for e in out.events] == ["Warning"]
     out, _ = run(observed(problems=("subject: 'nmae' is undefined",), status=status))
     assert out.events == [] and out.status == {}  # same problem: no new Event, no patch
+
+
+def test_plan_counts_are_exported_per_plan_and_forgotten_with_the_plan() -> None:
+    """The dashboard's per-plan bounce and complaint rates read these gauges."""
+    from prometheus_client import REGISTRY
+
+    from emailplan.operator import metrics
+
+    labels = {"namespace": "mail", "plan": "launch", "count": "bounced"}
+    metrics.publish_counts("mail", "launch", {"bounced": 7, "delivered": 93, "phase": "Sending"})
+    assert REGISTRY.get_sample_value("emailplan_plan_messages", labels) == 7
+    assert REGISTRY.get_sample_value("emailplan_plan_messages", {**labels, "count": "delivered"}) == 93
+    metrics.forget_counts("mail", "launch")
+    assert REGISTRY.get_sample_value("emailplan_plan_messages", labels) is None
