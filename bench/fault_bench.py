@@ -317,32 +317,16 @@ async def fault_db_down(b: Bench, engine: Any, pods: list[Any], plan_id: uuid.UU
         await asyncio.to_thread(b.pg.restart, b.args.db_down)
 
 
-async def _put_suspended(engine: Any, plan_id: uuid.UUID, suspended: bool) -> None:
-    """The operator's one channel: the plan PUT again with ``suspended`` set (here straight to the ledger)."""
-    from emailplan.sender.store import ledger
-
-    plan = await ledger.get_plan(engine, plan_id)
-    assert plan is not None
-    await ledger.upsert_plan(
-        engine,
-        plan_id,
-        name=plan.name,
-        namespace=plan.namespace,
-        spec=plan.spec,
-        rate_per_second=plan.rate_per_second,
-        start_at=plan.start_at,
-        suspended=suspended,
-    )
-
-
 async def fault_suspend_resume(b: Bench, engine: Any, pods: list[Any], plan_id: uuid.UUID, run: Run) -> None:
+    from devenv.suspend import set_suspended
+
     cycles, n, suspended = 5, b.args.n, 0.0
     for k in range(cycles):
         await b.wait_sent(engine, plan_id, (k + 1) * n // (cycles + 3))
         t = time.monotonic()
-        await _put_suspended(engine, plan_id, True)
+        await set_suspended(engine, plan_id, True)
         await asyncio.sleep(1.0)
-        await _put_suspended(engine, plan_id, False)
+        await set_suspended(engine, plan_id, False)
         suspended += time.monotonic() - t
     run.extra["suspended_s"] = suspended
 

@@ -13,11 +13,7 @@ import collections
 import signal
 import subprocess
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
-import boto3
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.worker import (
     Workers,
@@ -26,30 +22,16 @@ from support.worker import (
     make_plan,
     raw_sent,
     received,
-    set_suspended,
     wait_counts,
     wait_exit,
     worker_env,
 )
 
 from devenv.moto import MotoServer
+from devenv.suspend import set_suspended
 from emailplan.sender.store import ledger
 
 CONCURRENCY = 8  # send slots per worker: the most sends one worker can have in flight
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    ws = Workers(tmp_path)
-    try:
-        yield ws
-    finally:
-        ws.stop_all()
-
-
-@pytest.fixture
-def ses_identity(aws: MotoServer) -> None:
-    boto3.client("ses", endpoint_url=aws.endpoint_url).verify_email_identity(EmailAddress="news@example.com")
 
 
 def assert_sums(counts: dict[str, int]) -> None:

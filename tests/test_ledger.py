@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.worker import set_suspended
 
 from devenv.moto import MotoServer
+from devenv.suspend import set_suspended
 from emailplan.sender.db import make_engine
 from emailplan.sender.settings import SenderSettings
 from emailplan.sender.store import ledger

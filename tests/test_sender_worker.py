@@ -28,7 +28,6 @@ from support.worker import (
     make_plan,
     raw_sent,
     received,
-    set_suspended,
     wait_counts,
     wait_exit,
     worker_env,
@@ -36,6 +35,7 @@ from support.worker import (
 
 from devenv.moto import MotoServer
 from devenv.postgres import PostgresServer
+from devenv.suspend import set_suspended
 from emailplan.sender.db import make_engine
 from emailplan.sender.migrate import upgrade_to
 from emailplan.sender.store import ledger

@@ -150,20 +150,3 @@ def emails(n: int, prefix: str = "r") -> list[str]:
 
 
 # ----------------------------------------------------------------------------- tests
-
-
-async def set_suspended(engine: AsyncEngine, plan_id: uuid.UUID, suspended: bool) -> ledger.PlanView:
-    """Suspend or resume the way the operator does: the plan PUT again with ``suspended`` set."""
-    plan = await ledger.get_plan(engine, plan_id)
-    assert plan is not None, f"no plan {plan_id}"
-    view, _ = await ledger.upsert_plan(
-        engine,
-        plan_id,
-        name=plan.name,
-        namespace=plan.namespace,
-        spec=plan.spec,
-        rate_per_second=plan.rate_per_second,
-        start_at=plan.start_at,
-        suspended=suspended,
-    )
-    return view

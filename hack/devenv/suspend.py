@@ -1,0 +1,26 @@
+"""Suspend or resume a plan the way the operator does, for tests and benchmarks that run no operator."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from emailplan.sender.store import ledger
+
+
+async def set_suspended(engine: AsyncEngine, plan_id: uuid.UUID, suspended: bool) -> ledger.PlanView:
+    """The plan PUT again with ``suspended`` set (the one channel), here straight to the ledger."""
+    plan = await ledger.get_plan(engine, plan_id)
+    assert plan is not None, f"no plan {plan_id}"
+    view, _ = await ledger.upsert_plan(
+        engine,
+        plan_id,
+        name=plan.name,
+        namespace=plan.namespace,
+        spec=plan.spec,
+        rate_per_second=plan.rate_per_second,
+        start_at=plan.start_at,
+        suspended=suspended,
+    )
+    return view
