@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Computed,
     DateTime,
     Float,
     ForeignKey,
@@ -31,6 +32,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from emailplan.contract.cohorts import BUCKET_SQL
 
 # Message statuses; each has a column of the same name in plan_counters.
 MESSAGE_STATUSES = ("created", "processing", "sent", "failed", "stopped", "suppressed")
@@ -84,6 +87,8 @@ class Plan(Base):
     rate_per_second: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("14"))
     start_at: Mapped[datetime | None] = _ts()
     state: Mapped[str] = mapped_column(Text, nullable=False, server_default="loading")
+    # The share of the list that may be sent now (rollout, A/B cohort); only ever raised.
+    release_percent: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("100"))
     recipients_complete: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
@@ -100,6 +105,7 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("plan_id", "email"),
         Index("ix_messages_plan_id_status", "plan_id", "status"),
+        Index("ix_messages_plan_id_bucket", "plan_id", "bucket"),
         # "sent in the last N hours" is a range scan on this index.
         Index("ix_messages_sent_at", "sent_at", postgresql_where=text("sent_at IS NOT NULL")),
     )
@@ -109,6 +115,8 @@ class Message(Base):
         UUID(as_uuid=True), ForeignKey("plans.id", ondelete="CASCADE"), nullable=False
     )
     row_no: Mapped[int] = mapped_column(Integer, nullable=False)
+    # The recipient's cohort bucket, computed by the database (``emailplan.contract.cohorts``).
+    bucket: Mapped[int] = mapped_column(Integer, Computed(BUCKET_SQL, persisted=True), nullable=False)
     email: Mapped[str] = mapped_column(Text, nullable=False)
     name: Mapped[str | None] = mapped_column(Text, nullable=True)
     vars: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))

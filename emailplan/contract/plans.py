@@ -90,6 +90,20 @@ class SesOptions(Wire):
     tags: dict[HeaderValue, HeaderValue] = Field(default_factory=dict)
 
 
+VARIANT_NAME = r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$"
+MAX_VARIANTS = 5
+
+
+class Variant(Wire):
+    """One A/B variant: what it changes of the plan's message (unset fields keep the plan's)."""
+
+    name: str = Field(pattern=VARIANT_NAME, max_length=32)
+    subject: HeaderValue | None = Field(None, min_length=1, max_length=998)
+    html: str | None = None
+    text: str | None = None
+    from_name: HeaderValue | None = Field(None, min_length=1, max_length=256)
+
+
 class PlanPayload(Wire):
     """``PUT /v1/plans/{planId}``: everything the data plane needs to send the plan.
 
@@ -110,6 +124,14 @@ class PlanPayload(Wire):
     tracking: Tracking = Field(default_factory=Tracking)
     unsubscribe: Unsubscribe = Field(default_factory=Unsubscribe)
     ses: SesOptions = Field(default_factory=SesOptions)
+    # A/B test: the first ``test_percent`` of the list (by bucket, see ``cohorts``) is split
+    # evenly over the variants; the rest receives ``winner`` once the operator chose it.
+    variants: list[Variant] = Field(default_factory=list, max_length=MAX_VARIANTS)
+    test_percent: float = Field(0.0, ge=0, le=100)
+    winner: str | None = Field(None, max_length=32)
+    # The share of the list that may be sent now (rollout steps, the A/B cohort). The data
+    # plane never lowers it: rows once queued cannot be called back.
+    release_percent: float = Field(100.0, ge=0, le=100)
 
     @field_validator("start_at")
     @classmethod
@@ -122,7 +144,21 @@ class PlanPayload(Wire):
     def _body(self) -> PlanPayload:
         if not (self.html or self.text):
             raise ValueError("html or text is required")
+        names = [v.name for v in self.variants]
+        if len(names) == 1:
+            raise ValueError("variants: an A/B test needs at least two variants")
+        if len(set(names)) != len(names):
+            raise ValueError("variants: names must be unique")
+        if names and not 0 < self.test_percent <= 100:
+            raise ValueError("testPercent: an A/B test needs a test cohort above 0 %")
+        if not names and self.test_percent:
+            raise ValueError("testPercent: set only with variants")
+        if self.winner is not None and self.winner not in names:
+            raise ValueError(f"winner: {self.winner!r} is not one of the variants")
         return self
+
+    def variant_names(self) -> list[str]:
+        return [v.name for v in self.variants]
 
     def sending_spec(self) -> dict[str, object]:
         """What the ledger keeps as the plan's spec (the worker compiles it).
@@ -141,6 +177,9 @@ class PlanPayload(Wire):
                 "tracking",
                 "unsubscribe",
                 "ses",
+                "variants",
+                "test_percent",
+                "winner",
             },
         )
 
@@ -230,6 +269,19 @@ class LoadJob(LoadResult):
     updated_at: datetime | None = None
 
 
+class VariantCounts(Wire):
+    """One variant's counts over the A/B test cohort (what the winner is chosen from)."""
+
+    name: str
+    recipients: int = 0  # rows of the test cohort assigned to it (suppressed included)
+    sent: int = 0
+    delivered: int = 0
+    opened: int = 0  # unique human opens (machine opens excluded)
+    clicked: int = 0  # unique clickers
+    bounced: int = 0
+    complained: int = 0
+
+
 class PlanView(PlanPayload):
     """``GET /v1/plans/{planId}``: the plan as registered, its state, counts and load job."""
 
@@ -238,6 +290,8 @@ class PlanView(PlanPayload):
     recipients_loaded: bool = False
     counts: PlanCounts = Field(default_factory=PlanCounts)
     load: LoadJob | None = None
+    released_backlog: int = 0  # created + processing among the released share
+    variant_counts: list[VariantCounts] = Field(default_factory=list)
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
