@@ -206,6 +206,7 @@ class Bench:
             "EMAILPLAN_EXIT_WHEN_IDLE": "true",
             "EMAILPLAN_WORKER_CONCURRENCY": str(self.args.concurrency),
             "EMAILPLAN_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+            "EMAILPLAN_DEV_MODE": "1",  # built-in development keys: a local benchmark
         }
         log = open(self.logdir / f"pod-{len(self.procs)}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen([EXE, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -272,6 +273,9 @@ class Bench:
                 if time.monotonic() - t0 > args.timeout:
                     run.extra["timeout"] = True
                     break
+                failed = [p for p in pods if p.poll() not in (None, 0, -signal.SIGKILL)]
+                if failed:  # a pod that cannot start would leave the run waiting for nothing
+                    raise SystemExit(f"a worker exited with {failed[0].returncode}: see {self.logdir}")
                 await asyncio.sleep(0.1)
             run.seconds = time.monotonic() - t0 - run.extra.get("suspended_s", 0.0)
             for p in pods:

@@ -136,6 +136,7 @@ def worker_env(url: str, plan_id: uuid.UUID, ses_url: str, **extra: str) -> dict
         "EMAILPLAN_POLL_WAIT_SECONDS": "1",
         "EMAILPLAN_FLUSH_SECONDS": "1",
         "EMAILPLAN_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        "EMAILPLAN_DEV_MODE": "1",  # built-in development keys: a local benchmark
         **extra,
     }
 

@@ -183,6 +183,7 @@ def run_pod(args: argparse.Namespace, rnd: int, stub: Stub, pg: Any, moto: Any, 
         "EMAILPLAN_WORKER_CONCURRENCY": str(max(1, args.in_flight // processes)),
         "EMAILPLAN_PUBLIC_URL": "https://mail.example.org",
         "EMAILPLAN_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        "EMAILPLAN_DEV_MODE": "1",  # built-in development keys: a local benchmark
     }
     cmd = [EXE, "worker", "--processes", str(processes)]
     if os.environ.get("BENCH_PROFILE"):  # one process under cProfile, stats written to that file

@@ -8,6 +8,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash hack/setup.sh
 export EMAILPLAN_CONTROLPLANE_BIN="$(cat .venv/controlplane-bin)"
+# Benchmarks run local processes with the built-in development keys (never in production).
+export EMAILPLAN_DEV_MODE=1
 export PYTHONPATH="$ROOT/hack${PYTHONPATH:+:$PYTHONPATH}"
 want=()
 while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do want+=("$1"); shift; done
