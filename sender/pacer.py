@@ -119,6 +119,23 @@ class Pacer:
             self._meter = self._meter.add(1, time.monotonic())
             return True
 
+    def try_acquire(self) -> bool:
+        """One more permit without waiting (a bulk call filling up), or False.
+
+        Only what is already here counts: a token of the local bucket and one of this pod's
+        unexpired grant. Never waits and never asks PostgreSQL, so a bulk call grows to the
+        permits on hand and the rest of its batch goes in the next call.
+        """
+        if self._lock.locked() or self._stopping.is_set():
+            return False
+        if self._tokens < 1 or time.monotonic() > self._tokens_until:
+            return False
+        if self._pace():
+            return False
+        self._tokens -= 1
+        self._meter = self._meter.add(1, time.monotonic())
+        return True
+
     async def _grab(self) -> bool:
         """One grant from the shared bucket; False when the database is away."""
         want = grant_want(self.limit.rate, GRANT_HORIZON, float(self._demand() + 1), self._meter.rate)

@@ -1,4 +1,4 @@
-"""SES v2 SendEmail (Raw) over aiohttp, signed with AWS Signature Version 4.
+"""SES v2 SendEmail (Raw) and SendBulkEmail over aiohttp, signed with AWS Signature Version 4.
 
 The generic botocore pipeline (parameter validation, serialization, event
 hooks, retries) costs more CPU per call than everything else the worker does;
@@ -128,6 +128,47 @@ def classify(status: int, code: str, message: str) -> SesError:
     return SesTransientError(code or f"HTTP{status}", message, status)
 
 
+# SendBulkEmail answers 200 with a status per entry; each maps to the worker's kinds of failure.
+BULK_PAUSED = frozenset(
+    {
+        "ACCOUNT_SUSPENDED",
+        "ACCOUNT_SENDING_PAUSED",
+        "CONFIGURATION_SET_SENDING_PAUSED",
+        "ACCOUNT_DAILY_QUOTA_EXCEEDED",  # nobody's message is at fault: hold the plan, fail none
+    }
+)
+BULK_PERMANENT = frozenset(
+    {
+        "MESSAGE_REJECTED",
+        "MAIL_FROM_DOMAIN_NOT_VERIFIED",
+        "CONFIGURATION_SET_NOT_FOUND",
+        "INVALID_SENDING_POOL_NAME",
+        "INVALID_PARAMETER",
+        "FAILED",
+    }
+)
+# The stored template vanished (deleted by hand): transient, and the sender stores it again.
+TEMPLATE_NOT_FOUND = "TEMPLATE_NOT_FOUND"
+
+
+def entry_outcome(result: dict[str, Any]) -> SesError | str:
+    """One BulkEmailEntryResult: its MessageId, or the error kind of its status."""
+    status = str(result.get("Status") or "")
+    error = str(result.get("Error") or "")[:500]
+    if status == "SUCCESS":
+        message_id = result.get("MessageId")
+        if message_id:
+            return str(message_id)
+        return SesTransientError("BadResponse", "SUCCESS without a MessageId")
+    if status == "ACCOUNT_THROTTLED":
+        return SesThrottledError(status, error)
+    if status in BULK_PAUSED:
+        return SesPausedError(status, error)
+    if status in BULK_PERMANENT:
+        return SesPermanentError(status, error)
+    return SesTransientError(status or "UnknownStatus", error)
+
+
 _SIGNED = "content-type;host;x-amz-date"
 _SIGNED_WITH_TOKEN = _SIGNED + ";x-amz-security-token"
 
@@ -233,6 +274,10 @@ class SesClient:
         self._http: aiohttp.ClientSession | None = None
         self._signer = SigV4("ses", self._region)
         self._send_host, self._send_path = host_of(self._url)
+        self._bulk_url = f"{self._endpoint}/v2/email/outbound-bulk-emails"
+        self._bulk_host = host_of(self._bulk_url)
+        self._templates_url = f"{self._endpoint}/v2/email/templates"
+        self._templates_host = host_of(self._templates_url)
 
     async def __aenter__(self) -> SesClient:
         # Keep-alive connections are reused (the connector keeps up to ``limit`` open, so no TCP
@@ -270,6 +315,19 @@ class SesClient:
             content_type=content_type,
         )
 
+    async def _post(
+        self, url: str, host_path: tuple[str, str], payload: dict[str, Any]
+    ) -> tuple[int, Any, bytes]:
+        """One signed JSON POST: (status, response headers, body); network trouble is transient."""
+        body = orjson.dumps(payload)
+        headers = self._signed_headers(url, body, "application/json", host_path)
+        assert self._http is not None, "use SesClient as an async context manager"
+        try:
+            async with self._http.post(url, data=body, headers=headers) as response:
+                return response.status, response.headers, await response.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise SesTransientError(type(exc).__name__, str(exc)[:200]) from exc
+
     async def send(self, email: RenderedEmail) -> str:
         """Send one rendered message; returns the SES MessageId or raises a ``SesError`` kind."""
         payload: dict[str, Any] = {
@@ -280,18 +338,9 @@ class SesClient:
             payload["EmailTags"] = [{"Name": k, "Value": v} for k, v in email.tags.items()]
         if email.configuration_set:
             payload["ConfigurationSetName"] = email.configuration_set
-        body = orjson.dumps(payload)
-        headers = self._signed_headers(
-            self._url, body, "application/json", (self._send_host, self._send_path)
+        status, response_headers, answer = await self._post(
+            self._url, (self._send_host, self._send_path), payload
         )
-        assert self._http is not None, "use SesClient as an async context manager"
-        try:
-            async with self._http.post(self._url, data=body, headers=headers) as response:
-                answer = await response.read()
-                status = response.status
-                response_headers = response.headers
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise SesTransientError(type(exc).__name__, str(exc)[:200]) from exc
         if status == 200:
             try:
                 return str(orjson.loads(answer)["MessageId"])
@@ -299,6 +348,37 @@ class SesClient:
                 raise SesTransientError("BadResponse", "SES answered 200 without a MessageId") from exc
         code, message = _error_code(response_headers, answer)
         raise classify(status, code, message)
+
+    async def create_template(self, name: str, content: dict[str, str]) -> None:
+        """CreateEmailTemplate; a template of that name already there is fine (names are
+        content-addressed, so an existing one has this content)."""
+        status, response_headers, answer = await self._post(
+            self._templates_url, self._templates_host, {"TemplateName": name, "TemplateContent": content}
+        )
+        if status == 200:
+            return
+        code, message = _error_code(response_headers, answer)
+        if code == "AlreadyExistsException":
+            return
+        raise classify(status, code, message)
+
+    async def send_bulk(self, payload: dict[str, Any]) -> list[SesError | str]:
+        """SendBulkEmail: per entry, in order, the MessageId or the ``SesError`` kind of its status.
+
+        A call refused as a whole (throttled, paused account, bad request) raises instead.
+        """
+        status, response_headers, answer = await self._post(self._bulk_url, self._bulk_host, payload)
+        if status != 200:
+            code, message = _error_code(response_headers, answer)
+            raise classify(status, code, message)
+        try:
+            results = orjson.loads(answer)["BulkEmailEntryResults"]
+            out = [entry_outcome(r) for r in results]
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise SesTransientError("BadResponse", "SES answered 200 without entry results") from exc
+        if len(out) != len(payload["BulkEmailEntries"]):
+            raise SesTransientError("BadResponse", "SES answered a different number of entry results")
+        return out
 
     async def max_send_rate(self) -> float | None:
         """The account's MaxSendRate (SES v1 GetSendQuota; moto implements it), or None if unknown."""

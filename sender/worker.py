@@ -41,6 +41,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from emailplan.runtime.logsetup import setup_logging
 from emailplan.runtime.metrics import serve_metrics
 from emailplan.runtime.sentry import init_sentry
+from emailplan.sender.bulkmail import MAX_ENTRIES, BulkPlan, compile_bulk, uses_bulk
+from emailplan.sender.bulksend import BulkSender
 from emailplan.sender.db import make_engine
 from emailplan.sender.intake import Intake, Taken, pause
 from emailplan.sender.leases import Held, Leases, LeaseState
@@ -128,6 +130,20 @@ class Worker:
         self.writer = ResultWriter(
             engine, plan_id, max_rows=settings.flush_rows, on_written=self._written, on_outage=self.db_away
         )
+        self.bulk_plan: BulkPlan | None = None  # the plan sends with SendBulkEmail (ses.sendApi bulk)
+        self.bulk = BulkSender(
+            ses=ses,
+            pacer=self.pacer,
+            leases=self.leases,
+            writer=self.writer,
+            sign=self.sign,
+            public_url=settings.public_url,
+            max_attempts=settings.max_attempts,
+            sendable=self.sendable,
+            park=lambda held: self.parked.append(held),
+            account_paused=self.account_paused,
+            account_resumed=self.account_resumed,
+        )
         self._queue = queue
         self._to_ack: list[int] = []
         self._ack_wake = asyncio.Event()
@@ -153,8 +169,9 @@ class Worker:
         if marker != self._compiled_for:
             try:
                 self.compiled = compile_plan(plan.spec, str(plan.id))
+                self.bulk_plan = compile_bulk(plan.spec, str(plan.id)) if uses_bulk(plan.spec) else None
             except RenderError as exc:
-                self.compiled = None
+                self.compiled = self.bulk_plan = None
                 log.error("plan template does not compile; not sending", extra={"reason": str(exc)})
             self._compiled_for = marker
 
@@ -329,14 +346,28 @@ class Worker:
                 return
             if held.claimed.id not in self.leases:
                 continue
-            self.in_flight += 1
-            IN_FLIGHT.inc()
+            bulk = self.bulk_plan
+            batch = [held] if bulk is None else [held, *self._more(MAX_ENTRIES - 1)]
+            self.in_flight += len(batch)
+            IN_FLIGHT.inc(len(batch))
             try:
-                await self.send_one(held)
+                await (self.send_one(held) if bulk is None else self.bulk.send(bulk, batch))
             finally:
-                self.in_flight -= 1
-                IN_FLIGHT.dec()
+                self.in_flight -= len(batch)
+                IN_FLIGHT.dec(len(batch))
                 self._show_backlog()
+
+    def _more(self, most: int) -> list[Held]:
+        """Up to ``most`` more held messages already waiting (a bulk call never waits to fill)."""
+        out: list[Held] = []
+        while len(out) < most and not self.sendq.empty():
+            item = self.sendq.get_nowait()
+            if item is None:
+                self.sendq.put_nowait(None)  # the stop signal is for a slot: leave it there
+                break
+            if item.claimed.id in self.leases:
+                out.append(item)
+        return out
 
     def _render(self, compiled: CompiledPlan, msg: ledger.Claimed) -> RenderedEmail:
         return render(

@@ -17,6 +17,7 @@ from pydantic.alias_generators import to_camel
 
 from emailplan.contract import STATUS_COUNTS
 from emailplan.contract.addresses import Mailbox
+from emailplan.contract.bulktemplates import bulk_template_problems
 from emailplan.contract.headers import HeaderValue
 
 DEFAULT_RATE_PER_SECOND = 14.0  # SES's sandbox-exit rate; the CRD default reads this too
@@ -85,9 +86,22 @@ class Unsubscribe(Wire):
     enabled: bool = True
 
 
+class SendApi(StrEnum):
+    """How the data plane calls SES for a plan.
+
+    ``raw``: one SendEmail (Raw MIME) per recipient, rendered here with every Jinja2 feature.
+    ``bulk``: SendBulkEmail, up to 50 recipients a call, from an SES template stored once per
+    plan; only ``{{ variable }}`` substitutions (``contract.bulktemplates``), no A/B variants.
+    """
+
+    RAW = "raw"
+    BULK = "bulk"
+
+
 class SesOptions(Wire):
     configuration_set: str | None = Field(None, max_length=64)
     tags: dict[HeaderValue, HeaderValue] = Field(default_factory=dict)
+    send_api: SendApi = SendApi.RAW
 
 
 VARIANT_NAME = r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$"
@@ -155,6 +169,12 @@ class PlanPayload(Wire):
             raise ValueError("testPercent: set only with variants")
         if self.winner is not None and self.winner not in names:
             raise ValueError(f"winner: {self.winner!r} is not one of the variants")
+        if self.ses.send_api is SendApi.BULK:
+            problems = bulk_template_problems(subject=self.subject, html=self.html, text=self.text)
+            if names:
+                problems.append("variants: ses.sendApi bulk sends one stored template; A/B variants need raw")
+            if problems:
+                raise ValueError("; ".join(problems))
         return self
 
     def variant_names(self) -> list[str]:
