@@ -166,9 +166,19 @@ async def ledger_sent(url: str, plan_id: uuid.UUID) -> int:
     return int(counts.get("sent", 0))
 
 
-def run_pod(args: argparse.Namespace, rnd: int, stub: Stub, pg: Any, moto: Any, processes: int) -> Round:
+def run_pod(
+    args: argparse.Namespace,
+    rnd: int,
+    stub: Stub,
+    pg: Any,
+    moto: Any,
+    processes: int,
+    send_api: str,
+    side: str,
+) -> Round:
     n = args.emails
-    plan_id = asyncio.run(make_plan(pg.url, n, rate=1e6, spec=SPEC))
+    spec = {**SPEC, "ses": {"sendApi": send_api}}
+    plan_id = asyncio.run(make_plan(pg.url, n, rate=1e6, spec=spec))
     stub.reset()
     env = {
         **os.environ,
@@ -203,7 +213,6 @@ def run_pod(args: argparse.Namespace, rnd: int, stub: Stub, pg: Any, moto: Any, 
     sent = asyncio.run(ledger_sent(pg.url, plan_id))
     if sent != n or stats["count"] != n:
         print(f"pod round {rnd}: ledger sent {sent}, stub {stats['count']}, of {n}", file=sys.stderr)
-    side = "pod" if processes == args.processes else f"pod-{processes}"
     return measured(side, rnd, stats, sender_total - sender0, others1 - others0, busy1 - busy0, code)
 
 
@@ -317,8 +326,9 @@ def report(rounds: list[Round], args: argparse.Namespace, started: str, command:
         "Median (min-max) over the rounds:",
         "",
         "| measure | emailplan pod "
-        f"({args.processes} processes, {args.in_flight} in flight) | aws-ses-sender-go (MAX_CONCURRENT "
-        f"{args.in_flight}) | ratio pod / Go (median of per-round ratios) |",
+        f"({args.processes} processes, {args.in_flight} in flight, sendApi {args.send_api}) | "
+        f"aws-ses-sender-go (MAX_CONCURRENT {args.in_flight}) | "
+        "ratio pod / Go (median of per-round ratios) |",
         "| --- | --- | --- | --- |",
     ]
     pairs = list(zip(pod, go, strict=False))
@@ -353,6 +363,20 @@ def report(rounds: list[Round], args: argparse.Namespace, started: str, command:
             f"{spread([r.sender_cpu_ms for r in extra], '.3f')} CPU-ms per email; "
             f"{args.processes} processes / {extra[0].side[4:]}: {spread(ratios, '.2f')} times the emails/s.",
         ]
+    other = [r for r in rounds if r.side in ("raw", "bulk")]
+    if other and pod:
+        go_by_round = {r.round: r for r in go}
+        vs_go = [
+            r.pipeline_cpu_ms / go_by_round[r.round].pipeline_cpu_ms for r in other if r.round in go_by_round
+        ]
+        lines += [
+            "",
+            f"Same pod with sendApi {other[0].side}, interleaved with the rounds above: "
+            f"{spread([r.rate for r in other], '.0f')} emails/s, sender "
+            f"{spread([r.sender_cpu_ms for r in other], '.3f')} CPU-ms per email, pipeline "
+            f"{spread([r.pipeline_cpu_ms for r in other], '.3f')} CPU-ms per email"
+            + (f" ({spread(vs_go, '.2f')} times the Go service's)." if vs_go else "."),
+        ]
     lines += [
         "",
         "Rounds in the order they ran:",
@@ -383,6 +407,18 @@ def main() -> None:
         "--also-processes", type=int, default=None, help="also run the pod with this many processes"
     )
     parser.add_argument("--in-flight", type=int, default=64, help="sends in flight, each side")
+    parser.add_argument(
+        "--send-api",
+        choices=["raw", "bulk"],
+        default="raw",
+        help="the pod's ses.sendApi (raw: one call an email)",
+    )
+    parser.add_argument(
+        "--also-send-api",
+        choices=["raw", "bulk"],
+        default=None,
+        help="also run the pod with this ses.sendApi",
+    )
     parser.add_argument("--only", choices=["pod", "go"], default=None, help="run one side only")
     parser.add_argument("--json", type=Path, default=None, help="also write the rounds as JSON here")
     parser.add_argument(
@@ -406,6 +442,8 @@ def main() -> None:
         sides = [args.only]
     if args.also_processes:
         sides.append(f"pod-{args.also_processes}")
+    if args.also_send_api and args.also_send_api != args.send_api:
+        sides.append(args.also_send_api)
     pg = PostgresServer().start()
     moto = MotoServer().start()
     os.environ.update(moto.env())
@@ -418,9 +456,11 @@ def main() -> None:
             for side in order:
                 if side == "go":
                     r = run_seed(args, rnd, stub, seed_bin)  # type: ignore[arg-type]
+                elif side.startswith("pod-"):
+                    r = run_pod(args, rnd, stub, pg, moto, int(side[4:]), args.send_api, side)
                 else:
-                    processes = args.processes if side == "pod" else int(side[4:])
-                    r = run_pod(args, rnd, stub, pg, moto, processes)
+                    api = args.send_api if side == "pod" else side
+                    r = run_pod(args, rnd, stub, pg, moto, args.processes, api, side)
                 print(json.dumps(asdict(r)), flush=True)
                 rounds.append(r)
     finally:

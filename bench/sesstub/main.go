@@ -1,6 +1,10 @@
 // Command sesstub answers SES v2 SendEmail (POST /v2/email/outbound-emails) with a fresh
 // MessageId, as fast as the standard library allows, so a sender benchmark measures the
-// sender and never the endpoint. It accepts Simple and Raw content, refuses requests without a
+// sender and never the endpoint. It also answers CreateEmailTemplate (POST
+// /v2/email/templates; AlreadyExistsException for a name it has) and SendBulkEmail (POST
+// /v2/email/outbound-bulk-emails: one SUCCESS result with a MessageId per entry, 1-50
+// entries, TEMPLATE_NOT_FOUND for a template it was never given); a bulk entry counts as one
+// send. It accepts Simple and Raw content, refuses requests without a
 // SigV4 Authorization header (400 BadRequestException, as SES answers a malformed call), and
 // keeps three numbers for the benchmark: how many sends it accepted and when (monotonic
 // nanoseconds) the first and the last arrived. GET /stats returns them as JSON; POST /reset
@@ -31,16 +35,31 @@ type counters struct {
 	last  int64
 }
 
-func (c *counters) hit() int64 {
+func (c *counters) hit(n int64) int64 {
 	now := time.Since(start).Nanoseconds()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.count == 0 {
 		c.first = now
 	}
-	c.count++
+	c.count += n
 	c.last = now
 	return c.count
+}
+
+type bulkRequest struct {
+	DefaultContent struct {
+		Template struct {
+			TemplateName string
+		}
+	}
+	BulkEmailEntries []json.RawMessage
+}
+
+func refuse(w http.ResponseWriter, code, message string) {
+	w.Header().Set("x-amzn-ErrorType", code)
+	w.WriteHeader(http.StatusBadRequest)
+	_, _ = fmt.Fprintf(w, `{"message":%q}`, message)
 }
 
 var ids atomic.Uint64
@@ -64,8 +83,49 @@ func main() {
 			_, _ = w.Write([]byte(`{"message":"expected a signed SendEmail with Raw or Simple content"}`))
 			return
 		}
-		c.hit()
+		c.hit(1)
 		_, _ = fmt.Fprintf(w, `{"MessageId":"%s-%016x"}`, prefix, ids.Add(1))
+	})
+	var templates sync.Map
+	mux.HandleFunc("POST /v2/email/templates", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ TemplateName string }
+		w.Header().Set("Content-Type", "application/json")
+		if r.Header.Get("Authorization") == "" || json.NewDecoder(r.Body).Decode(&req) != nil || req.TemplateName == "" {
+			refuse(w, "BadRequestException", "expected a signed CreateEmailTemplate with a TemplateName")
+			return
+		}
+		if _, had := templates.LoadOrStore(req.TemplateName, true); had {
+			refuse(w, "AlreadyExistsException", "a template of that name exists")
+			return
+		}
+		_, _ = w.Write([]byte(`{}`))
+	})
+	mux.HandleFunc("POST /v2/email/outbound-bulk-emails", func(w http.ResponseWriter, r *http.Request) {
+		var req bulkRequest
+		w.Header().Set("Content-Type", "application/json")
+		if r.Header.Get("Authorization") == "" || json.NewDecoder(r.Body).Decode(&req) != nil ||
+			len(req.BulkEmailEntries) < 1 || len(req.BulkEmailEntries) > 50 {
+			refuse(w, "BadRequestException", "expected a signed SendBulkEmail with 1 to 50 entries")
+			return
+		}
+		_, known := templates.Load(req.DefaultContent.Template.TemplateName)
+		var out bytes.Buffer
+		out.WriteString(`{"BulkEmailEntryResults":[`)
+		for i := range req.BulkEmailEntries {
+			if i > 0 {
+				out.WriteByte(',')
+			}
+			if known {
+				fmt.Fprintf(&out, `{"Status":"SUCCESS","MessageId":"%s-%016x"}`, prefix, ids.Add(1))
+			} else {
+				out.WriteString(`{"Status":"TEMPLATE_NOT_FOUND","Error":"no such template"}`)
+			}
+		}
+		out.WriteString(`]}`)
+		if known {
+			c.hit(int64(len(req.BulkEmailEntries)))
+		}
+		_, _ = w.Write(out.Bytes())
 	})
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
 		c.mu.Lock()
