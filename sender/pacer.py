@@ -18,16 +18,15 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emailplan.sender.outage import OUTAGE
-from emailplan.sender.ratelimit import Bucket, Meter, SendLimit, grant_want, refill, take, wait_time
+from emailplan.sender.ratelimit import Bucket, SendLimit, grant_want, refill, take, wait_time
 from emailplan.sender.store import ledger
 from emailplan.sender.workermetrics import FACTOR, RATE
 
 log = logging.getLogger("emailplan.worker")
 
-# Shared-bucket grants: about GRANT_HORIZON seconds of the plan's rate at a time (less when
-# this pod's own recent throughput is lower), at most one grant per GRAB_INTERVAL while the
-# bucket is drained, unused tokens returned to the bucket after TOKEN_TTL. Together they
-# bound how far pods can burst above the rate.
+# Shared-bucket grants: about GRANT_HORIZON seconds of the plan's rate at a time, at most one
+# grant per GRAB_INTERVAL while the bucket is drained, unused tokens returned to the bucket
+# after TOKEN_TTL. Together they bound how far pods can burst above the rate.
 GRANT_HORIZON = 0.2
 GRAB_INTERVAL = 0.05
 TOKEN_TTL = 0.25
@@ -59,7 +58,6 @@ class Pacer:
         self._next_grab = 0.0
         self._tokens_until = 0.0
         self._give_back = 0
-        self._meter = Meter()
         self.stats = {"grants": 0, "granted": 0.0, "returned": 0.0, "grant_seconds": 0.0}
         RATE.set(plan_rate)
 
@@ -116,7 +114,6 @@ class Pacer:
                 if not await self._grab():
                     await asyncio.sleep(1.0)
             self._tokens -= 1
-            self._meter = self._meter.add(1, time.monotonic())
             return True
 
     def try_acquire(self) -> bool:
@@ -133,12 +130,11 @@ class Pacer:
         if self._pace():
             return False
         self._tokens -= 1
-        self._meter = self._meter.add(1, time.monotonic())
         return True
 
     async def _grab(self) -> bool:
         """One grant from the shared bucket; False when the database is away."""
-        want = grant_want(self.limit.rate, GRANT_HORIZON, float(self._demand() + 1), self._meter.rate)
+        want = grant_want(self.limit.rate, GRANT_HORIZON, float(self._demand() + 1))
         try:
             t0 = time.monotonic()
             got, rate = await ledger.take_tokens(

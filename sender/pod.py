@@ -2,8 +2,8 @@
 
 One Python process uses one core; a pod with a 2-CPU limit that runs one worker
 leaves half of what it pays for idle. The supervisor starts N plain worker
-processes (the default is the pod's CPU limit read from the cgroup; one process
-when the pod has no limit). They need nothing new to share the plan: each
+processes (the default is the pod's CPU limit read from the cgroup, or the cores it may
+run on when it has no limit). They need nothing new to share the plan: each
 is a worker with its own owner id, so the ledger claim gives every message to
 exactly one of them and the shared PostgreSQL bucket holds the plan's rate
 across all of them, exactly as it does across pods.
@@ -63,7 +63,7 @@ class PodSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="EMAILPLAN_", extra="ignore")
 
-    worker_processes: int = Field(0, ge=0, le=256)  # 0: the pod's CPU limit (1 without a limit)
+    worker_processes: int = Field(0, ge=0, le=256)  # 0: the pod's CPU limit (its cores without a limit)
     metrics_port: int = 9102
     shutdown_grace_seconds: float = 20.0
 
@@ -107,17 +107,16 @@ def process_count(requested: int, cpu_limit: float | None, usable_cores: int) ->
     """How many worker processes to run.
 
     An explicit request wins. Otherwise one per CPU of the pod's CPU limit, rounded
-    up (a 1.5-CPU limit is better used by two processes than one), never more than
-    the cores the process can run on nor ``AUTO_MAX_PROCESSES``. A pod without a
-    CPU limit runs one process: it was promised only its CPU request, and every
-    extra process polls the queue and the ledger on its own (docs/benchmarks.md:
-    two processes per pod never held a plan's rate better than one on a busy machine).
+    up (a 1.5-CPU limit is better used by two processes than one), or, without a limit,
+    one per core this process may run on; never more than those cores nor
+    ``AUTO_MAX_PROCESSES``. (Several processes per pod once held a plan's rate worse than
+    one: their grants from the shared bucket shrank to a token each. Grants are sized by the
+    plan's rate now, ``ratelimit.grant_want``, and the rate benchmark holds with them.)
     """
     if requested > 0:
         return requested
-    if cpu_limit is None:
-        return 1
-    return max(1, min(usable_cores, AUTO_MAX_PROCESSES, math.ceil(cpu_limit - 1e-9)))
+    cpus = usable_cores if cpu_limit is None else min(usable_cores, math.ceil(cpu_limit - 1e-9))
+    return max(1, min(AUTO_MAX_PROCESSES, cpus))
 
 
 def usable_cores() -> int:

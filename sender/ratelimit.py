@@ -50,40 +50,19 @@ def grant_size(rate: float, workers_hint: int = 1, horizon: float = 0.25) -> flo
     return max(1.0, float(int(rate * horizon / max(1, workers_hint))))
 
 
-def grant_want(plan_rate: float, horizon: float, demand: float, recent: float | None = None) -> float:
+def grant_want(plan_rate: float, horizon: float, demand: float) -> float:
     """Tokens one worker asks the shared bucket for in one grant.
 
-    About ``horizon`` seconds of the plan's rate; when the worker has measured its
-    own ``recent`` throughput and that is lower (pods sharing a plan each get a
-    part), twice that instead, so a pod asks for about its share with room to
-    grow. Never more than the messages it holds (``demand``); at least one token.
-    Unused tokens go back to the bucket, so a generous grant wastes nothing.
+    About ``horizon`` seconds of the plan's rate, never more than the messages it holds
+    (``demand``), at least one token. Not sized by the worker's own recent throughput: that
+    fed back on itself (a worker slowed by a slow grant asked for less, so it was slower
+    still) until busy processes asked for one token per database round trip and a plan
+    shared by several processes fell to a third of its rate (docs/benchmarks.md). Pods that
+    share a plan still share it: the bucket grants what it has (a drained bucket grants less
+    and the worker comes back after a pause), and tokens not spent in time go back to it.
     """
     want = max(0.0, plan_rate) * horizon
-    if recent is not None and recent > 0:
-        want = min(want, 2 * recent * horizon)
     return max(1.0, float(int(min(want, demand))))
-
-
-@dataclass(frozen=True)
-class Meter:
-    """Events per second, measured over windows of at least ``window`` s and smoothed."""
-
-    rate: float | None = None
-    count: float = 0.0
-    since: float | None = None
-    window: float = 0.5
-
-    def add(self, n: float, now: float) -> Meter:
-        if self.since is None:
-            return replace(self, count=0.0, since=now)
-        count = self.count + n
-        elapsed = now - self.since
-        if elapsed < self.window:
-            return replace(self, count=count)
-        sample = count / elapsed
-        rate = sample if self.rate is None else (self.rate + sample) / 2
-        return replace(self, rate=rate, count=0.0, since=now)
 
 
 def backoff(attempt: int, base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None) -> float:

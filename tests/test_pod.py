@@ -84,7 +84,8 @@ def test_cgroup_files_are_found_for_v2_and_v1(tmp_path: Path) -> None:
     ("requested", "limit", "cores", "expected"),
     [
         (3, None, 2, 3),  # asked for: given, even above the cores (the operator knows best)
-        (0, None, 4, 1),  # no CPU limit: the pod was promised only its request, one process
+        (0, None, 4, 4),  # no CPU limit: one per core it may run on
+        (0, None, 64, 8),  # ... at most 8 by default
         (0, 2.0, 8, 2),  # the pod's CPU limit
         (0, 1.5, 8, 2),  # a fraction rounds up: two processes use 1.5 CPUs better than one
         (0, 0.5, 8, 1),
