@@ -616,7 +616,7 @@ async def _retry_until(fn: Callable[[], Awaitable[T]], what: str, seconds: float
 
 async def run_worker(settings: SenderSettings, plan_id: uuid.UUID, *, exit_when_idle: bool = False) -> None:
     """Run until SIGTERM/SIGINT (or, with ``exit_when_idle``, until the plan is finished)."""
-    engine = make_engine(settings, pool_size=min(settings.db_pool_size, 5))
+    engine = make_engine(settings, pool_size=min(settings.db_pool_size, 5), pre_ping=False)
     try:
         async with (
             WorkQueue.open(settings) as queue,
