@@ -90,7 +90,7 @@ class BulkSender:
                 log.info("SES template stored", extra={"template": plan.template_name})
 
     async def send(self, plan: BulkPlan, batch: list[Held]) -> None:
-        """Send ``batch`` (at most ``MAX_ENTRIES``) and wait until every outcome is written."""
+        """Send ``batch`` (at most ``MAX_ENTRIES``); outcomes go to the writer (not waited for)."""
         pending = []
         for held in batch:
             msg = held.claimed
@@ -197,8 +197,8 @@ class BulkSender:
                     RETRIES.inc()
                     p.failed += 1
                 p.not_before = time.monotonic() + decision.delay  # keeps its permit
-        if results:
-            await asyncio.gather(*(self._writer.write(r) for r in results))
+        for result in results:
+            self._writer.put(result)  # the slot goes on; the message is held until it is written
         return finished
 
 

@@ -78,35 +78,28 @@ class Intake:
         return len(self._jobs)
 
     async def receive(self, room: int) -> Taken | None:
-        """Long-poll SQS and claim what arrives; None when the queue had nothing."""
+        """Long-poll SQS and claim what arrives; None when the queue had nothing.
+
+        Everything one receive brought is claimed in one statement (up to ten SQS messages of
+        ``ledger.IDS_PER_QUEUE_MESSAGE`` ids): one round trip instead of one per SQS message.
+        """
         jobs = await self._queue.receive(
             self._plan_id,
             wait_seconds=self._poll_wait,
             visibility=int(max(1, self._lease)),
-            max_messages=max(1, min(10, -(-room // 100))),
+            max_messages=max(1, min(10, -(-room // ledger.IDS_PER_QUEUE_MESSAGE))),
         )
         if not jobs:
             return None
         self._unclaimed.extend(jobs)
         asked_at = time.monotonic()
-        claimed: list[ledger.Claimed] = []
-        outage = False
-        for job in jobs:
-            if outage:  # the database is away: the rest goes straight back too
-                await self._visible([job.receipt], delay=0)
-                self._unclaimed.remove(job)
-                continue
-            got = await self._claim_job(job)
-            outage = got is None
-            claimed += got or []
-        return Taken(claimed, asked_at, outage)
-
-    async def _claim_job(self, job: Job) -> list[ledger.Claimed] | None:
-        """Claim one SQS message's ids; None when the database is away (the message is shown again)."""
+        ids = list(dict.fromkeys(i for job in jobs for i in job.ids))
         try:
-            claimed = await ledger.claim(self._engine, self._plan_id, job.ids, self._owner, self._lease)
-            left = set(job.ids) - {c.id for c in claimed}
-            waiting = await ledger.still_created(self._engine, self._plan_id, sorted(left)) if left else []
+            claimed = await ledger.claim(self._engine, self._plan_id, ids, self._owner, self._lease)
+            left = set(ids) - {c.id for c in claimed}
+            waiting = (
+                set(await ledger.still_created(self._engine, self._plan_id, sorted(left))) if left else set()
+            )
         except OUTAGE as exc:
             # Not claimed (or not known to be): show the work again at once, for this pod or
             # another, instead of leaving it invisible for a whole lease. Ids that were claimed
@@ -114,21 +107,30 @@ class Intake:
             log.warning(
                 "cannot claim work, putting it back on the queue", extra={"error": type(exc).__name__}
             )
+            for job in jobs:
+                self._unclaimed.remove(job)
+            await self._visible([job.receipt for job in jobs], delay=0)
+            return Taken([], asked_at, outage=True)
+        by_id = {c.id: c for c in claimed}
+        for job in jobs:
             self._unclaimed.remove(job)
-            await self._visible([job.receipt], delay=0)
-            return None
-        self._unclaimed.remove(job)
+            # An id that came twice (SQS delivers at least once) belongs to the first message.
+            mine = [by_id.pop(i) for i in job.ids if i in by_id]
+            await self._track(job, mine, waiting=any(i in waiting for i in job.ids))
+        return Taken(claimed, asked_at)
+
+    async def _track(self, job: Job, claimed: list[ledger.Claimed], *, waiting: bool) -> None:
+        """Hold one SQS message until its claimed ids are written; settle it now if it has none."""
         if not claimed:
             if waiting:
                 await self._visible([job.receipt], delay=NOT_YET_DELAY)
             else:
                 await self._delete([job.receipt])  # every id is final or held by a live lease elsewhere
-            return []
-        state = JobState(job, {c.id for c in claimed}, give_back=bool(waiting))
+            return
+        state = JobState(job, {c.id for c in claimed}, give_back=waiting)
         self._jobs.append(state)
         for c in claimed:
             self._by_id[c.id] = state
-        return claimed
 
     async def sweep(self, limit: int, *, stale_seconds: float) -> Taken:
         """Reclaim rows whose lease ran out, and queued rows untouched for ``stale_seconds``."""

@@ -60,10 +60,19 @@ class ResultWriter:
 
     async def write(self, result: ledger.SendResult) -> None:
         """Hand over one result; returns once it is committed (a cancelled caller leaves it queued)."""
+        await asyncio.shield(self.put(result))
+
+    def put(self, result: ledger.SendResult) -> asyncio.Future[None]:
+        """Hand over one result without waiting; the future is done once it is committed.
+
+        For senders that need not wait (the bulk slot): the message stays held (its lease,
+        the pod's backlog limit) until the write, so the writer still bounds how far sending
+        runs ahead of the ledger, and shutdown flushes what is pending as before.
+        """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((result, done))
         self._wake.set()
-        await asyncio.shield(done)
+        return done
 
     async def run(self) -> None:
         """Write batches as results arrive, until cancelled; an outage is retried every second."""

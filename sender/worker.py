@@ -509,14 +509,14 @@ class Worker:
                 "progress",
                 extra={
                     "plan": str(self.plan_id),
-                    "sent": self.sent,
-                    "rate": round((self.sent - last_sent) / max(now - last_t, 1e-6), 2),
+                    "sent": self.sent + self.bulk.sent,
+                    "rate": round((self.sent + self.bulk.sent - last_sent) / max(now - last_t, 1e-6), 2),
                     "held": len(self.leases),
                     "plan_rate": self.pacer.plan_rate,
                     "send_limit": round(self.pacer.limit.rate, 2),
                 },
             )
-            last_sent, last_t = self.sent, now
+            last_sent, last_t = self.sent + self.bulk.sent, now
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -589,7 +589,7 @@ class Worker:
         ]
         await _retry_until(lambda: self.release_parked(drain=False), "release held messages", 10.0)
         await self.intake.give_back_all()
-        log.info("worker stopped", extra={"sent": self.sent, **self.pacer.stats})
+        log.info("worker stopped", extra={"sent": self.sent + self.bulk.sent, **self.pacer.stats})
 
 
 async def _retry_forever(fn: Callable[[], Awaitable[Any]], what: str, stop: asyncio.Event) -> None:

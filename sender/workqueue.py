@@ -1,8 +1,8 @@
 """The per-plan SQS work queue: ``emailplan-<planId>`` with DLQ ``emailplan-<planId>-dlq``.
 
-A queue message carries up to 100 ledger message ids (``{"plan", "ids"}``), so a
-million recipients is ten thousand SQS messages (SQS operations get slow with
-many messages, and each request costs money). SQS only says *what to look at*;
+A queue message carries up to 500 ledger message ids (``{"plan", "ids"}``, written by
+``ledger.complete_recipients``), so a million recipients is two thousand SQS messages
+(SQS operations get slow with many messages, and each request costs money). SQS only says *what to look at*;
 the ledger claim decides what is sent, so at-least-once delivery never becomes
 a duplicate email. Work that cannot be processed is moved to the DLQ with its
 reason (message attribute and log line); repeated crashes land there by
@@ -28,7 +28,7 @@ from emailplan.sender.settings import SenderSettings
 log = logging.getLogger(__name__)
 
 MAX_RECEIVES = 5
-MAX_IDS = 100
+MAX_IDS = 1000  # what a worker accepts in one message (the ledger writes at most 500)
 SQS_BATCH = 10
 
 
