@@ -50,8 +50,22 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICK
 
 
+def reaped_cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds of the children ``pids`` waited for (``cutime`` + ``cstime``): processes that
+    ended, such as PostgreSQL backends whose connection closed, live on only in there."""
+    total = 0
+    for pid in pids:
+        fields = _stat(pid)
+        if fields is not None:
+            total += int(fields[13]) + int(fields[14])
+    return total / TICK
+
+
 def tree_cpu(root: int) -> float:
-    return cpu_seconds(tree(root))
+    """CPU seconds of ``root``'s tree: the live processes and every descendant already reaped
+    (a PostgreSQL backend that served a worker and exited with it is charged too)."""
+    pids = tree(root)
+    return cpu_seconds(pids) + reaped_cpu_seconds(pids)
 
 
 def machine_busy_seconds() -> float:

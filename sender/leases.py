@@ -83,12 +83,23 @@ class Leases:
         for i in ids:
             self._held.pop(i, None)
 
-    async def renew(self) -> list[int]:
-        """One heartbeat: extend every lease; returns the ids lost to other pods (dropped here)."""
-        ids = self.ids()
+    async def renew(self, within: float | None = None) -> list[int]:
+        """One heartbeat: extend the leases that run out within ``within`` seconds (all when
+        None); returns the ids lost to other pods (dropped here).
+
+        A fast pod writes most messages long before their lease is half gone: renewing only
+        those close to running out spares the ledger an UPDATE per held message per heartbeat
+        (at 1,000 emails/s with 5,000 held that was two row updates per email, taking the row
+        locks the result writes wait for). The heartbeat comes every quarter lease, so a lease
+        left unrenewed now is renewed at the next one, still well before it runs out.
+        """
+        asked_at = time.monotonic()
+        if within is None:
+            ids = self.ids()
+        else:
+            ids = [i for i, h in self._held.items() if h.valid_until - asked_at < within]
         if not ids:
             return []
-        asked_at = time.monotonic()
         kept = set(await ledger.extend_lease(self._engine, ids, self.owner, self.lease_seconds))
         until = asked_at + self.lease_seconds - self.margin
         lost = []
