@@ -57,8 +57,22 @@ def serve_stub(port: int) -> None:
             return web.json_response({"__type": "BadRequestException", "message": "bad"}, status=400)
         return web.json_response({"MessageId": uuid.uuid4().hex})
 
+    async def template(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    async def bulk(request: web.Request) -> web.Response:
+        """SendBulkEmail: one SUCCESS per entry (rate runs with ``--send-api bulk``)."""
+        body = await request.json()
+        entries = body.get("BulkEmailEntries", [])
+        if not 1 <= len(entries) <= 50 or "Authorization" not in request.headers:
+            return web.json_response({"__type": "BadRequestException", "message": "bad"}, status=400)
+        results = [{"Status": "SUCCESS", "MessageId": uuid.uuid4().hex} for _ in entries]
+        return web.json_response({"BulkEmailEntryResults": results})
+
     app = web.Application()
     app.router.add_post("/v2/email/outbound-emails", send)
+    app.router.add_post("/v2/email/templates", template)
+    app.router.add_post("/v2/email/outbound-bulk-emails", bulk)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
@@ -206,9 +220,11 @@ async def bench_throughput(url: str, ses_url: str, n: int) -> dict[str, Any]:
     }
 
 
-async def bench_rate(url: str, ses_url: str, rate: float, workers: int, seconds: float) -> dict[str, Any]:
+async def bench_rate(
+    url: str, ses_url: str, rate: float, workers: int, seconds: float, send_api: str = "raw"
+) -> dict[str, Any]:
     n = int(rate * seconds)
-    plan_id = await make_plan(url, n, rate=rate)
+    plan_id = await make_plan(url, n, rate=rate, spec={**SPEC, "ses": {"sendApi": send_api}})
     env = worker_env(url, plan_id, ses_url, EMAILPLAN_WORKER_CONCURRENCY="32")
     procs = [subprocess.Popen([EXE, "worker"], env=env) for _ in range(workers)]
     for p in procs:
@@ -223,6 +239,7 @@ async def bench_rate(url: str, ses_url: str, rate: float, workers: int, seconds:
         "span_s": span,
         "measured": measured,
         "ratio": measured / rate,
+        "send_api": send_api,
     }
 
 
@@ -384,7 +401,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 for workers in args.workers:
                     for _ in range(args.repeat):
                         span = (args.rate_seconds or seconds) / (2 if args.quick else 1)
-                        r = await bench_rate(pg.url, ses_url, rate, workers, span)
+                        r = await bench_rate(pg.url, ses_url, rate, workers, span, args.send_api)
                         print(json.dumps(r), flush=True)
                         rates.append(r)
         if "ingest" in parts:
@@ -419,6 +436,7 @@ def main() -> None:
         "--rates", type=float, nargs="+", default=[14.0, 500.0], help="plan rates (rate part)"
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per rate and worker count")
+    parser.add_argument("--send-api", choices=["raw", "bulk"], default="raw", help="the plans' ses.sendApi")
     parser.add_argument(
         "--rate-seconds",
         type=float,
