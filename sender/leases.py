@@ -66,12 +66,25 @@ class Leases:
         return self._held.get(message_id)
 
     def add(self, claimed: Iterable[ledger.Claimed], asked_at: float) -> list[Held]:
-        """Record messages claimed by a request sent at ``asked_at`` (monotonic)."""
+        """Record messages claimed by a request sent at ``asked_at`` (monotonic); returns the
+        ones new to this pod.
+
+        A message this pod already holds can come back from the orphan sweep when its lease
+        ran out in the ledger (renewals late on a busy database): it is the same message, still
+        queued or in flight here, so only its lease is refreshed. Returning it again would queue
+        it twice and send it twice.
+        """
         until = asked_at + self.lease_seconds - self.margin
-        held = [Held(c, until) for c in claimed]
-        for h in held:
-            self._held[h.claimed.id] = h
-        return held
+        new = []
+        for c in claimed:
+            known = self._held.get(c.id)
+            if known is not None:
+                known.valid_until = max(known.valid_until, until)
+                continue
+            held = Held(c, until)
+            self._held[c.id] = held
+            new.append(held)
+        return new
 
     def state(self, message_id: int, now: float | None = None) -> LeaseState:
         held = self._held.get(message_id)
@@ -83,23 +96,12 @@ class Leases:
         for i in ids:
             self._held.pop(i, None)
 
-    async def renew(self, within: float | None = None) -> list[int]:
-        """One heartbeat: extend the leases that run out within ``within`` seconds (all when
-        None); returns the ids lost to other pods (dropped here).
-
-        A fast pod writes most messages long before their lease is half gone: renewing only
-        those close to running out spares the ledger an UPDATE per held message per heartbeat
-        (at 1,000 emails/s with 5,000 held that was two row updates per email, taking the row
-        locks the result writes wait for). The heartbeat comes every quarter lease, so a lease
-        left unrenewed now is renewed at the next one, still well before it runs out.
-        """
-        asked_at = time.monotonic()
-        if within is None:
-            ids = self.ids()
-        else:
-            ids = [i for i, h in self._held.items() if h.valid_until - asked_at < within]
+    async def renew(self) -> list[int]:
+        """One heartbeat: extend every lease; returns the ids lost to other pods (dropped here)."""
+        ids = self.ids()
         if not ids:
             return []
+        asked_at = time.monotonic()
         kept = set(await ledger.extend_lease(self._engine, ids, self.owner, self.lease_seconds))
         until = asked_at + self.lease_seconds - self.margin
         lost = []

@@ -326,7 +326,7 @@ class Worker:
             if self.stopping.is_set():
                 return
             try:
-                lost = await self.leases.renew(within=2 * period)
+                lost = await self.leases.renew()
                 if lost:
                     await self.intake.settle(written=lost)  # another pod holds them now
             except OUTAGE as exc:
