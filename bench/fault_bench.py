@@ -466,10 +466,19 @@ def report(runs: dict[str, list[Run]], args: argparse.Namespace, started: str) -
 
 
 def write_section(path: Path, section: str) -> None:
-    """Put the '## Faults' section last in docs/benchmarks.md, replacing an older one."""
+    """Replace the '## Faults' section of docs/benchmarks.md where it stands (or append it).
+
+    Only the generated section is replaced: the reading of the numbers lives in a
+    section of its own after it, written by a person.
+    """
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    others = [part for part in re.split(r"(?m)^(?=## )", text) if not part.startswith("## Faults")]
-    path.write_text("".join(others).rstrip() + "\n\n" + section)
+    parts = re.split(r"(?m)^(?=## )", text)
+    new = section.rstrip() + "\n\n"
+    if any(p.startswith("## Faults\n") for p in parts):
+        parts = [new if p.startswith("## Faults\n") else p for p in parts]
+    else:
+        parts.append(new)
+    path.write_text("".join(parts).rstrip() + "\n")
 
 
 async def main_async(args: argparse.Namespace) -> None:
