@@ -132,6 +132,34 @@ async def test_only_the_released_share_is_queued_and_it_never_shrinks(api: LiveA
     assert sorted(queued(api)) == sorted(by_id)
 
 
+class UnreachableQueue(NullQueue):
+    """SQS out of reach (what the real client raises when it cannot connect)."""
+
+    async def enqueue(self, plan_id: uuid.UUID, batches: Any) -> None:
+        raise ConnectionRefusedError("work queue unreachable")
+
+
+async def test_a_raise_that_could_not_be_queued_is_not_in_force_so_it_is_sent_again(api: LiveApi) -> None:
+    plan_id = uuid.uuid4()
+    await put(api, plan_id, {**PLAN, "releasePercent": 20})
+    await upload(api, plan_id, ndjson(emails(300)), "application/x-ndjson")
+    await api.client.post(f"/v1/plans/{plan_id}/recipients/complete", headers=HEADERS)
+    first = len(queued(api))
+    working = api.client.server.app[STATE].queue
+    api.client.server.app[STATE].queue = UnreachableQueue()
+    resp = await put(api, plan_id, {**PLAN, "releasePercent": 70})
+    assert resp.status == 503, await resp.text()
+    shown = await view(api, plan_id)
+    assert shown["releasePercent"] == 20, "a share whose rows were not queued is not in force"
+    api.client.server.app[STATE].queue = working
+    resp = await put(api, plan_id, {**PLAN, "releasePercent": 70})  # the operator's retry
+    assert resp.status == 200 and (await resp.json())["releasePercent"] == 70
+    by_bucket = await buckets(api, plan_id)
+    by_id = await ids_by_email(api, plan_id)
+    assert {by_id[i] for i in queued(api)} == {e for e, b in by_bucket.items() if b < cutoff(70)}
+    assert len(queued(api)) > first
+
+
 async def test_unreleased_rows_keep_the_plan_open_and_stop_with_it(api: LiveApi) -> None:
     plan_id = uuid.uuid4()
     await put(api, plan_id, {**PLAN, "releasePercent": 0})
