@@ -289,7 +289,10 @@ class Worker:
             try:
                 if room and self.db_settled():
                     stale = max(5.0, self.settings.lease_seconds) if self.queue_empty else NEVER_STALE
-                    taken = await self.intake.sweep(min(room, 1000), stale_seconds=stale)
+                    below = self.plan.released_below if self.plan is not None else 0
+                    taken = await self.intake.sweep(
+                        min(room, 1000), stale_seconds=stale, released_below=below
+                    )
                     self._hold(taken)
                     if taken.claimed:
                         continue

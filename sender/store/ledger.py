@@ -72,6 +72,12 @@ class PlanView:
     created_at: datetime
     updated_at: datetime
     counts: dict[str, int] = field(default_factory=dict)
+    release_percent: float = contract.ALL_RELEASED
+
+    @property
+    def released_below(self) -> int:
+        """The bucket cutoff of the released share: rows below it may be sent."""
+        return cutoff(self.release_percent)
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,7 @@ def _view(row: Mapping[str, Any], counts: dict[str, int]) -> PlanView:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         counts=counts,
+        release_percent=float(row["release_percent"]),
     )
 
 
@@ -716,7 +723,7 @@ RETURNING m.id, m.email, m.name, m.vars, m.attempts, m.bucket, c.old_status, c.o
 _CLAIM_IDS = text(_CLAIM_SQL.format(where="m.id = ANY(CAST(:ids AS bigint[]))"))
 _CLAIM_ORPHANS = text(
     _CLAIM_SQL.format(
-        where="((m.status = 'processing') OR (m.status = 'created' AND m.enqueued "
+        where="((m.status = 'processing') OR (m.status = 'created' AND (m.enqueued OR m.bucket < :below) "
         "AND m.updated_at < now() - make_interval(secs => :stale)))"
     )
 )
@@ -785,17 +792,27 @@ async def claim_orphans(
     lease_seconds: float,
     limit: int,
     stale_seconds: float,
+    released_below: int,
 ) -> list[Claimed]:
-    """Take messages whose queue work was lost: expired leases, queued rows idle ``stale_seconds``.
+    """Take messages whose queue work was lost: expired leases, and released rows idle ``stale_seconds``.
 
     SQS redelivers work after a crash, but a message that went to the DLQ or was
-    purged would otherwise stay ``created`` forever; the ledger is the truth.
+    purged, or a released row that never reached the queue (the API died while
+    queueing a long list; nobody uploads a loaded list again), would otherwise stay
+    ``created`` forever; the ledger is the truth. ``released_below`` is the cutoff of
+    the plan's released share (``cohorts.cutoff``): unreleased rows wait, unqueued.
     """
     return await _claim(
         engine,
         plan_id,
         _CLAIM_ORPHANS,
-        {"owner": owner, "lease": lease_seconds, "limit": limit, "stale": stale_seconds},
+        {
+            "owner": owner,
+            "lease": lease_seconds,
+            "limit": limit,
+            "stale": stale_seconds,
+            "below": released_below,
+        },
     )
 
 
