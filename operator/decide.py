@@ -389,7 +389,9 @@ def _source_words(spec: PlanSpec) -> str:
     return "the inline list"
 
 
-def _window_condition(cond: Callable[..., dict[str, Any]], o: Observed, window: campaign.WindowState) -> dict[str, Any]:
+def _window_condition(
+    cond: Callable[..., dict[str, Any]], o: Observed, window: campaign.WindowState
+) -> dict[str, Any]:
     """``InSendWindow``: whether sending is allowed now, and when that changes next."""
     assert o.spec.window is not None
     schedule = o.spec.window.describe()
