@@ -177,7 +177,7 @@ rollout_step = obj(
             "maximum": 100,
         },
         "hold": duration(
-            "after the step's messages are handled, wait this long (inside the send window) before judging it",
+            "after the step's messages are handled, wait this long (in the send window) before judging it",
             "rollout.steps[].hold",
             default="0s",
         ),
@@ -216,7 +216,7 @@ rollout = obj(
             "type": "number",
             "minimum": 0,
             "maximum": 1,
-            "description": "a step's complaint rate that pauses the rollout (default: safety.maxComplaintRate)",
+            "description": "a step's complaint rate that pauses the rollout (default: the safety one)",
         },
     },
     required=["steps"],
