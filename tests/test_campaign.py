@@ -15,6 +15,7 @@ import pytest
 from support.decisions import NOW, observed, view
 
 from emailplan.contract.plans import PlanState, VariantCounts
+from emailplan.operator import clock
 from emailplan.operator.campaign import (
     RolloutPhase,
     RolloutProgress,
@@ -661,3 +662,21 @@ def test_finished_plan_keeps_its_winner_and_takes_no_steps() -> None:
     out, status = run(observed(spec_patch=SPEC_AB, view=done, status=status))
     assert out.phase is Phase.COMPLETED and out.payload is None and status["abTest"]["winner"] == "bold"
     assert reasons(out) == ["Completed"]
+
+
+# --- the test clock ----------------------------------------------------------------------------------------
+
+
+def test_clock_offset_only_in_dev_mode(tmp_path: Any) -> None:
+    offset = tmp_path / "offset"
+    with pytest.raises(
+        ValueError, match="EMAILPLAN_CLOCK_OFFSET_FILE is honoured only with EMAILPLAN_DEV_MODE=1"
+    ):
+        OperatorSettings(api_key="k", dev_mode=False, clock_offset_file=str(offset))  # type: ignore[arg-type]
+    settings = OperatorSettings(dev_mode=True, clock_offset_file=str(offset))
+    assert clock.offset_seconds(settings) == 0  # no file yet: real time
+    offset.write_text("86400\n")
+    assert clock.offset_seconds(settings) == 86400  # read on every pass: tests move it between passes
+    offset.write_text("soon")
+    assert clock.offset_seconds(settings) == 0
+    assert clock.offset_seconds(OperatorSettings(dev_mode=True)) == 0
