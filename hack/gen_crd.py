@@ -163,7 +163,8 @@ ab_test = obj(
             "set by a person: the variant the rest of the list receives (decides at once)", maxLength=32
         ),
     },
-    default={},
+    # No default for the block: a plan without variants must not get one (the fields' defaults
+    # apply when abTest is written; planspec states the same defaults for variants alone).
 )
 
 rollout_step = obj(
@@ -516,6 +517,10 @@ spec = obj(
                 "rule": "!has(self.abTest) || !has(self.abTest.winner) || "
                 "(has(self.variants) && self.variants.exists(v, v.name == self.abTest.winner))",
                 "message": "abTest.winner must be the name of one of the variants",
+            },
+            {
+                "rule": "!has(self.abTest) || has(self.variants)",
+                "message": "abTest needs variants: list 2 to 5 of them",
             },
             {
                 "rule": "!has(self.variants) || !has(self.rollout)",

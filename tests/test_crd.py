@@ -102,6 +102,7 @@ INVALID = [
         "abTest.decideAfter must be a duration",
     ),
     ("unknown metric", plan(abTest__metric="revenue"), "spec.abTest.metric"),
+    ("abTest without variants", plan(abTest={"testPercent": 20}), "abTest needs variants"),
     ("test cohort of 0 %", plan(abTest__testPercent=0), "spec.abTest.testPercent"),
     (
         "A/B test with rollout",
@@ -168,6 +169,9 @@ def test_valid_base_is_accepted_with_defaults(crd_installed: KubeCluster, namesp
     assert spec["senders"]["maxReplicas"] == 4
     assert spec["unsubscribe"]["enabled"] is True
     assert spec["suspend"] is False
+    for feature in ("variants", "abTest", "rollout"):  # campaign features only when written
+        assert feature not in spec
+    assert "window" not in spec["schedule"]
 
 
 def _example_docs(repo_root: str) -> list[tuple[str, dict[str, Any]]]:
