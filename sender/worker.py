@@ -46,7 +46,14 @@ from emailplan.sender.intake import Intake, Taken, pause
 from emailplan.sender.leases import Held, Leases, LeaseState
 from emailplan.sender.outage import OUTAGE
 from emailplan.sender.pacer import Pacer
-from emailplan.sender.rendering import CompiledPlan, RenderedEmail, RenderError, compile_plan, render
+from emailplan.sender.rendering import (
+    Campaign,
+    CompiledPlan,
+    RenderedEmail,
+    RenderError,
+    compile_campaign,
+    render,
+)
 from emailplan.sender.results import ResultWriter
 from emailplan.sender.ses import SesClient, SesError
 from emailplan.sender.sespolicy import Action, decide
@@ -97,7 +104,7 @@ class Worker:
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.sign = functools.partial(make_token, settings.token_key.get_secret_value().encode())
         self.plan: ledger.PlanView | None = None
-        self.compiled: CompiledPlan | None = None
+        self.compiled: Campaign | None = None
         self._compiled_for: Any = None
         self.stopping = asyncio.Event()
         self.sendq: asyncio.Queue[Held | None] = asyncio.Queue()
@@ -152,7 +159,7 @@ class Worker:
         marker = (plan.updated_at, str(plan.spec))
         if marker != self._compiled_for:
             try:
-                self.compiled = compile_plan(plan.spec, str(plan.id))
+                self.compiled = compile_campaign(plan.spec, str(plan.id))
             except RenderError as exc:
                 self.compiled = None
                 log.error("plan template does not compile; not sending", extra={"reason": str(exc)})
@@ -352,10 +359,14 @@ class Worker:
     async def send_one(self, held: Held) -> None:
         """Send one message under its lease, act on SES's answer, and wait until the outcome is written."""
         msg = held.claimed
-        compiled = self.compiled
-        if compiled is None:
+        campaign = self.compiled
+        if campaign is None:
             self.sendq.put_nowait(held)
             await asyncio.sleep(1.0)
+            return
+        compiled = campaign.pick(msg.bucket) or await self.pick_fresh(msg)
+        if compiled is None:
+            await self.give_back_undecided(held)
             return
         try:
             rendered = self._render(compiled, msg)
@@ -420,6 +431,37 @@ class Worker:
                 RETRIES.inc()
                 failed += 1
             await asyncio.sleep(decision.delay)
+
+    async def pick_fresh(self, msg: ledger.Claimed) -> CompiledPlan | None:
+        """The variant of ``msg`` by the plan as it is now: the update that chose the winner
+        queues the rest of the list at once, so its rows can be claimed before the plan loop
+        has read the winner (it reads once a second)."""
+        try:
+            await self.refresh_plan()
+        except OUTAGE:
+            return None
+        return self.compiled.pick(msg.bucket) if self.compiled is not None else None
+
+    async def give_back_undecided(self, held: Held) -> None:
+        """A recipient outside the A/B test cohort while no winner is chosen: never sent.
+
+        A correct operator does not release such rows; if one was released anyway it goes
+        back unsent and off the queue (its SQS work is finished), and waits until a plan
+        update with a winner queues it again.
+        """
+        msg = held.claimed
+        log.warning(
+            "no variant decided for this recipient (outside the A/B test cohort, no winner yet); "
+            "given back unsent",
+            extra={"plan": str(self.plan_id), "message_id": msg.id, "bucket": msg.bucket},
+        )
+        try:
+            await ledger.release(self.engine, self.plan_id, [msg.id], self.owner, unqueue=True)
+        except OUTAGE:
+            self.parked.append(held)  # released (and kept queued) by the plan loop later
+            return
+        self.leases.drop([msg.id])
+        await self.intake.settle(written=[msg.id])
 
     def account_paused(self, code: str, reason: str) -> None:
         """SES says the account (or configuration set) may not send: hold the plan for a while."""
