@@ -19,7 +19,7 @@ from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from emailplan.contract.plans import PlanCounts, PlanView, VariantCounts
+from emailplan.contract.plans import ALL_RELEASED, PlanCounts, PlanView, VariantCounts
 from emailplan.operator.decisions import (
     Event,
     Trip,
@@ -355,7 +355,7 @@ def rollout_status(r: RolloutDecision, rollout: Rollout) -> dict[str, Any]:
 class Steering:
     """What the campaign features want from this pass (``decide`` folds it into the Decision)."""
 
-    release_percent: float = 100.0
+    release_percent: float = ALL_RELEASED
     winner: str | None = None
     holding: bool = False  # a rollout hold or the wait for the A/B decision: no pods
     pause: Trip | None = None  # a person must act (gate failed, winner needed): suspended, Stalled
@@ -416,7 +416,7 @@ def _steer_ab(
     decided_at = prior.get("decidedAt")
     if choice.verdict is Verdict.CHOSEN:
         out.winner = choice.winner
-        out.release_percent = 100.0
+        out.release_percent = ALL_RELEASED
         if choice.winner != prior_winner:
             decided_at = format_time(now)
             was = f" (was {prior_winner})" if prior_winner else ""

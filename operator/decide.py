@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from emailplan.contract.plans import (
+    ALL_RELEASED,
     LoadJob,
     LoadSourceKind,
     LoadState,
@@ -89,7 +90,7 @@ class Decision:
 
 
 def payload_for(
-    o: Observed, suspended: bool, *, release_percent: float = 100.0, winner: str | None = None
+    o: Observed, suspended: bool, *, release_percent: float = ALL_RELEASED, winner: str | None = None
 ) -> PlanPayload:
     """The plan PUT: the spec's message and options plus what this pass steers (share, winner, pause)."""
     spec, templates = o.spec, o.templates
@@ -238,7 +239,7 @@ def decide(o: Observed) -> Decision:
     else:
         out.phase = Phase.SENDING
     # Below 100 % only the released rows may be sent: pods for them, not for the whole list.
-    released_backlog = counts.backlog if release >= 100 or view is None else view.released_backlog
+    released_backlog = counts.backlog if release >= ALL_RELEASED or view is None else view.released_backlog
     out.replicas = d.desired_replicas(
         now=o.now,
         start_at=o.spec.start_at,
@@ -414,7 +415,7 @@ def _message(
     if phase is Phase.HOLDING:
         return steering.message
     if phase is Phase.SENDING:
-        if steering.release_percent < 100:
+        if steering.release_percent < ALL_RELEASED:
             return f"sending the first {steering.release_percent:g}% of the list at up to {o.spec.rate:g}/s"
         return f"sending at up to {o.spec.rate:g}/s, {counts.backlog} left"
     if phase is Phase.SUSPENDED:
