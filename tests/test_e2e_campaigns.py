@@ -237,7 +237,8 @@ def test_rollout_gate_pauses_at_the_first_step_and_continues_when_raised(
     wait_for(lambda: cst.running(namespace, "ro") == 0, 90, "no sender process")
     # Nothing beyond the step was sent, or even queued.
     beyond = cst.psql(
-        f"SELECT count(*) FROM messages WHERE plan_id = '{uid}' AND bucket >= {cutoff(10)} AND status <> 'created'"
+        f"SELECT count(*) FROM messages WHERE plan_id = '{uid}' "
+        f"AND bucket >= {cutoff(10)} AND status <> 'created'"
     )
     assert beyond == ["0"]
     assert {addressee(m) for m in mails(cst, marker)} == step
