@@ -81,6 +81,8 @@ T = TypeVar("T")
 NEVER_STALE = 10 * 365 * 86400.0
 # The plan loop reads the plan every second; no answer for this long means the database is away.
 DB_QUIET = 3.0
+# A wrongly released cohort gives back many rows: one warning (with the running total) this often.
+UNDECIDED_LOG_SECONDS = 10.0
 
 
 class Worker:
@@ -114,6 +116,10 @@ class Worker:
         self.queue_empty = False
         self.paused_until = 0.0  # monotonic; SES said the account cannot send
         self.plan_read_at = 0.0  # monotonic; the last time the database answered the plan loop
+        self.plan_read_began = 0.0  # monotonic; when the latest plan read was sent
+        self._plan_lock = asyncio.Lock()
+        self.undecided = 0  # rows given back because their A/B variant was not decided
+        self._undecided_logged = -UNDECIDED_LOG_SECONDS
         self.db_ok_since: float | None = None  # monotonic; the database has answered every call since
         lease = float(settings.lease_seconds)
         self.leases = Leases(engine, plan_id, self.owner, lease)
@@ -148,6 +154,7 @@ class Worker:
         return plan.start_at is None or plan.start_at.timestamp() <= time.time()
 
     async def refresh_plan(self) -> None:
+        self.plan_read_began = time.monotonic()
         plan = await ledger.plan_for_worker(self.engine, self.plan_id)
         self.plan = plan
         self.plan_read_at = time.monotonic()
@@ -436,10 +443,13 @@ class Worker:
         """The variant of ``msg`` by the plan as it is now: the update that chose the winner
         queues the rest of the list at once, so its rows can be claimed before the plan loop
         has read the winner (it reads once a second)."""
-        try:
-            await self.refresh_plan()
-        except OUTAGE:
-            return None
+        undecided_at = time.monotonic()
+        async with self._plan_lock:  # messages found undecided together share one read
+            if self.plan_read_began < undecided_at:
+                try:
+                    await self.refresh_plan()
+                except OUTAGE:
+                    return None
         return self.compiled.pick(msg.bucket) if self.compiled is not None else None
 
     async def give_back_undecided(self, held: Held) -> None:
@@ -450,11 +460,14 @@ class Worker:
         update with a winner queues it again.
         """
         msg = held.claimed
-        log.warning(
-            "no variant decided for this recipient (outside the A/B test cohort, no winner yet); "
-            "given back unsent",
-            extra={"plan": str(self.plan_id), "message_id": msg.id, "bucket": msg.bucket},
-        )
+        self.undecided += 1
+        if time.monotonic() - self._undecided_logged >= UNDECIDED_LOG_SECONDS:
+            self._undecided_logged = time.monotonic()
+            log.warning(
+                "no variant decided for this recipient (outside the A/B test cohort, no winner yet); "
+                "given back unsent until a plan update chooses the winner",
+                extra={"plan": str(self.plan_id), "message_id": msg.id, "given_back": self.undecided},
+            )
         try:
             await ledger.release(self.engine, self.plan_id, [msg.id], self.owner, unqueue=True)
         except OUTAGE:

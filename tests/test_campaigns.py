@@ -20,7 +20,19 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from support.api import HEADERS, PLAN, Identity, LiveApi, NullQueue, put, start_api, stop_api, upload
+from support.api import (
+    HEADERS,
+    PLAN,
+    Identity,
+    LiveApi,
+    NullQueue,
+    notification,
+    put,
+    ses_event,
+    start_api,
+    stop_api,
+    upload,
+)
 from support.worker import Workers, addressee, emails, raw_sent, received, wait_exit, worker_env
 
 from devenv.moto import MotoServer
@@ -120,6 +132,34 @@ async def test_only_the_released_share_is_queued_and_it_never_shrinks(api: LiveA
     assert sorted(queued(api)) == sorted(by_id)
 
 
+class UnreachableQueue(NullQueue):
+    """SQS out of reach (what the real client raises when it cannot connect)."""
+
+    async def enqueue(self, plan_id: uuid.UUID, batches: Any) -> None:
+        raise ConnectionRefusedError("work queue unreachable")
+
+
+async def test_a_raise_that_could_not_be_queued_is_not_in_force_so_it_is_sent_again(api: LiveApi) -> None:
+    plan_id = uuid.uuid4()
+    await put(api, plan_id, {**PLAN, "releasePercent": 20})
+    await upload(api, plan_id, ndjson(emails(300)), "application/x-ndjson")
+    await api.client.post(f"/v1/plans/{plan_id}/recipients/complete", headers=HEADERS)
+    first = len(queued(api))
+    working = api.client.server.app[STATE].queue
+    api.client.server.app[STATE].queue = UnreachableQueue()
+    resp = await put(api, plan_id, {**PLAN, "releasePercent": 70})
+    assert resp.status == 503, await resp.text()
+    shown = await view(api, plan_id)
+    assert shown["releasePercent"] == 20, "a share whose rows were not queued is not in force"
+    api.client.server.app[STATE].queue = working
+    resp = await put(api, plan_id, {**PLAN, "releasePercent": 70})  # the operator's retry
+    assert resp.status == 200 and (await resp.json())["releasePercent"] == 70
+    by_bucket = await buckets(api, plan_id)
+    by_id = await ids_by_email(api, plan_id)
+    assert {by_id[i] for i in queued(api)} == {e for e, b in by_bucket.items() if b < cutoff(70)}
+    assert len(queued(api)) > first
+
+
 async def test_unreleased_rows_keep_the_plan_open_and_stop_with_it(api: LiveApi) -> None:
     plan_id = uuid.uuid4()
     await put(api, plan_id, {**PLAN, "releasePercent": 0})
@@ -132,6 +172,100 @@ async def test_unreleased_rows_keep_the_plan_open_and_stop_with_it(api: LiveApi)
     stopped = await resp.json()
     assert stopped["state"] == "stopped" and stopped["counts"]["stopped"] == 50
     assert stopped["counts"]["created"] == 0
+
+
+HUMAN_UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15 Version/17.0 Safari/605.1.15"
+MACHINE_UA = "Mozilla/5.0"  # what mail privacy proxies send: not a person's open
+
+
+async def test_per_variant_counts_follow_the_events_of_the_test_cohort(api: LiveApi) -> None:
+    from sqlalchemy import text
+
+    from emailplan.sender.store import ledger
+
+    plan_id = uuid.uuid4()
+    body = {**AB_PLAN, "testPercent": 50, "releasePercent": 50}
+    await put(api, plan_id, body)
+    await upload(api, plan_id, ndjson(emails(150, prefix="v")), "application/x-ndjson")
+    await api.client.post(f"/v1/plans/{plan_id}/recipients/complete", headers=HEADERS)
+    by_bucket = await buckets(api, plan_id)
+    by_id = await ids_by_email(api, plan_id)
+    ids = {e: i for i, e in by_id.items()}
+    released = sorted(queued(api))
+    # A pod sent 90 % of the cohort (the rest still waits), an hour ago (no machine-open window).
+    sent = released[: len(released) * 9 // 10]
+    assert len(await ledger.claim(api.engine, plan_id, sent, "pod", 60)) == len(sent)
+    ses = {i: f"ses-{uuid.uuid4().hex}" for i in sent}
+    await ledger.record_results(
+        api.engine, plan_id, [ledger.SendResult(i, "sent", ses_message_id=ses[i]) for i in sent]
+    )
+    async with api.engine.begin() as conn:
+        await conn.execute(text("UPDATE messages SET sent_at = now() - interval '1 hour'"))
+
+    who = [by_id[i] for i in sent]
+    events = {
+        "delivered": who[:-6],
+        "bounced": who[-6:-3],
+        "complained": who[:4],
+        "opened": who[4:40],
+        "clicked": who[30:50],
+    }
+    kinds = {"delivered": "Delivery", "bounced": "Bounce", "complained": "Complaint"}
+    for count, kind in kinds.items():
+        for x in events[count]:
+            doc = notification(api.ident, api.certs.cert_url, ses_event(kind, ses[ids[x]], [x]))
+            assert (await api.post_sns(doc)).status == 200
+    for x in events["opened"]:
+        resp = await api.client.get(
+            "/v1/events/open",
+            params={"requestId": api.token("open", ids[x])},
+            headers={"User-Agent": HUMAN_UA},
+        )
+        assert resp.status == 200
+    for x in who[40:60]:  # machine opens: not what the winner is chosen from
+        await api.client.get(
+            "/v1/events/open",
+            params={"requestId": api.token("open", ids[x])},
+            headers={"User-Agent": MACHINE_UA},
+        )
+    for x in events["clicked"]:
+        url = f"https://shop.example.com/{x}"
+        resp = await api.client.get(
+            "/v1/events/click", params={"t": api.token("click", ids[x], url), "u": url}, allow_redirects=False
+        )
+        assert resp.status == 302
+
+    cohort = [e for e, b in by_bucket.items() if b < cutoff(50)]
+    name_of = {e: NAMES[by_bucket[e] % len(NAMES)] for e in cohort}
+    want = {n: {"name": n, "recipients": 0, "sent": 0} | dict.fromkeys(events, 0) for n in NAMES}
+    for e in cohort:
+        want[name_of[e]]["recipients"] += 1
+    for x in who:
+        want[name_of[x]]["sent"] += 1
+    events["opened"] = sorted(set(events["opened"]) | set(events["clicked"]))  # a click proves an open
+    for count, people in events.items():
+        for x in people:
+            want[name_of[x]][count] += 1
+
+    async def settled() -> dict[str, Any]:
+        for _ in range(100):  # pixel opens are written in batches (every 0.1 s here)
+            shown = await view(api, plan_id)
+            if variant_counts(shown) == want:
+                break
+            await asyncio.sleep(0.1)
+        return shown
+
+    shown = await settled()
+    for name in NAMES:
+        assert variant_counts(shown)[name] == want[name]
+    assert shown["counts"]["opened"] == len(events["opened"])
+    resp = await api.client.get(f"/v1/results/count/{plan_id}", headers=HEADERS)
+    stats = await resp.json()
+    assert stats["sent"] == len(sent) and {v["name"]: v for v in stats["variants"]} == want
+    plain = uuid.uuid4()
+    await put(api, plain, PLAN)
+    resp = await api.client.get(f"/v1/results/count/{plain}", headers=HEADERS)
+    assert "variants" not in await resp.json()
 
 
 @pytest.mark.parametrize(

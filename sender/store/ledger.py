@@ -329,6 +329,13 @@ async def _variant_counts(
     ]
 
 
+async def variant_counts(engine: AsyncEngine, plan_id: uuid.UUID) -> list[contract.VariantCounts]:
+    """The plan's per-variant counts over its test cohort (empty without variants)."""
+    async with engine.connect() as conn:
+        row = await _plan_row(conn, plan_id)
+        return await _variant_counts(conn, plan_id, dict(row["spec"] or {}))
+
+
 async def set_rate(engine: AsyncEngine, plan_id: uuid.UUID, rate_per_second: float) -> None:
     """Change the plan's total rate; running workers pick it up on their next token grant."""
     if rate_per_second <= 0:
