@@ -291,3 +291,23 @@ def test_window_closes_mid_send_and_resumes_when_it_opens(cst: ClockStack, names
     assert condition(status, "InSendWindow")["status"] == "True"
     assert Counter(addressee(m) for m in mails(cst, marker)) == Counter(emails)  # each once
     assert "WindowOpened" in reasons(cst, namespace, "win")
+
+
+def test_unknown_time_zone_and_broken_variant_are_refused_naming_the_field(
+    cst: ClockStack, namespace: str
+) -> None:
+    """What the schema cannot check: the operator says Valid=False, names each field, sends nothing."""
+    apply_list(cst, namespace, "list", [f"{namespace}-bad{i}@example.com,R{i},Rome" for i in range(5)])
+    spec = {
+        "variants": [{"name": "plain"}, {"name": "typo", "subject": "Hi {{ nmae }}"}],
+        "schedule": {"window": {"from": "09:00", "to": "17:00", "timeZone": "Mars/Olympus"}},
+    }
+    cst.kubectl("apply", "-n", namespace, "-f", "-", input=manifest("bad", "list", **spec))
+    status = cst.wait_status(
+        namespace, "bad", lambda s: s.get("phase") == "Failed", "refused by the operator"
+    )
+    valid = condition(status, "Valid")
+    assert valid["status"] == "False"
+    assert "variants[1] (typo).subject: 'nmae' is undefined" in valid["message"]
+    assert "schedule.window.timeZone: 'Mars/Olympus' is not an IANA time zone" in valid["message"]
+    assert cst.deployment(namespace, "bad") is None and not mails(cst, f"{namespace}-bad")
