@@ -402,8 +402,8 @@ def _steer_ab(
     now: datetime,
 ) -> None:
     names = [str(v.get("name")) for v in spec.variants]
-    prior = status.get("abTest") if isinstance(status.get("abTest"), Mapping) else {}
-    assert isinstance(prior, Mapping)
+    raw = status.get("abTest")
+    prior: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     finished_at = parse_time(prior.get("cohortFinishedAt"))
     if finished_at is None and loaded and applied >= ab.test_percent and released_backlog == 0:
         finished_at = now

@@ -680,3 +680,15 @@ def test_clock_offset_only_in_dev_mode(tmp_path: Any) -> None:
     offset.write_text("soon")
     assert clock.offset_seconds(settings) == 0
     assert clock.offset_seconds(OperatorSettings(dev_mode=True)) == 0
+
+
+def test_a_person_overrides_the_chosen_winner() -> None:
+    status = {"abTest": {"winner": "bold", "reason": "best uniqueOpens", "decidedAt": "2026-05-01T10:00:00Z"}}
+    chosen = {**SPEC_AB, "abTest": {**SPEC_AB["abTest"], "winner": "plain"}}
+    rest = view(spec=SPEC_AB, release=100, winner="bold", counts={"total": 1000, "created": 500})
+    out, status = run(observed(spec_patch=chosen, view=rest, status=status, generation=2))
+    assert out.payload is not None and out.payload.winner == "plain" and out.payload.release_percent == 100
+    assert [(e.reason, e.message) for e in out.events if e.reason == "WinnerChosen"] == [
+        ("WinnerChosen", "winner plain (was bold): set by spec.abTest.winner")
+    ]
+    assert status["abTest"]["decidedAt"] == "2026-05-01T12:00:00Z"
