@@ -471,7 +471,7 @@ class Worker:
         try:
             await ledger.release(self.engine, self.plan_id, [msg.id], self.owner, unqueue=True)
         except OUTAGE:
-            self.parked.append(held)  # released (and kept queued) by the plan loop later
+            self.parked.append(held)  # the plan loop sends it round again (or releases it) later
             return
         self.leases.drop([msg.id])
         await self.intake.settle(written=[msg.id])

@@ -305,6 +305,10 @@ PATHS: dict[str, Any] = {
                     "400": E400,
                     "401": E401,
                     "413": E413,
+                    "422": _err(
+                        "A template (of the plan or of a variant) does not compile; the field is named"
+                    ),
+                    "503": E503,
                 },
             },
         ),
