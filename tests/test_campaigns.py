@@ -26,6 +26,7 @@ from support.api import (
     Identity,
     LiveApi,
     NullQueue,
+    api_without_sqs,
     notification,
     put,
     ses_event,
@@ -88,12 +89,8 @@ def expected_variant(bucket: int, winner: str | None) -> str | None:
 
 @pytest.fixture
 async def api(migrated: str, ident: Identity) -> AsyncIterator[LiveApi]:
-    live = await start_api(migrated, ident)
-    live.client.server.app[STATE].queue = NullQueue()
-    try:
+    async with api_without_sqs(migrated, ident) as live:
         yield live
-    finally:
-        await stop_api(live)
 
 
 def queued(api: LiveApi) -> list[int]:
