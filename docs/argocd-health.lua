@@ -1,5 +1,6 @@
 -- Argo CD health check for emailplan.io/EmailPlan, read from the kstatus-style conditions the
--- operator writes (each carries observedGeneration). Install it under
+-- operator writes (each carries observedGeneration). A failed rollout gate or an A/B test
+-- waiting for a person is Stalled (Degraded); a closed send window is Suspended. Install it under
 -- resource.customizations.health.emailplan.io_EmailPlan in argocd-cm (docs/operations.md).
 local hs = {status = "Progressing", message = "waiting for the operator"}
 if obj.status == nil or obj.status.conditions == nil then
@@ -27,6 +28,11 @@ end
 if is("Suspended") then
   return {status = "Suspended", message = c.Suspended.message or message}
 end
+-- Outside its send window the plan waits by itself (phase Scheduled): nobody needs to act.
+if c.InSendWindow ~= nil and c.InSendWindow.status == "False" then
+  return {status = "Suspended", message = c.InSendWindow.message or message}
+end
+-- A rollout hold or the wait for the A/B winner (phase Holding) is Reconciling: Progressing.
 if is("Ready") and not is("Reconciling") then
   return {status = "Healthy", message = message}
 end

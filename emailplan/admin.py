@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from emailplan.contract import STATUS_COUNTS
+from emailplan.contract.plans import VariantCounts
 from emailplan.contract.recipients import Recipient, validate_row
 
 BATCH = 1000
@@ -220,7 +221,22 @@ def show_counts(args: argparse.Namespace) -> int:
     for key in shown_counts(counts):
         table.add_row(key, str(counts.get(key, 0)))
     Console().print(table)
+    if counts.get("variants"):
+        Console().print(variant_table(counts["variants"]))
     return 0
+
+
+def variant_table(variants: list[dict[str, Any]]) -> Table:
+    """The A/B test as the winner is chosen from it, over the test cohort: a column per variant
+    (at most five), so the table fits a terminal however many counts there are."""
+    fields = [f.alias or name for name, f in VariantCounts.model_fields.items() if name != "name"]
+    table = Table(title="A/B test cohort")
+    table.add_column("count")
+    for variant in variants:
+        table.add_column(str(variant.get("name", "")), justify="right")
+    for key in fields:
+        table.add_row(key, *(str(variant.get(key, 0)) for variant in variants))
+    return table
 
 
 def shown_counts(counts: dict[str, Any]) -> list[str]:

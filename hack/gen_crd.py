@@ -13,8 +13,22 @@ import yaml
 
 from emailplan.contract.addresses import ADDRESS_RULES
 from emailplan.contract.headers import HEADER_VALUE_PATTERN
-from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND
+from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND, MAX_VARIANTS, VARIANT_NAME
 from emailplan.operator.decide import Phase
+from emailplan.operator.planspec import (
+    CLOCK_PATTERN,
+    DEFAULT_AB_MIN_SAMPLE,
+    DEFAULT_DECIDE_AFTER,
+    DEFAULT_FALLBACK,
+    DEFAULT_METRIC,
+    DEFAULT_TEST_PERCENT,
+    DEFAULT_TIME_ZONE,
+    DURATION_PATTERN,
+    MAX_ROLLOUT_STEPS,
+    WEEKDAYS,
+    AbFallback,
+    AbMetric,
+)
 
 # Admission refuses what can never be sent: control characters (CR/LF would start
 # a new header), a local part over 64 characters (RFC 5321). The operator and the
@@ -73,6 +87,172 @@ def fmt_enum() -> dict[str, Any]:
         default="csv",
     )
 
+
+def duration(desc: str, field: str, **kw: Any) -> dict[str, Any]:
+    return s(
+        f"{desc}; a duration like 15m, 4h or 1h30m",
+        maxLength=32,
+        **kw,
+        **matches(DURATION_PATTERN, f"{field} must be a duration like 15m, 4h or 1h30m (units h, m, s)"),
+    )
+
+
+def clock(desc: str, field: str) -> dict[str, Any]:
+    return s(desc, maxLength=5, **matches(CLOCK_PATTERN, f"{field} must be a time of day HH:MM, e.g. 09:00"))
+
+
+variant = obj(
+    "one A/B variant: what it changes of the plan's message (fields not set keep the plan's)",
+    {
+        "name": s(
+            "variant name (lowercase letters, digits and -), shown in status",
+            maxLength=32,
+            **matches(VARIANT_NAME, "variants[].name must be lowercase letters, digits and - (at most 32)"),
+        ),
+        "subject": s(
+            "subject template of this variant", minLength=1, maxLength=998, pattern=HEADER_VALUE_PATTERN
+        ),
+        "html": s("HTML body template of this variant", minLength=1, maxLength=512 * 1024),
+        "text": s("plain-text body template of this variant", minLength=1, maxLength=512 * 1024),
+        "fromName": s(
+            "display name of the sender for this variant",
+            minLength=1,
+            maxLength=256,
+            pattern=HEADER_VALUE_PATTERN,
+        ),
+    },
+    required=["name"],
+)
+
+ab_test = obj(
+    "A/B test of the variants: a test cohort first, then the winner for the rest of the list",
+    {
+        "testPercent": {
+            "type": "number",
+            "description": "share of the list in the test cohort, split evenly over the variants",
+            "default": DEFAULT_TEST_PERCENT,
+            "minimum": 0,
+            "exclusiveMinimum": True,
+            "maximum": 100,
+        },
+        "metric": s(
+            "what picks the winner: uniqueOpens (human opens per sent), uniqueClicks (clickers per sent) "
+            "or clicksPerDelivered (clickers per delivered); machine opens never count",
+            enum=[m.value for m in AbMetric],
+            default=DEFAULT_METRIC.value,
+        ),
+        "decideAfter": duration(
+            "how long after the test cohort finished sending the winner is chosen",
+            "abTest.decideAfter",
+            default=DEFAULT_DECIDE_AFTER,
+        ),
+        "minSample": {
+            "type": "integer",
+            "description": "messages every variant needs in the metric's denominator (sent or delivered)",
+            "default": DEFAULT_AB_MIN_SAMPLE,
+            "minimum": 1,
+            "maximum": 10_000_000,
+        },
+        "fallback": s(
+            "when decideAfter passed and the data names no winner (too little data or a tie): "
+            "firstVariant sends the first variant, pause waits for a person to set winner",
+            enum=[f.value for f in AbFallback],
+            default=DEFAULT_FALLBACK.value,
+        ),
+        "winner": s(
+            "set by a person: the variant the rest of the list receives (decides at once)", maxLength=32
+        ),
+    },
+    # No default for the block: a plan without variants must not get one (the fields' defaults
+    # apply when abTest is written; planspec states the same defaults for variants alone).
+)
+
+rollout_step = obj(
+    "one rollout step",
+    {
+        "percent": {
+            "type": "number",
+            "description": "share of the list released once this step begins",
+            "minimum": 0,
+            "exclusiveMinimum": True,
+            "maximum": 100,
+        },
+        "hold": duration(
+            "after the step's messages are handled, wait this long (in the send window) before judging it",
+            "rollout.steps[].hold",
+            default="0s",
+        ),
+    },
+    required=["percent"],
+)
+
+rollout = obj(
+    "progressive rollout: release the list in steps, each judged on its own bounce and complaint rates",
+    {
+        "steps": {
+            "type": "array",
+            "description": "steps with strictly increasing percent, the last one 100",
+            "minItems": 1,
+            "maxItems": MAX_ROLLOUT_STEPS,
+            "items": rollout_step,
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.map(x, x.percent).isSorted() && "
+                    "self.all(a, self.exists_one(b, b.percent == a.percent))",
+                    "message": "rollout.steps: percent must be strictly increasing",
+                },
+                {
+                    "rule": "self[size(self) - 1].percent == 100.0",
+                    "message": "rollout.steps: the last step must be percent 100",
+                },
+            ],
+        },
+        "maxBounceRate": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "description": "a step's bounce rate that pauses the rollout (default: safety.maxBounceRate)",
+        },
+        "maxComplaintRate": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "description": "a step's complaint rate that pauses the rollout (default: the safety one)",
+        },
+    },
+    required=["steps"],
+)
+
+window = obj(
+    "send only inside this weekly window (one time zone for the whole plan)",
+    {
+        "days": {
+            "type": "array",
+            "description": "days the window opens (a window crossing midnight belongs to the day it opens); "
+            "default every day",
+            "minItems": 1,
+            "maxItems": 7,
+            "x-kubernetes-list-type": "set",
+            "items": s("day of week", enum=list(WEEKDAYS)),
+        },
+        "from": clock("opening time of day, HH:MM", "schedule.window.from"),
+        "to": clock(
+            "closing time of day, HH:MM; earlier than from: the window crosses midnight", "schedule.window.to"
+        ),
+        "timeZone": s(
+            "IANA time zone, e.g. Europe/Berlin (DST handled)",
+            default=DEFAULT_TIME_ZONE,
+            minLength=1,
+            maxLength=64,
+        ),
+    },
+    required=["from", "to"],
+    **{
+        "x-kubernetes-validations": [
+            {"rule": "self.from != self.to", "message": "schedule.window: from and to must differ"}
+        ]
+    },
+)
 
 recipient = obj(
     "one recipient",
@@ -193,6 +373,7 @@ spec = obj(
             "when to start",
             {
                 "startAt": s("RFC 3339 time; nothing is sent before it", format="date-time"),
+                "window": window,
             },
             default={},
         ),
@@ -278,6 +459,21 @@ spec = obj(
                 },
             },
         ),
+        "variants": {
+            "type": "array",
+            "description": "A/B variants (2-5) of the message; see abTest",
+            "minItems": 2,
+            "maxItems": MAX_VARIANTS,
+            "items": variant,
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.all(a, self.exists_one(b, b.name == a.name))",
+                    "message": "variants: names must be unique",
+                }
+            ],
+        },
+        "abTest": ab_test,
+        "rollout": rollout,
         "safety": obj(
             "reputation circuit breaker: pause the plan when rates cross these",
             {
@@ -317,6 +513,20 @@ spec = obj(
                 "rule": "!has(self.templateRef) || (!has(self.html) && !has(self.text))",
                 "message": "templateRef replaces html and text: set one or the other",
             },
+            {
+                "rule": "!has(self.abTest) || !has(self.abTest.winner) || "
+                "(has(self.variants) && self.variants.exists(v, v.name == self.abTest.winner))",
+                "message": "abTest.winner must be the name of one of the variants",
+            },
+            {
+                "rule": "!has(self.abTest) || has(self.variants)",
+                "message": "abTest needs variants: list 2 to 5 of them",
+            },
+            {
+                "rule": "!has(self.variants) || !has(self.rollout)",
+                "message": "variants (an A/B test) and rollout cannot be combined: the test cohort and the "
+                "rollout steps would both decide which share of the list is sent; use one",
+            },
         ]
     },
 )
@@ -353,6 +563,84 @@ status_props: dict[str, Any] = {
         "x-kubernetes-list-type": "map",
         "x-kubernetes-list-map-keys": ["type"],
     },
+    "abTest": obj(
+        "the A/B test: per-variant counts over the test cohort, the winner and why",
+        {
+            "testPercent": {"type": "number"},
+            "metric": s("metric the winner is chosen by"),
+            "cohortFinishedAt": s(
+                "when the test cohort had no message left", format="date-time", nullable=True
+            ),
+            "decideAt": s("when the winner is chosen from the data", format="date-time", nullable=True),
+            "winner": s("the variant the rest of the list receives", nullable=True),
+            "reason": s("why this winner (or why none yet)", maxLength=4096),
+            "decidedAt": s("when the winner was chosen", format="date-time", nullable=True),
+            "variants": {
+                "type": "array",
+                "items": obj(
+                    "one variant's counts over the test cohort; rates are fractions (0.12 = 12 %)",
+                    {
+                        "name": s("variant"),
+                        **{
+                            k: {"type": "integer", "format": "int64", "minimum": 0}
+                            for k in (
+                                "recipients",
+                                "sent",
+                                "delivered",
+                                "opened",
+                                "clicked",
+                                "bounced",
+                                "complained",
+                            )
+                        },
+                        **{
+                            k: {"type": "number", "minimum": 0}
+                            for k in ("openRate", "clickRate", "clicksPerDelivered")
+                        },
+                    },
+                ),
+            },
+        },
+    ),
+    "rollout": obj(
+        "the progressive rollout: current step, its hold and its own rates",
+        {
+            "step": {"type": "integer", "minimum": 1, "description": "current step (1-based)"},
+            "steps": {"type": "integer", "minimum": 1},
+            "percent": {"type": "number", "description": "share of the list released by this step"},
+            "state": s("Sending, Holding or GateFailed"),
+            "stepStartedAt": s("when this step began", format="date-time"),
+            "holdStartedAt": s(
+                "when the step's messages were all handled", format="date-time", nullable=True
+            ),
+            "heldSeconds": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "hold time so far (inside the window)",
+            },
+            "holdSeconds": {"type": "integer", "minimum": 0, "description": "the step's hold"},
+            "baseline": {
+                "type": "object",
+                "description": "plan counts when the step began; the step's rates count from here",
+                "additionalProperties": {"type": "integer", "format": "int64"},
+            },
+            "stepSample": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "delivered + bounced in this step",
+            },
+            "stepBounceRate": {"type": "number", "minimum": 0},
+            "stepComplaintRate": {"type": "number", "minimum": 0},
+        },
+    ),
+    "window": obj(
+        "the send window now",
+        {
+            "open": {"type": "boolean"},
+            "nextChange": s("when it next opens or closes", format="date-time", nullable=True),
+            "schedule": s("the window, e.g. Mon,Tue 09:00-17:00 Europe/Berlin"),
+        },
+    ),
     "kopf": {
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": True,
@@ -388,6 +676,7 @@ columns = [
     col("Replicas", ".status.replicas", priority=1),
     col("Rate", ".spec.rate.perSecond", "number", priority=1, desc="emails per second"),
     col("Suspended", ".spec.suspend", "boolean", priority=1),
+    col("Winner", ".status.abTest.winner", "string", priority=1, desc="the A/B test's winning variant"),
     col("Message", ".status.message", "string", priority=1, desc="what the plan is doing or what is wrong"),
 ]
 

@@ -11,13 +11,14 @@ the rules table-testable.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from emailplan.contract.plans import (
+    ALL_RELEASED,
     LoadJob,
     LoadSourceKind,
     LoadState,
@@ -28,8 +29,11 @@ from emailplan.contract.plans import (
     SesOptions,
     Tracking,
     Unsubscribe,
+    Variant,
 )
+from emailplan.operator import campaign
 from emailplan.operator import decisions as d
+from emailplan.operator.decisions import Event
 from emailplan.operator.planspec import PlanSpec, Templates
 
 SENDING_INTERVAL_SECONDS = 1.0  # while sending, status.sent lags the ledger by about this much
@@ -41,8 +45,9 @@ EVENT_ROWS_CHARS = 900  # Event messages are cut at 1 KiB by the API server
 class Phase(StrEnum):
     PENDING = "Pending"
     LOADING = "Loading"
-    SCHEDULED = "Scheduled"
+    SCHEDULED = "Scheduled"  # before schedule.startAt, or outside the send window
     SENDING = "Sending"
+    HOLDING = "Holding"  # a rollout step's hold, or the wait before the A/B winner is chosen
     SUSPENDED = "Suspended"
     COMPLETED = "Completed"
     FAILED = "Failed"
@@ -51,13 +56,6 @@ class Phase(StrEnum):
 class LoadAction(StrEnum):
     UPLOAD = "upload"  # inline list or ConfigMap: the operator posts it whole
     S3 = "s3"  # the data plane reads the object itself
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -91,9 +89,13 @@ class Decision:
     phase: Phase = Phase.PENDING
 
 
-def payload_for(o: Observed, suspended: bool) -> PlanPayload:
+def payload_for(
+    o: Observed, suspended: bool, *, release_percent: float = ALL_RELEASED, winner: str | None = None
+) -> PlanPayload:
+    """The plan PUT: the spec's message and options plus what this pass steers (share, winner, pause)."""
     spec, templates = o.spec, o.templates
     assert templates is not None
+    ab = spec.ab_test
     return PlanPayload(
         name=o.name,
         namespace=o.namespace,
@@ -108,6 +110,10 @@ def payload_for(o: Observed, suspended: bool) -> PlanPayload:
         tracking=Tracking(**spec.tracking),
         unsubscribe=Unsubscribe(enabled=spec.unsubscribe),
         ses=SesOptions(configuration_set=spec.ses.get("configurationSet"), tags=spec.ses.get("tags") or {}),
+        variants=[Variant.model_validate(v) for v in spec.variants],
+        test_percent=ab.test_percent if ab is not None else 0.0,
+        winner=winner,
+        release_percent=release_percent,
     )
 
 
@@ -203,10 +209,14 @@ def decide(o: Observed) -> Decision:
         max_complaint_rate=o.spec.max_complaint_rate,
         min_sample=o.spec.min_sample,
     )
-    suspended = o.spec.suspend or trip is not None
+    steering = campaign.steer(o.spec, o.status, view, counts, o.now)
+    window_closed = steering.window is not None and not steering.window.open
+    paused = o.spec.suspend or trip is not None or steering.pause is not None  # a person must act
+    suspended = paused or window_closed
     state = view.state if view is not None else None
     finished = state is not None and state.finished
-    payload = payload_for(o, suspended)
+    release = max(view.release_percent if view is not None else 0.0, steering.release_percent)
+    payload = payload_for(o, suspended, release_percent=release, winner=steering.winner)
     if view is None or (not finished and (view.payload() != payload or not o.registered_here)):
         out.payload = payload
     out.load = None if finished else load_action(o)
@@ -220,18 +230,22 @@ def decide(o: Observed) -> Decision:
         out.phase = Phase.PENDING
     elif not loaded:
         out.phase = Phase.LOADING
-    elif suspended:
+    elif paused:
         out.phase = Phase.SUSPENDED
-    elif o.spec.start_at is not None and o.now < o.spec.start_at:
+    elif (o.spec.start_at is not None and o.now < o.spec.start_at) or window_closed:
         out.phase = Phase.SCHEDULED
+    elif steering.holding:
+        out.phase = Phase.HOLDING
     else:
         out.phase = Phase.SENDING
+    # Below 100 % only the released rows may be sent: pods for them, not for the whole list.
+    released_backlog = counts.backlog if release >= ALL_RELEASED or view is None else view.released_backlog
     out.replicas = d.desired_replicas(
         now=o.now,
         start_at=o.spec.start_at,
-        suspended=suspended or finished,
+        suspended=suspended or finished or steering.holding,
         loaded=loaded,
-        backlog=counts.backlog,
+        backlog=released_backlog,
         rate_per_second=o.spec.rate,
         per_pod_rate=o.spec.per_pod_rate,
         max_replicas=o.spec.max_replicas,
@@ -240,6 +254,9 @@ def decide(o: Observed) -> Decision:
     )
     if out.phase is Phase.SENDING:
         out.requeue_after = min(o.status_interval, SENDING_INTERVAL_SECONDS)
+    for moment in (steering.wake_at, steering.window.next_change if steering.window else None):
+        if moment is not None and not finished:  # a window change or a hold's end: be there on time
+            out.requeue_after = max(0.1, min(out.requeue_after, (moment - o.now).total_seconds()))
 
     conditions = [cond("Valid", True, "SpecValid", "the plan is valid")]
     # Recipients: loaded (with counts), loading, or failed with the reason.
@@ -273,6 +290,11 @@ def decide(o: Observed) -> Decision:
         conditions.append(cond("Suspended", True, trip.reason, trip.message))
         if _previous(o.status, "Suspended").get("reason") != trip.reason:
             out.events.append(Event("Warning", trip.reason, trip.message))
+    elif steering.pause is not None:
+        pause = steering.pause
+        conditions.append(cond("Suspended", True, pause.reason, pause.message))
+        if _previous(o.status, "Suspended").get("reason") != pause.reason:
+            out.events.append(Event("Warning", pause.reason, pause.message[:1000]))
     elif o.spec.suspend:
         conditions.append(cond("Suspended", True, "SuspendedBySpec", "spec.suspend is true"))
         if not was_suspended:
@@ -282,19 +304,35 @@ def decide(o: Observed) -> Decision:
         if was_suspended and not finished:
             out.events.append(Event("Normal", "Resumed", "sending resumes"))
 
-    message = _message(o, out.phase, counts, job)
-    stalled = load_failed and not loaded
+    if steering.window is not None and o.spec.window is not None:
+        conditions.append(_window_condition(cond, o, steering.window))
+        was_open = _previous(o.status, "InSendWindow").get("status")
+        now_open = "True" if steering.window.open else "False"
+        if was_open != now_open and not finished and (was_open is not None or not steering.window.open):
+            reason = "WindowOpened" if steering.window.open else "WindowClosed"
+            out.events.append(Event("Normal", reason, conditions[-1]["message"]))
+    out.events += steering.events
+
+    message = _message(o, out.phase, counts, job, steering)
+    load_stalled = load_failed and not loaded
+    stalled = load_stalled or (steering.pause is not None and not finished)
+    stalled_reason = (
+        "LoadFailed" if load_stalled else steering.pause.reason if steering.pause else "NotStalled"
+    )
     conditions += [
         cond(
-            "Ready", out.phase in (Phase.SENDING, Phase.SCHEDULED, Phase.COMPLETED), out.phase.value, message
+            "Ready",
+            out.phase in (Phase.SENDING, Phase.SCHEDULED, Phase.HOLDING, Phase.COMPLETED),
+            out.phase.value,
+            message,
         ),
         cond(
             "Reconciling",
-            out.phase in (Phase.PENDING, Phase.LOADING, Phase.SENDING),
+            out.phase in (Phase.PENDING, Phase.LOADING, Phase.SENDING, Phase.HOLDING),
             out.phase.value,
             message if out.phase is not Phase.COMPLETED else "",
         ),
-        cond("Stalled", stalled, "LoadFailed" if stalled else "NotStalled", message if stalled else ""),
+        cond("Stalled", stalled, stalled_reason, message if stalled else ""),
         cond("Complete", finished, "Completed" if finished else out.phase.value, message if finished else ""),
     ]
     if finished and o.status.get("phase") != Phase.COMPLETED:
@@ -308,6 +346,7 @@ def decide(o: Observed) -> Decision:
         )
     desired = _status(o, counts, out.phase, out.replicas, message, previous, conditions)
     desired["recipientsLoaded"] = loaded
+    desired.update(steering.status)
     if out.phase in (Phase.SENDING, Phase.COMPLETED) or counts.sent > 0:
         desired["startedAt"] = o.status.get("startedAt") or d.format_time(o.now)
     if finished:
@@ -351,12 +390,37 @@ def _source_words(spec: PlanSpec) -> str:
     return "the inline list"
 
 
-def _message(o: Observed, phase: Phase, counts: PlanCounts, job: LoadJob | None) -> str:
-    if phase is Phase.SCHEDULED and o.spec.start_at:
+def _window_condition(
+    cond: Callable[..., dict[str, Any]], o: Observed, window: campaign.WindowState
+) -> dict[str, Any]:
+    """``InSendWindow``: whether sending is allowed now, and when that changes next."""
+    assert o.spec.window is not None
+    schedule = o.spec.window.describe()
+    change = d.format_time(window.next_change) if window.next_change else None
+    if window.open:
+        return cond("InSendWindow", True, "InsideWindow", f"inside the send window {schedule} until {change}")
+    opens = f"; opens at {change}" if change else "; it never opens"
+    return cond("InSendWindow", False, "OutsideWindow", f"outside the send window {schedule}{opens}")
+
+
+def _message(
+    o: Observed, phase: Phase, counts: PlanCounts, job: LoadJob | None, steering: campaign.Steering
+) -> str:
+    window = steering.window
+    if phase is Phase.SCHEDULED and o.spec.start_at and o.now < o.spec.start_at:
         return f"waiting for schedule.startAt {d.format_time(o.spec.start_at)}"
+    if phase is Phase.SCHEDULED and window is not None and o.spec.window is not None:
+        opens = f", opens at {d.format_time(window.next_change)}" if window.next_change else ""
+        return f"outside the send window {o.spec.window.describe()}{opens}; {counts.backlog} left"
+    if phase is Phase.HOLDING:
+        return steering.message
     if phase is Phase.SENDING:
+        if steering.release_percent < ALL_RELEASED:
+            return f"sending the first {steering.release_percent:g}% of the list at up to {o.spec.rate:g}/s"
         return f"sending at up to {o.spec.rate:g}/s, {counts.backlog} left"
     if phase is Phase.SUSPENDED:
+        if steering.pause is not None and not o.spec.suspend:
+            return f"suspended: {steering.pause.message}"
         return f"suspended, {counts.backlog} left"
     if phase is Phase.COMPLETED:
         return "all messages handled"

@@ -87,11 +87,32 @@ def desired_replicas(
 
 
 @dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event the pass wants posted on the plan."""
+
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class Trip:
     """Why the reputation circuit breaker suspended a plan."""
 
     reason: str
     message: str
+
+
+def reputation_rates(counts: dict[str, int]) -> tuple[int, float, float]:
+    """(sample, bounce rate, complaint rate): per message that reached a mailbox decision.
+
+    The one definition of the rates: the plan's circuit breaker and the rollout gate
+    (``campaign``) both judge them, and status shows them.
+    """
+    sample = counts.get("delivered", 0) + counts.get("bounced", 0)
+    if sample <= 0:
+        return 0, 0.0, 0.0
+    return sample, counts.get("bounced", 0) / sample, counts.get("complained", 0) / sample
 
 
 def circuit_breaker(
@@ -107,11 +128,9 @@ def circuit_breaker(
     denominator SES itself uses for reputation. Below ``min_sample`` a few early
     bounces would pause a healthy campaign, so the breaker stays closed.
     """
-    sample = counts.get("delivered", 0) + counts.get("bounced", 0)
+    sample, bounce_rate, complaint_rate = reputation_rates(counts)
     if sample < min_sample or sample <= 0:
         return None
-    bounce_rate = counts.get("bounced", 0) / sample
-    complaint_rate = counts.get("complained", 0) / sample
     if bounce_rate > max_bounce_rate:
         return Trip(
             "BounceRateExceeded",

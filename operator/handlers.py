@@ -16,22 +16,21 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 
 from emailplan.contract.recipients import first_recipient
+from emailplan.operator import clock, metrics
 from emailplan.operator import decide as plan_decide
-from emailplan.operator import metrics
 from emailplan.operator.dataplane import DataPlane, DataPlaneRejected, DataPlaneUnavailable
 from emailplan.operator.deployment import deployment_name, render_deployment
 from emailplan.operator.kubeapi import GROUP, PLURAL, VERSION, KubeApi, load_config
 from emailplan.operator.planspec import PlanSpec, Templates, read_spec
 from emailplan.operator.recipients import content_type, inline_ndjson, text_chunks
 from emailplan.operator.settings import OperatorSettings
-from emailplan.operator.validation import check_address, check_templates
+from emailplan.operator.validation import check_address, check_campaign, check_templates
 
 log = logging.getLogger("emailplan.operator")
 
@@ -243,7 +242,7 @@ async def reconcile(ctx: Context, body: kopf.Body, mem: PlanMemory) -> None:
         generation=generation,
         spec=spec,
         status=mem.status,
-        now=datetime.now(UTC),
+        now=clock.now(ctx.settings),
         problems=tuple(problems),
         problem_reason=reason,
         templates=templates,
@@ -361,6 +360,7 @@ async def _validate(
 
     templates = Templates(subject=spec.subject, html=html, text=text)
     problems += check_templates(templates, sample if source != "s3" else None)
+    problems += check_campaign(spec, templates, sample if source != "s3" else None)
     if problems:
         raise InvalidPlan(problems)
     mem.valid_generation = generation

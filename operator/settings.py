@@ -57,6 +57,10 @@ class OperatorSettings(BaseSettings):
     default_max_bounce_rate: float = 0.05  # SES puts accounts under review at 5 % bounces
     default_max_complaint_rate: float = 0.001  # and at 0.1 % complaints
 
+    # Development only (EMAILPLAN_DEV_MODE=1): a file holding seconds added to the real time, read
+    # every pass (operator/clock.py), so tests move send windows, holds and A/B waits without sleeping.
+    clock_offset_file: str | None = None
+
     # Process.
     metrics_port: int = 9103
     sentry_dsn: SecretStr | None = Field(
@@ -80,6 +84,13 @@ class OperatorSettings(BaseSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _clock_only_in_dev_mode(self) -> OperatorSettings:
+        """A shifted clock in production would open send windows at the wrong time: refuse to start."""
+        if self.clock_offset_file and not self.dev_mode:
+            raise ValueError("EMAILPLAN_CLOCK_OFFSET_FILE is honoured only with EMAILPLAN_DEV_MODE=1")
+        return self
 
     @model_validator(mode="after")
     def _api_key_given(self) -> OperatorSettings:

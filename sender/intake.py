@@ -132,11 +132,17 @@ class Intake:
         for c in claimed:
             self._by_id[c.id] = state
 
-    async def sweep(self, limit: int, *, stale_seconds: float) -> Taken:
-        """Reclaim rows whose lease ran out, and queued rows untouched for ``stale_seconds``."""
+    async def sweep(self, limit: int, *, stale_seconds: float, released_below: int) -> Taken:
+        """Reclaim rows whose lease ran out, and released rows untouched for ``stale_seconds``."""
         asked_at = time.monotonic()
         claimed = await ledger.claim_orphans(
-            self._engine, self._plan_id, self._owner, self._lease, limit=limit, stale_seconds=stale_seconds
+            self._engine,
+            self._plan_id,
+            self._owner,
+            self._lease,
+            limit=limit,
+            stale_seconds=stale_seconds,
+            released_below=released_below,
         )
         if claimed:
             log.info("reclaimed orphaned messages", extra={"count": len(claimed)})

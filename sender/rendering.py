@@ -34,6 +34,7 @@ from jinja2 import Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from emailplan.contract.addresses import check_mailbox
+from emailplan.contract.cohorts import Split
 from emailplan.contract.headers import one_line
 
 _HTML_ENV = SandboxedEnvironment(autoescape=True)
@@ -41,6 +42,8 @@ _TEXT_ENV = SandboxedEnvironment(autoescape=False)
 _LINK = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"'<>\s]+)\2""", re.IGNORECASE)
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _TAG_OK = re.compile(r"[^A-Za-z0-9_-]")
+VARIANT_TAG = "emailplan-variant"
+VARIANT_HEADER = "X-EmailPlan-Variant"
 
 
 class Signer(Protocol):
@@ -54,7 +57,15 @@ class Signer(Protocol):
 
 
 class RenderError(ValueError):
-    """A template that cannot be compiled or rendered (the plan is refused / the message fails)."""
+    """A template that cannot be compiled or rendered (the plan is refused / the message fails).
+
+    ``field`` names the spec field at fault (``subject``, ``variants[1].html``…) so the
+    plan API can say which one; None when no single field is to blame.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -98,15 +109,21 @@ def _compile(env: SandboxedEnvironment, source: str | None, what: str) -> Templa
     try:
         return env.from_string(source)
     except TemplateError as exc:
-        raise RenderError(f"{what} template: {exc}") from exc
+        raise RenderError(f"{what} template: {exc}", field=what) from exc
 
 
 def _clean_tag(value: Any) -> str:
     return _TAG_OK.sub("_", str(value))[:256]
 
 
-def compile_plan(spec: Mapping[str, Any], plan_id: str = "") -> CompiledPlan:
-    """Compile a plan spec (camelCase, as in the CRD and the ``plans.spec`` column)."""
+def compile_plan(spec: Mapping[str, Any], plan_id: str = "", variant: str = "") -> CompiledPlan:
+    """Compile a plan spec (camelCase, as in the CRD and the ``plans.spec`` column).
+
+    ``variant`` names the A/B variant this spec is (its fields already merged over the
+    plan's by :func:`compile_campaign`); every message then carries its name in the SES
+    tag ``emailplan-variant`` and the header ``X-EmailPlan-Variant``, so SES events and
+    a recipient's mail say which variant it was.
+    """
     reply_to = spec.get("replyTo") or []
     if isinstance(reply_to, str):
         reply_to = [reply_to]
@@ -115,25 +132,30 @@ def compile_plan(spec: Mapping[str, Any], plan_id: str = "") -> CompiledPlan:
     for i, value in enumerate(reply_to):
         problems += check_mailbox(str(value), f"replyTo[{i}]")
     if problems:
-        raise RenderError("; ".join(problems))
+        raise RenderError("; ".join(problems), field="from" if check_mailbox(sender, "from") else "replyTo")
     name, address = parseaddr(sender)
+    name = str(spec.get("fromName") or name)
     subject = _compile(_TEXT_ENV, spec.get("subject"), "subject")
     if subject is None:
-        raise RenderError("subject is required")
+        raise RenderError("subject is required", field="subject")
     html_t = _compile(_HTML_ENV, spec.get("html"), "html")
     text_t = _compile(_TEXT_ENV, spec.get("text"), "text")
     if html_t is None and text_t is None:
-        raise RenderError("html or text is required")
+        raise RenderError("html or text is required", field="html")
     tracking = spec.get("tracking") or {}
     unsub = spec.get("unsubscribe") or {}
     ses = spec.get("ses") or {}
     tags = {_clean_tag(k): _clean_tag(v) for k, v in dict(ses.get("tags") or {}).items()}
     if plan_id:
         tags["emailplan-plan"] = _clean_tag(plan_id)
+    if variant:
+        tags[VARIANT_TAG] = _clean_tag(variant)
     unsubscribe = bool(unsub.get("enabled", True))
     shared = ["MIME-Version: 1.0"]
     if plan_id:
         shared.append(f"X-EmailPlan-Plan-Id: {_clean_tag(plan_id)}")
+    if variant:
+        shared.append(f"{VARIANT_HEADER}: {_clean_tag(variant)}")
     if reply_to:
         shared.append(f"Reply-To: {', '.join(_one_line(str(r)) for r in reply_to)}")
     if unsubscribe:
@@ -155,6 +177,57 @@ def compile_plan(spec: Mapping[str, Any], plan_id: str = "") -> CompiledPlan:
         template_globals=dict(subject.globals),
         plan_name=str(spec.get("name") or ""),
     )
+
+
+# What a variant may change of the plan's message (``emailplan.contract.plans.Variant``).
+VARIANT_FIELDS = ("subject", "html", "text", "fromName")
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A plan compiled once per version: its message, or one per A/B variant.
+
+    ``split`` is None for a plan without variants (every recipient gets ``plans[0]``);
+    otherwise ``plans[i]`` is variant ``i`` and the split says which one a bucket gets.
+    """
+
+    plans: tuple[CompiledPlan, ...]
+    split: Split | None = None
+
+    def pick(self, bucket: int) -> CompiledPlan | None:
+        """The message a recipient of ``bucket`` receives; None while its variant is undecided."""
+        if self.split is None:
+            return self.plans[0]
+        index = self.split.variant(bucket)
+        return None if index is None else self.plans[index]
+
+
+def compile_campaign(spec: Mapping[str, Any], plan_id: str = "") -> Campaign:
+    """Compile the plan and each of its variants (a variant's set fields override the plan's).
+
+    The plan is compiled first, so an error in a variant can only come from what the
+    variant overrides and is reported as ``variants[i].<field>``.
+    """
+    base = compile_plan(spec, plan_id)
+    variants = [dict(v) for v in spec.get("variants") or []]
+    if not variants:
+        return Campaign((base,))
+    compiled = []
+    for i, variant in enumerate(variants):
+        merged = {**spec, **{k: variant[k] for k in VARIANT_FIELDS if variant.get(k) is not None}}
+        try:
+            compiled.append(compile_plan(merged, plan_id, variant=str(variant.get("name") or i)))
+        except RenderError as exc:
+            where = f"variants[{i}]" + (f".{exc.field}" if exc.field else "")
+            raise RenderError(f"{where}: {exc}", field=where) from exc
+    names = [str(v.get("name")) for v in variants]
+    winner = spec.get("winner")
+    split = Split.of(
+        test_percent=float(spec.get("testPercent") or 0),
+        variants=len(compiled),
+        winner=names.index(winner) if winner in names else None,
+    )
+    return Campaign(tuple(compiled), split)
 
 
 def _one_line(value: str) -> str:

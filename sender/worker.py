@@ -48,7 +48,14 @@ from emailplan.sender.intake import Intake, Taken, pause
 from emailplan.sender.leases import Held, Leases, LeaseState
 from emailplan.sender.outage import OUTAGE
 from emailplan.sender.pacer import Pacer
-from emailplan.sender.rendering import CompiledPlan, RenderedEmail, RenderError, compile_plan, render
+from emailplan.sender.rendering import (
+    Campaign,
+    CompiledPlan,
+    RenderedEmail,
+    RenderError,
+    compile_campaign,
+    render,
+)
 from emailplan.sender.results import ResultWriter
 from emailplan.sender.ses import SesClient, SesError
 from emailplan.sender.sespolicy import Action, decide
@@ -76,6 +83,8 @@ T = TypeVar("T")
 NEVER_STALE = 10 * 365 * 86400.0
 # The plan loop reads the plan every second; no answer for this long means the database is away.
 DB_QUIET = 3.0
+# A wrongly released cohort gives back many rows: one warning (with the running total) this often.
+UNDECIDED_LOG_SECONDS = 10.0
 
 
 class Worker:
@@ -99,7 +108,7 @@ class Worker:
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.sign = functools.partial(make_token, settings.token_key.get_secret_value().encode())
         self.plan: ledger.PlanView | None = None
-        self.compiled: CompiledPlan | None = None
+        self.compiled: Campaign | None = None
         self._compiled_for: Any = None
         self.stopping = asyncio.Event()
         self.sendq: asyncio.Queue[Held | None] = asyncio.Queue()
@@ -109,6 +118,10 @@ class Worker:
         self.queue_empty = False
         self.paused_until = 0.0  # monotonic; SES said the account cannot send
         self.plan_read_at = 0.0  # monotonic; the last time the database answered the plan loop
+        self.plan_read_began = 0.0  # monotonic; when the latest plan read was sent
+        self._plan_lock = asyncio.Lock()
+        self.undecided = 0  # rows given back because their A/B variant was not decided
+        self._undecided_logged = -UNDECIDED_LOG_SECONDS
         self.db_ok_since: float | None = None  # monotonic; the database has answered every call since
         lease = float(settings.lease_seconds)
         self.leases = Leases(engine, plan_id, self.owner, lease)
@@ -157,6 +170,7 @@ class Worker:
         return plan.start_at is None or plan.start_at.timestamp() <= time.time()
 
     async def refresh_plan(self) -> None:
+        self.plan_read_began = time.monotonic()
         plan = await ledger.plan_for_worker(self.engine, self.plan_id)
         self.plan = plan
         self.plan_read_at = time.monotonic()
@@ -168,7 +182,7 @@ class Worker:
         marker = (plan.updated_at, str(plan.spec))
         if marker != self._compiled_for:
             try:
-                self.compiled = compile_plan(plan.spec, str(plan.id))
+                self.compiled = compile_campaign(plan.spec, str(plan.id))
                 self.bulk_plan = compile_bulk(plan.spec, str(plan.id)) if uses_bulk(plan.spec) else None
             except RenderError as exc:
                 self.compiled = self.bulk_plan = None
@@ -292,7 +306,10 @@ class Worker:
             try:
                 if room and self.db_settled():
                     stale = max(5.0, self.settings.lease_seconds) if self.queue_empty else NEVER_STALE
-                    taken = await self.intake.sweep(min(room, 1000), stale_seconds=stale)
+                    below = self.plan.released_below if self.plan is not None else 0
+                    taken = await self.intake.sweep(
+                        min(room, 1000), stale_seconds=stale, released_below=below
+                    )
                     self._hold(taken)
                     if taken.claimed:
                         continue
@@ -383,10 +400,14 @@ class Worker:
     async def send_one(self, held: Held) -> None:
         """Send one message under its lease, act on SES's answer, and wait until the outcome is written."""
         msg = held.claimed
-        compiled = self.compiled
-        if compiled is None:
+        campaign = self.compiled
+        if campaign is None:
             self.sendq.put_nowait(held)
             await asyncio.sleep(1.0)
+            return
+        compiled = campaign.pick(msg.bucket) or await self.pick_fresh(msg)
+        if compiled is None:
+            await self.give_back_undecided(held)
             return
         try:
             rendered = self._render(compiled, msg)
@@ -451,6 +472,43 @@ class Worker:
                 RETRIES.inc()
                 failed += 1
             await asyncio.sleep(decision.delay)
+
+    async def pick_fresh(self, msg: ledger.Claimed) -> CompiledPlan | None:
+        """The variant of ``msg`` by the plan as it is now: the update that chose the winner
+        queues the rest of the list at once, so its rows can be claimed before the plan loop
+        has read the winner (it reads once a second)."""
+        undecided_at = time.monotonic()
+        async with self._plan_lock:  # messages found undecided together share one read
+            if self.plan_read_began < undecided_at:
+                try:
+                    await self.refresh_plan()
+                except OUTAGE:
+                    return None
+        return self.compiled.pick(msg.bucket) if self.compiled is not None else None
+
+    async def give_back_undecided(self, held: Held) -> None:
+        """A recipient outside the A/B test cohort while no winner is chosen: never sent.
+
+        A correct operator does not release such rows; if one was released anyway it goes
+        back unsent and off the queue (its SQS work is finished), and waits until a plan
+        update with a winner queues it again.
+        """
+        msg = held.claimed
+        self.undecided += 1
+        if time.monotonic() - self._undecided_logged >= UNDECIDED_LOG_SECONDS:
+            self._undecided_logged = time.monotonic()
+            log.warning(
+                "no variant decided for this recipient (outside the A/B test cohort, no winner yet); "
+                "given back unsent until a plan update chooses the winner",
+                extra={"plan": str(self.plan_id), "message_id": msg.id, "given_back": self.undecided},
+            )
+        try:
+            await ledger.release(self.engine, self.plan_id, [msg.id], self.owner, unqueue=True)
+        except OUTAGE:
+            self.parked.append(held)  # the plan loop sends it round again (or releases it) later
+            return
+        self.leases.drop([msg.id])
+        await self.intake.settle(written=[msg.id])
 
     def account_paused(self, code: str, reason: str) -> None:
         """SES says the account (or configuration set) may not send: hold the plan for a while."""

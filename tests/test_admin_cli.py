@@ -127,10 +127,10 @@ PLAN_BODY = {
 }
 
 
-def register(url: str, plan_id: str) -> None:
+def register(url: str, plan_id: str, **changes: object) -> None:
     req = urllib.request.Request(
         f"{url}/v1/plans/{plan_id}",
-        data=json.dumps(PLAN_BODY).encode(),
+        data=json.dumps({**PLAN_BODY, **changes}).encode(),
         method="PUT",
         headers={"x-api-key": KEY, "content-type": "application/json"},
     )
@@ -144,6 +144,22 @@ def test_stats_shows_processing(api_url: str) -> None:
     assert r.returncode == 0, r.stderr
     rows = {line.strip("│ ").split()[0] for line in r.stdout.splitlines() if "│" in line}
     assert {"created", "processing", "sent", "total"} <= rows, r.stdout
+
+
+def test_stats_of_an_ab_test_shows_each_variant(api_url: str) -> None:
+    plan_id = "0b6c1d1e-1111-4222-8333-944455556667"
+    variants = [{"name": "calm", "subject": "Hello"}, {"name": "loud", "subject": "HELLO!"}]
+    register(api_url, plan_id, variants=variants, testPercent=20, releasePercent=20)
+    r = cli("stats", plan_id, url=api_url)
+    assert r.returncode == 0, r.stderr
+    lines = [
+        [w for w in line.split() if w not in "│┃"]
+        for line in r.stdout.splitlines()
+        if "│" in line or "┃" in line
+    ]
+    assert ["count", "calm", "loud"] in lines, r.stdout
+    for count in ("recipients", "sent", "delivered", "opened", "clicked", "bounced", "complained"):
+        assert [count, "0", "0"] in lines, r.stdout
 
 
 def test_api_down_or_missing_is_one_line_with_the_fix(migrated: str, tmp_path: Path) -> None:

@@ -6,19 +6,13 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from support.api import HEADERS, PLAN, Identity, LiveApi, NullQueue, put, start_api, stop_api, upload
-
-from emailplan.sender.api.state import STATE
+from support.api import HEADERS, PLAN, Identity, LiveApi, api_without_sqs, put, upload
 
 
 @pytest.fixture
 async def api(migrated: str, ident: Identity) -> AsyncIterator[LiveApi]:
-    live = await start_api(migrated, ident)
-    live.client.server.app[STATE].queue = NullQueue()
-    try:
+    async with api_without_sqs(migrated, ident) as live:
         yield live
-    finally:
-        await stop_api(live)
 
 
 async def test_imported_addresses_are_suppressed_case_insensitively(api: LiveApi) -> None:

@@ -86,6 +86,65 @@ INVALID = [
     ("unknown field", plan(subjet="typo"), "subjet"),
     ("replyTo not a list", plan(replyTo="a@example.com"), "spec.replyTo"),
     ("configuration set with spaces", plan(ses__configurationSet="my set"), "spec.ses.configurationSet"),
+    # Campaign features (issue 15): each refusal names the field.
+    ("one variant", plan(variants=[{"name": "a"}]), "spec.variants"),
+    ("six variants", plan(variants=[{"name": f"v{i}"} for i in range(6)]), "spec.variants"),
+    ("variant names repeat", plan(variants=[{"name": "a"}, {"name": "a"}]), "variants: names must be unique"),
+    ("variant name", plan(variants=[{"name": "A B"}, {"name": "b"}]), "variants[].name must be lowercase"),
+    (
+        "winner is no variant",
+        plan(variants=[{"name": "a"}, {"name": "b"}], abTest={"winner": "c"}),
+        "abTest.winner must be the name of one of the variants",
+    ),
+    (
+        "decideAfter not a duration",
+        plan(abTest__decideAfter="4 hours"),
+        "abTest.decideAfter must be a duration",
+    ),
+    ("unknown metric", plan(abTest__metric="revenue"), "spec.abTest.metric"),
+    ("abTest without variants", plan(abTest={"testPercent": 20}), "abTest needs variants"),
+    ("test cohort of 0 %", plan(abTest__testPercent=0), "spec.abTest.testPercent"),
+    (
+        "A/B test with rollout",
+        plan(variants=[{"name": "a"}, {"name": "b"}], rollout={"steps": [{"percent": 100}]}),
+        "variants (an A/B test) and rollout cannot be combined",
+    ),
+    (
+        "steps not increasing",
+        plan(rollout={"steps": [{"percent": 10}, {"percent": 5}, {"percent": 100}]}),
+        "rollout.steps: percent must be strictly increasing",
+    ),
+    (
+        "steps repeat a percent",
+        plan(rollout={"steps": [{"percent": 10}, {"percent": 10}, {"percent": 100}]}),
+        "rollout.steps: percent must be strictly increasing",
+    ),
+    ("last step below 100", plan(rollout={"steps": [{"percent": 10}]}), "the last step must be percent 100"),
+    (
+        "hold not a duration",
+        plan(rollout={"steps": [{"percent": 10, "hold": "soon"}, {"percent": 100}]}),
+        "rollout.steps[].hold must be a duration",
+    ),
+    (
+        "window time",
+        plan(schedule={"window": {"from": "9:00", "to": "17:00"}}),
+        "schedule.window.from must be",
+    ),
+    (
+        "window hour 24",
+        plan(schedule={"window": {"from": "09:00", "to": "24:00"}}),
+        "schedule.window.to must be",
+    ),
+    (
+        "window day",
+        plan(schedule={"window": {"from": "09:00", "to": "17:00", "days": ["Monday"]}}),
+        "spec.schedule.window.days",
+    ),
+    (
+        "empty window",
+        plan(schedule={"window": {"from": "09:00", "to": "09:00"}}),
+        "schedule.window: from and to must differ",
+    ),
 ]
 
 
@@ -110,6 +169,9 @@ def test_valid_base_is_accepted_with_defaults(crd_installed: KubeCluster, namesp
     assert spec["senders"]["maxReplicas"] == 4
     assert spec["unsubscribe"]["enabled"] is True
     assert spec["suspend"] is False
+    for feature in ("variants", "abTest", "rollout"):  # campaign features only when written
+        assert feature not in spec
+    assert "window" not in spec["schedule"]
 
 
 def _example_docs(repo_root: str) -> list[tuple[str, dict[str, Any]]]:
@@ -132,7 +194,7 @@ def test_examples_are_accepted(crd_installed: KubeCluster, namespace: str, repo_
 
 def test_printer_columns_show_patched_status(crd_installed: KubeCluster, namespace: str) -> None:
     kube = crd_installed
-    assert apply(kube, namespace, plan())[0] == 0
+    assert apply(kube, namespace, plan(variants=[{"name": "plain"}, {"name": "bold"}]))[0] == 0
     status = {
         "phase": "Sending",
         "total": 2000,
@@ -149,6 +211,7 @@ def test_printer_columns_show_patched_status(crd_installed: KubeCluster, namespa
         "stopped": 0,
         "replicas": 2,
         "message": "sending",
+        "abTest": {"winner": "bold", "reason": "best uniqueOpens: plain 10.00%, bold 14.00%"},
     }
     r = kube.kubectl(
         "patch",
@@ -174,6 +237,7 @@ def test_printer_columns_show_patched_status(crd_installed: KubeCluster, namespa
     row = dict(zip(header, wide[1].split(), strict=True))
     assert row["DELIVERED"] == "800" and row["BOUNCED"] == "7" and row["COMPLAINED"] == "1"
     assert row["CLICKED"] == "55" and row["REPLICAS"] == "2" and row["RATE"] == "14"
+    assert row["WINNER"] == "bold"  # the A/B test's winner (issue 15)
     assert header[-1] == "MESSAGE" and row["MESSAGE"] == "sending"  # what the plan does or what is wrong
 
 

@@ -14,8 +14,10 @@ import signal
 import subprocess
 import uuid
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.worker import (
+    SPEC,
     Workers,
     addressee,
     emails,
@@ -151,3 +153,31 @@ async def test_work_that_cannot_be_claimed_is_visible_again_at_once(
             assert sum(len(job.ids) for job in again) == 5
     finally:
         await away.dispose()
+
+
+async def test_a_list_completed_but_never_queued_is_still_sent_once(
+    engine: AsyncEngine, migrated: str, aws: MotoServer, ses_identity: None, workers: Workers
+) -> None:
+    """The API died between marking the list complete and queueing it (1M rows take a while).
+
+    Nothing will queue those rows again: the operator sees the list loaded and does
+    not upload it twice. The ledger is the truth, so the pods' orphan sweep takes
+    released rows that were never queued.
+    """
+    n = 300
+    plan_id = uuid.uuid4()
+    await ledger.upsert_plan(engine, plan_id, name="t", namespace="ns", spec=SPEC, rate_per_second=200)
+    rows = ((i, {"email": e}) for i, e in enumerate(emails(n), 1))
+    await ledger.insert_recipients(engine, plan_id, rows)
+    async with engine.begin() as conn:  # the state the crash left: complete, nothing queued
+        await conn.execute(
+            text("UPDATE plans SET recipients_complete = true, state = 'ready' WHERE id = :p"), {"p": plan_id}
+        )
+    pods = [workers.start(fault_env(migrated, plan_id))]
+    await wait_exit(pods, workers, 300)
+
+    to = collections.Counter(addressee(m) for m in received(aws))
+    assert set(to) == set(emails(n)) and max(to.values()) == 1
+    counts = await ledger.get_counts(engine, plan_id) or {}
+    assert counts["sent"] == n
+    assert_sums(counts)

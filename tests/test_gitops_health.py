@@ -42,6 +42,11 @@ def status_of(**kw: Any) -> dict[str, Any]:
 
 MISSING = LoadFailure(reason=LoadFailureReason.OBJECT_MISSING, message="s3://lists/a.csv does not exist")
 BOUNCY = {"total": 300, "created": 100, "sent": 200, "delivered": 150, "bounced": 50}
+ROLLOUT = {"rollout": {"steps": [{"percent": 1, "hold": "15m"}, {"percent": 100}]}}
+STEP_ONE = {"percent": 1, "stepStartedAt": "2026-05-01T11:00:00Z", "baseline": {}}
+GATE_COUNTS = {"total": 1000, "created": 990, "sent": 10, "delivered": 5, "bounced": 5}
+AB = {"variants": [{"name": "a"}, {"name": "b"}], "abTest": {"testPercent": 20}}
+WINDOW = {"schedule": {"window": {"from": "01:00", "to": "02:00"}}}  # closed at noon UTC
 
 
 @pytest.mark.parametrize(
@@ -76,6 +81,41 @@ BOUNCY = {"total": 300, "created": 100, "sent": 200, "delivered": 150, "bounced"
         ("breaker tripped", {"view": view(counts=BOUNCY)}, "Suspended"),
         ("completed", {"view": view(state=PlanState.DONE, counts={"total": 300, "sent": 300})}, "Healthy"),
         ("invalid", {"problems": ("subject: 'nmae' is undefined",)}, "Degraded"),
+        # Campaign features (issue 15).
+        (
+            "rollout step holding",
+            {
+                "spec_patch": ROLLOUT,
+                "view": view(spec=ROLLOUT, release=1, counts={"total": 1000, "created": 990, "sent": 10}),
+                "status": {
+                    "rollout": {"percent": 1, "stepStartedAt": "2026-05-01T11:00:00Z", "baseline": {}}
+                },
+            },
+            "Progressing",
+        ),
+        (
+            "rollout gate failed",
+            {
+                "spec_patch": ROLLOUT,
+                "view": view(spec=ROLLOUT, release=1, counts=GATE_COUNTS),
+                "status": {"rollout": {**STEP_ONE, "holdStartedAt": "2026-05-01T11:00:00Z"}},
+            },
+            "Degraded",
+        ),
+        (
+            "A/B test needs a person",
+            {
+                "spec_patch": AB,
+                "view": view(spec=AB, release=20, counts={"total": 100, "created": 80, "sent": 20}),
+                "status": {"abTest": {"cohortFinishedAt": "2026-05-01T01:00:00Z"}},
+            },
+            "Degraded",
+        ),
+        (
+            "outside the send window",
+            {"spec_patch": WINDOW, "view": view(spec=WINDOW, counts={"total": 10, "created": 10})},
+            "Suspended",
+        ),
     ],
 )
 def test_argocd_health_follows_the_conditions(situation: str, kw: dict[str, Any], expected: str) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devenv.moto import MotoServer
 from devenv.suspend import set_suspended
+from emailplan.contract.cohorts import cutoff
 from emailplan.sender.db import make_engine
 from emailplan.sender.settings import SenderSettings
 from emailplan.sender.store import ledger
@@ -360,7 +361,9 @@ async def test_expired_lease_with_an_ses_event_is_reconciled_as_sent_not_sent_ag
             ),
             {"p": plan_id, "m": ids[0]},
         )
-    orphans = await ledger.claim_orphans(engine, plan_id, "w2", 60, limit=10, stale_seconds=60)
+    orphans = await ledger.claim_orphans(
+        engine, plan_id, "w2", 60, limit=10, stale_seconds=60, released_below=cutoff(100)
+    )
     assert sorted(c.id for c in orphans) == ids[1:]
     counts = await ledger.get_counts(engine, plan_id) or {}
     assert (counts["sent"], counts["processing"]) == (1, 2)

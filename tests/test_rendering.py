@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from emailplan.sender.rendering import RenderError, compile_plan, render
+from emailplan.sender.rendering import RenderError, compile_campaign, compile_plan, render
 from emailplan.sender.tokens import make_token, read_token
 
 KEY = b"k" * 32
@@ -176,3 +176,77 @@ def test_ses_tags_are_sanitized_and_carry_ids() -> None:
     )
     assert out.tags == {"camp_aign": "spring_2026", "emailplan-plan": "p-1", "emailplan-message": "9"}
     assert out.configuration_set == "cs1"
+
+
+# ----------------------------------------------------------------------------- A/B variants
+
+AB = {
+    **BASE,
+    "variants": [
+        {"name": "calm", "subject": None, "html": None, "text": None, "fromName": None},
+        {
+            "name": "loud",
+            "subject": "HELLO {{ name }}!",
+            "html": "<p><b>{{ name }}</b></p>",
+            "fromName": "Shop",
+        },
+    ],
+    "testPercent": 10,  # buckets 0-999
+    "winner": None,
+}
+
+
+def campaign_mail(spec: dict[str, Any], bucket: int) -> EmailMessage | None:
+    chosen = compile_campaign(spec, "3f1c1b9e-0000-4000-8000-000000000001").pick(bucket)
+    if chosen is None:
+        return None
+    out = render(
+        chosen, message_id=7, email="ann@example.com", name="Ann", variables={}, public_url=PUBLIC, sign=SIGN
+    )
+    assert out.tags.get("emailplan-variant") == parse(out.raw)["X-EmailPlan-Variant"]
+    return parse(out.raw)
+
+
+@pytest.mark.parametrize(
+    ("bucket", "winner", "variant", "subject", "sender"),
+    [
+        (0, None, "calm", "Hello Ann", "News <news@example.com>"),  # the plan's own message
+        (1, None, "loud", "HELLO Ann!", "Shop <news@example.com>"),  # overrides, same address
+        (998, None, "calm", "Hello Ann", "News <news@example.com>"),
+        (999, "calm", "loud", "HELLO Ann!", "Shop <news@example.com>"),  # in the cohort: its own variant
+        (1000, None, None, None, None),  # outside the cohort, no winner yet: nothing to send
+        (1000, "loud", "loud", "HELLO Ann!", "Shop <news@example.com>"),
+        (9999, "calm", "calm", "Hello Ann", "News <news@example.com>"),
+    ],
+)
+def test_each_bucket_gets_its_variant_or_the_winner(
+    bucket: int, winner: str | None, variant: str | None, subject: str | None, sender: str | None
+) -> None:
+    msg = campaign_mail({**AB, "winner": winner}, bucket)
+    if variant is None:
+        assert msg is None
+        return
+    assert msg is not None
+    assert (msg["X-EmailPlan-Variant"], msg["Subject"], msg["From"]) == (variant, subject, sender)
+    assert ("<b>Ann</b>" in body(msg, "text/html")) == (variant == "loud")
+    assert body(msg, "text/plain").startswith("Hi Ann")  # text is not overridden: the plan's
+
+
+def test_a_plan_without_variants_has_no_variant_header() -> None:
+    msg = campaign_mail(BASE, 5000)
+    assert msg is not None and msg["X-EmailPlan-Variant"] is None
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"subject": "{{ broken"}, "subject"),
+        ({"html": "{% for %}"}, "html"),
+        ({"variants": [AB["variants"][0], {"name": "x", "text": "{{ 1 + }}"}]}, "variants[1].text"),
+        ({"variants": [{"name": "x", "html": "", "text": ""}, AB["variants"][1]]}, "variants[0].html"),
+    ],
+)
+def test_compile_errors_name_the_field(change: dict[str, Any], field: str) -> None:
+    with pytest.raises(RenderError) as caught:
+        compile_campaign({**AB, **change})
+    assert caught.value.field == field

@@ -18,6 +18,7 @@ module is the definition they follow.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 BUCKETS = 10_000
 # The SQL of the generated column ``messages.bucket`` (migration 0004), kept here so
@@ -34,10 +35,28 @@ def cutoff(percent: float) -> int:
     return max(1, math.floor(percent * BUCKETS / 100 + 1e-9))
 
 
+@dataclass(frozen=True)
+class Split:
+    """A plan's A/B split with its cutoff worked out once: the sender asks it for every
+    message, so the choice is one integer comparison (and a modulo) per recipient."""
+
+    test_cutoff: int
+    variants: int
+    winner: int | None
+
+    @classmethod
+    def of(cls, *, test_percent: float, variants: int, winner: int | None) -> Split:
+        return cls(cutoff(test_percent), variants, winner)
+
+    def variant(self, bucket: int) -> int | None:
+        """The variant index of a recipient: its test-cohort variant, else the winner (None: undecided)."""
+        if self.variants <= 0:
+            return None
+        if bucket < self.test_cutoff:
+            return bucket % self.variants
+        return self.winner
+
+
 def variant_index(bucket: int, *, test_percent: float, variants: int, winner: int | None) -> int | None:
     """The variant a recipient receives: its test-cohort variant, else the winner (None: undecided)."""
-    if variants <= 0:
-        return None
-    if bucket < cutoff(test_percent):
-        return bucket % variants
-    return winner
+    return Split.of(test_percent=test_percent, variants=variants, winner=winner).variant(bucket)

@@ -23,6 +23,7 @@ from emailplan.contract.headers import HeaderValue
 DEFAULT_RATE_PER_SECOND = 14.0  # SES's sandbox-exit rate; the CRD default reads this too
 MAX_REPORTED_ROWS = 100  # rejected (and, apart, duplicate) rows a load job keeps
 MAX_SUPPRESSIONS = 10_000  # addresses one suppression import may carry
+ALL_RELEASED = 100.0  # the released share of a plan that does not roll out in steps
 
 
 class PlanState(StrEnum):
@@ -145,7 +146,7 @@ class PlanPayload(Wire):
     winner: str | None = Field(None, max_length=32)
     # The share of the list that may be sent now (rollout steps, the A/B cohort). The data
     # plane never lowers it: rows once queued cannot be called back.
-    release_percent: float = Field(100.0, ge=0, le=100)
+    release_percent: float = Field(ALL_RELEASED, ge=0, le=100)
 
     @field_validator("start_at")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -128,14 +129,30 @@ class PostgresServer:
         """Stop the server (fast shutdown: connections are cut) and start it again."""
         import time
 
-        stop(self.proc, timeout=20)
+        self._shutdown()
         time.sleep(down_seconds)
         ids, _ = _as_user()
         self._launch(ids)
 
     def stop(self) -> None:
-        stop(self.proc, timeout=20)
+        self._shutdown()
         self.proc = None
+
+    def _shutdown(self) -> None:
+        """Fast shutdown: SIGINT to the postmaster cuts every session and writes a checkpoint.
+
+        Not SIGTERM to the process group: that is PostgreSQL's *smart* shutdown, which
+        keeps serving connected clients (a pool never lets go), so the server kept
+        committing until the timeout killed it, and with ``synchronous_commit=off`` the
+        crash then lost commits that clients had been told were durable.
+        """
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            stop(self.proc, timeout=5)
 
     def cleanup(self) -> None:
         self.stop()

@@ -24,6 +24,7 @@ from emailplan.contract.plans import (
     PlanView,
     S3Source,
     SuppressionImport,
+    VariantCounts,
 )
 
 JSON = "application/json"
@@ -77,6 +78,7 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (PlanPayload, "validation"),
     (PlanView, "serialization"),
     (PlanCounts, "serialization"),
+    (VariantCounts, "serialization"),
     (LoadResult, "serialization"),
     (LoadJob, "serialization"),
     (S3Source, "validation"),
@@ -216,7 +218,18 @@ PATHS: dict[str, Any] = {
                     {
                         "allOf": [
                             _ref("PlanCounts"),
-                            {"type": "object", "properties": {"planId": {"type": "string"}}},
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "planId": {"type": "string"},
+                                    "variants": {
+                                        "type": "array",
+                                        "description": "Per-variant counts over the A/B test cohort "
+                                        "(only for a plan with variants)",
+                                        "items": _ref("VariantCounts"),
+                                    },
+                                },
+                            },
                         ]
                     },
                     "Counters",
@@ -292,6 +305,10 @@ PATHS: dict[str, Any] = {
                     "400": E400,
                     "401": E401,
                     "413": E413,
+                    "422": _err(
+                        "A template (of the plan or of a variant) does not compile; the field is named"
+                    ),
+                    "503": E503,
                 },
             },
         ),

@@ -26,6 +26,7 @@ from emailplan.contract.plans import (
     LoadSourceKind,
     LoadState,
     PlanPayload,
+    PlanState,
     PlanView,
     S3Source,
 )
@@ -35,6 +36,7 @@ from emailplan.sender.api.errors import ApiError
 from emailplan.sender.api.state import ApiState, state_of
 from emailplan.sender.api.stats import plan_id_of
 from emailplan.sender.api.uploads import TooLarge, read_rows
+from emailplan.sender.rendering import RenderError, compile_campaign
 from emailplan.sender.store import ledger
 
 log = logging.getLogger(__name__)
@@ -64,20 +66,43 @@ async def _view(state: ApiState, plan_id: uuid.UUID) -> PlanView:
     return view
 
 
+def _compiles(plan: PlanPayload, plan_id: uuid.UUID) -> dict[str, object]:
+    """The plan's sending spec, compiled once here as the worker will (every variant too).
+
+    A template that does not compile is the client's mistake, found now rather than by
+    a worker that would refuse to send: 422 naming the field (``variants[1].html``).
+    """
+    spec = plan.sending_spec()
+    try:
+        compile_campaign(spec, str(plan_id))
+    except RenderError as exc:
+        raise ApiError(422, str(exc), exc.field) from exc
+    return spec
+
+
 async def put_plan(request: web.Request) -> web.Response:
+    """Register or update the plan; a raised released share queues the rows it frees.
+
+    The share is never lowered (rows once queued cannot be called back): the answer
+    shows the share in force.
+    """
     plan_id = plan_id_of(request)
     plan = await jsonbody.read_model(request, MAX_PLAN_BYTES, PlanPayload)
+    spec = _compiles(plan, plan_id)
     state = state_of(request)
-    _, created = await ledger.upsert_plan(
+    registered, created = await ledger.upsert_plan(
         state.engine,
         plan_id,
         name=plan.name,
         namespace=plan.namespace,
-        spec=plan.sending_spec(),
+        spec=spec,
         rate_per_second=plan.rate_per_second,
         start_at=plan.start_at,
         suspended=plan.suspended,
+        release_percent=plan.release_percent,
     )
+    if registered.recipients_complete and not PlanState(registered.state).finished:
+        await ledger.release_share(state.engine, plan_id, plan.release_percent, _queue(state))
     view = await _view(state, plan_id)
     log.info(
         "plan registered" if created else "plan updated", extra={"plan": str(plan_id), "state": view.state}

@@ -2,7 +2,8 @@
 
 Counts come from ``plan_counters``, maintained in the same transaction as
 every status change and event, so a read is one primary-key look-up however
-large the plan is.
+large the plan is. A plan with A/B variants also shows each variant's counts
+over its test cohort (one pass over the cohort's rows on the bucket index).
 """
 
 from __future__ import annotations
@@ -27,11 +28,17 @@ def plan_id_of(request: web.Request) -> uuid.UUID:
 
 
 async def count(request: web.Request) -> web.Response:
+    """The plan's counters; with A/B variants also each variant's counts over the test cohort."""
     plan_id = plan_id_of(request)
-    counts = await ledger.get_counts(state_of(request).engine, plan_id)
+    engine = state_of(request).engine
+    counts = await ledger.get_counts(engine, plan_id)
     if counts is None:
         raise ApiError(404, "unknown plan", "planId")
-    return web.json_response({"planId": str(plan_id), **counts})
+    body: dict[str, object] = {"planId": str(plan_id), **counts}
+    variants = await ledger.variant_counts(engine, plan_id)
+    if variants:
+        body["variants"] = [v.model_dump(mode="json") for v in variants]
+    return web.json_response(body)
 
 
 async def sent(request: web.Request) -> web.Response:

@@ -28,6 +28,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from emailplan.contract import plans as contract
+from emailplan.contract.cohorts import BUCKETS, cutoff
 from emailplan.contract.plans import LoadJob, LoadResult, PlanState, RowProblem
 from emailplan.contract.recipients import Recipient, Row, RowError, validate_row
 from emailplan.sender.models import COUNTER_COLUMNS
@@ -73,6 +74,12 @@ class PlanView:
     created_at: datetime
     updated_at: datetime
     counts: dict[str, int] = field(default_factory=dict)
+    release_percent: float = contract.ALL_RELEASED
+
+    @property
+    def released_below(self) -> int:
+        """The bucket cutoff of the released share: rows below it may be sent."""
+        return cutoff(self.release_percent)
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,7 @@ class Claimed:
     name: str | None
     vars: dict[str, Any]
     attempts: int
+    bucket: int  # the recipient's cohort bucket: which A/B variant it receives
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,7 @@ def _view(row: Mapping[str, Any], counts: dict[str, int]) -> PlanView:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         counts=counts,
+        release_percent=float(row["release_percent"]),
     )
 
 
@@ -161,15 +170,19 @@ async def _maybe_done(conn: AsyncConnection, plan_id: uuid.UUID) -> None:
 
 # One statement: a new plan starts ``loading`` (or ``suspended``); an existing one keeps a final
 # state and otherwise takes the one its suspension and list completeness give. ``xmax = 0``
-# tells a fresh insert from an update.
+# tells a fresh insert from an update. The released share is only raised here while the list
+# is incomplete (nothing is queued yet); for a complete list ``release_share`` raises it once
+# the newly released rows are queued.
 _UPSERT_PLAN = text(
     """
-    INSERT INTO plans (id, name, namespace, spec, rate_per_second, start_at, state)
+    INSERT INTO plans (id, name, namespace, spec, rate_per_second, start_at, state, release_percent)
     VALUES (:id, :name, :ns, CAST(:spec AS jsonb), :rate, :start,
-            CASE WHEN CAST(:suspended AS boolean) THEN 'suspended' ELSE 'loading' END)
+            CASE WHEN CAST(:suspended AS boolean) THEN 'suspended' ELSE 'loading' END, :release)
     ON CONFLICT (id) DO UPDATE SET
         name = excluded.name, namespace = excluded.namespace, spec = excluded.spec,
         rate_per_second = excluded.rate_per_second, start_at = excluded.start_at, updated_at = now(),
+        release_percent = CASE WHEN plans.recipients_complete THEN plans.release_percent
+                               ELSE greatest(plans.release_percent, excluded.release_percent) END,
         state = CASE WHEN plans.state IN ('stopped', 'done') THEN plans.state
                      WHEN CAST(:suspended AS boolean) THEN 'suspended'
                      WHEN plans.recipients_complete THEN 'ready' ELSE 'loading' END
@@ -188,6 +201,7 @@ async def upsert_plan(
     rate_per_second: float = 14.0,
     start_at: datetime | None = None,
     suspended: bool = False,
+    release_percent: float = contract.ALL_RELEASED,
 ) -> tuple[PlanView, bool]:
     """Create the plan or update it (idempotent PUT by EmailPlan uid); returns (view, created).
 
@@ -210,6 +224,7 @@ async def upsert_plan(
                     "rate": rate_per_second,
                     "start": start_at,
                     "suspended": suspended,
+                    "release": release_percent,
                 },
             )
         ).scalar_one()
@@ -239,7 +254,10 @@ async def describe_plan(engine: AsyncEngine, plan_id: uuid.UUID) -> contract.Pla
             return None
         counts = await _counts(conn, plan_id)
         load = await _load(conn, plan_id)
-    spec = dict(row["spec"] or {})
+        spec = dict(row["spec"] or {})
+        release = float(row["release_percent"])
+        backlog = await _released_backlog(conn, plan_id, release, counts)
+        variants = await _variant_counts(conn, plan_id, spec)
     return contract.PlanView.model_validate(
         {
             **spec,
@@ -251,12 +269,80 @@ async def describe_plan(engine: AsyncEngine, plan_id: uuid.UUID) -> contract.Pla
             "suspended": row["state"] == PlanState.SUSPENDED,
             "state": row["state"],
             "recipientsLoaded": bool(row["recipients_complete"]),
+            "releasePercent": release,
             "counts": counts,
             "load": load,
+            "releasedBacklog": backlog,
+            "variantCounts": variants,
             "createdAt": row["created_at"],
             "updatedAt": row["updated_at"],
         }
     )
+
+
+async def _released_backlog(
+    conn: AsyncConnection, plan_id: uuid.UUID, release_percent: float, counts: Mapping[str, int]
+) -> int:
+    """Messages of the released share still to send (waiting or claimed): what pods are needed for."""
+    below = cutoff(release_percent)
+    if below >= BUCKETS:
+        return int(counts.get("created", 0)) + int(counts.get("processing", 0))
+    if below <= 0:
+        return 0
+    return int(
+        (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM messages WHERE plan_id = :p AND bucket < :below "
+                    "AND status IN ('created', 'processing')"
+                ),
+                {"p": plan_id, "below": below},
+            )
+        ).scalar_one()
+    )
+
+
+# Per-variant counts over the A/B test cohort, one pass on the (plan_id, bucket) index; the
+# variant of a row is ``bucket % n`` (``emailplan.contract.cohorts``). ``opened_at`` is set for
+# human opens only (machine opens are counted apart), so ``opened`` is unique human opens.
+_VARIANT_COUNTS = text(
+    """
+    SELECT bucket % :n AS variant, count(*) AS recipients,
+           count(*) FILTER (WHERE status = 'sent') AS sent, count(delivered_at) AS delivered,
+           count(opened_at) AS opened, count(clicked_at) AS clicked, count(bounced_at) AS bounced,
+           count(complained_at) AS complained
+    FROM messages WHERE plan_id = :p AND bucket < :below GROUP BY 1
+    """
+)
+
+
+async def _variant_counts(
+    conn: AsyncConnection, plan_id: uuid.UUID, spec: Mapping[str, Any]
+) -> list[contract.VariantCounts]:
+    """Each variant's counts over the test cohort, in the plan's order (none without variants)."""
+    names = [str(v.get("name")) for v in spec.get("variants") or []]
+    if not names:
+        return []
+    rows = (
+        await conn.execute(
+            _VARIANT_COUNTS,
+            {"p": plan_id, "n": len(names), "below": cutoff(float(spec.get("testPercent") or 0))},
+        )
+    ).mappings()
+    by_index = {int(r["variant"]): r for r in rows}
+    return [
+        contract.VariantCounts.model_validate(
+            {**{k: int(v) for k, v in by_index.get(i, {}).items() if k != "variant"}, "name": name}
+        )
+        for i, name in enumerate(names)
+    ]
+
+
+async def variant_counts(engine: AsyncEngine, plan_id: uuid.UUID) -> list[contract.VariantCounts]:
+    """The plan's per-variant counts over its test cohort (empty without variants)."""
+    async with engine.connect() as conn:
+        row = await _plan_row(conn, plan_id)
+        return await _variant_counts(conn, plan_id, dict(row["spec"] or {}))
 
 
 async def set_rate(engine: AsyncEngine, plan_id: uuid.UUID, rate_per_second: float) -> None:
@@ -452,12 +538,9 @@ async def _insert_batch(
 
 
 async def complete_recipients(engine: AsyncEngine, plan_id: uuid.UUID, queue: QueueSink) -> int:
-    """Mark the list complete and put every not-yet-queued message on the work queue.
+    """Mark the list complete and put its released, not-yet-queued messages on the work queue.
 
-    Idempotent: only rows with ``enqueued = false`` are sent to SQS, and they are
-    flagged after SQS accepted them; a crash in between re-enqueues a few ids,
-    which is harmless because the ledger claim decides what is sent.
-    Returns how many message ids were enqueued by this call.
+    Idempotent (see ``_enqueue_released``); returns how many message ids this call enqueued.
     """
     async with engine.begin() as conn:
         row = await _plan_row(conn, plan_id, lock=True)
@@ -470,23 +553,61 @@ async def complete_recipients(engine: AsyncEngine, plan_id: uuid.UUID, queue: Qu
         return 0
     async with engine.begin() as conn:
         await _maybe_done(conn, plan_id)  # an empty or all-suppressed list is finished already
+    return await _enqueue_released(engine, plan_id, queue, cutoff(float(row["release_percent"])))
+
+
+async def release_share(engine: AsyncEngine, plan_id: uuid.UUID, percent: float, queue: QueueSink) -> int:
+    """Release ``percent`` of a complete list (never less than before) and queue what that frees.
+
+    The rows are queued *before* the higher share is recorded: a crash in between leaves
+    the old share in the plan view, so the operator sends its PUT again and the rows
+    still waiting are queued then (rows queued twice are harmless: the claim decides).
+    Rows below the share that are not queued (a worker gave them back because their
+    variant was undecided) are queued again by any call. Returns how many ids it enqueued.
+    """
+    async with engine.connect() as conn:
+        row = await _plan_row(conn, plan_id)
+    if not row["recipients_complete"] or row["state"] in (PlanState.STOPPED, PlanState.DONE):
+        return 0
+    percent = max(percent, float(row["release_percent"]))
+    total = await _enqueue_released(engine, plan_id, queue, cutoff(percent))
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE plans SET release_percent = greatest(release_percent, :r), updated_at = now() "
+                "WHERE id = :p"
+            ),
+            {"r": percent, "p": plan_id},
+        )
+    return total
+
+
+async def _enqueue_released(engine: AsyncEngine, plan_id: uuid.UUID, queue: QueueSink, below: int) -> int:
+    """Put every waiting message whose bucket is below ``below`` on the work queue (the one enqueue path).
+
+    Idempotent: only rows with ``enqueued = false`` are sent to SQS, and they are
+    flagged after SQS accepted them; a crash in between re-enqueues a few ids,
+    which is harmless because the ledger claim decides what is sent. Rows above the
+    cutoff stay ``created`` and unqueued: nobody claims them (the orphan sweep takes
+    only queued rows) and the plan is not done while they wait.
+    """
     total = 0
     last_id = 0
-    while True:
+    while below > 0:
         async with engine.connect() as conn:
             ids = list(
                 (
                     await conn.execute(
                         text(
                             "SELECT id FROM messages WHERE plan_id = :p AND status = 'created' "
-                            "AND NOT enqueued AND id > :last ORDER BY id LIMIT :n"
+                            "AND NOT enqueued AND bucket < :below AND id > :last ORDER BY id LIMIT :n"
                         ),
-                        {"p": plan_id, "last": last_id, "n": ENQUEUE_CHUNK},
+                        {"p": plan_id, "below": below, "last": last_id, "n": ENQUEUE_CHUNK},
                     )
                 ).scalars()
             )
         if not ids:
-            return total
+            break
         chunks = [ids[i : i + IDS_PER_QUEUE_MESSAGE] for i in range(0, len(ids), IDS_PER_QUEUE_MESSAGE)]
         await queue.enqueue(plan_id, chunks)
         async with engine.begin() as conn:
@@ -499,6 +620,7 @@ async def complete_recipients(engine: AsyncEngine, plan_id: uuid.UUID, queue: Qu
             )
         total += len(ids)
         last_id = ids[-1]
+    return total
 
 
 async def reset_recipients(engine: AsyncEngine, plan_id: uuid.UUID) -> bool:
@@ -598,12 +720,12 @@ UPDATE messages m SET
     sent_at = CASE WHEN c.outcome = 'sent' THEN now() ELSE m.sent_at END,
     updated_at = now()
 FROM c WHERE m.id = c.id
-RETURNING m.id, m.email, m.name, m.vars, m.attempts, c.old_status, c.outcome
+RETURNING m.id, m.email, m.name, m.vars, m.attempts, m.bucket, c.old_status, c.outcome
 """
 _CLAIM_IDS = text(_CLAIM_SQL.format(where="m.id = ANY(CAST(:ids AS bigint[]))"))
 _CLAIM_ORPHANS = text(
     _CLAIM_SQL.format(
-        where="((m.status = 'processing') OR (m.status = 'created' AND m.enqueued "
+        where="((m.status = 'processing') OR (m.status = 'created' AND (m.enqueued OR m.bucket < :below) "
         "AND m.updated_at < now() - make_interval(secs => :stale)))"
     )
 )
@@ -634,7 +756,12 @@ async def _claim(engine: AsyncEngine, plan_id: uuid.UUID, sql: Any, params: dict
             await _maybe_done(conn, plan_id)
     return [
         Claimed(
-            id=r["id"], email=r["email"], name=r["name"], vars=dict(r["vars"] or {}), attempts=r["attempts"]
+            id=r["id"],
+            email=r["email"],
+            name=r["name"],
+            vars=dict(r["vars"] or {}),
+            attempts=r["attempts"],
+            bucket=r["bucket"],
         )
         for r in rows
         if r["outcome"] == "processing"
@@ -667,17 +794,27 @@ async def claim_orphans(
     lease_seconds: float,
     limit: int,
     stale_seconds: float,
+    released_below: int,
 ) -> list[Claimed]:
-    """Take messages whose queue work was lost: expired leases, queued rows idle ``stale_seconds``.
+    """Take messages whose queue work was lost: expired leases, and released rows idle ``stale_seconds``.
 
     SQS redelivers work after a crash, but a message that went to the DLQ or was
-    purged would otherwise stay ``created`` forever; the ledger is the truth.
+    purged, or a released row that never reached the queue (the API died while
+    queueing a long list; nobody uploads a loaded list again), would otherwise stay
+    ``created`` forever; the ledger is the truth. ``released_below`` is the cutoff of
+    the plan's released share (``cohorts.cutoff``): unreleased rows wait, unqueued.
     """
     return await _claim(
         engine,
         plan_id,
         _CLAIM_ORPHANS,
-        {"owner": owner, "lease": lease_seconds, "limit": limit, "stale": stale_seconds},
+        {
+            "owner": owner,
+            "lease": lease_seconds,
+            "limit": limit,
+            "stale": stale_seconds,
+            "below": released_below,
+        },
     )
 
 
@@ -701,11 +838,15 @@ async def _ids(engine: AsyncEngine, sql: str, params: dict[str, Any], *, write: 
         return list((await conn.execute(text(sql), params)).scalars())
 
 
-async def release(engine: AsyncEngine, plan_id: uuid.UUID, ids: Sequence[int], owner: str) -> int:
+async def release(
+    engine: AsyncEngine, plan_id: uuid.UUID, ids: Sequence[int], owner: str, *, unqueue: bool = False
+) -> int:
     """Give back messages this worker holds but did not send (shutdown, suspend).
 
     They become ``created`` again, or ``stopped`` if the plan was stopped meanwhile
-    (``stop_plan`` leaves messages under a live lease to their holder).
+    (``stop_plan`` leaves messages under a live lease to their holder). With ``unqueue``
+    they also leave the work queue (``enqueued = false``): a row whose A/B variant is not
+    decided yet waits, unclaimed even by the orphan sweep, until a plan update queues it.
     """
     if not ids:
         return 0
@@ -717,12 +858,12 @@ async def release(engine: AsyncEngine, plan_id: uuid.UUID, ids: Sequence[int], o
                         "UPDATE messages SET "
                         "status = CASE WHEN p.state = 'stopped' THEN 'stopped' ELSE 'created' END, "
                         "lease_owner = NULL, lease_until = NULL, attempts = greatest(attempts - 1, 0), "
-                        "updated_at = now() FROM plans p "
+                        "enqueued = enqueued AND NOT :unqueue, updated_at = now() FROM plans p "
                         "WHERE p.id = messages.plan_id AND messages.plan_id = :p "
                         "AND messages.id = ANY(CAST(:ids AS bigint[])) AND messages.status = 'processing' "
                         "AND messages.lease_owner = :o RETURNING messages.status"
                     ),
-                    {"ids": list(ids), "o": owner, "p": plan_id},
+                    {"ids": list(ids), "o": owner, "p": plan_id, "unqueue": unqueue},
                 )
             )
             .scalars()

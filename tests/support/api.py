@@ -7,8 +7,10 @@ it is re-exported here for the tests' convenience. No tests live here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,3 +210,16 @@ async def upload(api: LiveApi, plan_id: uuid.UUID, body: bytes | Any, ctype: str
     return await api.client.post(
         f"/v1/plans/{plan_id}/recipients", data=body, headers={**HEADERS, "Content-Type": ctype}
     )
+
+
+@contextlib.asynccontextmanager
+async def api_without_sqs(database_url: str, ident: Identity) -> AsyncIterator[LiveApi]:
+    """A live API whose work queue is a :class:`NullQueue` (what was queued is kept to assert on)."""
+    from emailplan.sender.api.state import STATE
+
+    live = await start_api(database_url, ident)
+    live.client.server.app[STATE].queue = NullQueue()
+    try:
+        yield live
+    finally:
+        await stop_api(live)

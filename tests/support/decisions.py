@@ -50,10 +50,14 @@ def view(
     counts: dict[str, int] | None = None,
     load: LoadJob | None = None,
     spec: dict[str, Any] | None = None,
+    release: float = 100.0,
+    winner: str | None = None,
+    released_backlog: int = 0,
+    variant_counts: list[dict[str, Any]] | None = None,
 ) -> PlanView:
     """The plan view the data plane would answer after registering ``payload_for`` of the spec."""
     o = observed(spec_patch=spec or {})
-    payload = payload_for(o, suspended=suspended)
+    payload = payload_for(o, suspended=suspended, release_percent=release, winner=winner)
     return PlanView.model_validate(
         {
             **payload.model_dump(mode="json"),
@@ -62,6 +66,8 @@ def view(
             "recipientsLoaded": loaded,
             "counts": counts if counts is not None else {"total": 300, "created": 300},
             "load": load,
+            "releasedBacklog": released_backlog,
+            "variantCounts": variant_counts or [],
         }
     )
 
