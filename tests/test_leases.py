@@ -16,7 +16,9 @@ from emailplan.sender.store import ledger
 
 
 def claimed(message_id: int) -> ledger.Claimed:
-    return ledger.Claimed(id=message_id, email=f"r{message_id}@example.com", name=None, vars={}, attempts=1)
+    return ledger.Claimed(
+        id=message_id, email=f"r{message_id}@example.com", name=None, vars={}, attempts=1, bucket=0
+    )
 
 
 async def test_a_message_claimed_again_by_its_own_pod_is_not_queued_twice(engine: AsyncEngine) -> None:
