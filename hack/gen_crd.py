@@ -13,7 +13,7 @@ import yaml
 
 from emailplan.contract.addresses import ADDRESS_RULES
 from emailplan.contract.headers import HEADER_VALUE_PATTERN
-from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND, MAX_VARIANTS, VARIANT_NAME
+from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND, MAX_VARIANTS, VARIANT_NAME, SendApi
 from emailplan.operator.decide import Phase
 from emailplan.operator.planspec import (
     CLOCK_PATTERN,
@@ -445,6 +445,13 @@ spec = obj(
             "passed to SES with every message",
             {
                 "configurationSet": s("SES configuration set", pattern=r"^[A-Za-z0-9_-]{1,64}$"),
+                "sendApi": s(
+                    "how senders call SES: raw (one SendEmail per recipient, every template feature) "
+                    "or bulk (SendBulkEmail, 50 recipients a call from a stored SES template: only "
+                    "{{ variable }} substitutions, no A/B variants)",
+                    enum=[m.value for m in SendApi],
+                    default=SendApi.RAW.value,
+                ),
                 "tags": {
                     "type": "object",
                     "description": "SES message tags (name: value)",
@@ -521,6 +528,11 @@ spec = obj(
             {
                 "rule": "!has(self.abTest) || has(self.variants)",
                 "message": "abTest needs variants: list 2 to 5 of them",
+            },
+            {
+                "rule": "!has(self.variants) || !has(self.ses) || !has(self.ses.sendApi) "
+                "|| self.ses.sendApi != 'bulk'",
+                "message": "ses.sendApi bulk sends one stored SES template: A/B variants need sendApi raw",
             },
             {
                 "rule": "!has(self.variants) || !has(self.rollout)",

@@ -14,7 +14,7 @@ from datetime import datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
 
-from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND
+from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND, SendApi
 from emailplan.operator.decisions import parse_time
 from emailplan.operator.settings import OperatorSettings
 
@@ -187,7 +187,11 @@ def read_spec(spec: Mapping[str, Any], settings: OperatorSettings) -> PlanSpec:
         suspend=bool(spec.get("suspend", False)),
         tracking={"opens": bool(tracking.get("opens", True)), "clicks": bool(tracking.get("clicks", False))},
         unsubscribe=bool(_section(spec, "unsubscribe").get("enabled", True)),
-        ses={"configurationSet": ses.get("configurationSet"), "tags": dict(ses.get("tags") or {})},
+        ses={
+            "configurationSet": ses.get("configurationSet"),
+            "tags": dict(ses.get("tags") or {}),
+            "sendApi": str(ses.get("sendApi") or SendApi.RAW.value),
+        },
         max_bounce_rate=max_bounce_rate,
         max_complaint_rate=max_complaint_rate,
         min_sample=int(safety.get("minSample", settings.breaker_min_sample)),

@@ -17,8 +17,9 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import ValidationError
 
 from emailplan.contract.addresses import check_mailbox
+from emailplan.contract.bulktemplates import bulk_template_problems
 from emailplan.contract.headers import check_header
-from emailplan.contract.plans import MAX_VARIANTS, Variant
+from emailplan.contract.plans import MAX_VARIANTS, SendApi, Variant
 from emailplan.operator.planspec import PlanSpec, Templates
 
 # Names the sender adds to every message's context besides the recipient's own variables.
@@ -137,4 +138,11 @@ def check_campaign(spec: PlanSpec, templates: Templates, recipient: dict[str, An
             problems.append("rollout.steps: percent must be strictly increasing and end at 100")
     if spec.window is not None:
         problems += check_time_zone(spec.window.time_zone)
+    if spec.ses.get("sendApi") == SendApi.BULK:  # SES fills the stored template, not our Jinja2
+        problems += [
+            f"ses.sendApi bulk: {p}"
+            for p in bulk_template_problems(
+                subject=templates.subject, html=templates.html, text=templates.text
+            )
+        ]
     return problems

@@ -110,6 +110,12 @@ INVALID = [
         "variants (an A/B test) and rollout cannot be combined",
     ),
     (
+        "bulk sending with variants",
+        plan(variants=[{"name": "a"}, {"name": "b"}], ses={"sendApi": "bulk"}),
+        "A/B variants need sendApi raw",
+    ),
+    ("unknown sendApi", plan(ses={"sendApi": "smtp"}), "spec.ses.sendApi"),
+    (
         "steps not increasing",
         plan(rollout={"steps": [{"percent": 10}, {"percent": 5}, {"percent": 100}]}),
         "rollout.steps: percent must be strictly increasing",

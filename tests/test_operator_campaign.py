@@ -12,9 +12,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from support.decisions import NOW, observed, view
+from support.decisions import NOW, SPEC, observed, view
 
-from emailplan.contract.plans import PlanState, VariantCounts
+from emailplan.contract.plans import PlanState, SendApi, VariantCounts
 from emailplan.operator import clock
 from emailplan.operator.campaign import (
     RolloutPhase,
@@ -33,6 +33,7 @@ from emailplan.operator.planspec import (
     Rollout,
     RolloutStep,
     SendWindow,
+    Templates,
     parse_clock,
     parse_duration,
     read_spec,
@@ -692,3 +693,19 @@ def test_a_person_overrides_the_chosen_winner() -> None:
         ("WinnerChosen", "winner plain (was bold): set by spec.abTest.winner")
     ]
     assert status["abTest"]["decidedAt"] == "2026-05-01T12:00:00Z"
+
+
+def test_bulk_sending_reaches_the_data_plane_and_its_templates_are_checked_first() -> None:
+    """``ses.sendApi: bulk`` goes out in the plan PUT; the operator refuses templates SES cannot fill."""
+    o = observed(spec_patch={"ses": {"sendApi": "bulk"}})
+    out = decide(o)
+    assert out.payload is not None and out.payload.ses.send_api is SendApi.BULK
+    assert decide(observed()).payload.ses.send_api is SendApi.RAW  # type: ignore[union-attr]
+
+    spec = read_spec({**SPEC, "ses": {"sendApi": "bulk"}}, OperatorSettings())
+    fine = Templates("Hello {{ name }}", None, "Hi {{ name }}, code {{ code }}")
+    assert check_campaign(spec, fine, {"email": "a@example.com", "name": "A", "code": "C"}) == []
+    filtered = Templates("Hello {{ name | upper }}", None, "{% if name %}Hi{% endif %}")
+    problems = check_campaign(spec, filtered, {"email": "a@example.com", "name": "A"})
+    assert any(p.startswith("ses.sendApi bulk: subject") for p in problems), problems
+    assert any(p.startswith("ses.sendApi bulk: text") for p in problems), problems
