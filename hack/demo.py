@@ -229,6 +229,11 @@ def caught_up(status: dict[str, Any], audience: Audience) -> bool:
     """The audience has read every sent message and the status shows every event it produced."""
     if len(audience.seen) < int(status.get("sent") or 0):
         return False
+    return events_shown(status, audience)
+
+
+def events_shown(status: dict[str, Any], audience: Audience) -> bool:
+    """The status shows every event the audience produced (the API and the operator caught up)."""
     want = {
         "opened": audience.opens,
         "clicked": audience.clicks,
@@ -308,7 +313,15 @@ class Demo:
                         break
                 time.sleep(POLL_SECONDS)
         self.audience.stop()
-        return self.stack.status(NAMESPACE, PLAN) or status
+        # Events the audience sent while stopping reach the status a moment later: the final
+        # table compares the two, so wait for them (on a slow machine the settling above may
+        # have ended while the readers were still busy).
+        settle = time.monotonic() + SETTLE_SECONDS
+        while True:
+            status = self.stack.status(NAMESPACE, PLAN) or status
+            if events_shown(status, self.audience) or time.monotonic() > settle:
+                return status
+            time.sleep(POLL_SECONDS)
 
     def rejected(self) -> tuple[int, str]:
         """Rows the data plane refused (not part of ``total``), with examples from the plan's Events."""
