@@ -365,5 +365,9 @@ def main(args: argparse.Namespace) -> int:
 
         return worker.main(args)
     setup_logging()
+    from emailplan.sender.worker import startup
+
+    if startup(args) is None:  # a configuration no child could run with: say it once, exit
+        return 2
     log.info("sender pod starting", extra={"processes": processes})
     return asyncio.run(supervise(settings, processes, child_argv(args)))

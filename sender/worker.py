@@ -689,21 +689,35 @@ async def run_worker(settings: SenderSettings, plan_id: uuid.UUID, *, exit_when_
         await engine.dispose()
 
 
-def main(args: argparse.Namespace) -> int:
-    """CLI entry (``emailplan worker``): settings from the environment, plan from --plan-id or env."""
-    setup_logging()
+def startup(args: argparse.Namespace) -> tuple[SenderSettings, uuid.UUID] | None:
+    """A worker's settings and plan, or None after logging why it cannot start.
+
+    Missing secrets raise ``StartupError`` (the CLI prints it in one line). The pod
+    supervisor runs the same checks before it starts any child, so a misconfigured pod
+    says so once and exits instead of restarting children that can never run.
+    """
     settings = SenderSettings()
     settings.require_secrets("token_key")
-    init_sentry(settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None, component="worker")
     raw_plan = getattr(args, "plan_id", None) or settings.plan_id
     if not raw_plan:
         log.error("no plan: set EMAILPLAN_PLAN_ID or pass --plan-id")
-        return 2
+        return None
     try:
         plan_id = uuid.UUID(str(raw_plan))
     except ValueError:
         log.error("plan id is not a UUID", extra={"plan": str(raw_plan)[:64]})
+        return None
+    return settings, plan_id
+
+
+def main(args: argparse.Namespace) -> int:
+    """CLI entry (``emailplan worker``): settings from the environment, plan from --plan-id or env."""
+    setup_logging()
+    started = startup(args)
+    if started is None:
         return 2
+    settings, plan_id = started
+    init_sentry(settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None, component="worker")
     serve_metrics(settings.metrics_port)
     exit_when_idle = bool(getattr(args, "exit_when_idle", False)) or settings.exit_when_idle
     asyncio.run(run_worker(settings, plan_id, exit_when_idle=exit_when_idle))
