@@ -46,6 +46,7 @@ from devenv.kube import controlplane_bin
 from devenv.sns import ses_event
 from devenv.stack import EMAILPLAN, LocalStack, StackOptions
 from emailplan.contract import STATUS_COUNTS
+from emailplan.sender.settings import SenderSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "emailplan.yaml"
@@ -58,6 +59,8 @@ API_KEY = "demo-api-key"
 COMPLAINT_AFTER_DELIVERIES = 2000
 POLL_SECONDS = 0.5  # how often the bar reads the plan's status
 READ_SECONDS = 1.0  # how often the audience looks for new mail (moto exports all of it each time)
+# Readers act this long after a message arrives: later than the data plane's machine-open window.
+READ_AFTER_SECONDS = float(SenderSettings.model_fields["open_machine_window_seconds"].default) + 1.0
 SETTLE_SECONDS = 60  # after Completed, the longest wait for the last events to reach the status
 
 
@@ -85,6 +88,7 @@ class Audience:
     def __init__(self, stack: LocalStack) -> None:
         self.stack = stack
         self.seen: set[str] = set()
+        self._arrived: dict[str, tuple[float, str, email.message.EmailMessage]] = {}
         self.opens = self.clicks = self.unsubscribes = 0
         self.deliveries = self.bounces = self.complaints = 0
         self.errors: list[str] = []
@@ -127,16 +131,23 @@ class Audience:
         commit, so one at a time would fall far behind the plan's send rate.
         """
         stored = self.stack.moto.sent_emails()
-        new: list[tuple[str, str, email.message.EmailMessage]] = []
+        now = time.monotonic()
         for item in stored:
             raw = item.get("raw_data")
             if not raw:
                 continue
             msg = email.message_from_string(raw, policy=email.policy.default)
             address = email.utils.parseaddr(str(msg.get("To", "")))[1].lower()
-            if address and address not in self.seen:
-                self.seen.add(address)
-                new.append((address, str(item.get("id") or ""), msg))  # type: ignore[arg-type]
+            if address and address not in self.seen and address not in self._arrived:
+                self._arrived[address] = (now, str(item.get("id") or ""), msg)
+        # People read their mail a few seconds after it arrives: a pixel fetched within the data
+        # plane's machine-open window of the send is a mail proxy's, and counts apart.
+        due = [a for a, (at, _, _) in self._arrived.items() if now - at >= READ_AFTER_SECONDS]
+        new = []
+        for address in due:
+            _, ses_id, msg = self._arrived.pop(address)
+            self.seen.add(address)
+            new.append((address, ses_id, msg))
         list(self._pool.map(lambda m: self._mailbox(*m), new))
         return len(stored)
 
