@@ -36,9 +36,12 @@ from emailplan.sender.store import shared
 
 INSERT_BATCH = 5000
 ENQUEUE_CHUNK = 10_000
-# Ids per SQS work message: fewer, bigger messages are fewer receives, claims and deletes per
-# email (moto answers a receive in ~0.5 s on a busy machine, whatever the message size).
-IDS_PER_QUEUE_MESSAGE = 500
+# Ids per SQS work message. Bigger messages are fewer receives, claims and deletes per email,
+# but a receive takes whole messages: with 500 a pod claimed 500 rows whatever its room (about a
+# second of the plan's rate), a starved pod could not send them within its lease, another pod
+# took them over, and what the first had in flight was sent twice (the demo, 14 of 2,992).
+# 100 keeps what a pod holds near its backlog limit.
+IDS_PER_QUEUE_MESSAGE = 100
 # What ``insert_recipients`` takes: rows of the recipient reader, or (row number, parsed row) pairs.
 RowInput = Row | tuple[int, Mapping[str, Any] | RowError]
 
