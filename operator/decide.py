@@ -26,7 +26,6 @@ from emailplan.contract.plans import (
     PlanPayload,
     PlanView,
     S3Source,
-    SendApi,
     SesOptions,
     Tracking,
     Unsubscribe,
@@ -113,7 +112,7 @@ def payload_for(
         ses=SesOptions(
             configuration_set=spec.ses.get("configurationSet"),
             tags=spec.ses.get("tags") or {},
-            send_api=spec.ses.get("sendApi") or SendApi.RAW,
+            send_api=spec.ses["sendApi"],  # planspec states the default
         ),
         variants=[Variant.model_validate(v) for v in spec.variants],
         test_percent=ab.test_percent if ab is not None else 0.0,
