@@ -209,7 +209,9 @@ class Bench:
             "EMAILPLAN_DEV_MODE": "1",  # built-in development keys: a local benchmark
         }
         log = open(self.logdir / f"pod-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([EXE, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        # one process per pod, as the runs had: the kill takes the whole sender
+        argv = [EXE, "worker", "--processes", "1"]
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
 
@@ -240,6 +242,7 @@ class Bench:
         self, engine: Any, pods: list[subprocess.Popen[bytes]], i: int, plan_id: uuid.UUID, run: Run
     ) -> None:
         victim = pods[i]
+        run.extra.setdefault("kill_at", []).append(time.time())
         victim.send_signal(signal.SIGKILL)
         before = await self.ses.call("/stats")
         await asyncio.to_thread(victim.wait, 10)
@@ -299,7 +302,10 @@ class Bench:
                 if p.poll() is None:
                     p.kill()
             await engine.dispose()
-        print(json.dumps(run.__dict__, default=str)[:600], flush=True)
+        line = json.dumps(run.__dict__, default=str)
+        with open(self.logdir / "runs.jsonl", "a") as out:  # every run in full, for a closer look
+            out.write(line + "\n")
+        print(line[:600], flush=True)
         return run
 
 
