@@ -128,3 +128,49 @@ class SendLimit:
         if limit is not None and limit >= self.configured:
             limit = None
         return replace(self, limit=limit, window_start=now, accepted=0, throttled=0)
+
+
+# A worker holds at most this many claimed, unsent messages, and at most about this many
+# seconds of what it actually sends: every held row is rewritten by each lease renewal.
+BACKLOG_MAX = 5000
+BACKLOG_SECONDS = 2.0
+
+
+def backlog_limit(plan_rate: float, sending_rate: float | None, floor: int) -> int:
+    """How many claimed-but-unsent messages one worker may hold.
+
+    About a second of the plan's rate (at least 100, at most ``BACKLOG_MAX``), but never more
+    than ``BACKLOG_SECONDS`` of what this worker has been sending (``sending_rate``, None
+    until measured). A worker slower than its plan (CPU-starved, or the plan's rate is far
+    above what one pod sends) otherwise sat on thousands of rows, and the heartbeat that
+    renews their leases rewrote them all every few seconds: with raw sends, PostgreSQL spent
+    three times the worker's CPU per email on it. ``floor`` keeps every send slot busy (slots
+    x entries per call x 2), so a worker whose measured rate is low is never starved of work
+    by its own estimate: the limit cannot feed back on itself below it.
+    """
+    ceiling = min(BACKLOG_MAX, max(100, plan_rate, floor))
+    if sending_rate is None:
+        return int(ceiling)
+    return int(min(ceiling, max(floor, BACKLOG_SECONDS * sending_rate)))
+
+
+@dataclass
+class Meter:
+    """A worker's recent sending rate: sends per second, smoothed over samples of ``every`` s."""
+
+    every: float = 1.0
+    rate: float | None = None
+    _total: int = 0
+    _at: float | None = None
+
+    def update(self, total: int, now: float) -> float | None:
+        """Feed the running total of sends; returns the smoothed rate (None until one sample)."""
+        if self._at is None:
+            self._total, self._at = total, now
+            return self.rate
+        elapsed = now - self._at
+        if elapsed >= self.every:
+            sample = max(0, total - self._total) / elapsed
+            self.rate = sample if self.rate is None else (self.rate + sample) / 2
+            self._total, self._at = total, now
+        return self.rate

@@ -48,6 +48,7 @@ from emailplan.sender.intake import Intake, Taken, pause
 from emailplan.sender.leases import Held, Leases, LeaseState
 from emailplan.sender.outage import OUTAGE
 from emailplan.sender.pacer import Pacer
+from emailplan.sender.ratelimit import Meter, backlog_limit
 from emailplan.sender.rendering import (
     Campaign,
     CompiledPlan,
@@ -115,6 +116,7 @@ class Worker:
         self.parked: list[Held] = []
         self.in_flight = 0
         self.sent = 0
+        self.meter = Meter()  # this worker's sending rate, for its backlog limit
         self.queue_empty = False
         self.paused_until = 0.0  # monotonic; SES said the account cannot send
         self.plan_read_at = 0.0  # monotonic; the last time the database answered the plan loop
@@ -253,12 +255,16 @@ class Worker:
     # ------------------------------------------------------------------ intake
 
     def backlog_limit(self) -> int:
-        """Claimed-but-unsent messages this pod may hold: about a second of the plan's rate.
+        """Claimed-but-unsent messages this pod may hold (``ratelimit.backlog_limit``).
 
         Deep enough to keep the senders busy, shallow enough that pods sharing a
-        plan share its work (a pod must not sit on minutes of someone else's sends).
+        plan share its work (a pod must not sit on minutes of someone else's sends)
+        and that lease renewals stay cheap.
         """
-        return int(min(5000, max(100, self.pacer.plan_rate, self.settings.worker_concurrency * 2)))
+        per_call = MAX_ENTRIES if self.bulk_plan is not None else 1
+        floor = self.settings.worker_concurrency * per_call * 2
+        rate = self.meter.update(self.sent + self.bulk.sent, time.monotonic())
+        return backlog_limit(self.pacer.plan_rate, rate, floor)
 
     def _room(self) -> int:
         """How many more messages to take now: none while the database does not answer, so SQS

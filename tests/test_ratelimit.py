@@ -8,7 +8,9 @@ import pytest
 
 from emailplan.sender.ratelimit import (
     Bucket,
+    Meter,
     SendLimit,
+    backlog_limit,
     backoff,
     grant_size,
     grant_want,
@@ -148,3 +150,31 @@ def test_returned_tokens_never_raise_a_bucket_above_its_burst() -> None:
     # the ledger's grant adds returned tokens after the refill, under the same burst cap
     bucket = refill(Bucket(tokens=4, rate=10, burst=5), 0.05)
     assert refill(Bucket(bucket.tokens + 100, 10, 5), 0).tokens == 5
+
+
+@pytest.mark.parametrize(
+    ("plan_rate", "sending_rate", "floor", "limit"),
+    [
+        (14.0, None, 64, 100),  # before any measurement: a second of the plan, at least 100
+        (800.0, None, 64, 800),
+        (100_000.0, None, 64, 5000),  # never more than BACKLOG_MAX
+        (100_000.0, 400.0, 64, 800),  # slower than its plan: two seconds of what it sends
+        (100_000.0, 0.0, 64, 64),  # idle or stalled: still enough for every send slot
+        (100_000.0, 5.0, 3200, 3200),  # bulk: slots x 50 entries x 2, whatever it measured
+        (500.0, 2000.0, 64, 500),  # faster than its plan: the plan's second caps it
+        (14.0, 14.0, 64, 64),
+    ],
+)
+def test_backlog_is_a_second_of_the_plan_capped_by_two_seconds_of_sending(
+    plan_rate: float, sending_rate: float | None, floor: int, limit: int
+) -> None:
+    assert backlog_limit(plan_rate, sending_rate, floor) == limit
+
+
+def test_meter_smooths_whole_samples_and_ignores_a_counter_reset() -> None:
+    meter = Meter(every=1.0)
+    assert meter.update(0, 0.0) is None
+    assert meter.update(50, 0.5) is None  # not a whole sample yet
+    assert meter.update(100, 1.0) == 100.0
+    assert meter.update(400, 2.0) == 200.0  # (100 + 300) / 2
+    assert meter.update(0, 3.0) == 100.0  # a restarted count is a zero sample, never negative
