@@ -119,16 +119,28 @@ def test_bad_process_count_is_refused_with_the_option_named(
 
 
 def children_of(pid: int) -> list[int]:
-    """The live child processes of ``pid`` (Linux /proc)."""
-    out = []
+    """The live worker processes of the pod ``pid``: its descendants named ``emailplan-w<slot>``
+    (they are forked from the pod's forkserver, so they are its grandchildren)."""
+    parent: dict[int, int] = {}
+    names: dict[int, str] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            text = stat.read_text()
         except OSError:
             continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.append(int(stat.parent.name))
-    return out
+        head, tail = text.rsplit(")", 1)
+        fields = tail.split()
+        if fields[0] == "Z":
+            continue
+        me = int(stat.parent.name)
+        parent[me], names[me] = int(fields[1]), head.split("(", 1)[1]
+
+    def descends(p: int) -> bool:
+        while p in parent and p != pid:
+            p = parent[p]
+        return p == pid
+
+    return [p for p, name in names.items() if name.startswith("emailplan-w") and p != pid and descends(p)]
 
 
 async def wait_children(pid: int, n: int, ws: Workers, timeout: float = 60) -> list[int]:
