@@ -187,15 +187,13 @@ def _set_name(name: str) -> None:
             _LIBC.prctl(PR_SET_NAME, name.encode()[:15])
 
 
-def _child_main(cli_args: list[str], env: dict[str, str], index: int) -> None:
-    """A worker child, forked from the warm forkserver: its own environment, then the CLI."""
+def _child_main(args: argparse.Namespace, env: dict[str, str], index: int) -> None:
+    """A worker child, forked from the warm forkserver: its own environment, then one worker."""
     _die_with_parent()
     _set_name(f"emailplan-w{index}")
     os.environ.clear()
     os.environ.update(env)
-    from emailplan.cli import main as cli_main
-
-    sys.exit(cli_main(cli_args))
+    sys.exit(main(args))
 
 
 class Forked:
@@ -223,7 +221,7 @@ class Forked:
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[None] = loop.create_future()
         sentinel = self._proc.sentinel
-        loop.add_reader(sentinel, lambda: ended.done() or ended.set_result(None))
+        loop.add_reader(sentinel, _settle, ended)
         try:
             await ended
         finally:
@@ -232,6 +230,11 @@ class Forked:
         code = self._proc.exitcode
         assert code is not None
         return code
+
+
+def _settle(ended: asyncio.Future[None]) -> None:
+    if not ended.done():
+        ended.set_result(None)
 
 
 def warm_starter(metrics_dir: Path) -> multiprocessing.context.BaseContext:
@@ -256,13 +259,13 @@ class Pod:
         self,
         settings: PodSettings,
         processes: int,
-        cli_args: list[str],
+        child_args: argparse.Namespace,
         metrics_dir: Path,
         starter: multiprocessing.context.BaseContext,
     ) -> None:
         self.settings = settings
         self.children = [Child(i) for i in range(processes)]
-        self.cli_args = cli_args
+        self.child_args = child_args
         self.metrics_dir = metrics_dir
         self.starter = starter
         self.stopping = asyncio.Event()
@@ -282,7 +285,7 @@ class Pod:
     async def start(self, child: Child) -> None:
         proc = self.starter.Process(  # type: ignore[attr-defined]
             target=_child_main,
-            args=(self.cli_args, self.child_env(child.index), child.index),
+            args=(self.child_args, self.child_env(child.index), child.index),
             name=f"emailplan-w{child.index}",
         )
         await asyncio.to_thread(proc.start)  # a round trip to the forkserver, not an exec
@@ -408,10 +411,10 @@ async def serve_health(pod: Pod, port: int) -> object:
     return runner
 
 
-async def supervise(settings: PodSettings, processes: int, cli_args: list[str]) -> int:
+async def supervise(settings: PodSettings, processes: int, child_args: argparse.Namespace) -> int:
     metrics_dir = Path(tempfile.mkdtemp(prefix="emailplan-metrics-"))
     starter = await asyncio.to_thread(warm_starter, metrics_dir)
-    pod = Pod(settings, processes, cli_args, metrics_dir, starter)
+    pod = Pod(settings, processes, child_args, metrics_dir, starter)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, pod.terminate)
@@ -427,14 +430,9 @@ async def supervise(settings: PodSettings, processes: int, cli_args: list[str]) 
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def child_argv(args: argparse.Namespace) -> list[str]:
-    """The CLI arguments of one child: this same ``emailplan worker``, one process."""
-    argv = ["worker", "--processes", "1"]
-    if getattr(args, "plan_id", None):
-        argv += ["--plan-id", str(args.plan_id)]
-    if getattr(args, "exit_when_idle", False):
-        argv.append("--exit-when-idle")
-    return argv
+def child_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The arguments of one child: this same ``emailplan worker``, one process."""
+    return argparse.Namespace(**{**vars(args), "processes": 1, "func": None})
 
 
 def install_fast_loop() -> None:
@@ -466,4 +464,4 @@ def main(args: argparse.Namespace) -> int:
     if startup(args) is None:  # a configuration no child could run with: say it once, exit
         return 2
     log.info("sender pod starting", extra={"processes": processes})
-    return asyncio.run(supervise(settings, processes, child_argv(args)))
+    return asyncio.run(supervise(settings, processes, child_args(args)))
