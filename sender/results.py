@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emailplan.sender.outage import OUTAGE
-from emailplan.sender.store import ledger
+from emailplan.sender.store import ledger, shared
 from emailplan.sender.workermetrics import WRITE_SECONDS
 
 log = logging.getLogger("emailplan.worker")
@@ -93,7 +93,12 @@ class ResultWriter:
                     self._on_outage()
                     log.warning(
                         "cannot write results, keeping them and retrying",
-                        extra={"error": type(exc).__name__, "rows": len(self._pending)},
+                        extra={
+                            "error": type(exc).__name__,
+                            # deadlock, lock timeout or connection lost: the driver's code says which
+                            "sqlstate": shared.sqlstate(getattr(exc, "orig", None)),
+                            "rows": len(self._pending),
+                        },
                     )
                     if deadline is not None and time.monotonic() > deadline:
                         log.error(
