@@ -169,28 +169,27 @@ PR_SET_NAME = 15
 WORKER_MODULE = "emailplan.sender.worker"  # what the forkserver imports once for every child
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if its parent dies (Linux), never outlive the pod.
-
-    The parent is the forkserver, which exits when the supervisor does (its end of the
-    forkserver's pipe closes), so a SIGKILLed supervisor still takes its children along.
-    """
+def _prctl(option: int, value: int | bytes) -> None:
+    """Linux ``prctl``; nothing where libc or the call is missing."""
     if _LIBC is not None:
         with contextlib.suppress(AttributeError):
-            _LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+            _LIBC.prctl(option, value)
 
 
-def _set_name(name: str) -> None:
-    """Name this process for ``ps`` and ``/proc/<pid>/comm`` (at most 15 bytes)."""
-    if _LIBC is not None:
-        with contextlib.suppress(AttributeError):
-            _LIBC.prctl(PR_SET_NAME, name.encode()[:15])
+def child_name(index: int) -> str:
+    """The process name of slot ``index`` (``ps``, ``/proc/<pid>/comm``; at most 15 bytes)."""
+    return f"emailplan-w{index}"
 
 
 def _child_main(args: argparse.Namespace, env: dict[str, str], index: int) -> None:
-    """A worker child, forked from the warm forkserver: its own environment, then one worker."""
-    _die_with_parent()
-    _set_name(f"emailplan-w{index}")
+    """A worker child, forked from the warm forkserver: its own environment, then one worker.
+
+    It gets SIGTERM if its parent dies, so it never outlives the pod: the parent is the
+    forkserver, which exits when the supervisor does (its end of the forkserver's pipe
+    closes), so a SIGKILLed supervisor still takes its children along.
+    """
+    _prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    _prctl(PR_SET_NAME, child_name(index).encode()[:15])
     os.environ.clear()
     os.environ.update(env)
     sys.exit(main(args))
@@ -271,13 +270,14 @@ class Pod:
         self.stopping = asyncio.Event()
 
     def child_env(self, index: int) -> dict[str, str]:
+        """This process's environment (with ``PROMETHEUS_MULTIPROC_DIR`` from ``warm_starter``)
+        and what makes a child one worker of this pod."""
         env = dict(os.environ)
         env.update(
             {
                 "EMAILPLAN_WORKER_PROCESSES": "1",
                 "EMAILPLAN_METRICS_PORT": "0",  # the supervisor serves the one endpoint
                 "EMAILPLAN_POD_CHILD": str(index),
-                "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
             }
         )
         return env
@@ -286,7 +286,7 @@ class Pod:
         proc = self.starter.Process(  # type: ignore[attr-defined]
             target=_child_main,
             args=(self.child_args, self.child_env(child.index), child.index),
-            name=f"emailplan-w{child.index}",
+            name=child_name(child.index),
         )
         await asyncio.to_thread(proc.start)  # a round trip to the forkserver, not an exec
         child.proc = Forked(proc)

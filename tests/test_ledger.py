@@ -453,7 +453,7 @@ async def test_writes_by_id_look_rows_up_by_id_even_with_statistics_from_before_
         "record_results": ledger.RECORD_RESULTS,
         "claim": ledger.CLAIM_IDS,
         "still_created": text(ledger.STILL_CREATED),
-        "release": text(ledger.RELEASE),
+        "release": ledger.RELEASE,
     }
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()

@@ -692,9 +692,6 @@ async def add_suppressions(
 # SES event kinds that prove a message left SES's door (``sesevents.Kind`` values).
 LEFT_SES_EVENTS = ("send", "delivery", "bounce", "complaint", "delivery_delay", "open", "click")
 
-# A row taken from an expired lease is *unknown*: its holder may have sent it and died before
-# the result was written. If SES already reported an event for it (tagged with our message id),
-# it is reconciled as ``sent`` instead of being sent again; a suppressed address is never sent.
 # Statements that find rows by id check the plan with ``(m.plan_id = :p) IS TRUE``, not a bare
 # ``m.plan_id = :p``: the bare form lets the planner answer "rows of this plan in status X"
 # from the (plan_id, status) index instead of looking the ids up by primary key. With
@@ -702,6 +699,10 @@ LEFT_SES_EVENTS = ("send", "delivery", "bounce", "complaint", "delivery_delay", 
 # results then read every created and processing row of the plan (70 ms a write, PostgreSQL
 # at three times the worker's CPU per email in the throughput benchmark). ``IS TRUE`` is the
 # same test for a non-null column, but no index can answer it, so the primary key is used.
+
+# A row taken from an expired lease is *unknown*: its holder may have sent it and died before
+# the result was written. If SES already reported an event for it (tagged with our message id),
+# it is reconciled as ``sent`` instead of being sent again; a suppressed address is never sent.
 _CLAIM_SQL = """
 WITH c AS (
     SELECT m.id, m.status AS old_status,
@@ -851,7 +852,7 @@ async def _ids(engine: AsyncEngine, sql: str, params: dict[str, Any], *, write: 
         return list((await conn.execute(text(sql), params)).scalars())
 
 
-RELEASE = (
+RELEASE = text(
     "UPDATE messages SET "
     "status = CASE WHEN p.state = 'stopped' THEN 'stopped' ELSE 'created' END, "
     "lease_owner = NULL, lease_until = NULL, attempts = greatest(attempts - 1, 0), "
@@ -878,7 +879,7 @@ async def release(
         statuses = (
             (
                 await conn.execute(
-                    text(RELEASE),
+                    RELEASE,
                     {"ids": list(ids), "o": owner, "p": plan_id, "unqueue": unqueue},
                 )
             )
