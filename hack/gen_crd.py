@@ -577,8 +577,9 @@ status_props: dict[str, Any] = {
     "message": s("latest human-readable summary", maxLength=4096),
     "failures": {
         "type": "array",
-        "description": f"why messages were not sent: the {TOP_FAILURE_REASONS} most frequent reasons of failed and "
-        "suppressed messages with their counts, most frequent first; `emailplan failures` lists the addresses",
+        "description": f"why messages were not sent: the {TOP_FAILURE_REASONS} most frequent reasons of "
+        "failed and suppressed messages with their counts, most frequent first; `emailplan failures` "
+        "lists the addresses",
         "maxItems": TOP_FAILURE_REASONS,
         "items": obj(
             "one reason, e.g. 'MessageRejected: Email address is not verified'",
