@@ -1,4 +1,4 @@
-"""Command-line administration against the data-plane API: suppression import, plan counts.
+"""Command-line administration against the data-plane API: suppression import, plan counts, failures.
 
 People run these from a laptop or a CI job, so they speak HTTP to ``emailplan api``
 (``EMAILPLAN_API_URL``, ``EMAILPLAN_API_KEY``) rather than opening the database, and long
@@ -274,12 +274,14 @@ def show_failures(args: argparse.Namespace) -> int:
             out.writerow((m.email, m.status.value, m.reason, m.detail or "", at))
         return 0
     title = f"plan {ref}" if ref == plan_id else f"plan {ref} (uid {plan_id})"
-    table = Table(title=f"{title}: failed and suppressed addresses")
-    for column in ("email", "reason", "detail", "at"):
+    table = Table(
+        title=f"{title}: failed and suppressed addresses", caption="the whole error texts: --format csv"
+    )
+    for column in ("email", "reason", "at"):
         table.add_column(column, overflow="fold")
     shown = 0
     for m in messages:
-        table.add_row(m.email, m.reason, m.detail or "", m.at.strftime("%Y-%m-%d %H:%M:%S") if m.at else "")
+        table.add_row(m.email, m.reason, m.at.strftime("%Y-%m-%d %H:%M:%S %Z") if m.at else "")
         shown += 1
     if not shown:
         print(f"{title}: no failed or suppressed addresses")
