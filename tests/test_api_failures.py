@@ -21,9 +21,7 @@ UNVERIFIED = (
 )
 
 
-async def _failed_plan(
-    api: LiveApi, n_failed: int = 5, n_render: int = 2, n_sent: int = 3
-) -> tuple[uuid.UUID, dict[str, int]]:
+async def _failed_plan(api: LiveApi, n_failed: int = 5, n_render: int = 2, n_sent: int = 3) -> uuid.UUID:
     """A plan whose messages failed at SES, at rendering, gave up, or were sent; one suppressed."""
     emails = [f"f{i}@example.com" for i in range(n_failed + n_render + n_sent + 1)]
     await ledger.add_suppressions(api.engine, [emails[-1]], "bounce")  # suppressed on upload
@@ -48,7 +46,7 @@ async def _failed_plan(
         else:
             results.append(ledger.SendResult(ids[email], "sent", ses_message_id=f"ses-{i}"))
     assert await ledger.record_results(api.engine, plan, results) == len(results)
-    return plan, {**ids}
+    return plan
 
 
 async def _get(api: LiveApi, path: str, **params: Any) -> tuple[int, Any]:
@@ -57,7 +55,7 @@ async def _get(api: LiveApi, path: str, **params: Any) -> tuple[int, Any]:
 
 
 async def test_plan_view_shows_the_top_reasons_with_counts(api: LiveApi) -> None:
-    plan, _ = await _failed_plan(api)
+    plan = await _failed_plan(api)
     status, view = await _get(api, f"/v1/plans/{plan}")
     assert status == 200
     assert view["counts"]["failed"] == 7 and view["counts"]["suppressed"] == 1
@@ -84,7 +82,7 @@ async def test_suppressed_at_claim_is_counted_with_its_reason(api: LiveApi) -> N
 
 
 async def test_failures_are_listed_with_reason_detail_and_time_page_by_page(api: LiveApi) -> None:
-    plan, ids = await _failed_plan(api)
+    plan = await _failed_plan(api)
     seen: list[dict[str, Any]] = []
     after: str | None = None
     pages = 0
@@ -111,7 +109,7 @@ async def test_failures_are_listed_with_reason_detail_and_time_page_by_page(api:
 
 
 async def test_bad_or_unknown_query_values_are_a_400_naming_the_parameter(api: LiveApi) -> None:
-    plan, _ = await _failed_plan(api, n_failed=1, n_render=0, n_sent=0)
+    plan = await _failed_plan(api, n_failed=1, n_render=0, n_sent=0)
     path = f"/v1/plans/{plan}/failures"
     for params, field in [
         ({"limit": "0"}, "limit"),
