@@ -29,7 +29,7 @@ def test_a_plan_refused_by_ses_names_the_reason_everywhere(stack: Stack, namespa
     emails = [f"{marker}{i}@example.com" for i in range(3)]
     apply_list(stack, namespace, "list", [f"{e},R{i},Rome" for i, e in enumerate(emails)])
     manifest = plan_yaml(
-        "unverified", recipients_cm="list", rate=50, per_pod_rate=50, sender="Acme <news@not-verified.test>"
+        "unverified", recipients_cm="list", rate=50, per_pod_rate=50, sender="Acme <news@unverified.example.net>"
     )
     stack.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
 
@@ -59,7 +59,7 @@ def test_a_plan_refused_by_ses_names_the_reason_everywhere(stack: Stack, namespa
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     assert sorted(r["email"] for r in rows) == emails
     assert {(r["status"], r["reason"]) for r in rows} == {("failed", REASON)}
-    assert all("news@not-verified.test" in r["detail"] for r in rows)  # the whole SES answer
+    assert all("news@unverified.example.net" in r["detail"] for r in rows)  # the whole SES answer
     table = subprocess.run(run, capture_output=True, text=True, env=env, timeout=120)
     assert table.returncode == 0, table.stderr
     assert all(e in table.stdout for e in emails) and REASON in table.stdout
