@@ -29,7 +29,11 @@ def test_a_plan_refused_by_ses_names_the_reason_everywhere(stack: Stack, namespa
     emails = [f"{marker}{i}@example.com" for i in range(3)]
     apply_list(stack, namespace, "list", [f"{e},R{i},Rome" for i, e in enumerate(emails)])
     manifest = plan_yaml(
-        "unverified", recipients_cm="list", rate=50, per_pod_rate=50, sender="Acme <news@unverified.example.net>"
+        "unverified",
+        recipients_cm="list",
+        rate=50,
+        per_pod_rate=50,
+        sender="Acme <news@unverified.example.net>",
     )
     stack.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
 
