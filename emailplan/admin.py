@@ -1,4 +1,4 @@
-"""Command-line administration against the data-plane API: suppression import, plan counts.
+"""Command-line administration against the data-plane API: suppression import, plan counts, failures.
 
 People run these from a laptop or a CI job, so they speak HTTP to ``emailplan api``
 (``EMAILPLAN_API_URL``, ``EMAILPLAN_API_KEY``) rather than opening the database, and long
@@ -21,11 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO, cast
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from emailplan.contract import STATUS_COUNTS
+from emailplan.contract.failures import MAX_FAILURE_PAGE, FailedMessage, FailurePage
 from emailplan.contract.plans import VariantCounts
 from emailplan.contract.recipients import Recipient, validate_row
 
@@ -199,12 +201,10 @@ def _checked_rows(path: Path, bar: Progress) -> list[str]:
     return good
 
 
-def show_counts(args: argparse.Namespace) -> int:
-    client = ApiClient(args.api_url, args.api_key)
-    ref = str(args.plan)
-    plan_id = resolve_plan(ref)
+def plan_call(client: ApiClient, ref: str, plan_id: str, path: str) -> Any:
+    """GET ``path`` of one plan; a 404 says the data plane does not know the plan, and what to check."""
     try:
-        counts = client.call("GET", f"/v1/results/count/{plan_id}")
+        return client.call("GET", path)
     except ApiAnswered as exc:
         if exc.status == 404:
             raise AdminError(
@@ -212,6 +212,13 @@ def show_counts(args: argparse.Namespace) -> int:
                 "registers a plan once it is valid; see `kubectl describe emailplan` for its conditions"
             ) from None
         raise
+
+
+def show_counts(args: argparse.Namespace) -> int:
+    client = ApiClient(args.api_url, args.api_key)
+    ref = str(args.plan)
+    plan_id = resolve_plan(ref)
+    counts = plan_call(client, ref, plan_id, f"/v1/results/count/{plan_id}")
     if args.json:
         print(json.dumps(counts))
         return 0
@@ -223,6 +230,63 @@ def show_counts(args: argparse.Namespace) -> int:
     Console().print(table)
     if counts.get("variants"):
         Console().print(variant_table(counts["variants"]))
+    return 0
+
+
+def failure_pages(client: ApiClient, ref: str, plan_id: str, limit: int | None) -> Iterator[FailedMessage]:
+    """The plan's unsent messages, page after page, at most ``limit`` of them."""
+    after: str | None = None
+    left = limit
+    while left is None or left > 0:
+        size = MAX_FAILURE_PAGE if left is None else min(MAX_FAILURE_PAGE, left)
+        query = urllib.parse.urlencode({"limit": size, **({"after": after} if after else {})})
+        try:
+            page = FailurePage.model_validate(
+                plan_call(client, ref, plan_id, f"/v1/plans/{plan_id}/failures?{query}")
+            )
+        except ValidationError:
+            raise AdminError(
+                f"the API at {client.shown} answered a failures page this CLI cannot read: "
+                "is it the same emailplan version?"
+            ) from None
+        yield from page.items
+        if left is not None:
+            left -= len(page.items)
+        if page.next is None or not page.items:
+            return
+        after = page.next
+
+
+FAILURE_COLUMNS = ("email", "status", "reason", "detail", "at")
+
+
+def show_failures(args: argparse.Namespace) -> int:
+    """Table (default) or csv on stdout; csv rows are written as pages arrive, for piping."""
+    client = ApiClient(args.api_url, args.api_key)
+    ref = str(args.plan)
+    plan_id = resolve_plan(ref)
+    messages = failure_pages(client, ref, plan_id, args.limit)
+    if args.format == "csv":
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(FAILURE_COLUMNS)
+        for m in messages:
+            at = m.at.isoformat() if m.at else ""
+            out.writerow((m.email, m.status.value, m.reason, m.detail or "", at))
+        return 0
+    title = f"plan {ref}" if ref == plan_id else f"plan {ref} (uid {plan_id})"
+    table = Table(
+        title=f"{title}: failed and suppressed addresses", caption="the whole error texts: --format csv"
+    )
+    for column in ("email", "reason", "at"):
+        table.add_column(column, overflow="fold")
+    shown = 0
+    for m in messages:
+        table.add_row(m.email, m.reason, m.at.strftime("%Y-%m-%d %H:%M:%S %Z") if m.at else "")
+        shown += 1
+    if not shown:
+        print(f"{title}: no failed or suppressed addresses")
+        return 0
+    Console().print(table)
     return 0
 
 

@@ -25,6 +25,7 @@ processes (each reads its settings from EMAILPLAN_* environment variables):
 administration (talks to the API with EMAILPLAN_API_URL and EMAILPLAN_API_KEY):
   suppressions import FILE   import a suppression list, with a progress bar
   stats NAMESPACE/NAME       a plan's counts (or stats PLAN_UID)
+  failures NAMESPACE/NAME    a plan's failed and suppressed addresses with why (or PLAN_UID)
 
 examples:
   emailplan db upgrade
@@ -53,6 +54,16 @@ def _processes(value: str) -> int:
         raise argparse.ArgumentTypeError(f"--processes: {value!r} is not a whole number") from None
     if not 0 <= n <= 256:
         raise argparse.ArgumentTypeError(f"--processes: {n} is outside 0..256")
+    return n
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} is not 1 or more")
     return n
 
 
@@ -185,6 +196,27 @@ def _add_admin(sub: Any) -> None:
     st.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _api_flags(st)
     st.set_defaults(func=_admin("show_counts"))
+
+    fl = sub.add_parser(
+        "failures",
+        help="list a plan's failed and suppressed addresses with their reasons",
+        description="List the addresses of one plan that were not sent, with the reason (e.g. "
+        "'MessageRejected: Email address is not verified'), the full error and when, paged "
+        "through the API. csv goes to stdout for piping: emailplan failures mail/spring --format csv > f.csv",
+    )
+    fl.add_argument(
+        "plan",
+        metavar="PLAN",
+        help="NAMESPACE/NAME of the EmailPlan (looked up with KUBECONFIG), or its metadata.uid",
+    )
+    fl.add_argument(
+        "--format", choices=["table", "csv"], default="table", help="output format (default: table)"
+    )
+    fl.add_argument(
+        "--limit", type=_positive, default=None, metavar="N", help="show at most N addresses (default: all)"
+    )
+    _api_flags(fl)
+    fl.set_defaults(func=_admin("show_failures"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,13 @@ import yaml
 
 from emailplan.contract.addresses import ADDRESS_RULES
 from emailplan.contract.headers import HEADER_VALUE_PATTERN
-from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND, MAX_VARIANTS, VARIANT_NAME, SendApi
+from emailplan.contract.plans import (
+    DEFAULT_RATE_PER_SECOND,
+    MAX_VARIANTS,
+    TOP_FAILURE_REASONS,
+    VARIANT_NAME,
+    SendApi,
+)
 from emailplan.operator.decide import Phase
 from emailplan.operator.planspec import (
     CLOCK_PATTERN,
@@ -569,6 +575,18 @@ status_props: dict[str, Any] = {
     "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
     "recipientsLoaded": {"type": "boolean", "description": "recipients handed to the data plane"},
     "message": s("latest human-readable summary", maxLength=4096),
+    "failures": {
+        "type": "array",
+        "description": f"why messages were not sent: the {TOP_FAILURE_REASONS} most frequent reasons of "
+        "failed and suppressed messages with their counts, most frequent first; `emailplan failures` "
+        "lists the addresses",
+        "maxItems": TOP_FAILURE_REASONS,
+        "items": obj(
+            "one reason, e.g. 'MessageRejected: Email address is not verified'",
+            {"reason": s("the short class of the failure"), "count": {"type": "integer", "minimum": 0}},
+            required=["reason", "count"],
+        ),
+    },
     "conditions": {
         "type": "array",
         "items": condition,

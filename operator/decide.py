@@ -19,6 +19,7 @@ from typing import Any
 
 from emailplan.contract.plans import (
     ALL_RELEASED,
+    FailureReason,
     LoadJob,
     LoadSourceKind,
     LoadState,
@@ -340,15 +341,10 @@ def decide(o: Observed) -> Decision:
         cond("Complete", finished, "Completed" if finished else out.phase.value, message if finished else ""),
     ]
     if finished and o.status.get("phase") != Phase.COMPLETED:
-        out.events.append(
-            Event(
-                "Normal",
-                "Completed",
-                f"plan completed: {counts.sent} sent, {counts.failed} failed, "
-                f"{counts.suppressed} suppressed of {counts.total}",
-            )
-        )
+        out.events.append(completed_event(counts, view.failures if view is not None else []))
     desired = _status(o, counts, out.phase, out.replicas, message, previous, conditions)
+    if view is not None and (view.failures or "failures" in o.status):
+        desired["failures"] = [f.model_dump() for f in view.failures]
     desired["recipientsLoaded"] = loaded
     desired.update(steering.status)
     if out.phase in (Phase.SENDING, Phase.COMPLETED) or counts.sent > 0:
@@ -357,6 +353,23 @@ def decide(o: Observed) -> Decision:
         desired["completedAt"] = o.status.get("completedAt") or d.format_time(o.now)
     out.status = d.status_changes(dict(o.status), desired)
     return out
+
+
+def completed_event(counts: PlanCounts, failures: list[FailureReason]) -> Event:
+    """The plan's last word: a Warning naming the most frequent reason when anything failed.
+
+    Suppressed addresses are the suppression list doing its job: they are counted,
+    and they never make the Event a Warning on their own.
+    """
+    summary = (
+        f"plan completed: {counts.sent} sent, {counts.failed} failed, "
+        f"{counts.suppressed} suppressed of {counts.total}"
+    )
+    if counts.failed <= 0:
+        return Event("Normal", "Completed", summary)
+    top = next((f for f in failures if not f.suppressed), None)
+    why = f"; top reason: {top.reason} ({top.count})" if top is not None else ""
+    return Event("Warning", "Completed", (summary + why)[:EVENT_ROWS_CHARS])
 
 
 def _status(

@@ -41,13 +41,13 @@ MESSAGE_STATUSES = ("created", "processing", "sent", "failed", "stopped", "suppr
 EVENT_COUNTERS = (
     "delivered",
     "bounced",  # hard (Permanent) bounces
-    "softBounced",  # transient and undetermined bounces (the column is spelled as the count)
+    "softBounced",  # transient and undetermined bounces (columns are spelled as the counts)
     "complained",
     "opened",
-    "opened_machine",
+    "openedMachine",  # machine opens (privacy proxies, scanners); camelCase like every count
     "clicked",
     "unsubscribed",
-    "rejected",
+    "sesRejected",  # SES Reject events; rows refused at load are ``rejected`` of the load job
 )
 COUNTER_COLUMNS = ("total", *MESSAGE_STATUSES, *EVENT_COUNTERS)
 
@@ -108,6 +108,13 @@ class Message(Base):
         Index("ix_messages_plan_id_bucket", "plan_id", "bucket"),
         # "sent in the last N hours" is a range scan on this index.
         Index("ix_messages_sent_at", "sent_at", postgresql_where=text("sent_at IS NOT NULL")),
+        # The failures listing pages through a plan's unsent rows by id on this index.
+        Index(
+            "ix_messages_plan_id_id_unsent",
+            "plan_id",
+            "id",
+            postgresql_where=text("status IN ('failed', 'suppressed')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
@@ -122,7 +129,9 @@ class Message(Base):
     vars: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
     status: Mapped[str] = mapped_column(Text, nullable=False, server_default="created")
     ses_message_id: Mapped[str | None] = mapped_column(Text, nullable=True, unique=True)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)  # the whole failure text
+    # The short class of a failure (``emailplan.contract.failures``) or ``Suppressed: <why>``.
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     lease_owner: Mapped[str | None] = mapped_column(Text, nullable=True)
     lease_until: Mapped[datetime | None] = _ts()
@@ -169,10 +178,31 @@ class PlanCounters(Base):
     )
     complained: Mapped[int] = _counter()
     opened: Mapped[int] = _counter()
-    opened_machine: Mapped[int] = _counter()
+    opened_machine: Mapped[int] = mapped_column(
+        "openedMachine", BigInteger, nullable=False, server_default=text("0")
+    )
     clicked: Mapped[int] = _counter()
     unsubscribed: Mapped[int] = _counter()
-    rejected: Mapped[int] = _counter()
+    ses_rejected: Mapped[int] = mapped_column(
+        "sesRejected", BigInteger, nullable=False, server_default=text("0")
+    )
+
+
+class PlanFailureReason(Base):
+    """How many of a plan's messages failed (or were suppressed) for each reason.
+
+    Bumped in the same transaction that moves the messages, like ``plan_counters``,
+    so the plan view's top reasons are a read of a few rows, never a scan of the
+    plan's failures.
+    """
+
+    __tablename__ = "plan_failure_reasons"
+
+    plan_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("plans.id", ondelete="CASCADE"), primary_key=True
+    )
+    reason: Mapped[str] = mapped_column(Text, primary_key=True)
+    count: Mapped[int] = _counter()
 
 
 class Event(Base):

@@ -1,17 +1,22 @@
-"""`emailplan suppressions import` and `emailplan stats` against a real `emailplan api` process."""
+"""`emailplan suppressions import`, `stats` and `failures` against a real `emailplan api` process."""
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from devenv.kube import KubeCluster
 from devenv.ports import free_port, wait_for
@@ -231,3 +236,88 @@ def test_stats_by_namespace_and_name(api_url: str, crd_installed: KubeCluster, n
         cli("stats", f"{namespace}/spring", url=api_url, KUBECONFIG=str(Path("/nonexistent")))
     )
     assert "KUBECONFIG" in line and "uid" in line
+
+
+UNVERIFIED = (
+    "MessageRejected: Email address is not verified. The following identities failed the check "
+    "in region US-EAST-1: news@unverified.test"
+)
+
+
+def seed_failures(database_url: str, failed: int, suppressed: str | None = None) -> str:
+    """A plan with ``failed`` messages refused by SES (and one suppressed address), through the ledger."""
+    from emailplan.sender.db import make_engine
+    from emailplan.sender.store import ledger
+
+    plan_id = uuid.uuid4()
+
+    class Queue:
+        async def enqueue(self, plan_id: uuid.UUID, batches: object) -> None:
+            return None
+
+        async def purge(self, plan_id: uuid.UUID) -> None:
+            return None
+
+    async def seed() -> None:
+        engine = make_engine(url=database_url, pool_size=2)
+        try:
+            await ledger.upsert_plan(engine, plan_id, name="spring", namespace="mail", spec=PLAN_BODY)
+            if suppressed:
+                await ledger.add_suppressions(engine, [suppressed], "bounce")
+            emails = [f"u{i:04d}@example.com" for i in range(failed)] + ([suppressed] if suppressed else [])
+            await ledger.insert_recipients(
+                engine, plan_id, [(i + 1, {"email": e}) for i, e in enumerate(emails)]
+            )
+            await ledger.complete_recipients(engine, plan_id, Queue())
+            async with engine.connect() as conn:
+                ids = list(
+                    (
+                        await conn.execute(
+                            text("SELECT id FROM messages WHERE plan_id = :p AND status = 'created'"),
+                            {"p": plan_id},
+                        )
+                    ).scalars()
+                )
+            await ledger.claim(engine, plan_id, ids, "w", 60)
+            await ledger.record_results(
+                engine, plan_id, [ledger.SendResult(i, "failed", error=UNVERIFIED) for i in ids]
+            )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(seed())
+    return str(plan_id)
+
+
+def test_failures_lists_every_address_with_its_reason_as_csv(api_url: str, migrated: str) -> None:
+    plan_id = seed_failures(migrated, 1205, suppressed="gone@example.com")  # two pages of the API
+    r = cli("failures", plan_id, "--format", "csv", url=api_url)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert list(rows[0]) == ["email", "status", "reason", "detail", "at"]
+    assert len(rows) == 1206 and len({row["email"] for row in rows}) == 1206
+    failed = [row for row in rows if row["status"] == "failed"]
+    assert {row["reason"] for row in failed} == {"MessageRejected: Email address is not verified"}
+    assert failed[0]["detail"] == UNVERIFIED and failed[0]["at"]
+    gone = next(row for row in rows if row["email"] == "gone@example.com")
+    assert (gone["status"], gone["reason"]) == ("suppressed", "Suppressed: bounce")
+    r = cli("failures", plan_id, "--format", "csv", "--limit", "7", url=api_url)
+    assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 1 + 7, r.stdout
+
+
+def test_failures_table_and_errors(api_url: str, migrated: str) -> None:
+    plan_id = seed_failures(migrated, 3)
+    r = cli("failures", plan_id, "--limit", "2", url=api_url, COLUMNS="160")  # a terminal's width
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("u000") == 2 and "MessageRejected: Email address is not verified" in r.stdout
+    line = one_line_error(cli("failures", "6f1c1d1e-1111-4222-8333-944455556666", url=api_url))
+    assert "not known to the data plane" in line
+    line = one_line_error(cli("failures", "not-a-uuid", url=api_url))
+    assert "uid or NAMESPACE/NAME" in line
+    line = one_line_error(cli("failures", plan_id, url=api_url, key="wrong-key"))
+    assert "answered 401" in line
+    r = cli("failures", plan_id, "--limit", "0", url=api_url)
+    assert r.returncode == 2 and "--limit" in r.stderr and "Traceback" not in r.stderr
+    clean = seed_failures(migrated, 0)
+    r = cli("failures", clean, url=api_url)
+    assert r.returncode == 0 and "no failed or suppressed addresses" in r.stdout

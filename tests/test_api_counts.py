@@ -97,11 +97,11 @@ async def test_scripted_mix_gives_exact_counts(api: LiveApi) -> None:
         "delivered": 40,
         "bounced": 3,
         "complained": 2,
-        "rejected": 1,
+        "sesRejected": 1,
         "unsubscribed": 3,
         # pixel 10 (e2..e11) + SES open e20 + clicks on unopened e13, e14, e21 = 14
         "opened": 14,
-        "opened_machine": 3,
+        "openedMachine": 3,  # camelCase like every count
         "clicked": 4,  # e3, e13, e14, e21
     }
     assert {k: counts[k] for k in expected} == expected
@@ -162,5 +162,6 @@ async def test_one_batch_with_several_kinds_for_one_message_counts_each_once(api
         await hot.close()
     counts = await api.counts(plan)
     assert {
-        k: counts[k] for k in ("delivered", "opened", "clicked", "complained", "bounced", "rejected")
-    } == {"delivered": 1, "opened": 1, "clicked": 1, "complained": 1, "bounced": 1, "rejected": 1}
+        k: counts[k] for k in ("delivered", "opened", "clicked", "complained", "bounced", "sesRejected")
+    } == {"delivered": 1, "opened": 1, "clicked": 1, "complained": 1, "bounced": 1, "sesRejected": 1}
+    assert "rejected" not in counts  # the load job's word for refused rows, never an SES count

@@ -48,14 +48,14 @@ async def test_pixel_counts_unique_human_and_machine_opens(api: LiveApi) -> None
     )
     await settle(api)
     counts = await api.counts(plan)
-    assert counts["opened"] == 2 and counts["opened_machine"] == 2
+    assert counts["opened"] == 2 and counts["openedMachine"] == 2
     # Later human opens of machine-opened messages count as opens; repeats never do.
     await pixel(api, api.token("open", ids["apple@example.com"]))
     await pixel(api, api.token("open", ids["h1@example.com"]))
     await pixel(api, api.token("open", ids["google@example.com"]), ua="Mozilla/5.0")
     await settle(api)
     counts = await api.counts(plan)
-    assert counts["opened"] == 3 and counts["opened_machine"] == 2
+    assert counts["opened"] == 3 and counts["openedMachine"] == 2
 
 
 async def test_open_seconds_after_send_is_a_machine_open(api: LiveApi) -> None:
@@ -63,7 +63,7 @@ async def test_open_seconds_after_send_is_a_machine_open(api: LiveApi) -> None:
     await pixel(api, api.token("open", ids["fast@example.com"]))
     await settle(api)
     counts = await api.counts(plan)
-    assert counts["opened"] == 0 and counts["opened_machine"] == 1
+    assert counts["opened"] == 0 and counts["openedMachine"] == 1
 
 
 async def test_pixel_with_bad_tokens_still_answers_the_image(api: LiveApi) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devenv.postgres import PostgresServer
 
@@ -79,3 +82,35 @@ def test_no_database_url_is_one_line_that_names_the_variable_and_never_tries_loc
 def test_unreachable_database_says_what_to_check(postgres: PostgresServer) -> None:
     line = one_line_error(upgrade(f"postgresql+asyncpg://emailplan:{PASSWORD}@127.0.0.1:9/ledger"))
     assert "EMAILPLAN_DATABASE_URL" in line and PASSWORD not in line
+
+
+async def test_migrations_build_the_schema_the_models_describe(engine: AsyncEngine) -> None:
+    """Every table, column and index of the ORM models exists after the migrations, and no other.
+
+    The counters are also the API's count names (``openedMachine``, ``sesRejected``): the
+    column, the model and the contract's ``PlanCounts`` must say the same word.
+    """
+    from sqlalchemy import inspect
+
+    from emailplan.contract.plans import PlanCounts
+    from emailplan.sender.models import COUNTER_COLUMNS, Base
+
+    def schema(conn: Any) -> dict[str, tuple[set[str], set[str]]]:
+        found = inspect(conn)
+        return {
+            t: ({c["name"] for c in found.get_columns(t)}, {str(i["name"]) for i in found.get_indexes(t)})
+            for t in found.get_table_names()
+            if t != "alembic_version"
+        }
+
+    async with engine.connect() as conn:
+        database = await conn.run_sync(schema)
+    models = {
+        t.name: ({c.name for c in t.columns}, {str(i.name) for i in t.indexes})
+        for t in Base.metadata.sorted_tables
+    }
+    assert {t: cols for t, (cols, _) in database.items()} == {t: cols for t, (cols, _) in models.items()}
+    for table, (_, indexes) in models.items():
+        assert indexes <= database[table][1], table
+    wire = {f.alias or name for name, f in PlanCounts.model_fields.items()}
+    assert set(COUNTER_COLUMNS) == wire == database["plan_counters"][0] - {"plan_id"}

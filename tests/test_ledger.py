@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from devenv.moto import MotoServer
 from devenv.suspend import set_suspended
 from emailplan.contract.cohorts import cutoff
+from emailplan.contract.plans import SUPPRESSED_PREFIX
 from emailplan.sender.db import make_engine
 from emailplan.sender.settings import SenderSettings
 from emailplan.sender.store import ledger
@@ -441,6 +442,8 @@ async def test_writes_by_id_look_rows_up_by_id_even_with_statistics_from_before_
         "sid": [f"s{i}" for i in batch],
         "err": [None] * 16,
         "at": [None] * 16,
+        "reason": [None] * 16,
+        "supp": SUPPRESSED_PREFIX,
         "o": "w1",
         "owner": "w1",
         "unqueue": False,

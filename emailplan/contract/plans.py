@@ -222,6 +222,8 @@ class PlanCounts(Wire):
     opened: int = 0
     clicked: int = 0
     unsubscribed: int = 0
+    opened_machine: int = 0  # opens by mail privacy proxies and link scanners, not in ``opened``
+    ses_rejected: int = 0  # SES Reject events (virus found); never rows refused at load (``rejected``)
 
     @property
     def backlog(self) -> int:
@@ -303,6 +305,27 @@ class VariantCounts(Wire):
     complained: int = 0
 
 
+SUPPRESSED_PREFIX = "Suppressed: "  # a suppressed message's reason: this + the suppression's reason
+TOP_FAILURE_REASONS = 5  # reasons the plan view (and the EmailPlan status) shows
+
+
+class FailureReason(Wire):
+    """Why messages were not sent, and how many: ``MessageRejected: Email address is not verified``.
+
+    The reason is the short class of the failure (SES error code and first sentence,
+    a template error, ``gave up after N attempts: ...`` or ``Suppressed: bounce``);
+    each message keeps the full text apart (``FailedMessage.detail``).
+    """
+
+    reason: str
+    count: int
+
+    @property
+    def suppressed(self) -> bool:
+        """A suppressed address (never sent by design), not a send that went wrong."""
+        return self.reason.startswith(SUPPRESSED_PREFIX)
+
+
 class PlanView(PlanPayload):
     """``GET /v1/plans/{planId}``: the plan as registered, its state, counts and load job."""
 
@@ -313,6 +336,8 @@ class PlanView(PlanPayload):
     load: LoadJob | None = None
     released_backlog: int = 0  # created + processing among the released share
     variant_counts: list[VariantCounts] = Field(default_factory=list)
+    # The most frequent reasons of failed and suppressed messages, most frequent first.
+    failures: list[FailureReason] = Field(default_factory=list)
     created_at: datetime | None = None
     updated_at: datetime | None = None
 

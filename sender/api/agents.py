@@ -3,7 +3,7 @@
 Apple Mail Privacy Protection prefetches every image through a proxy that
 sends a bare ``Mozilla/5.0``; Gmail, Yahoo and others fetch through image
 proxies; security gateways and link scanners fetch everything. Counting those
-as opens inflates open rates, so they go to ``opened_machine`` instead.
+as opens inflates open rates, so they go to ``openedMachine`` instead.
 """
 
 from __future__ import annotations

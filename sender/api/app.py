@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from emailplan.runtime.logsetup import setup_logging
 from emailplan.runtime.sentry import init_sentry
 from emailplan.sender import sns
-from emailplan.sender.api import health, openapi, plans, snsroute, stats, suppressions, tracking
+from emailplan.sender.api import failures, health, openapi, plans, snsroute, stats, suppressions, tracking
 from emailplan.sender.api.auth import api_key_middleware
 from emailplan.sender.api.errors import error_middleware
 from emailplan.sender.api.eventbatch import EventBatcher
@@ -70,7 +70,7 @@ def create_app(
     for public in (tracking, snsroute, health, openapi):
         public.add_routes(app)
     admin = web.Application(middlewares=[api_key_middleware], client_max_size=CLIENT_MAX_SIZE)
-    for module in (stats, plans, suppressions):
+    for module in (stats, plans, failures, suppressions):
         module.add_routes(admin)
     app.add_subapp(ADMIN_PREFIX, admin)
 

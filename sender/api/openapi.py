@@ -16,6 +16,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from emailplan import __version__
 from emailplan.contract.addresses import ADDRESS_RULES
+from emailplan.contract.failures import DEFAULT_FAILURE_PAGE, MAX_FAILURE_PAGE, FailurePage
 from emailplan.contract.plans import (
     LoadJob,
     LoadResult,
@@ -79,6 +80,7 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (PlanView, "serialization"),
     (PlanCounts, "serialization"),
     (VariantCounts, "serialization"),
+    (FailurePage, "serialization"),
     (LoadResult, "serialization"),
     (LoadJob, "serialization"),
     (S3Source, "validation"),
@@ -384,6 +386,44 @@ PATHS: dict[str, Any] = {
             },
         ),
     },
+    "/v1/plans/{planId}/failures": {
+        "get": _plan_op(
+            "Failed and suppressed addresses of the plan with reason, detail and time, paged",
+            "listFailures",
+            {
+                "parameters": [
+                    PLAN_ID,
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "description": "addresses per page",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": MAX_FAILURE_PAGE,
+                            "default": DEFAULT_FAILURE_PAGE,
+                        },
+                    },
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "required": False,
+                        "description": "the next cursor of the page before (omit for the first page)",
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                    },
+                ],
+                "responses": {
+                    "200": _json(_ref("FailurePage"), "One page; next is null on the last"),
+                    "400": _err(
+                        "Bad or unknown query parameter, or planId not a UUID (the parameter is named)"
+                    ),
+                    "401": E401,
+                    "404": E404,
+                },
+            },
+        )
+    },
     "/v1/plans/{planId}/stop": {
         "post": _plan_op("Stop for good; unsent messages become stopped", "stopPlan")
     },
@@ -435,7 +475,10 @@ DOCUMENT: dict[str, Any] = {
         'plan administration for the emailplan operator. Errors are JSON: {"error": {"field", "message"}}. '
         + ADDRESS_RULES
         + " Counts: bounced is hard bounces (SES type Permanent), softBounced transient and"
-        " undetermined ones.",
+        " undetermined ones; openedMachine is opens by privacy proxies and scanners (not in opened);"
+        " sesRejected is SES Reject events (rows refused at load are the load job's rejected)."
+        " A plan view's failures are its top reasons of failed and suppressed messages;"
+        " /v1/plans/{planId}/failures lists the addresses.",
     },
     "paths": PATHS,
     "components": {

@@ -19,7 +19,7 @@ second time:
 Opens are written in batches (one statement for up to 1000 hits) because the
 pixel is the hottest path we serve; a "machine" open (mail privacy proxies,
 link scanners, or an open seconds after sending) is counted apart in
-``opened_machine`` through a once-per-message marker row in ``events``.
+``openedMachine`` through a once-per-message marker row in ``events``.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ WITH input AS (
     UPDATE plan_counters pc SET
         delivered = pc.delivered + d.delivered, bounced = pc.bounced + d.bounced,
         complained = pc.complained + d.complained, opened = pc.opened + d.opened,
-        clicked = pc.clicked + d.clicked, rejected = pc.rejected + d.rejected,
+        clicked = pc.clicked + d.clicked, "sesRejected" = pc."sesRejected" + d.rejected,
         "softBounced" = pc."softBounced" + d.soft_bounced
     FROM deltas d WHERE pc.plan_id = d.plan_id
     RETURNING 1
@@ -323,7 +323,7 @@ WITH hits AS (
     ) t GROUP BY plan_id
 ), upd AS (
     UPDATE plan_counters pc
-    SET opened = pc.opened + agg.h, opened_machine = pc.opened_machine + agg.mm
+    SET opened = pc.opened + agg.h, "openedMachine" = pc."openedMachine" + agg.mm
     FROM agg WHERE pc.plan_id = agg.plan_id
     RETURNING agg.h, agg.mm
 )

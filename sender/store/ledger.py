@@ -29,7 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from emailplan.contract import plans as contract
 from emailplan.contract.cohorts import BUCKETS, cutoff
-from emailplan.contract.plans import LoadJob, LoadResult, PlanState, RowProblem
+from emailplan.contract.failures import failure_reason
+from emailplan.contract.plans import SUPPRESSED_PREFIX, LoadJob, LoadResult, PlanState, RowProblem
 from emailplan.contract.recipients import Recipient, Row, RowError, validate_row
 from emailplan.sender.models import COUNTER_COLUMNS
 from emailplan.sender.store import shared
@@ -261,6 +262,7 @@ async def describe_plan(engine: AsyncEngine, plan_id: uuid.UUID) -> contract.Pla
         release = float(row["release_percent"])
         backlog = await _released_backlog(conn, plan_id, release, counts)
         variants = await _variant_counts(conn, plan_id, spec)
+        failures = await top_failure_reasons(conn, plan_id)
     return contract.PlanView.model_validate(
         {
             **spec,
@@ -277,10 +279,25 @@ async def describe_plan(engine: AsyncEngine, plan_id: uuid.UUID) -> contract.Pla
             "load": load,
             "releasedBacklog": backlog,
             "variantCounts": variants,
+            "failures": failures,
             "createdAt": row["created_at"],
             "updatedAt": row["updated_at"],
         }
     )
+
+
+async def top_failure_reasons(
+    conn: AsyncConnection, plan_id: uuid.UUID, limit: int = contract.TOP_FAILURE_REASONS
+) -> list[contract.FailureReason]:
+    """The plan's most frequent failure (and suppression) reasons, most frequent first."""
+    rows = await conn.execute(
+        text(
+            "SELECT reason, count FROM plan_failure_reasons WHERE plan_id = :p AND count > 0 "
+            "ORDER BY count DESC, reason LIMIT :n"
+        ),
+        {"p": plan_id, "n": limit},
+    )
+    return [contract.FailureReason(reason=reason, count=int(n)) for reason, n in rows]
 
 
 async def _released_backlog(
@@ -499,14 +516,15 @@ _INSERT_SQL = text(
         SELECT * FROM unnest(CAST(:rows AS int[]), CAST(:emails AS text[]), CAST(:names AS text[]),
                              CAST(:vars AS text[])) AS t(row_no, email, name, vars)
     ), ins AS (
-        INSERT INTO messages (plan_id, row_no, email, name, vars, status)
+        INSERT INTO messages (plan_id, row_no, email, name, vars, status, reason)
         SELECT CAST(:plan AS uuid), i.row_no, i.email, i.name, CAST(i.vars AS jsonb),
-               CASE WHEN s.email IS NULL THEN 'created' ELSE 'suppressed' END
+               CASE WHEN s.email IS NULL THEN 'created' ELSE 'suppressed' END,
+               CAST(:supp AS text) || s.reason
         FROM input i LEFT JOIN suppressions s ON s.email = i.email
         ON CONFLICT (plan_id, email) DO NOTHING
-        RETURNING row_no, status
+        RETURNING row_no, status, reason
     )
-    SELECT row_no, status FROM ins
+    SELECT row_no, status, reason FROM ins
     """
 )
 
@@ -520,19 +538,21 @@ async def _insert_batch(
         "emails": [r.email for r in batch],
         "names": [r.name for r in batch],
         "vars": [r.vars_json for r in batch],
+        "supp": SUPPRESSED_PREFIX,
     }
     async with engine.begin() as conn:
         inserted = (await conn.execute(_INSERT_SQL, params)).all()
-        statuses = Counter(status for _, status in inserted)
+        statuses = Counter(status for _, status, _ in inserted)
         await shared.bump(
             conn,
             plan_id,
             {"total": len(inserted), "created": statuses["created"], "suppressed": statuses["suppressed"]},
         )
+        await shared.bump_reasons(conn, plan_id, (reason for _, _, reason in inserted))
     result.accepted += statuses["created"]
     result.suppressed += statuses["suppressed"]
     if len(inserted) < len(batch):
-        stored = {row_no for row_no, _ in inserted}
+        stored = {row_no for row_no, _, _ in inserted}
         for r in batch:
             if r.row not in stored:
                 result.add_duplicate(
@@ -641,6 +661,7 @@ async def reset_recipients(engine: AsyncEngine, plan_id: uuid.UUID) -> bool:
             text("UPDATE plan_counters SET total = 0, created = 0, suppressed = 0 WHERE plan_id = :p"),
             {"p": plan_id},
         )
+        await conn.execute(text("DELETE FROM plan_failure_reasons WHERE plan_id = :p"), {"p": plan_id})
     return True
 
 
@@ -712,7 +733,8 @@ WITH c AS (
                 AND e.event_type = ANY(CAST(:left_kinds AS text[]))) THEN 'sent'
             WHEN s.email IS NOT NULL THEN 'suppressed'
             ELSE 'processing'
-        END AS outcome
+        END AS outcome,
+        s.reason AS why
     FROM messages m
     JOIN plans p ON p.id = m.plan_id
     LEFT JOIN suppressions s ON s.email = m.email
@@ -729,9 +751,10 @@ UPDATE messages m SET
     lease_until = CASE WHEN c.outcome = 'processing' THEN now() + make_interval(secs => :lease) END,
     attempts = m.attempts + CASE WHEN c.outcome = 'processing' THEN 1 ELSE 0 END,
     sent_at = CASE WHEN c.outcome = 'sent' THEN now() ELSE m.sent_at END,
+    reason = CASE WHEN c.outcome = 'suppressed' THEN CAST(:supp AS text) || c.why ELSE m.reason END,
     updated_at = now()
 FROM c WHERE m.id = c.id
-RETURNING m.id, m.email, m.name, m.vars, m.attempts, m.bucket, c.old_status, c.outcome
+RETURNING m.id, m.email, m.name, m.vars, m.attempts, m.bucket, c.old_status, c.outcome, m.reason
 """
 CLAIM_IDS = text(
     _CLAIM_SQL.format(plan="(m.plan_id = :plan) IS TRUE", where="m.id = ANY(CAST(:ids AS bigint[]))")
@@ -748,7 +771,17 @@ _CLAIM_ORPHANS = text(
 async def _claim(engine: AsyncEngine, plan_id: uuid.UUID, sql: Any, params: dict[str, Any]) -> list[Claimed]:
     async with engine.begin() as conn:
         rows = (
-            (await conn.execute(sql, {"plan": plan_id, "left_kinds": list(LEFT_SES_EVENTS), **params}))
+            (
+                await conn.execute(
+                    sql,
+                    {
+                        "plan": plan_id,
+                        "left_kinds": list(LEFT_SES_EVENTS),
+                        "supp": SUPPRESSED_PREFIX,
+                        **params,
+                    },
+                )
+            )
             .mappings()
             .all()
         )
@@ -766,6 +799,7 @@ async def _claim(engine: AsyncEngine, plan_id: uuid.UUID, sql: Any, params: dict
                 "sent": closed["sent"],
             },
         )
+        await shared.bump_reasons(conn, plan_id, (r["reason"] for r in rows if r["outcome"] == "suppressed"))
         if closed:
             await _maybe_done(conn, plan_id)
     return [
@@ -917,7 +951,8 @@ RECORD_RESULTS = text(
     WITH r AS (
         SELECT DISTINCT ON (id) * FROM unnest(
             CAST(:ids AS bigint[]), CAST(:st AS text[]), CAST(:sid AS text[]),
-            CAST(:err AS text[]), CAST(:at AS timestamptz[])) AS r(id, status, sid, err, at)
+            CAST(:err AS text[]), CAST(:at AS timestamptz[]), CAST(:reason AS text[]))
+            AS r(id, status, sid, err, at, reason)
     ),
     old AS (
         SELECT m.id, m.status FROM messages m JOIN r ON r.id = m.id
@@ -925,12 +960,12 @@ RECORD_RESULTS = text(
             OR (r.status = 'sent' AND m.status IN ('created', 'stopped')))
         FOR UPDATE OF m
     )
-    UPDATE messages m SET status = r.status, ses_message_id = r.sid, error = r.err,
+    UPDATE messages m SET status = r.status, ses_message_id = r.sid, error = r.err, reason = r.reason,
         sent_at = CASE WHEN r.status = 'sent' THEN coalesce(r.at, now()) ELSE NULL END,
         lease_owner = NULL, lease_until = NULL, updated_at = now()
     FROM r JOIN old ON old.id = r.id
     WHERE m.id = r.id
-    RETURNING old.status, r.status
+    RETURNING old.status, r.status, r.reason
     """
 )
 
@@ -956,11 +991,12 @@ async def record_results(engine: AsyncEngine, plan_id: uuid.UUID, results: Seque
                     "sid": [r.ses_message_id for r in results],
                     "err": [r.error for r in results],
                     "at": [r.at for r in results],
+                    "reason": [failure_reason(r.error) if r.status == "failed" else None for r in results],
                 },
             )
         ).all()
-        before = Counter(old for old, _ in rows)
-        after = Counter(new for _, new in rows)
+        before = Counter(old for old, _, _ in rows)
+        after = Counter(new for _, new, _ in rows)
         await shared.bump(
             conn,
             plan_id,
@@ -972,6 +1008,7 @@ async def record_results(engine: AsyncEngine, plan_id: uuid.UUID, results: Seque
                 "failed": after["failed"],
             },
         )
+        await shared.bump_reasons(conn, plan_id, (reason for _, new, reason in rows if new == "failed"))
         await _maybe_done(conn, plan_id)
     return len(rows)
 

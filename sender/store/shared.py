@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import text
@@ -35,6 +36,29 @@ async def bump(conn: AsyncConnection, plan_id: uuid.UUID, deltas: Mapping[str, i
     await conn.execute(
         text(f"UPDATE plan_counters SET {sets} WHERE plan_id = :plan"),  # noqa: S608 - columns are whitelisted
         {"plan": plan_id, **{f"d{i}": v for i, (_, v) in enumerate(changes)}},
+    )
+
+
+# Reasons in a fixed order (sorted): concurrent writers lock the rows in the same order.
+_BUMP_REASONS = text(
+    "INSERT INTO plan_failure_reasons (plan_id, reason, count) "
+    "SELECT :plan, r, n FROM unnest(CAST(:reasons AS text[]), CAST(:counts AS bigint[])) AS t(r, n) "
+    "ON CONFLICT (plan_id, reason) DO UPDATE SET count = plan_failure_reasons.count + excluded.count"
+)
+
+
+async def bump_reasons(conn: AsyncConnection, plan_id: uuid.UUID, reasons: Iterable[str | None]) -> None:
+    """Count messages that failed or were suppressed, by reason (in the caller's transaction).
+
+    Called after ``bump`` in the same transaction: the plan's counters row is locked
+    first, so writers never wait on each other's reason rows in a cycle.
+    """
+    counted = sorted(Counter(r for r in reasons if r).items())
+    if not counted:
+        return
+    await conn.execute(
+        _BUMP_REASONS,
+        {"plan": plan_id, "reasons": [r for r, _ in counted], "counts": [n for _, n in counted]},
     )
 
 

@@ -54,6 +54,7 @@ def view(
     winner: str | None = None,
     released_backlog: int = 0,
     variant_counts: list[dict[str, Any]] | None = None,
+    failures: list[dict[str, Any]] | None = None,
 ) -> PlanView:
     """The plan view the data plane would answer after registering ``payload_for`` of the spec."""
     o = observed(spec_patch=spec or {})
@@ -68,6 +69,7 @@ def view(
             "load": load,
             "releasedBacklog": released_backlog,
             "variantCounts": variant_counts or [],
+            "failures": failures or [],
         }
     )
 
