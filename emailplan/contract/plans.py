@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from emailplan.contract.addresses import Mailbox
 from emailplan.contract.bulktemplates import bulk_template_problems
 from emailplan.contract.counts import STATUS_COUNTS, StatusCounts
-from emailplan.contract.headers import HEADER_VALUE_PATTERN, HeaderValue
+from emailplan.contract.headers import HeaderValue
 from emailplan.contract.kubemarks import matches
 from emailplan.contract.wire import Wire
 
@@ -122,7 +122,6 @@ class Variant(Wire):
         None,
         min_length=1,
         max_length=998,
-        pattern=HEADER_VALUE_PATTERN,
         description="subject template of this variant",
     )
     html: str | None = Field(
@@ -135,7 +134,6 @@ class Variant(Wire):
         None,
         min_length=1,
         max_length=256,
-        pattern=HEADER_VALUE_PATTERN,
         description="display name of the sender for this variant",
     )
 

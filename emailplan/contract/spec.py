@@ -205,7 +205,7 @@ class SesSpec(Wire):
         "(SendBulkEmail, 50 recipients a call from a stored SES template: only {{ variable }} substitutions, "
         "no A/B variants)",
     )
-    tags: dict[str, Annotated[str, Field(pattern=TAG_PATTERN)]] = Field(
+    tags: dict[str, Annotated[str, Field(pattern=TAG_PATTERN, description="tag value")]] = Field(
         default_factory=dict,
         max_length=50,
         description="SES message tags (name: value)",

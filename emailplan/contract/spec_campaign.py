@@ -23,7 +23,7 @@ DEFAULT_TIME_ZONE = "UTC"
 
 
 class Weekday(StrEnum):
-    """A day of the week; the order is ``datetime.weekday()``'s."""
+    """Day of week."""
 
     MON = "Mon"
     TUE = "Tue"
