@@ -145,7 +145,8 @@ class Recipients(Ruled):
     }
 
     def sources(self) -> list[RecipientSource]:
-        given = {RecipientSource.INLINE: self.inline, RecipientSource.CONFIG_MAP: self.config_map_ref}
+        given: dict[RecipientSource, object] = {RecipientSource.INLINE: self.inline}
+        given[RecipientSource.CONFIG_MAP] = self.config_map_ref
         given[RecipientSource.S3] = self.s3
         return [source for source, value in given.items() if value is not None]
 
@@ -182,7 +183,8 @@ class Senders(Wire):
         None,
         ge=1,
         le=100,
-        description="upper bound of sender pods (default: the operator's setting, the chart's sender.maxReplicas)",
+        description="upper bound of sender pods "
+        "(default: the operator's setting, the chart's sender.maxReplicas)",
     )
     per_pod_rate: float | None = Field(
         None,
@@ -285,7 +287,8 @@ class EmailPlanSpec(Ruled):
         min_length=1,
         max_length=998,
         pattern=HEADER_VALUE_PATTERN,
-        description="subject template (Jinja2, per-recipient variables); no line breaks or control characters",
+        description="subject template (Jinja2, per-recipient variables); "
+        "no line breaks or control characters",
     )
     html: str | None = Field(
         None, min_length=1, max_length=MAX_BODY, description="HTML body template (Jinja2, autoescaped)"

@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from pydantic import Field, field_validator
 
-from emailplan.contract.kubemarks import SET_LIST, Rule, Ruled, cel, matches
+from emailplan.contract.kubemarks import SET_LIST, Rule, Ruled, Schema, cel, matches
 from emailplan.contract.wire import Wire
 
 DURATION_PATTERN = r"^([0-9]+(h|m|s))+$"  # Go-style, whole units: 4h, 15m, 1h30m, 90s
@@ -69,11 +69,11 @@ def parse_clock(value: str | None) -> time | None:
     return time(int(hours), int(minutes))
 
 
-def _duration_rule(field: str) -> dict[str, object]:
+def _duration_rule(field: str) -> Schema:
     return matches(DURATION_PATTERN, f"{field} must be a duration like 15m, 4h or 1h30m (units h, m, s)")
 
 
-def _clock_rule(field: str) -> dict[str, object]:
+def _clock_rule(field: str) -> Schema:
     return matches(CLOCK_PATTERN, f"{field} must be a time of day HH:MM, e.g. 09:00")
 
 
@@ -141,7 +141,8 @@ class RolloutSpec(Wire):
         description="steps with strictly increasing percent, the last one 100",
         json_schema_extra=cel(
             (
-                "self.map(x, x.percent).isSorted() && self.all(a, self.exists_one(b, b.percent == a.percent))",
+                "self.map(x, x.percent).isSorted() && "
+                "self.all(a, self.exists_one(b, b.percent == a.percent))",
                 STEPS_INCREASING,
             ),
             ("self[size(self) - 1].percent == 100.0", LAST_STEP_100),
