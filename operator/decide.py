@@ -19,6 +19,7 @@ from typing import Any
 
 from emailplan.contract.plans import (
     ALL_RELEASED,
+    IDS_PER_QUEUE_MESSAGE,
     LoadJob,
     LoadSourceKind,
     LoadState,
@@ -62,7 +63,7 @@ class Observed:
     view: PlanView | None = None
     replicas: int = 0  # the Deployment's spec.replicas (0 when absent)
     registered_here: bool = True  # False on this process's first pass: register once anyway
-    backlog_per_replica: int = 100
+    backlog_per_replica: int = IDS_PER_QUEUE_MESSAGE
     status_interval: float = 5.0
 
 

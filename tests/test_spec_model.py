@@ -22,6 +22,7 @@ from emailplan.contract import STATUS_COUNTS
 from emailplan.contract.plans import IDS_PER_QUEUE_MESSAGE, PlanCounts
 from emailplan.contract.spec import EmailPlanSpec
 from emailplan.operator.planspec import read_spec
+from emailplan.sender.models import COUNTER_COLUMNS
 from emailplan.operator.settings import OperatorSettings
 
 SILENT = {k: v for k, v in SPEC.items() if k != "senders"}  # a plan that leaves every operator default open
@@ -154,3 +155,4 @@ def test_facts_stated_once() -> None:
     crd = yaml.safe_load(outputs()[next(iter(outputs()))].split("\n", 1)[1])
     status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert set(STATUS_COUNTS) <= set(status)
+    assert set(STATUS_COUNTS) <= set(COUNTER_COLUMNS), "every status count is a ledger counter column"
