@@ -127,7 +127,10 @@ class WorkQueue:
         return self._urls[name]
 
     async def enqueue(self, plan_id: uuid.UUID, batches: Sequence[Sequence[int]]) -> None:
-        """Send id batches (≤ IDS_PER_QUEUE_MESSAGE ids each), 10 per SendMessageBatch; failed entries retried, then raised."""
+        """Send id batches (≤ IDS_PER_QUEUE_MESSAGE ids each), 10 per SendMessageBatch.
+
+        Failed entries are retried, then raised.
+        """
         url = await self.ensure(plan_id)
         plan = str(plan_id)
         for start in range(0, len(batches), SQS_BATCH):

@@ -22,8 +22,8 @@ from emailplan.contract import STATUS_COUNTS
 from emailplan.contract.plans import IDS_PER_QUEUE_MESSAGE, PlanCounts
 from emailplan.contract.spec import EmailPlanSpec
 from emailplan.operator.planspec import read_spec
-from emailplan.sender.models import COUNTER_COLUMNS
 from emailplan.operator.settings import OperatorSettings
+from emailplan.sender.models import COUNTER_COLUMNS
 
 SILENT = {k: v for k, v in SPEC.items() if k != "senders"}  # a plan that leaves every operator default open
 
