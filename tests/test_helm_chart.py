@@ -612,5 +612,7 @@ def test_set_breaker_defaults_change_what_a_new_plan_is_judged_by(
     spec = read_spec(silent, OperatorSettings(dev_mode=True))
     assert (spec.max_bounce_rate, spec.max_complaint_rate, spec.max_replicas) == (0.02, 0.0005, 7)
     for bad in ("lots", "1.5"):
-        proc = helm(helm_bin, "template", "rel", str(CHART), "--set", f"sender.maxBounceRate={bad}", check=False)
+        proc = helm(
+            helm_bin, "template", "rel", str(CHART), "--set", f"sender.maxBounceRate={bad}", check=False
+        )
         assert proc.returncode != 0 and "maxBounceRate" in proc.stderr, proc.stderr
