@@ -121,7 +121,7 @@ def circuit_breaker(
     *,
     max_bounce_rate: float,
     max_complaint_rate: float,
-    min_sample: int = 100,
+    min_sample: int,  # the plan's, or the operator's setting (planspec): no default here
 ) -> Trip | None:
     """Trip when bounces or complaints exceed the plan's thresholds after a minimum sample.
 
