@@ -401,7 +401,7 @@ def _steer_ab(
     released_backlog: int,
     now: datetime,
 ) -> None:
-    names = [str(v.get("name")) for v in spec.variants]
+    names = [v.name for v in spec.variants]
     raw = status.get("abTest")
     prior: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     finished_at = parse_time(prior.get("cohortFinishedAt"))

@@ -19,6 +19,7 @@ from typing import Any
 
 from emailplan.contract.plans import (
     ALL_RELEASED,
+    IDS_PER_QUEUE_MESSAGE,
     FailureReason,
     LoadJob,
     LoadSourceKind,
@@ -28,10 +29,9 @@ from emailplan.contract.plans import (
     PlanView,
     S3Source,
     SesOptions,
-    Tracking,
     Unsubscribe,
-    Variant,
 )
+from emailplan.contract.spec_status import Phase as Phase  # the one definition; re-exported for callers
 from emailplan.operator import campaign
 from emailplan.operator import decisions as d
 from emailplan.operator.decisions import Event
@@ -41,17 +41,6 @@ SENDING_INTERVAL_SECONDS = 1.0  # while sending, status.sent lags the ledger by 
 LOAD_STALE_AFTER = timedelta(seconds=45)  # a load with no heartbeat this long is started again
 MAX_LOAD_BACKOFF_SECONDS = 300.0
 EVENT_ROWS_CHARS = 900  # Event messages are cut at 1 KiB by the API server
-
-
-class Phase(StrEnum):
-    PENDING = "Pending"
-    LOADING = "Loading"
-    SCHEDULED = "Scheduled"  # before schedule.startAt, or outside the send window
-    SENDING = "Sending"
-    HOLDING = "Holding"  # a rollout step's hold, or the wait before the A/B winner is chosen
-    SUSPENDED = "Suspended"
-    COMPLETED = "Completed"
-    FAILED = "Failed"
 
 
 class LoadAction(StrEnum):
@@ -75,7 +64,7 @@ class Observed:
     view: PlanView | None = None
     replicas: int = 0  # the Deployment's spec.replicas (0 when absent)
     registered_here: bool = True  # False on this process's first pass: register once anyway
-    backlog_per_replica: int = 100
+    backlog_per_replica: int = IDS_PER_QUEUE_MESSAGE
     status_interval: float = 5.0
 
 
@@ -108,14 +97,12 @@ def payload_for(
         rate_per_second=spec.rate,
         start_at=spec.start_at,
         suspended=suspended,
-        tracking=Tracking(**spec.tracking),
+        tracking=spec.tracking,
         unsubscribe=Unsubscribe(enabled=spec.unsubscribe),
         ses=SesOptions(
-            configuration_set=spec.ses.get("configurationSet"),
-            tags=spec.ses.get("tags") or {},
-            send_api=spec.ses["sendApi"],  # planspec states the default
+            configuration_set=spec.ses.configuration_set, tags=spec.ses.tags, send_api=spec.ses.send_api
         ),
-        variants=[Variant.model_validate(v) for v in spec.variants],
+        variants=list(spec.variants),
         test_percent=ab.test_percent if ab is not None else 0.0,
         winner=winner,
         release_percent=release_percent,
@@ -123,8 +110,9 @@ def payload_for(
 
 
 def s3_source(spec: PlanSpec) -> S3Source:
-    s3 = spec.recipients["s3"]
-    return S3Source(bucket=str(s3["bucket"]), key=str(s3["key"]), format=str(s3.get("format") or "csv"))
+    s3 = spec.recipients.s3
+    assert s3 is not None
+    return S3Source(bucket=s3.bucket, key=s3.key, format=s3.format.value)
 
 
 def load_action(o: Observed) -> LoadAction | None:
@@ -399,11 +387,11 @@ def _counts_of(status: Mapping[str, Any]) -> PlanCounts:
 
 
 def _source_words(spec: PlanSpec) -> str:
-    if spec.recipients_source == "s3":
-        s3 = spec.recipients["s3"]
-        return f"s3://{s3.get('bucket')}/{s3.get('key')}"
-    if spec.recipients_source == "configMapRef":
-        return f"ConfigMap {spec.recipients['configMapRef'].get('name')}"
+    if spec.recipients.s3 is not None:
+        s3 = spec.recipients.s3
+        return f"s3://{s3.bucket}/{s3.key}"
+    if spec.recipients.config_map_ref is not None:
+        return f"ConfigMap {spec.recipients.config_map_ref.name}"
     return "the inline list"
 
 

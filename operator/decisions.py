@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from emailplan.contract import STATUS_COUNTS
+from emailplan.contract.plans import IDS_PER_QUEUE_MESSAGE
 
 # Counts shown in status, in the order of DESIGN.md.
 COUNT_FIELDS = STATUS_COUNTS
@@ -63,7 +64,7 @@ def desired_replicas(
     rate_per_second: float,
     per_pod_rate: float,
     max_replicas: int,
-    backlog_per_replica: int = 100,
+    backlog_per_replica: int = IDS_PER_QUEUE_MESSAGE,
     current: int = 0,
 ) -> int:
     """How many sender pods the plan needs right now.
@@ -120,7 +121,7 @@ def circuit_breaker(
     *,
     max_bounce_rate: float,
     max_complaint_rate: float,
-    min_sample: int = 100,
+    min_sample: int,  # the plan's, or the operator's setting (planspec): no default here
 ) -> Trip | None:
     """Trip when bounces or complaints exceed the plan's thresholds after a minimum sample.
 

@@ -286,12 +286,13 @@ async def _start_load(
     if action is plan_decide.LoadAction.S3:
         await ctx.dataplane.load_s3(uid, plan_decide.s3_source(spec))
         return
-    if spec.recipients_source == "inline":
-        await ctx.dataplane.load_list(
-            uid, inline_ndjson(list(spec.recipients["inline"])), content_type("jsonl")
-        )
+    recipients = spec.recipients
+    if recipients.inline is not None:
+        rows = [r.model_dump(exclude_none=True) for r in recipients.inline]
+        await ctx.dataplane.load_list(uid, inline_ndjson(rows), content_type("jsonl"))
         return
-    fmt = str(spec.recipients["configMapRef"].get("format") or "csv")
+    assert recipients.config_map_ref is not None
+    fmt = recipients.config_map_ref.format.value
     if mem.list_text is None:
         raise DataPlaneUnavailable("the ConfigMap list was not read yet")
     await ctx.dataplane.load_list(uid, text_chunks(mem.list_text), content_type(fmt))
@@ -307,43 +308,42 @@ async def _validate(
     """
     if mem.valid_generation == generation and mem.templates is not None:
         return mem.templates
+    if spec.problems:  # the spec does not parse: nothing else can be judged
+        raise InvalidPlan(list(spec.problems))
     problems = check_address(spec.sender, "from")
     for i, addr in enumerate(spec.reply_to):
         problems += check_address(addr, f"replyTo[{i}]")
 
     html, text = spec.html, spec.text
-    if spec.template_ref:
-        ref_name = str(spec.template_ref.get("name") or "")
-        data = await ctx.kube.config_map_data(namespace, ref_name)
+    ref = spec.template_ref
+    if ref is not None:
+        data = await ctx.kube.config_map_data(namespace, ref.name)
         if data is None:
-            problems.append(f"templateRef: ConfigMap {ref_name!r} not found in namespace {namespace!r}")
+            problems.append(f"templateRef: ConfigMap {ref.name!r} not found in namespace {namespace!r}")
         else:
-            for key_field in ("htmlKey", "textKey"):
-                key = spec.template_ref.get(key_field)
+            for key_field, key in (("htmlKey", ref.html_key), ("textKey", ref.text_key)):
                 if key and key not in data:
-                    problems.append(f"templateRef.{key_field}: key {key!r} not in ConfigMap {ref_name!r}")
-            html = data.get(str(spec.template_ref.get("htmlKey") or "")) or None
-            text = data.get(str(spec.template_ref.get("textKey") or "")) or None
+                    problems.append(f"templateRef.{key_field}: key {key!r} not in ConfigMap {ref.name!r}")
+            html = data.get(ref.html_key or "") or None
+            text = data.get(ref.text_key or "") or None
 
     sample: dict[str, Any] | None = None
     source = spec.recipients_source
-    if source == "inline":
-        sample = dict(spec.recipients["inline"][0])
-    elif source == "configMapRef":
-        ref = spec.recipients["configMapRef"]
-        data = await ctx.kube.config_map_data(namespace, str(ref.get("name")))
-        if data is None:
+    inline, listed = spec.recipients.inline, spec.recipients.config_map_ref
+    if inline:
+        sample = inline[0].model_dump(exclude_none=True)
+    elif listed is not None:
+        lists = await ctx.kube.config_map_data(namespace, listed.name)
+        if lists is None:
             problems.append(
-                f"recipients.configMapRef: ConfigMap {ref.get('name')!r} not found in namespace {namespace!r}"
+                f"recipients.configMapRef: ConfigMap {listed.name!r} not found in namespace {namespace!r}"
             )
-        elif str(ref.get("key")) not in data:
-            problems.append(
-                f"recipients.configMapRef: key {ref.get('key')!r} not in ConfigMap {ref.get('name')!r}"
-            )
+        elif listed.key not in lists:
+            problems.append(f"recipients.configMapRef: key {listed.key!r} not in ConfigMap {listed.name!r}")
         else:
-            mem.list_text = data[str(ref.get("key"))]
+            mem.list_text = lists[listed.key]
             try:
-                first = first_recipient(mem.list_text, str(ref.get("format") or "csv"))
+                first = first_recipient(mem.list_text, listed.format.value)
             except ValueError as exc:
                 problems.append(f"recipients.configMapRef: {exc}")
                 first = None

@@ -9,7 +9,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from emailplan.contract import STATUS_COUNTS
-from emailplan.operator.decide import Phase
+from emailplan.contract.spec_status import Phase
 
 PLANS = Gauge("emailplan_operator_plans", "EmailPlans handled by this operator, by phase", ["phase"])
 RECONCILE_ERRORS = Counter(

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND, IDS_PER_QUEUE_MESSAGE
 from emailplan.runtime.startup import missing_secret
 
 DEV_API_KEY = "dev-api-key-change-me"  # with dev_mode only; the data plane's development key
@@ -51,8 +52,9 @@ class OperatorSettings(BaseSettings):
     sender_metrics_port: int = 9102
 
     # Scaling and safety defaults when the plan does not say.
-    default_per_pod_rate: float = Field(14.0, gt=0)
-    backlog_per_replica: int = Field(100, ge=1)  # one SQS message carries up to 100 ids
+    default_per_pod_rate: float = Field(DEFAULT_RATE_PER_SECOND, gt=0)
+    default_max_replicas: int = Field(4, ge=1, le=100)
+    backlog_per_replica: int = Field(IDS_PER_QUEUE_MESSAGE, ge=1)  # a replica's share: one SQS message
     breaker_min_sample: int = Field(100, ge=1)
     default_max_bounce_rate: float = 0.05  # SES puts accounts under review at 5 % bounces
     default_max_complaint_rate: float = 0.001  # and at 0.1 % complaints

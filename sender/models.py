@@ -34,6 +34,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from emailplan.contract.cohorts import BUCKET_SQL
+from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND
 
 # Message statuses; each has a column of the same name in plan_counters.
 MESSAGE_STATUSES = ("created", "processing", "sent", "failed", "stopped", "suppressed")
@@ -84,7 +85,9 @@ class Plan(Base):
     name: Mapped[str] = mapped_column(Text, nullable=False)
     namespace: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
     spec: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
-    rate_per_second: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("14"))
+    rate_per_second: Mapped[float] = mapped_column(
+        Float, nullable=False, server_default=text(f"{DEFAULT_RATE_PER_SECOND:g}")
+    )
     start_at: Mapped[datetime | None] = _ts()
     state: Mapped[str] = mapped_column(Text, nullable=False, server_default="loading")
     # The share of the list that may be sent now (rollout, A/B cohort); only ever raised.

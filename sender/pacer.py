@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND
 from emailplan.sender.outage import OUTAGE
 from emailplan.sender.ratelimit import Bucket, SendLimit, grant_want, refill, take, wait_time
 from emailplan.sender.store import ledger
@@ -43,7 +44,7 @@ class Pacer:
         account_rate: float | None,
         demand: Callable[[], int],
         stopping: asyncio.Event,
-        plan_rate: float = 14.0,
+        plan_rate: float = DEFAULT_RATE_PER_SECOND,
     ) -> None:
         self._engine = engine
         self._plan_id = plan_id

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from emailplan.contract.plans import PlanState
 from emailplan.runtime.logsetup import setup_logging
 from emailplan.runtime.metrics import serve_metrics
 from emailplan.runtime.sentry import init_sentry
@@ -108,7 +109,7 @@ class Worker:
         self.exit_when_idle = exit_when_idle
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.sign = functools.partial(make_token, settings.token_key.get_secret_value().encode())
-        self.plan: ledger.PlanView | None = None
+        self.plan: ledger.LedgerPlan | None = None
         self.compiled: Campaign | None = None
         self._compiled_for: Any = None
         self.stopping = asyncio.Event()
@@ -167,7 +168,7 @@ class Worker:
 
     def sendable(self) -> bool:
         plan = self.plan
-        if plan is None or plan.state != "ready" or time.monotonic() < self.paused_until:
+        if plan is None or plan.state != PlanState.READY or time.monotonic() < self.paused_until:
             return False
         return plan.start_at is None or plan.start_at.timestamp() <= time.time()
 
@@ -330,7 +331,7 @@ class Worker:
         counts = await ledger.get_counts(self.engine, self.plan_id) or {}
         plan = self.plan
         finished = plan is not None and (
-            plan.state in ("done", "stopped")
+            PlanState(plan.state).finished
             or (
                 plan.recipients_complete
                 and counts.get("created", 0) == 0

@@ -1,7 +1,8 @@
 """The per-plan SQS work queue: ``emailplan-<planId>`` with DLQ ``emailplan-<planId>-dlq``.
 
-A queue message carries up to 500 ledger message ids (``{"plan", "ids"}``, written by
-``ledger.complete_recipients``), so a million recipients is two thousand SQS messages
+A queue message carries up to ``contract.plans.IDS_PER_QUEUE_MESSAGE`` ledger message ids
+(``{"plan", "ids"}``, written by ``ledger.complete_recipients``), so a million recipients is
+ten thousand SQS messages
 (SQS operations get slow with many messages, and each request costs money). SQS only says *what to look at*;
 the ledger claim decides what is sent, so at-least-once delivery never becomes
 a duplicate email. Work that cannot be processed is moved to the DLQ with its
@@ -28,7 +29,7 @@ from emailplan.sender.settings import SenderSettings
 log = logging.getLogger(__name__)
 
 MAX_RECEIVES = 5
-MAX_IDS = 1000  # what a worker accepts in one message (the ledger writes at most 500)
+MAX_IDS = 1000  # what a worker accepts in one message (more than the ledger writes: older messages)
 SQS_BATCH = 10
 
 
@@ -126,7 +127,10 @@ class WorkQueue:
         return self._urls[name]
 
     async def enqueue(self, plan_id: uuid.UUID, batches: Sequence[Sequence[int]]) -> None:
-        """Send id batches (≤100 ids each), 10 per SendMessageBatch; failed entries retried, then raised."""
+        """Send id batches (≤ IDS_PER_QUEUE_MESSAGE ids each), 10 per SendMessageBatch.
+
+        Failed entries are retried, then raised.
+        """
         url = await self.ensure(plan_id)
         plan = str(plan_id)
         for start in range(0, len(batches), SQS_BATCH):

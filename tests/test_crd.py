@@ -11,6 +11,9 @@ import pytest
 import yaml
 
 from devenv.kube import KubeCluster
+from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND
+from emailplan.operator.planspec import read_spec
+from emailplan.operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.kube
 
@@ -171,13 +174,33 @@ def test_valid_base_is_accepted_with_defaults(crd_installed: KubeCluster, namesp
     assert code == 0, out
     got = json.loads(crd_installed.kubectl("get", "emailplan", "p", "-n", namespace, "-o", "json").stdout)
     spec = got["spec"]
-    assert spec["rate"]["perSecond"] == 14
-    assert spec["senders"]["maxReplicas"] == 4
+    assert spec["rate"]["perSecond"] == DEFAULT_RATE_PER_SECOND
+    # What the operator's settings own is never a CRD default (the chart's sender.* values decide).
+    assert "safety" not in spec and "senders" not in spec, spec
     assert spec["unsubscribe"]["enabled"] is True
     assert spec["suspend"] is False
     for feature in ("variants", "abTest", "rollout"):  # campaign features only when written
         assert feature not in spec
     assert "window" not in spec["schedule"]
+
+
+def test_breaker_defaults_of_a_new_plan_come_from_the_operator_settings(
+    crd_installed: KubeCluster, namespace: str
+) -> None:
+    """Issue 21: the CRD filled spec.safety, so the chart's sender.maxBounceRate never reached a plan."""
+    assert apply(crd_installed, namespace, plan())[0] == 0
+    got = json.loads(crd_installed.kubectl("get", "emailplan", "p", "-n", namespace, "-o", "json").stdout)
+    strict = OperatorSettings(
+        dev_mode=True, default_max_bounce_rate=0.02, default_max_complaint_rate=0.0005, default_max_replicas=7
+    )
+    for settings in (OperatorSettings(dev_mode=True), strict):
+        spec = read_spec(got["spec"], settings)
+        assert spec.problems == ()
+        assert (spec.max_bounce_rate, spec.max_complaint_rate, spec.max_replicas) == (
+            settings.default_max_bounce_rate,
+            settings.default_max_complaint_rate,
+            settings.default_max_replicas,
+        )
 
 
 def _example_docs(repo_root: str) -> list[tuple[str, dict[str, Any]]]:

@@ -14,6 +14,10 @@ from typing import Any
 
 import pytest
 import yaml
+from support.decisions import SPEC as MINIMAL_SPEC
+
+from emailplan.operator.planspec import read_spec
+from emailplan.operator.settings import OperatorSettings
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "emailplan"
@@ -165,6 +169,10 @@ def test_operator_gets_sender_settings_and_only_its_own_secrets(default_docs: li
     assert env["EMAILPLAN_SENDER_CONFIG_MAP_NAME"] == "rel-emailplan-dataplane"
     assert env["EMAILPLAN_SENDER_SERVICE_ACCOUNT"] == "rel-emailplan-dataplane"
     assert env["EMAILPLAN_DEFAULT_PER_POD_RATE"] == "14"
+    # The plan defaults the operator owns (spec.safety, spec.senders have no CRD defaults).
+    assert env["EMAILPLAN_DEFAULT_MAX_REPLICAS"] == "4"
+    assert env["EMAILPLAN_DEFAULT_MAX_BOUNCE_RATE"] == "0.05"
+    assert env["EMAILPLAN_DEFAULT_MAX_COMPLAINT_RATE"] == "0.001"
     assert env["EMAILPLAN_SENDER_MEMORY_LIMIT"] == "512Mi"
     assert "EMAILPLAN_SENDER_CPU_LIMIT" not in env, "no CPU limit by default"
     assert env["EMAILPLAN_API_KEY"] == {
@@ -581,3 +589,30 @@ def test_schema_checks_the_observability_values(helm_bin: str, tmp_path: Path, c
 def test_lint_with_observability_on(helm_bin: str) -> None:
     proc = helm(helm_bin, "lint", str(CHART), "--strict", *OBSERVABILITY)
     assert "0 chart(s) failed" in proc.stdout, proc.stdout
+
+
+def test_set_breaker_defaults_change_what_a_new_plan_is_judged_by(
+    helm_bin: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21: `--set sender.maxBounceRate` reaches a plan that says nothing (no CRD default hides it)."""
+    docs = render(
+        helm_bin,
+        "--set",
+        "sender.maxBounceRate=0.02",
+        "--set",
+        "sender.maxComplaintRate=0.0005",
+        "--set",
+        "sender.maxReplicas=7",
+    )
+    container = one(docs, "Deployment", "rel-emailplan-operator")["spec"]["template"]["spec"]["containers"][0]
+    for name, value in env_of(container).items():
+        if name.startswith("EMAILPLAN_DEFAULT_"):
+            monkeypatch.setenv(name, value)
+    silent = {k: v for k, v in MINIMAL_SPEC.items() if k != "senders"}  # says nothing of what is set
+    spec = read_spec(silent, OperatorSettings(dev_mode=True))
+    assert (spec.max_bounce_rate, spec.max_complaint_rate, spec.max_replicas) == (0.02, 0.0005, 7)
+    for bad in ("lots", "1.5"):
+        proc = helm(
+            helm_bin, "template", "rel", str(CHART), "--set", f"sender.maxBounceRate={bad}", check=False
+        )
+        assert proc.returncode != 0 and "maxBounceRate" in proc.stderr, proc.stderr

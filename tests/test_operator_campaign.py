@@ -471,6 +471,7 @@ def test_unknown_time_zone_and_broken_variant_template_name_the_field() -> None:
     )
     spec = read_spec(
         {
+            **SPEC,
             **SPEC_AB,
             "variants": [{"name": "plain"}, {"name": "bold", "subject": "{{ nmae }}"}],
             "schedule": {"window": {"from": "09:00", "to": "17:00", "timeZone": "Mars/Olympus"}},

@@ -9,19 +9,6 @@ from ``/v1/results/count/{planId}``, and the CLI and the demo print them; all of
 them read the list from here so a new count is added once.
 """
 
-# Counts of a plan as status and statistics show them, in the order of DESIGN.md.
-STATUS_COUNTS = (
-    "total",
-    "created",
-    "sent",
-    "failed",
-    "stopped",
-    "suppressed",
-    "delivered",
-    "bounced",
-    "softBounced",
-    "complained",
-    "opened",
-    "clicked",
-    "unsubscribed",
-)
+from emailplan.contract.counts import STATUS_COUNTS
+
+__all__ = ["STATUS_COUNTS"]

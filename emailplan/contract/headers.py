@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, StringConstraints
 
 # JSON-schema/RE2 pattern for the CRD: no C0 control characters and no DEL.
 HEADER_VALUE_PATTERN = r"^[^\x00-\x1F\x7F]*$"
@@ -66,5 +66,5 @@ def checked_by(problem_of: Callable[[str], str | None]) -> AfterValidator:
     return AfterValidator(check)
 
 
-HeaderValue = Annotated[str, checked_by(header_problem)]
+HeaderValue = Annotated[str, StringConstraints(pattern=HEADER_VALUE_PATTERN), checked_by(header_problem)]
 """A string field that ends up in a mail header: refused by pydantic like :func:`check_header`."""

@@ -12,15 +12,18 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, field_validator, model_validator
 
-from emailplan.contract import STATUS_COUNTS
 from emailplan.contract.addresses import Mailbox
 from emailplan.contract.bulktemplates import bulk_template_problems
+from emailplan.contract.counts import STATUS_COUNTS, StatusCounts
 from emailplan.contract.headers import HeaderValue
+from emailplan.contract.kubemarks import matches
+from emailplan.contract.wire import Wire
 
 DEFAULT_RATE_PER_SECOND = 14.0  # SES's sandbox-exit rate; the CRD default reads this too
+# Ids per SQS work message (the ledger enqueues them; the operator's backlog per replica is one).
+IDS_PER_QUEUE_MESSAGE = 100
 MAX_REPORTED_ROWS = 100  # rejected (and, apart, duplicate) rows a load job keeps
 MAX_SUPPRESSIONS = 10_000  # addresses one suppression import may carry
 ALL_RELEASED = 100.0  # the released share of a plan that does not roll out in steps
@@ -70,21 +73,17 @@ class LoadSourceKind(StrEnum):
     S3 = "s3"
 
 
-class Wire(BaseModel):
-    """camelCase on the wire, snake_case in Python; unknown fields are ignored (forward compatible)."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore", serialize_by_alias=True
-    )
-
-
 class Tracking(Wire):
-    opens: bool = True
-    clicks: bool = False
+    """Engagement tracking."""
+
+    opens: bool = Field(True, description="add a signed open pixel")
+    clicks: bool = Field(False, description="rewrite links through signed redirects")
 
 
 class Unsubscribe(Wire):
-    enabled: bool = True
+    """RFC 8058 one-click unsubscribe."""
+
+    enabled: bool = Field(True, description="add List-Unsubscribe headers")
 
 
 class SendApi(StrEnum):
@@ -105,18 +104,40 @@ class SesOptions(Wire):
     send_api: SendApi = SendApi.RAW
 
 
+MAX_BODY = 512 * 1024  # characters of one body template
 VARIANT_NAME = r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$"
 MAX_VARIANTS = 5
 
 
 class Variant(Wire):
-    """One A/B variant: what it changes of the plan's message (unset fields keep the plan's)."""
+    """One A/B variant: what it changes of the plan's message (fields not set keep the plan's)."""
 
-    name: str = Field(pattern=VARIANT_NAME, max_length=32)
-    subject: HeaderValue | None = Field(None, min_length=1, max_length=998)
-    html: str | None = None
-    text: str | None = None
-    from_name: HeaderValue | None = Field(None, min_length=1, max_length=256)
+    name: str = Field(
+        pattern=VARIANT_NAME,
+        max_length=32,
+        description="variant name (lowercase letters, digits and -), shown in status",
+        json_schema_extra=matches(
+            VARIANT_NAME, "variants[].name must be lowercase letters, digits and - (at most 32)"
+        ),
+    )
+    subject: HeaderValue | None = Field(
+        None,
+        min_length=1,
+        max_length=998,
+        description="subject template of this variant",
+    )
+    html: str | None = Field(
+        None, min_length=1, max_length=MAX_BODY, description="HTML body template of this variant"
+    )
+    text: str | None = Field(
+        None, min_length=1, max_length=MAX_BODY, description="plain-text body template of this variant"
+    )
+    from_name: HeaderValue | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="display name of the sender for this variant",
+    )
 
 
 class PlanPayload(Wire):
@@ -205,23 +226,11 @@ class PlanPayload(Wire):
         )
 
 
-class PlanCounts(Wire):
-    """Counts of one plan (``GET /v1/results/count/{planId}`` and the plan view)."""
+class PlanCounts(StatusCounts):
+    """Counts of one plan (``GET /v1/results/count/{planId}`` and the plan view): the status
+    counts plus ``processing``, the messages a sender pod holds now."""
 
-    total: int = 0
-    created: int = 0
     processing: int = 0
-    sent: int = 0
-    failed: int = 0
-    stopped: int = 0
-    suppressed: int = 0
-    delivered: int = 0
-    bounced: int = 0  # hard (SES Permanent) bounces
-    soft_bounced: int = 0  # transient and undetermined bounces
-    complained: int = 0
-    opened: int = 0
-    clicked: int = 0
-    unsubscribed: int = 0
     opened_machine: int = 0  # opens by mail privacy proxies and link scanners, not in ``opened``
     ses_rejected: int = 0  # SES Reject events (virus found); never rows refused at load (``rejected``)
 
@@ -310,15 +319,13 @@ TOP_FAILURE_REASONS = 5  # reasons the plan view (and the EmailPlan status) show
 
 
 class FailureReason(Wire):
-    """Why messages were not sent, and how many: ``MessageRejected: Email address is not verified``.
+    """One reason messages were not sent, and how many, e.g. 'MessageRejected: Email address is not verified'."""
 
-    The reason is the short class of the failure (SES error code and first sentence,
-    a template error, ``gave up after N attempts: ...`` or ``Suppressed: bounce``);
-    each message keeps the full text apart (``FailedMessage.detail``).
-    """
-
-    reason: str
-    count: int
+    # The reason is the short class of the failure (SES error code and first sentence, a
+    # template error, ``gave up after N attempts: ...`` or ``Suppressed: bounce``); each
+    # message keeps the full text apart (``FailedMessage.detail``).
+    reason: str = Field(description="the short class of the failure")
+    count: int = Field(description="messages with this reason", json_schema_extra={"minimum": 0})
 
     @property
     def suppressed(self) -> bool:

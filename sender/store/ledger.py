@@ -41,8 +41,8 @@ ENQUEUE_CHUNK = 10_000
 # but a receive takes whole messages: with 500 a pod claimed 500 rows whatever its room (about a
 # second of the plan's rate), a starved pod could not send them within its lease, another pod
 # took them over, and what the first had in flight was sent twice (the demo, 14 of 2,992).
-# 100 keeps what a pod holds near its backlog limit.
-IDS_PER_QUEUE_MESSAGE = 100
+# 100 keeps what a pod holds near its backlog limit. One definition (the operator's backlog per replica).
+IDS_PER_QUEUE_MESSAGE = contract.IDS_PER_QUEUE_MESSAGE
 # What ``insert_recipients`` takes: rows of the recipient reader, or (row number, parsed row) pairs.
 RowInput = Row | tuple[int, Mapping[str, Any] | RowError]
 
@@ -64,8 +64,8 @@ class QueueSink(Protocol):
 
 
 @dataclass
-class PlanView:
-    """A plan as the API shows it and the worker reads it."""
+class LedgerPlan:
+    """A plan's ledger row as the worker reads it (the API answers with ``contract.PlanView``)."""
 
     id: uuid.UUID
     name: str
@@ -123,8 +123,8 @@ async def _counts(conn: AsyncConnection, plan_id: uuid.UUID) -> dict[str, int]:
     return {k: int(row[k]) for k in COUNTER_COLUMNS}
 
 
-def _view(row: Mapping[str, Any], counts: dict[str, int]) -> PlanView:
-    return PlanView(
+def _view(row: Mapping[str, Any], counts: dict[str, int]) -> LedgerPlan:
+    return LedgerPlan(
         id=row["id"],
         name=row["name"],
         namespace=row["namespace"],
@@ -202,11 +202,11 @@ async def upsert_plan(
     name: str,
     namespace: str,
     spec: dict[str, Any],
-    rate_per_second: float = 14.0,
+    rate_per_second: float = contract.DEFAULT_RATE_PER_SECOND,
     start_at: datetime | None = None,
     suspended: bool = False,
     release_percent: float = contract.ALL_RELEASED,
-) -> tuple[PlanView, bool]:
+) -> tuple[LedgerPlan, bool]:
     """Create the plan or update it (idempotent PUT by EmailPlan uid); returns (view, created).
 
     ``spec`` is the sending spec in camelCase (from, replyTo, subject, html, text,
@@ -239,7 +239,7 @@ async def upsert_plan(
         return _view(row, await _counts(conn, plan_id)), created
 
 
-async def get_plan(engine: AsyncEngine, plan_id: uuid.UUID) -> PlanView | None:
+async def get_plan(engine: AsyncEngine, plan_id: uuid.UUID) -> LedgerPlan | None:
     """The plan with its counts, or None."""
     async with engine.connect() as conn:
         try:
@@ -378,7 +378,7 @@ async def set_rate(engine: AsyncEngine, plan_id: uuid.UUID, rate_per_second: flo
             raise PlanNotFoundError(str(plan_id))
 
 
-async def stop_plan(engine: AsyncEngine, plan_id: uuid.UUID, queue: QueueSink | None = None) -> PlanView:
+async def stop_plan(engine: AsyncEngine, plan_id: uuid.UUID, queue: QueueSink | None = None) -> LedgerPlan:
     """Stop for good: every message not sent yet becomes ``stopped`` and the queue is purged.
 
     Every row that is not final becomes ``stopped``, leased or not: a lease may belong
@@ -388,7 +388,7 @@ async def stop_plan(engine: AsyncEngine, plan_id: uuid.UUID, queue: QueueSink | 
     """
     async with engine.begin() as conn:
         row = await _plan_row(conn, plan_id, lock=True)
-        if row["state"] != "done":
+        if row["state"] != PlanState.DONE:
             await conn.execute(
                 text("UPDATE plans SET state = 'stopped', updated_at = now() WHERE id = :p"), {"p": plan_id}
             )
@@ -567,12 +567,12 @@ async def complete_recipients(engine: AsyncEngine, plan_id: uuid.UUID, queue: Qu
     """
     async with engine.begin() as conn:
         row = await _plan_row(conn, plan_id, lock=True)
-        state = "ready" if row["state"] == "loading" else row["state"]
+        state = PlanState.READY.value if row["state"] == PlanState.LOADING else row["state"]
         await conn.execute(
             text("UPDATE plans SET recipients_complete = true, state = :s, updated_at = now() WHERE id = :p"),
             {"s": state, "p": plan_id},
         )
-    if state in ("stopped", "done"):
+    if PlanState(state).finished:
         return 0
     async with engine.begin() as conn:
         await _maybe_done(conn, plan_id)  # an empty or all-suppressed list is finished already
@@ -1099,7 +1099,7 @@ async def take_tokens(
     raise RuntimeError("rate bucket rows missing after creating them")
 
 
-async def plan_for_worker(engine: AsyncEngine, plan_id: uuid.UUID) -> PlanView | None:
+async def plan_for_worker(engine: AsyncEngine, plan_id: uuid.UUID) -> LedgerPlan | None:
     """The plan row as the worker polls it (spec, rate, state), without counters."""
     async with engine.connect() as conn:
         try:
