@@ -470,7 +470,7 @@ def report(rounds: list[Round], args: argparse.Namespace, started: str, command:
         "Median (min-max) over the rounds; x Go = median of the per-round ratios:",
         "",
         SUMMARY,
-        "| " + " | ".join(["---"] * SUMMARY.count(" | ")) + " |",
+        "| " + " | ".join(["---"] * (SUMMARY.count(" | ") + 1)) + " |",
         *(summary_row(rounds, side) for side in sides),
         "",
         "CPU check: "
