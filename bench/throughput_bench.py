@@ -205,6 +205,8 @@ def measure_window(
     send until the sender ended (``settle`` makes it end once ``n`` are accepted); None if the
     sender sent nothing."""
     if not wait_count(stub, 1, run, 300):
+        if not run.exited():
+            os.killpg(run.pid, signal.SIGKILL)
         run.wait()
         return None
     sender0, servers0, harness0 = run.cpu_so_far(), servers.cpu(), self_cpu_seconds()
