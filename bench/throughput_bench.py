@@ -305,9 +305,9 @@ def run_pod(args: argparse.Namespace, rnd: int, stub: Stub, pg: Any, servers: Se
     stub.reset()
     background = background_cores()
     cmd = [EXE, "worker", "--processes", str(side.processes)]
-    if os.environ.get("BENCH_PROFILE"):  # one process under cProfile, stats written to that file
-        cmd = [sys.executable, "-m", "cProfile", "-o", os.environ["BENCH_PROFILE"], "-m", "emailplan.cli"]
-        cmd += ["worker", "--processes", "1"]
+    if os.environ.get("BENCH_PROFILE"):  # one process under cProfile (CPU clock), stats in that file
+        cmd = [sys.executable, str(ROOT / "bench" / "cpuprofile.py"), os.environ["BENCH_PROFILE"]]
+        cmd += ["-m", "emailplan.cli", "worker", "--processes", "1"]
     run = Charged(cmd, env=pod_env(args, pg.url, plan_id, stub, side))
     window = measure_window(stub, run, n, servers, settle=lambda: None)
     if window is None:
