@@ -157,11 +157,11 @@ class Charged:
                 break  # no process of the group is left for us to wait for
             if pid:
                 total += usage.ru_utime + usage.ru_stime
-            elif time.monotonic() > deadline:
+                continue
+            if time.monotonic() > deadline:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.pid, signal.SIGKILL)
-            else:
-                time.sleep(0.02)
+            time.sleep(0.02)
         return self.proc.returncode, total
 
     def strays(self) -> list[int]:
