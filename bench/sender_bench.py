@@ -33,6 +33,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "hack"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from procstat import Charged  # noqa: E402
 
 EXE = str(Path(sys.executable).with_name("emailplan"))
 SPEC = {
@@ -88,11 +91,10 @@ def start_stub() -> tuple[subprocess.Popen[bytes], str]:
 # ----------------------------------------------------------------------------- helpers
 
 
-def child_cpu(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
-    """Wait for ``proc`` and return (exit code, its user+system CPU seconds)."""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_utime + usage.ru_stime
+def child_cpu(cmd: list[str], env: dict[str, str]) -> tuple[int, float]:
+    """Run ``cmd``: (exit code, user+system CPU seconds of every process it ran, forked ones
+    that outlived it included: ``procstat.Charged``)."""
+    return Charged(cmd, env=env).wait()
 
 
 async def make_plan(url: str, n: int, rate: float, spec: dict[str, Any] | None = None) -> uuid.UUID:
@@ -202,8 +204,7 @@ async def bench_throughput(url: str, ses_url: str, n: int) -> dict[str, Any]:
         url, plan_id, ses_url, EMAILPLAN_WORKER_CONCURRENCY=os.environ.get("BENCH_CONCURRENCY", "64")
     )
     t0 = time.perf_counter()
-    proc = subprocess.Popen([EXE, "worker"], env=env)
-    code, cpu = child_cpu(proc)
+    code, cpu = child_cpu([EXE, "worker", "--processes", "1"], env)
     wall = time.perf_counter() - t0
     sent, span = await sent_span(url, plan_id)
     base_rate, base_cpu = await baseline_client(ses_url, min(n, 10000))

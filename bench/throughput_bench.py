@@ -1,16 +1,26 @@
-"""Side by side: one sender pod (``emailplan worker --processes N``) against the Go service it replaces.
+"""Side by side: this project's sender against the Go service it replaces, same stub, same machine.
 
-Both send the same number of emails to the same SES v2 stub (``bench/sesstub``, Go, standard
-library only, built here with the machine's Go) in interleaved rounds, so machine load that
-comes and goes hits both alike. Per round and side:
+Every side sends the same number of emails to the same SES v2 stub (``bench/sesstub``, Go,
+standard library only, built here with the machine's Go) in interleaved rounds, so machine
+load that comes and goes hits all alike. The sides (``--sides``, default ``raw:1 raw:2
+bulk:2 go``): ``API:N`` is ``emailplan worker --processes N`` with ``ses.sendApi`` API
+(raw: one SendEmail of rendered MIME an email; bulk: SendBulkEmail, up to 50 an call), and
+``go`` is aws-ses-sender-go. Per round and side:
 
 * emails/s: (accepted - 1) / (last - first accept) as the stub timed them;
-* CPU-ms per email of the sender: its process tree from the first accepted send until it
-  exited (``os.wait4`` charges the processes it reaped);
-* CPU-ms per email of everything the pipeline runs: the sender plus the stub, and for the
-  pod PostgreSQL and the local SQS (moto) too; the Go service keeps its queue in SQLite
-  inside its own process;
-* the whole machine's busy CPU over the window (everything else on it included) as a noise gauge.
+* sends in flight (the pod's slots over its processes, the Go service's ``MAX_CONCURRENT``),
+  and what each side puts on the wire: request body bytes per email and emails per call,
+  counted by the stub;
+* CPU-ms per email of the sender: every process it ran, from the first accepted send until
+  the last of them ended (``procstat.Charged``: its own process group, this harness a child
+  subreaper, so a pod's forkserver and the workers it forked are charged too);
+* CPU-ms per email of the pipeline: the sender plus the stub, and for the pod PostgreSQL and
+  the local SQS (moto) too; the Go service keeps its queue in SQLite inside its own process;
+* the whole machine's busy CPU over the same window (``/proc/stat``), and the cross-check:
+  CPU charged to everything this benchmark runs, harness included, against it. A negative
+  figure, or a disagreement over 15 % on an otherwise quiet machine, is flagged in the
+  output; on a busy machine (other work measured just before each round) the check is
+  reported as not made.
 
 The Go service is aws-ses-sender-go, built from its public source (``--seed-src DIR``,
 ``go build``; needs only the Go module proxy) or given as a binary (``--seed-binary PATH``).
@@ -21,7 +31,7 @@ scheduler claims work once a minute, so each of its rounds waits up to 60 s firs
 pod's sends in flight, SES endpoint pointed at the stub with ``AWS_ENDPOINT_URL``.
 
     ./hack/bench.sh throughput -- --seed-src /tmp/seed-src [--rounds 3] [--emails 20000]
-    .venv/bin/python bench/throughput_bench.py --seed-binary ./aws-ses-sender [--processes 2]
+    .venv/bin/python bench/throughput_bench.py --seed-binary ./aws-ses-sender --sides raw:2 go
 """
 
 from __future__ import annotations
@@ -39,7 +49,8 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,7 +59,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "hack"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from procstat import machine_busy_seconds, tree_cpu  # noqa: E402
+from procstat import (  # noqa: E402
+    Charged,
+    background_cores,
+    cpu_flags,
+    machine_busy_seconds,
+    self_cpu_seconds,
+    tree_cpu,
+)
 from sender_bench import make_plan  # noqa: E402
 
 EXE = str(Path(sys.executable).with_name("emailplan"))
@@ -65,6 +83,41 @@ SPEC = {
 POLL = 0.02
 SECTION = "## Side by side with aws-ses-sender-go (sender throughput)"
 NOTES = "<!-- notes below this line are kept when the benchmark rewrites the section -->"
+GO_SIDE = "go"
+
+
+@dataclass(frozen=True)
+class Side:
+    """One contender: the Go service, or a pod of ``processes`` with ``ses.sendApi`` ``api``."""
+
+    api: str
+    processes: int
+
+    @property
+    def name(self) -> str:
+        return GO_SIDE if self.api == GO_SIDE else f"{self.api}:{self.processes}"
+
+    @staticmethod
+    def parse(text: str) -> Side:
+        if text == GO_SIDE:
+            return Side(GO_SIDE, 1)
+        api, _, count = text.partition(":")
+        if api not in ("raw", "bulk") or not count.isdigit() or int(count) < 1:
+            raise argparse.ArgumentTypeError(f"side {text!r}: expected go, raw:N or bulk:N (N >= 1)")
+        return Side(api, int(count))
+
+
+@dataclass
+class Window:
+    """CPU seconds over one round's window, from the first accepted send until the sender ended."""
+
+    code: int
+    sender: float
+    servers: dict[str, float]
+    harness: float
+    machine: float
+    seconds: float
+    strays: list[int]
 
 
 @dataclass
@@ -73,10 +126,16 @@ class Round:
     round: int
     emails: int
     rate: float
+    in_flight: int
+    bytes_per_email: float
+    emails_per_call: float
     sender_cpu_ms: float
     pipeline_cpu_ms: float
     machine_busy_ms: float
+    accounted_vs_machine: float
+    background_cores: float
     exit: int
+    flags: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- building
@@ -114,11 +173,11 @@ class Stub:
         self.proc.wait(10)
 
 
-def wait_count(stub: Stub, n: int, proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    """Poll the stub until it has accepted ``n`` sends; False if ``proc`` exited or time ran out."""
+def wait_count(stub: Stub, n: int, run: Charged, timeout: float) -> bool:
+    """Poll the stub until it has accepted ``n`` sends; False if the sender ended or time ran out."""
     deadline = time.monotonic() + timeout
     while stub.stats()["count"] < n:
-        if proc.poll() is not None or time.monotonic() > deadline:
+        if run.exited() or time.monotonic() > deadline:
             return False
         time.sleep(POLL)
     return True
@@ -129,28 +188,77 @@ def rate_of(stats: dict[str, int]) -> float:
     return (stats["count"] - 1) / span if span > 0 else 0.0
 
 
-def measured(
-    side: str, rnd: int, stats: dict[str, int], sender_s: float, others_s: float, busy_s: float, code: int
-) -> Round:
-    """One round's figures per email from CPU seconds over the window and the stub's counters."""
-    n = max(1, stats["count"])
-    return Round(
-        side=side,
-        round=rnd,
-        emails=stats["count"],
-        rate=rate_of(stats),
-        sender_cpu_ms=sender_s / n * 1000,
-        pipeline_cpu_ms=(sender_s + others_s) / n * 1000,
-        machine_busy_ms=busy_s / n * 1000,
-        exit=code,
+class Servers:
+    """The long-running processes a round may use besides the sender, by name (pid)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+
+    def cpu(self) -> dict[str, float]:
+        return {name: tree_cpu(pid) for name, pid in self.pids.items()}
+
+
+def measure_window(
+    stub: Stub, run: Charged, n: int, servers: Servers, settle: Callable[[], None]
+) -> Window | None:
+    """CPU of the sender, each server, this harness and the machine from the stub's first accepted
+    send until the sender ended (``settle`` makes it end once ``n`` are accepted); None if the
+    sender sent nothing."""
+    if not wait_count(stub, 1, run, 300):
+        if not run.exited():
+            os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+        return None
+    sender0, servers0, harness0 = run.cpu_so_far(), servers.cpu(), self_cpu_seconds()
+    busy0, t0 = machine_busy_seconds(), time.monotonic()
+    wait_count(stub, n, run, 600)
+    settle()
+    code, sender_total = run.wait()
+    servers1 = servers.cpu()
+    busy1, t1 = machine_busy_seconds(), time.monotonic()
+    return Window(
+        code=code,
+        sender=sender_total - sender0,
+        servers={k: servers1[k] - servers0[k] for k in servers0},
+        harness=self_cpu_seconds() - harness0,
+        machine=busy1 - busy0,
+        seconds=t1 - t0,
+        strays=run.strays(),
     )
 
 
-def waited_cpu(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
-    """Wait for ``proc``: (exit code, CPU seconds of it and every descendant it reaped)."""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_utime + usage.ru_stime
+def measured(
+    side: Side,
+    rnd: int,
+    in_flight: int,
+    stats: dict[str, int],
+    w: Window,
+    pipeline: list[str],
+    background: float,
+) -> Round:
+    """One round's figures per email, and what is wrong with them (``procstat.cpu_flags``)."""
+    n = max(1, stats["count"])
+    piped = w.sender + sum(w.servers[name] for name in pipeline)
+    accounted = w.sender + sum(w.servers.values()) + w.harness
+    flags = cpu_flags({"sender CPU": w.sender, "pipeline CPU": piped}, accounted, w.machine, background)
+    if w.strays:
+        flags.append(f"processes left running, not charged: {w.strays}")
+    return Round(
+        side=side.name,
+        round=rnd,
+        emails=stats["count"],
+        rate=rate_of(stats),
+        in_flight=in_flight,
+        bytes_per_email=stats["bytes"] / n,
+        emails_per_call=stats["count"] / max(1, stats["calls"]),
+        sender_cpu_ms=w.sender / n * 1000,
+        pipeline_cpu_ms=piped / n * 1000,
+        machine_busy_ms=w.machine / n * 1000,
+        accounted_vs_machine=accounted / w.machine if w.machine > 0 else float("nan"),
+        background_cores=background,
+        exit=w.code,
+        flags=flags,
+    )
 
 
 # ----------------------------------------------------------------------------- the pod
@@ -166,23 +274,12 @@ async def ledger_sent(url: str, plan_id: uuid.UUID) -> int:
     return int(counts.get("sent", 0))
 
 
-def run_pod(
-    args: argparse.Namespace,
-    rnd: int,
-    stub: Stub,
-    pg: Any,
-    moto: Any,
-    processes: int,
-    send_api: str,
-    side: str,
-) -> Round:
-    n = args.emails
-    spec = {**SPEC, "ses": {"sendApi": send_api}}
-    plan_id = asyncio.run(make_plan(pg.url, n, rate=1e6, spec=spec))
-    stub.reset()
-    env = {
+def pod_env(
+    args: argparse.Namespace, pg_url: str, plan_id: uuid.UUID, stub: Stub, side: Side
+) -> dict[str, str]:
+    return {
         **os.environ,
-        "EMAILPLAN_DATABASE_URL": pg.url,
+        "EMAILPLAN_DATABASE_URL": pg_url,
         "EMAILPLAN_PLAN_ID": str(plan_id),
         "EMAILPLAN_SES_ENDPOINT_URL": stub.url,
         "EMAILPLAN_METRICS_PORT": "0",
@@ -190,30 +287,37 @@ def run_pod(
         "EMAILPLAN_EXIT_WHEN_IDLE": "true",
         "EMAILPLAN_POLL_WAIT_SECONDS": "1",
         "EMAILPLAN_FLUSH_SECONDS": "1",
-        "EMAILPLAN_WORKER_CONCURRENCY": str(max(1, args.in_flight // processes)),
+        "EMAILPLAN_WORKER_CONCURRENCY": str(slots(args, side)),
         "EMAILPLAN_PUBLIC_URL": "https://mail.example.org",
         "EMAILPLAN_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         "EMAILPLAN_DEV_MODE": "1",  # built-in development keys: a local benchmark
     }
-    cmd = [EXE, "worker", "--processes", str(processes)]
-    if os.environ.get("BENCH_PROFILE"):  # one process under cProfile, stats written to that file
-        cmd = [sys.executable, "-m", "cProfile", "-o", os.environ["BENCH_PROFILE"], "-m", "emailplan.cli"]
-        cmd += ["worker", "--processes", "1"]
-    proc = subprocess.Popen(cmd, env=env)
-    others = [pg.proc.pid, moto.proc.pid, stub.proc.pid]
-    wait_count(stub, 1, proc, 300)
-    sender0 = tree_cpu(proc.pid)
-    others0 = sum(tree_cpu(p) for p in others)
-    busy0 = machine_busy_seconds()
-    wait_count(stub, n, proc, 600)
-    busy1 = machine_busy_seconds()
-    code, sender_total = waited_cpu(proc)
-    others1 = sum(tree_cpu(p) for p in others)
+
+
+def slots(args: argparse.Namespace, side: Side) -> int:
+    """Send slots per worker process: the sends in flight shared over the pod's processes."""
+    return max(1, args.in_flight // side.processes)
+
+
+def run_pod(args: argparse.Namespace, rnd: int, stub: Stub, pg: Any, servers: Servers, side: Side) -> Round:
+    n = args.emails
+    plan_id = asyncio.run(make_plan(pg.url, n, rate=1e6, spec={**SPEC, "ses": {"sendApi": side.api}}))
+    stub.reset()
+    background = background_cores()
+    cmd = [EXE, "worker", "--processes", str(side.processes)]
+    if os.environ.get("BENCH_PROFILE"):  # one process under cProfile (CPU clock), stats in that file
+        cmd = [sys.executable, str(ROOT / "bench" / "cpuprofile.py"), os.environ["BENCH_PROFILE"]]
+        cmd += ["-m", "emailplan.cli", "worker", "--processes", "1"]
+    run = Charged(cmd, env=pod_env(args, pg.url, plan_id, stub, side))
+    window = measure_window(stub, run, n, servers, settle=lambda: None)
+    if window is None:
+        raise RuntimeError(f"{side.name} round {rnd}: the pod sent nothing (exit {run.proc.returncode})")
     stats = stub.stats()
     sent = asyncio.run(ledger_sent(pg.url, plan_id))
     if sent != n or stats["count"] != n:
-        print(f"pod round {rnd}: ledger sent {sent}, stub {stats['count']}, of {n}", file=sys.stderr)
-    return measured(side, rnd, stats, sender_total - sender0, others1 - others0, busy1 - busy0, code)
+        print(f"{side.name} round {rnd}: ledger sent {sent}, stub {stats['count']}, of {n}", file=sys.stderr)
+    in_flight = slots(args, side) * side.processes
+    return measured(side, rnd, in_flight, stats, window, ["postgres", "sqs", "stub"], background)
 
 
 # ----------------------------------------------------------------------------- the Go service
@@ -248,151 +352,149 @@ def sqlite_sent(path: Path) -> int:
         db.close()
 
 
-def run_seed(args: argparse.Namespace, rnd: int, stub: Stub, binary: Path) -> Round:
+def seed_env(args: argparse.Namespace, tmp: str, db_path: Path, port: int, stub: Stub) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": tmp,
+        "DB_PATH": str(db_path),
+        "SERVER_PORT": str(port),
+        "SERVER_HOST": "https://mail.example.org",
+        "ENV": "bench",
+        "EMAIL_RATE": "1000000",
+        "MAX_CONCURRENT": str(args.in_flight),
+        "EMAIL_SENDER": "news@example.com",
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_ENDPOINT_URL": stub.url,
+    }
+
+
+def run_seed(args: argparse.Namespace, rnd: int, stub: Stub, servers: Servers, binary: Path) -> Round:
     from devenv.ports import free_port, port_open, wait_for
 
     n = args.emails
     stub.reset()
     with tempfile.TemporaryDirectory(prefix="seed-") as tmp:
-        db_path = Path(tmp) / "app.db"
-        port = free_port()
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": tmp,
-            "DB_PATH": str(db_path),
-            "SERVER_PORT": str(port),
-            "SERVER_HOST": "https://mail.example.org",
-            "ENV": "bench",
-            "EMAIL_RATE": "1000000",
-            "MAX_CONCURRENT": str(args.in_flight),
-            "EMAIL_SENDER": "news@example.com",
-            "AWS_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_ENDPOINT_URL": stub.url,
-        }
-        log = open(Path(tmp) / "seed.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([str(binary)], cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
+        db_path, port, log_path = Path(tmp) / "app.db", free_port(), Path(tmp) / "seed.log"
+        with open(log_path, "wb") as log:
+            run = Charged(
+                [str(binary)],
+                cwd=tmp,
+                env=seed_env(args, tmp, db_path, port, stub),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         try:
             wait_for(lambda: port_open(port), 60, "aws-ses-sender-go")
-            html = SPEC["html"].replace("{{ name }}", "N1").replace("{{ code }}", "1")
+            html = str(SPEC["html"]).replace("{{ name }}", "N1").replace("{{ code }}", "1")
             fill_sqlite(db_path, n, html, "Hello N1")
-            print(f"seed round {rnd}: waiting for its scheduler's first tick (60 s)", file=sys.stderr)
-            if not wait_count(stub, 1, proc, 120):
-                raise RuntimeError(
-                    "aws-ses-sender-go sent nothing: " + (Path(tmp) / "seed.log").read_text()[-2000:]
-                )
-            sender0 = tree_cpu(proc.pid)
-            stub0 = tree_cpu(stub.proc.pid)
-            busy0 = machine_busy_seconds()
-            wait_count(stub, n, proc, 600)
-            deadline = time.monotonic() + 30
-            while sqlite_sent(db_path) < n and time.monotonic() < deadline:
-                time.sleep(POLL)  # its status update follows each send
-            busy1 = machine_busy_seconds()
-            stub1 = tree_cpu(stub.proc.pid)
-            proc.send_signal(signal.SIGTERM)
-            code, sender_total = waited_cpu(proc)
+            background = background_cores()
+            print(f"go round {rnd}: waiting for its scheduler's first tick (60 s)", file=sys.stderr)
+
+            def settle() -> None:
+                deadline = time.monotonic() + 30
+                while sqlite_sent(db_path) < n and time.monotonic() < deadline:
+                    time.sleep(POLL)  # its status update follows each send
+                os.kill(run.pid, signal.SIGTERM)
+
+            window = measure_window(stub, run, n, servers, settle)
+            if window is None:
+                raise RuntimeError("aws-ses-sender-go sent nothing: " + log_path.read_text()[-2000:])
             sent = sqlite_sent(db_path)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-            log.close()
+            if run.proc.returncode is None:
+                os.killpg(run.pid, signal.SIGKILL)
+                run.wait()
     stats = stub.stats()
     if sent != n or stats["count"] != n:
-        print(f"seed round {rnd}: sqlite sent {sent}, stub {stats['count']}, of {n}", file=sys.stderr)
-    return measured("go", rnd, stats, sender_total - sender0, stub1 - stub0, busy1 - busy0, code)
+        print(f"go round {rnd}: sqlite sent {sent}, stub {stats['count']}, of {n}", file=sys.stderr)
+    return measured(Side.parse(GO_SIDE), rnd, args.in_flight, stats, window, ["stub"], background)
 
 
 # ----------------------------------------------------------------------------- report
 
 
 def spread(values: list[float], fmt: str) -> str:
+    if not values:
+        return "-"
     return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
 
 
-def report(rounds: list[Round], args: argparse.Namespace, started: str, command: str) -> str:
-    pod = [r for r in rounds if r.side == "pod"]
-    go = [r for r in rounds if r.side == "go"]
+def vs_go(rounds: list[Round], side: str, key: str) -> str:
+    """Median (min-max) of the per-round ratios of ``side`` to the Go service on ``key``."""
+    go = {r.round: getattr(r, key) for r in rounds if r.side == GO_SIDE}
+    ratios = [getattr(r, key) / go[r.round] for r in rounds if r.side == side and go.get(r.round)]
+    return spread(ratios, ".2f")
+
+
+SUMMARY = (
+    "| side | sends in flight | request bytes per email | emails per call | emails/s | x Go "
+    "| sender CPU-ms per email | pipeline CPU-ms per email | x Go | machine busy CPU-ms per email "
+    "| accounted / machine busy |"
+)
+
+
+def summary_row(rounds: list[Round], side: str) -> str:
+    mine = [r for r in rounds if r.side == side]
+
+    def col(key: str, fmt: str) -> str:
+        return spread([getattr(r, key) for r in mine], fmt)
+
+    cells = [
+        side,
+        str(mine[0].in_flight),
+        col("bytes_per_email", ".0f"),
+        col("emails_per_call", ".1f"),
+        col("rate", ".0f"),
+        vs_go(rounds, side, "rate"),
+        col("sender_cpu_ms", ".3f"),
+        col("pipeline_cpu_ms", ".3f"),
+        vs_go(rounds, side, "pipeline_cpu_ms"),
+        col("machine_busy_ms", ".3f"),
+        col("accounted_vs_machine", ".2f"),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def report(rounds: list[Round], args: argparse.Namespace, started: str, command: str, load: str) -> str:
+    sides = list(dict.fromkeys(r.side for r in rounds))
+    flagged = [r for r in rounds if r.flags]
     lines = [
         SECTION,
         "",
-        f"Run {started}, {len(pod)} interleaved rounds of {args.emails:,} emails per side, "
-        f"{os.cpu_count()} cores shared with everything else on the machine. Command:",
+        f"Run {started}, {args.rounds} interleaved rounds of {args.emails:,} emails per side, "
+        f"{os.cpu_count()} cores, load average {load}. Sides: `raw:N` / `bulk:N` = `emailplan worker "
+        "--processes N` with `ses.sendApi` raw / bulk; `go` = aws-ses-sender-go. Command:",
         "",
         f"    {command}",
         "",
-        "Median (min-max) over the rounds:",
+        "Median (min-max) over the rounds; x Go = median of the per-round ratios:",
         "",
-        "| measure | emailplan pod "
-        f"({args.processes} processes, {args.in_flight} in flight, sendApi {args.send_api}) | "
-        f"aws-ses-sender-go (MAX_CONCURRENT {args.in_flight}) | "
-        "ratio pod / Go (median of per-round ratios) |",
-        "| --- | --- | --- | --- |",
-    ]
-    pairs = list(zip(pod, go, strict=False))
-    rows = [
-        ("emails/s", "rate", ".0f"),
-        ("sender CPU-ms per email", "sender_cpu_ms", ".3f"),
-        (
-            "pipeline CPU-ms per email (sender + stub, + PostgreSQL + SQS for the pod)",
-            "pipeline_cpu_ms",
-            ".3f",
-        ),
-        ("whole machine busy CPU-ms per email (everything running, noise gauge)", "machine_busy_ms", ".3f"),
-    ]
-    for title, key, fmt in rows:
-        mine = [getattr(r, key) for r in pod]
-        theirs = [getattr(r, key) for r in go]
-        ratio = (
-            spread([getattr(a, key) / getattr(b, key) for a, b in pairs if getattr(b, key)], ".2f")
-            if pairs
-            else "-"
-        )
-        mine_s = spread(mine, fmt) if mine else "-"
-        theirs_s = spread(theirs, fmt) if theirs else "-"
-        lines.append(f"| {title} | {mine_s} | {theirs_s} | {ratio} |")
-    extra = [r for r in rounds if r.side.startswith("pod-")]
-    if extra and pod:
-        ratios = [a.rate / b.rate for a, b in zip(pod, extra, strict=False) if b.rate]
-        lines += [
-            "",
-            f"Same pod with {extra[0].side[4:]} process(es), interleaved with the rounds above: "
-            f"{spread([r.rate for r in extra], '.0f')} emails/s, sender "
-            f"{spread([r.sender_cpu_ms for r in extra], '.3f')} CPU-ms per email; "
-            f"{args.processes} processes / {extra[0].side[4:]}: {spread(ratios, '.2f')} times the emails/s.",
-        ]
-    other = [r for r in rounds if r.side in ("raw", "bulk")]
-    if other and pod:
-        go_by_round = {r.round: r for r in go}
-        vs_go = [
-            r.pipeline_cpu_ms / go_by_round[r.round].pipeline_cpu_ms for r in other if r.round in go_by_round
-        ]
-        lines += [
-            "",
-            f"Same pod with sendApi {other[0].side}, interleaved with the rounds above: "
-            f"{spread([r.rate for r in other], '.0f')} emails/s, sender "
-            f"{spread([r.sender_cpu_ms for r in other], '.3f')} CPU-ms per email, pipeline "
-            f"{spread([r.pipeline_cpu_ms for r in other], '.3f')} CPU-ms per email"
-            + (f" ({spread(vs_go, '.2f')} times the Go service's)." if vs_go else "."),
-        ]
-    lines += [
+        SUMMARY,
+        "| " + " | ".join(["---"] * (SUMMARY.count(" | ") + 1)) + " |",
+        *(summary_row(rounds, side) for side in sides),
+        "",
+        "CPU check: "
+        + ("every round's figures passed it." if not flagged else f"{len(flagged)} round(s) flagged:"),
+        *(f"- round {r.round} {r.side}: {'; '.join(r.flags)}" for r in flagged),
         "",
         "Rounds in the order they ran:",
         "",
-        "| round | side | emails | emails/s | sender CPU-ms | pipeline CPU-ms | machine busy CPU-ms | exit |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| round | side | emails | emails/s | sender CPU-ms | pipeline CPU-ms | machine busy CPU-ms "
+        "| accounted / machine | other work, cores | exit |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rounds:
         lines.append(
             f"| {r.round} | {r.side} | {r.emails} | {r.rate:.0f} | {r.sender_cpu_ms:.3f} | "
-            f"{r.pipeline_cpu_ms:.3f} | {r.machine_busy_ms:.3f} | {r.exit} |"
+            f"{r.pipeline_cpu_ms:.3f} | {r.machine_busy_ms:.3f} | {r.accounted_vs_machine:.2f} | "
+            f"{r.background_cores:.2f} | {r.exit} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -402,65 +504,52 @@ def main() -> None:
     parser.add_argument("--seed-binary", type=Path, default=None, help="a built aws-ses-sender-go binary")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--emails", type=int, default=20000)
-    parser.add_argument("--processes", type=int, default=2, help="worker processes in the pod")
     parser.add_argument(
-        "--also-processes", type=int, default=None, help="also run the pod with this many processes"
+        "--sides",
+        nargs="+",
+        type=Side.parse,
+        default=[Side.parse(t) for t in ("raw:1", "raw:2", "bulk:2", GO_SIDE)],
+        help="go, raw:N, bulk:N (N worker processes); default raw:1 raw:2 bulk:2 go",
     )
     parser.add_argument("--in-flight", type=int, default=64, help="sends in flight, each side")
-    parser.add_argument(
-        "--send-api",
-        choices=["raw", "bulk"],
-        default="raw",
-        help="the pod's ses.sendApi (raw: one call an email)",
-    )
-    parser.add_argument(
-        "--also-send-api",
-        choices=["raw", "bulk"],
-        default=None,
-        help="also run the pod with this ses.sendApi",
-    )
-    parser.add_argument("--only", choices=["pod", "go"], default=None, help="run one side only")
     parser.add_argument("--json", type=Path, default=None, help="also write the rounds as JSON here")
     parser.add_argument(
         "--out", type=Path, default=None, help="markdown file whose side-by-side section to replace"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def main() -> None:
+    args = parse_args()
     from devenv.moto import MotoServer
     from devenv.postgres import PostgresServer
     from emailplan.sender.migrate import upgrade_to
 
     command = "./hack/bench.sh throughput -- " + " ".join(sys.argv[1:])
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    loads = [os.getloadavg()[0]]
     work = Path(tempfile.mkdtemp(prefix="throughput-bench-"))
     stub_bin = go_build(ROOT / "bench" / "sesstub", work / "sesstub", offline=True)
     seed_bin = args.seed_binary
     if seed_bin is None and args.seed_src is not None:
         seed_bin = go_build(args.seed_src.resolve(), work / "aws-ses-sender-go", offline=False)
-    sides = ["pod", "go"] if seed_bin is not None else ["pod"]
-    if args.only:
-        sides = [args.only]
-    if args.also_processes:
-        sides.append(f"pod-{args.also_processes}")
-    if args.also_send_api and args.also_send_api != args.send_api:
-        sides.append(args.also_send_api)
+    sides = [s for s in args.sides if s.api != GO_SIDE or seed_bin is not None]
     pg = PostgresServer().start()
     moto = MotoServer().start()
     os.environ.update(moto.env())
     stub = Stub(stub_bin)
+    assert pg.proc is not None and moto.proc is not None
+    servers = Servers({"postgres": pg.proc.pid, "sqs": moto.proc.pid, "stub": stub.proc.pid})
     rounds: list[Round] = []
     try:
         upgrade_to(pg.url)
         for rnd in range(1, args.rounds + 1):
-            order = sides if rnd % 2 else list(reversed(sides))
-            for side in order:
-                if side == "go":
-                    r = run_seed(args, rnd, stub, seed_bin)  # type: ignore[arg-type]
-                elif side.startswith("pod-"):
-                    r = run_pod(args, rnd, stub, pg, moto, int(side[4:]), args.send_api, side)
+            for side in sides if rnd % 2 else list(reversed(sides)):
+                if side.api == GO_SIDE:
+                    r = run_seed(args, rnd, stub, servers, seed_bin)  # type: ignore[arg-type]
                 else:
-                    api = args.send_api if side == "pod" else side
-                    r = run_pod(args, rnd, stub, pg, moto, args.processes, api, side)
+                    r = run_pod(args, rnd, stub, pg, servers, side)
+                loads.append(os.getloadavg()[0])
                 print(json.dumps(asdict(r)), flush=True)
                 rounds.append(r)
     finally:
@@ -469,7 +558,7 @@ def main() -> None:
         pg.cleanup()
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rounds], indent=1))
-    section = report(rounds, args, started, command)
+    section = report(rounds, args, started, command, f"{min(loads):.1f}-{max(loads):.1f}")
     print(section)
     if args.out:
         write_section(args.out, section)

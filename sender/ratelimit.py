@@ -57,9 +57,10 @@ def grant_want(plan_rate: float, horizon: float, demand: float) -> float:
     (``demand``), at least one token. Not sized by the worker's own recent throughput: that
     fed back on itself (a worker slowed by a slow grant asked for less, so it was slower
     still) until busy processes asked for one token per database round trip and a plan
-    shared by several processes fell to a third of its rate (docs/benchmarks.md). Pods that
-    share a plan still share it: the bucket grants what it has (a drained bucket grants less
-    and the worker comes back after a pause), and tokens not spent in time go back to it.
+    shared by several processes fell to a third of its rate (issue 14, in the history of
+    docs/benchmarks.md). Pods that share a plan still share it: the bucket grants what it
+    has (a drained bucket grants less and the worker comes back after a pause), and tokens
+    not spent in time go back to it.
     """
     want = max(0.0, plan_rate) * horizon
     return max(1.0, float(int(min(want, demand))))

@@ -6,9 +6,10 @@
 // entries, TEMPLATE_NOT_FOUND for a template it was never given); a bulk entry counts as one
 // send. It accepts Simple and Raw content, refuses requests without a
 // SigV4 Authorization header (400 BadRequestException, as SES answers a malformed call), and
-// keeps three numbers for the benchmark: how many sends it accepted and when (monotonic
-// nanoseconds) the first and the last arrived. GET /stats returns them as JSON; POST /reset
-// zeroes them between rounds.
+// keeps five numbers for the benchmark: how many sends it accepted, in how many calls, the
+// request body bytes of those calls (what each sender puts on the wire for its content), and
+// when (monotonic nanoseconds) the first and the last arrived. GET /stats returns them as JSON;
+// POST /reset zeroes them between rounds.
 package main
 
 import (
@@ -31,11 +32,13 @@ var start = time.Now()
 type counters struct {
 	mu    sync.Mutex
 	count int64
+	calls int64
+	bytes int64
 	first int64
 	last  int64
 }
 
-func (c *counters) hit(n int64) int64 {
+func (c *counters) hit(n, size int64) int64 {
 	now := time.Since(start).Nanoseconds()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -43,6 +46,8 @@ func (c *counters) hit(n int64) int64 {
 		c.first = now
 	}
 	c.count += n
+	c.calls++
+	c.bytes += size
 	c.last = now
 	return c.count
 }
@@ -83,7 +88,7 @@ func main() {
 			_, _ = w.Write([]byte(`{"message":"expected a signed SendEmail with Raw or Simple content"}`))
 			return
 		}
-		c.hit(1)
+		c.hit(1, int64(len(body)))
 		_, _ = fmt.Fprintf(w, `{"MessageId":"%s-%016x"}`, prefix, ids.Add(1))
 	})
 	var templates sync.Map
@@ -103,7 +108,11 @@ func main() {
 	mux.HandleFunc("POST /v2/email/outbound-bulk-emails", func(w http.ResponseWriter, r *http.Request) {
 		var req bulkRequest
 		w.Header().Set("Content-Type", "application/json")
-		if r.Header.Get("Authorization") == "" || json.NewDecoder(r.Body).Decode(&req) != nil ||
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		if r.Header.Get("Authorization") == "" || json.Unmarshal(body, &req) != nil ||
 			len(req.BulkEmailEntries) < 1 || len(req.BulkEmailEntries) > 50 {
 			refuse(w, "BadRequestException", "expected a signed SendBulkEmail with 1 to 50 entries")
 			return
@@ -123,20 +132,22 @@ func main() {
 		}
 		out.WriteString(`]}`)
 		if known {
-			c.hit(int64(len(req.BulkEmailEntries)))
+			c.hit(int64(len(req.BulkEmailEntries)), int64(len(body)))
 		}
 		_, _ = w.Write(out.Bytes())
 	})
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
 		c.mu.Lock()
-		out := map[string]int64{"count": c.count, "first_ns": c.first, "last_ns": c.last}
+		out := map[string]int64{
+			"count": c.count, "calls": c.calls, "bytes": c.bytes, "first_ns": c.first, "last_ns": c.last,
+		}
 		c.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(out)
 	})
 	mux.HandleFunc("POST /reset", func(w http.ResponseWriter, r *http.Request) {
 		c.mu.Lock()
-		c.count, c.first, c.last = 0, 0, 0
+		c.count, c.calls, c.bytes, c.first, c.last = 0, 0, 0, 0, 0
 		c.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 	})
