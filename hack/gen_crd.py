@@ -13,7 +13,15 @@ import yaml
 
 from emailplan.contract.addresses import ADDRESS_RULES
 from emailplan.contract.headers import HEADER_VALUE_PATTERN
-from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND, MAX_VARIANTS, VARIANT_NAME, SendApi
+from emailplan.contract.plans import (
+    CONFIGURATION_SET_PATTERN,
+    DEFAULT_RATE_PER_SECOND,
+    MAX_SES_TAGS,
+    MAX_VARIANTS,
+    SES_TAG_PATTERN,
+    VARIANT_NAME,
+    SendApi,
+)
 from emailplan.operator.decide import Phase
 from emailplan.operator.planspec import (
     CLOCK_PATTERN,
@@ -41,7 +49,6 @@ FROM_PATTERN = rf"^([^<>{_NO_CTL}]*<{_ADDR}>|{_ADDR})$"
 ONE_SOURCE_RULE = "[has(self.inline), has(self.configMapRef), has(self.s3)].filter(x, x).size() == 1"
 ONE_SOURCE_MESSAGE = "set exactly one of recipients.inline, recipients.configMapRef or recipients.s3"
 DESCRIPTION = "An email campaign: recipients, templates, schedule and rate; status shows live progress."
-TAG_PATTERN = r"^[A-Za-z0-9_-]{1,256}$"
 
 ADDRESS_HINT = "no line breaks or control characters, at most 64 characters before the @ and 254 in all"
 
@@ -444,7 +451,7 @@ spec = obj(
         "ses": obj(
             "passed to SES with every message",
             {
-                "configurationSet": s("SES configuration set", pattern=r"^[A-Za-z0-9_-]{1,64}$"),
+                "configurationSet": s("SES configuration set", pattern=CONFIGURATION_SET_PATTERN),
                 "sendApi": s(
                     "how senders call SES: raw (one SendEmail per recipient, every template feature) "
                     "or bulk (SendBulkEmail, 50 recipients a call from a stored SES template: only "
@@ -455,11 +462,11 @@ spec = obj(
                 "tags": {
                     "type": "object",
                     "description": "SES message tags (name: value)",
-                    "maxProperties": 50,
-                    "additionalProperties": s("tag value", pattern=TAG_PATTERN),
+                    "maxProperties": MAX_SES_TAGS,
+                    "additionalProperties": s("tag value", pattern=SES_TAG_PATTERN),
                     "x-kubernetes-validations": [
                         {
-                            "rule": "self.all(k, k.matches('^[A-Za-z0-9_-]{1,256}$'))",
+                            "rule": f"self.all(k, k.matches('{SES_TAG_PATTERN}'))",
                             "message": "ses.tags names may contain only A-Z a-z 0-9 _ - (at most 256)",
                         }
                     ],
@@ -620,7 +627,7 @@ status_props: dict[str, Any] = {
             "step": {"type": "integer", "minimum": 1, "description": "current step (1-based)"},
             "steps": {"type": "integer", "minimum": 1},
             "percent": {"type": "number", "description": "share of the list released by this step"},
-            "state": s("Sending, Holding or GateFailed"),
+            "state": s("Sending, Holding, GateFailed or Completed (the plan finished)"),
             "stepStartedAt": s("when this step began", format="date-time"),
             "holdStartedAt": s(
                 "when the step's messages were all handled", format="date-time", nullable=True

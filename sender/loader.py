@@ -56,24 +56,41 @@ async def _iterate(body: Any) -> AsyncIterator[bytes]:
         yield bytes(chunk)
 
 
+class EmptyListError(Exception):
+    """The object was read but holds no row at all: nothing to send, and reading again will not help."""
+
+
 def failure(exc: BaseException, bucket: str, key: str) -> LoadFailure:
-    """The reason a load failed, for the plan's ``LoadFailed`` condition (never a credential)."""
+    """The reason a load failed, for the plan's ``LoadFailed`` condition (never a credential).
+
+    ``permanent`` when the same object read again must fail the same way (missing,
+    forbidden, not a list, empty); network errors, 5xx and throttling are transient.
+    """
     where = f"s3://{bucket}/{key}"
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in _MISSING:
             return LoadFailure(
-                reason=LoadFailureReason.OBJECT_MISSING, message=f"{where} does not exist ({code})"
+                reason=LoadFailureReason.OBJECT_MISSING,
+                message=f"{where} does not exist ({code})",
+                permanent=True,
             )
         if code in _DENIED:
             return LoadFailure(
                 reason=LoadFailureReason.ACCESS_DENIED,
                 message=f"the data plane may not read {where} ({code}): grant it s3:GetObject",
+                permanent=True,
             )
         return LoadFailure(reason=LoadFailureReason.UNAVAILABLE, message=f"reading {where} failed: {code}")
     if isinstance(exc, ListError):
         return LoadFailure(
-            reason=LoadFailureReason.NOT_A_LIST, message=f"{where} is not a recipient list: {exc}"
+            reason=LoadFailureReason.NOT_A_LIST,
+            message=f"{where} is not a recipient list: {exc}",
+            permanent=True,
+        )
+    if isinstance(exc, EmptyListError):
+        return LoadFailure(
+            reason=LoadFailureReason.EMPTY_LIST, message=f"{where} holds no recipient rows", permanent=True
         )
     if isinstance(exc, BotoCoreError):
         return LoadFailure(reason=LoadFailureReason.UNAVAILABLE, message=f"reading {where} failed: {exc}")

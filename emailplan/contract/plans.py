@@ -11,14 +11,16 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from emailplan.contract import STATUS_COUNTS
 from emailplan.contract.addresses import Mailbox
 from emailplan.contract.bulktemplates import bulk_template_problems
 from emailplan.contract.headers import HeaderValue
+from emailplan.contract.health import DependencyHealth
 
 DEFAULT_RATE_PER_SECOND = 14.0  # SES's sandbox-exit rate; the CRD default reads this too
 MAX_REPORTED_ROWS = 100  # rejected (and, apart, duplicate) rows a load job keeps
@@ -55,6 +57,7 @@ class LoadFailureReason(StrEnum):
     OBJECT_MISSING = "ObjectMissing"
     ACCESS_DENIED = "AccessDenied"
     NOT_A_LIST = "NotAList"
+    EMPTY_LIST = "EmptyList"
     UNAVAILABLE = "Unavailable"
 
 
@@ -99,9 +102,16 @@ class SendApi(StrEnum):
     BULK = "bulk"
 
 
+# One rule for admission (hack/gen_crd.py writes these into the CRD) and the plan API.
+SES_TAG_PATTERN = r"^[A-Za-z0-9_-]{1,256}$"  # a tag name or value
+CONFIGURATION_SET_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_SES_TAGS = 50
+SesTagText = Annotated[str, StringConstraints(pattern=SES_TAG_PATTERN)]
+
+
 class SesOptions(Wire):
-    configuration_set: str | None = Field(None, max_length=64)
-    tags: dict[HeaderValue, HeaderValue] = Field(default_factory=dict)
+    configuration_set: str | None = Field(None, pattern=CONFIGURATION_SET_PATTERN)
+    tags: dict[SesTagText, SesTagText] = Field(default_factory=dict, max_length=MAX_SES_TAGS)
     send_api: SendApi = SendApi.RAW
 
 
@@ -275,8 +285,16 @@ class S3Source(Wire):
 
 
 class LoadFailure(Wire):
+    """Why a load failed; ``permanent``: trying the same list again cannot help (the data plane says).
+
+    Permanent (not a list, empty, no such bucket or key, access denied): the plan ends
+    ``Failed`` until its owner fixes the list and changes the spec. Transient (network,
+    5xx, throttling): the operator tries again with backoff.
+    """
+
     reason: LoadFailureReason
     message: str
+    permanent: bool = False
 
 
 class LoadJob(LoadResult):
@@ -313,6 +331,8 @@ class PlanView(PlanPayload):
     load: LoadJob | None = None
     released_backlog: int = 0  # created + processing among the released share
     variant_counts: list[VariantCounts] = Field(default_factory=list)
+    # The API's view of what the plan needs (database, SQS, SES): an outage shows on the plan.
+    dependencies: list[DependencyHealth] = Field(default_factory=list)
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
