@@ -111,3 +111,48 @@ def _condition(
         "lastTransitionTime": kept or format_time(since),
         "observedGeneration": generation,
     }
+
+
+# --- deletion while the data plane is down ---------------------------------------------------------------
+
+DELETE_BACKOFF_SECONDS = 5.0
+DELETE_MAX_BACKOFF_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class DeletionStep:
+    """What a deleted plan does when the data plane could not stop it: wait again, or let go."""
+
+    release: bool  # give up: release the finalizer now
+    delay: float = 0.0  # else try again after this many seconds
+    event: Event | None = None
+
+
+def deletion_step(
+    *, waited: timedelta, attempt: int, bound_seconds: float, status: Mapping[str, Any], what: str
+) -> DeletionStep:
+    """Retry with backoff and say so; after ``bound_seconds`` release, naming what the ledger keeps.
+
+    The ledger cannot be asked (that is the problem), so the leftovers are the plan's
+    last known status counts.
+    """
+    left = bound_seconds - waited.total_seconds()
+    if left <= 0:
+        total, sent, waiting = (int(status.get(k) or 0) for k in ("total", "sent", "created"))
+        message = (
+            f"{what} stayed unavailable for {int(waited.total_seconds())}s, so the finalizer was released "
+            f"without stopping the plan in the data plane. Last known counts: {sent} of {total} sent, "
+            f"{waiting} not sent and left in the ledger (no sender pod runs for them). When the data plane "
+            "is back, stop it there (POST /v1/plans/<uid>/stop) or leave it: nothing more is sent."
+        )
+        return DeletionStep(release=True, event=Event("Warning", "FinalizerReleased", message[:1000]))
+    delay = min(DELETE_MAX_BACKOFF_SECONDS, DELETE_BACKOFF_SECONDS * 2 ** min(attempt, 6), left)
+    event = None
+    if attempt == 0 or attempt % 10 == 0:
+        event = Event(
+            "Warning",
+            "DeletionWaiting",
+            f"cannot stop the plan: {what} unavailable; retrying with backoff, the finalizer is released "
+            f"anyway in {int(left)}s (operator setting deletionTimeoutSeconds)",
+        )
+    return DeletionStep(release=False, delay=max(1.0, delay), event=event)
