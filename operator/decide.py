@@ -408,7 +408,10 @@ def _unreachable(
         return out
     reason = outage.shown.dependency.reason
     ready = d.condition(previous, "Ready", False, reason, outage.message, now=o.now, generation=o.generation)
-    desired = {"message": outage.message[:4096], "conditions": d.merge_conditions(previous, [outage.condition, ready])}
+    desired = {
+        "message": outage.message[:4096],
+        "conditions": d.merge_conditions(previous, [outage.condition, ready]),
+    }
     out.status = d.status_changes(dict(o.status), desired)
     out.events = list(outage.events)
     return out

@@ -25,12 +25,11 @@ from kubernetes.client.exceptions import ApiException
 from emailplan.contract.health import Dependency
 from emailplan.contract.plans import PlanView
 from emailplan.contract.recipients import first_recipient
-from emailplan.operator import clock, metrics
+from emailplan.operator import clock, metrics, outages
 from emailplan.operator import decide as plan_decide
 from emailplan.operator.dataplane import DataPlane, DataPlaneRejected, DataPlaneUnavailable
 from emailplan.operator.deployment import deployment_name, render_deployment
 from emailplan.operator.kubeapi import GROUP, PLURAL, VERSION, KubeApi, load_config
-from emailplan.operator import outages
 from emailplan.operator.outages import Outage
 from emailplan.operator.planspec import PlanSpec, Templates, read_spec
 from emailplan.operator.recipients import content_type, inline_ndjson, text_chunks
@@ -226,7 +225,9 @@ async def stop_plan(
         if step.release:
             log.warning("finalizer released without stopping the plan", extra={"plan": name, "uid": uid})
             return
-        raise kopf.TemporaryError(f"data plane unavailable, cannot stop the plan yet: {exc}", delay=step.delay) from exc
+        raise kopf.TemporaryError(
+            f"data plane unavailable, cannot stop the plan yet: {exc}", delay=step.delay
+        ) from exc
     except DataPlaneRejected as exc:
         log.warning("data plane refused to stop the plan", extra={"plan": name, "error": str(exc)})
     log.info("plan stopped", extra={"plan": name, "uid": uid})
@@ -306,9 +307,7 @@ async def reconcile(ctx: Context, body: kopf.Body, mem: PlanMemory) -> None:
     ctx.phases[uid] = decision.phase.value
 
 
-async def _observe_view(
-    ctx: Context, mem: PlanMemory, uid: str
-) -> tuple[PlanView | None, Outage | None]:
+async def _observe_view(ctx: Context, mem: PlanMemory, uid: str) -> tuple[PlanView | None, Outage | None]:
     """The plan view, or what is down when the data plane cannot give it (first seen when)."""
     try:
         view = await ctx.dataplane.get_plan(uid)

@@ -23,8 +23,8 @@ from emailplan.contract.plans import (
 from emailplan.contract.recipients import first_recipient
 from emailplan.operator import decisions as d
 from emailplan.operator.decide import LoadAction, Observed, Phase, decide, payload_for
-from emailplan.operator.outages import Outage
 from emailplan.operator.deployment import deployment_name, render_deployment
+from emailplan.operator.outages import Outage, deletion_step
 from emailplan.operator.planspec import Templates, read_spec
 from emailplan.operator.recipients import inline_ndjson
 from emailplan.operator.settings import OperatorSettings
@@ -519,14 +519,19 @@ def test_data_plane_outage_is_shown_after_a_grace_and_clears_with_an_event(
     ("dependency", "reason"),
     [(Dependency.QUEUE, "QueueUnavailable"), (Dependency.SES, "SesUnavailable")],
 )
-def test_dependency_the_api_reports_down_makes_the_plan_not_ready(dependency: Dependency, reason: str) -> None:
+def test_dependency_the_api_reports_down_makes_the_plan_not_ready(
+    dependency: Dependency, reason: str
+) -> None:
     health = [
         DependencyHealth(dependency=dependency, available=False, since=NOW, message="connect timeout"),
         DependencyHealth(dependency=Dependency.DATABASE, available=True, since=NOW - timedelta(days=1)),
     ]
     sick = view(counts=SENDING_COUNTS).model_copy(update={"dependencies": health})
     out, status = run(observed(view=sick, now=NOW + timedelta(seconds=1), replicas=2))
-    assert "DataPlaneAvailable" not in conditions(status) or conditions(status)["DataPlaneAvailable"][0] == "True"
+    assert (
+        "DataPlaneAvailable" not in conditions(status)
+        or conditions(status)["DataPlaneAvailable"][0] == "True"
+    )
     out, status = run(observed(view=sick, status=status, now=NOW + timedelta(seconds=30), replicas=2))
     assert conditions(status)["DataPlaneAvailable"] == ("False", reason)
     assert conditions(status)["Ready"] == ("False", reason) and status["phase"] == "Sending"
@@ -548,7 +553,9 @@ def test_dependency_the_api_reports_down_makes_the_plan_not_ready(dependency: De
 )
 def test_permanent_load_failure_fails_the_plan_until_the_spec_changes(reason: LoadFailureReason) -> None:
     failure = LoadFailure(reason=reason, message="s3://lists/a.csv: no", permanent=True)
-    failed = view(state=PlanState.LOADING, loaded=False, load=job(LoadState.FAILED, failure=failure, attempts=1))
+    failed = view(
+        state=PlanState.LOADING, loaded=False, load=job(LoadState.FAILED, failure=failure, attempts=1)
+    )
     out, status = run(observed(view=failed))
     assert out.phase is Phase.FAILED and status["phase"] == "Failed" and out.load is None
     assert conditions(status)["LoadFailed"] == ("True", reason.value)
@@ -567,9 +574,48 @@ def test_permanent_load_failure_fails_the_plan_until_the_spec_changes(reason: Lo
 
 
 def test_transient_load_failure_keeps_retrying_with_backoff() -> None:
-    failure = LoadFailure(reason=LoadFailureReason.UNAVAILABLE, message="reading s3://lists/a.csv failed: 503")
-    failed = view(state=PlanState.LOADING, loaded=False, load=job(LoadState.FAILED, failure=failure, attempts=3))
+    failure = LoadFailure(
+        reason=LoadFailureReason.UNAVAILABLE, message="reading s3://lists/a.csv failed: 503"
+    )
+    failed = view(
+        state=PlanState.LOADING, loaded=False, load=job(LoadState.FAILED, failure=failure, attempts=3)
+    )
     out, status = run(observed(view=failed))
     assert out.phase is Phase.LOADING and out.load is None and "retrying" in status["message"]
     out, status = run(observed(view=failed, status=status, now=NOW + timedelta(seconds=9)))
     assert out.load is LoadAction.S3 and out.phase is Phase.LOADING
+
+
+# --- deleting a plan while the data plane is down (issue 20 #2) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("waited", "attempt", "release", "delay", "event"),
+    [
+        (0, 0, False, 5.0, "DeletionWaiting"),  # first failure: said at once
+        (5, 1, False, 10.0, None),  # backoff doubles, quietly
+        (35, 3, False, 40.0, None),
+        (100, 5, False, 60.0, None),  # capped at a minute
+        (300, 10, False, 60.0, "DeletionWaiting"),  # reminded now and then
+        (590, 12, False, 10.0, None),  # never waits past the bound
+        (600, 13, True, 0.0, "FinalizerReleased"),
+        (4000, 50, True, 0.0, "FinalizerReleased"),
+    ],
+)
+def test_deletion_retries_with_backoff_then_releases_the_finalizer(
+    waited: int, attempt: int, release: bool, delay: float, event: str | None
+) -> None:
+    status = {"total": 1000, "sent": 400, "created": 600}
+    step = deletion_step(
+        waited=timedelta(seconds=waited),
+        attempt=attempt,
+        bound_seconds=600,
+        status=status,
+        what="the data-plane API",
+    )
+    assert step.release is release and step.delay == pytest.approx(delay)
+    assert (step.event.reason if step.event else None) == event
+    if release:
+        assert step.event is not None and step.event.type == "Warning"
+        assert "400 of 1000 sent" in step.event.message and "600 not sent" in step.event.message
+        assert "the data-plane API" in step.event.message

@@ -111,9 +111,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if isinstance(exc, (BotoCoreError, ClientError)):  # the only AWS a request calls is the queue
             log.warning("work queue unavailable", extra={"path": request.path, "error": type(exc).__name__})
             _report(request, Dependency.QUEUE, f"SQS call failed ({type(exc).__name__})")
-            return error_response(
-                503, QUEUE_DOWN, headers={"Retry-After": "5"}, dependency=Dependency.QUEUE
-            )
+            return error_response(503, QUEUE_DOWN, headers={"Retry-After": "5"}, dependency=Dependency.QUEUE)
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
         return error_response(500, "internal error")
 
