@@ -259,7 +259,7 @@ async def reconcile(ctx: Context, body: kopf.Body, mem: PlanMemory) -> None:
         problems, reason = exc.problems, exc.reason
     if not problems and mem.rejected is not None and mem.rejected[0] == generation:
         problems, reason = [mem.rejected[1]], "RejectedByDataPlane"
-    view, outage = await _observe_view(ctx, mem, uid) if not problems else (None, None)
+    view, outage = await _observe_view(ctx, mem, uid, name) if not problems else (None, None)
     if not mem.deployment_observed:
         mem.replicas = await ctx.kube.deployment_replicas(namespace, deployment_name(name))
         mem.deployment_observed = True
@@ -307,14 +307,16 @@ async def reconcile(ctx: Context, body: kopf.Body, mem: PlanMemory) -> None:
     ctx.phases[uid] = decision.phase.value
 
 
-async def _observe_view(ctx: Context, mem: PlanMemory, uid: str) -> tuple[PlanView | None, Outage | None]:
+async def _observe_view(
+    ctx: Context, mem: PlanMemory, uid: str, name: str
+) -> tuple[PlanView | None, Outage | None]:
     """The plan view, or what is down when the data plane cannot give it (first seen when)."""
     try:
         view = await ctx.dataplane.get_plan(uid)
     except DataPlaneUnavailable as exc:
         if mem.unavailable is None or mem.unavailable[0] is not exc.dependency:
             mem.unavailable = (exc.dependency, clock.now(ctx.settings))
-        log.warning("data plane unavailable", extra={"plan": uid, "error": str(exc)})
+        log.warning("data plane unavailable", extra={"plan": name, "error": str(exc)})
         return None, Outage(exc.dependency, str(exc)[:300], mem.unavailable[1])
     mem.unavailable = None
     return view, None

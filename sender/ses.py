@@ -386,7 +386,7 @@ class SesClient:
         A refusal (403: the role may not call GetSendQuota) still means SES is up, so only
         transport failures and server errors count: the API's dependency probe uses this.
         """
-        url = (self._aws_endpoint or f"https://email.{self._region}.amazonaws.com").rstrip("/") + "/"
+        url = self._endpoint + "/"  # where messages go (a separate SES endpoint, if set)
         body = b"Action=GetSendQuota&Version=2010-12-01"
         headers = self._signed_headers(url, body, "application/x-www-form-urlencoded; charset=utf-8")
         assert self._http is not None, "use SesClient as an async context manager"
