@@ -129,9 +129,8 @@ def test_api_stopped_mid_send_is_shown_and_clears(st: Stack, namespace: str) -> 
 
 
 def test_deleting_a_plan_while_the_api_is_gone_releases_the_finalizer(st: Stack, namespace: str) -> None:
-    manifest = json.loads(
-        plan_yaml("orphan", inline=[{"email": f"{namespace}-o@example.com", "name": "O", "city": "Rome"}])
-    )
+    apply_list(st, namespace, "orphan-list", [f"{namespace}-o@example.com,O,Rome"])
+    manifest = json.loads(plan_yaml("orphan", recipients_cm="orphan-list"))
     manifest["spec"]["schedule"] = {"startAt": "2099-01-01T00:00:00Z"}  # registered, never sent
     st.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
     st.wait_status(namespace, "orphan", lambda s: s.get("phase") == "Scheduled", "Scheduled")
