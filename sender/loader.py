@@ -16,7 +16,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from emailplan.contract.plans import LoadFailure, LoadFailureReason
-from emailplan.contract.recipients import ListError
+from emailplan.contract.recipients import EmptyListError, ListError
 from emailplan.sender.settings import SenderSettings
 
 CHUNK_BYTES = 256 * 1024
@@ -56,10 +56,6 @@ async def _iterate(body: Any) -> AsyncIterator[bytes]:
         yield bytes(chunk)
 
 
-class EmptyListError(Exception):
-    """The object was read but holds no row at all: nothing to send, and reading again will not help."""
-
-
 def failure(exc: BaseException, bucket: str, key: str) -> LoadFailure:
     """The reason a load failed, for the plan's ``LoadFailed`` condition (never a credential).
 
@@ -82,15 +78,15 @@ def failure(exc: BaseException, bucket: str, key: str) -> LoadFailure:
                 permanent=True,
             )
         return LoadFailure(reason=LoadFailureReason.UNAVAILABLE, message=f"reading {where} failed: {code}")
+    if isinstance(exc, EmptyListError):  # before ListError, which it is a kind of
+        return LoadFailure(
+            reason=LoadFailureReason.EMPTY_LIST, message=f"{where} holds no recipient rows", permanent=True
+        )
     if isinstance(exc, ListError):
         return LoadFailure(
             reason=LoadFailureReason.NOT_A_LIST,
             message=f"{where} is not a recipient list: {exc}",
             permanent=True,
-        )
-    if isinstance(exc, EmptyListError):
-        return LoadFailure(
-            reason=LoadFailureReason.EMPTY_LIST, message=f"{where} holds no recipient rows", permanent=True
         )
     if isinstance(exc, BotoCoreError):
         return LoadFailure(reason=LoadFailureReason.UNAVAILABLE, message=f"reading {where} failed: {exc}")

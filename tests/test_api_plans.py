@@ -270,6 +270,7 @@ async def test_s3_load_job_reports_missing_object_and_recovers(
         assert (await live.client.post(url, headers=HEADERS, json=source)).status == 202
         load = await _wait_load(live, plan_id, {"failed"})
         assert load["failure"]["reason"] == "ObjectMissing" and "a.csv" in load["failure"]["message"]
+        assert load["failure"]["permanent"] is True  # issue 20 #3: the operator will not retry alone
         s3.put_object(Bucket="late", Key="a.csv", Body=b"email\nx@example.com\nnope\n")
         assert (await live.client.post(url, headers=HEADERS, json=source)).status == 202
         load = await _wait_load(live, plan_id, {"loaded"})
@@ -282,7 +283,17 @@ async def test_s3_load_job_reports_missing_object_and_recovers(
             f"/v1/plans/{other}/recipients/s3", headers=HEADERS, json={**source, "key": "b.csv"}
         )
         load = await _wait_load(live, other, {"failed"})
-        assert load["failure"]["reason"] == "NotAList"
+        assert load["failure"]["reason"] == "NotAList" and load["failure"]["permanent"] is True
+        for body in (b"", b"email\n"):  # issue 20 #3: an empty list is a failure, not a finished plan
+            s3.put_object(Bucket="late", Key="empty.csv", Body=body)
+            empty = uuid.uuid4()
+            await put(live, empty, PLAN)
+            await live.client.post(
+                f"/v1/plans/{empty}/recipients/s3", headers=HEADERS, json={**source, "key": "empty.csv"}
+            )
+            load = await _wait_load(live, empty, {"failed", "loaded"})
+            assert load["state"] == "failed" and load["failure"]["reason"] == "EmptyList", load
+            assert load["failure"]["permanent"] is True
     finally:
         await stop_api(live)
 
