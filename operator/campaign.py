@@ -200,6 +200,7 @@ class RolloutPhase(StrEnum):
     SENDING = "Sending"  # the step's share is going out (the last step: the rest of the list)
     HOLDING = "Holding"  # the step's share is handled; its results are watched for the hold time
     GATE_FAILED = "GateFailed"  # the hold is over and the step's rates are over a threshold
+    COMPLETED = "Completed"  # the plan is finished: no step is sending any more
 
 
 @dataclass(frozen=True)
@@ -379,6 +380,9 @@ def steer(
             "schedule": spec.window.describe(),
         }
     if view is not None and view.state.finished:
+        prior = status.get("rollout")
+        if spec.rollout is not None and isinstance(prior, Mapping) and prior:
+            out.status["rollout"] = {**prior, "state": RolloutPhase.COMPLETED.value}
         return out
     loaded = view is not None and view.recipients_loaded
     applied = view.release_percent if view is not None else 0.0

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
+from emailplan.contract.health import ERROR_DEPENDENCY_KEY, Dependency
 from emailplan.contract.plans import LoadJob, PlanPayload, PlanView, S3Source
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,15 @@ class DataPlaneError(Exception):
 
 
 class DataPlaneUnavailable(DataPlaneError):
-    """Network error or a 5xx answer: worth retrying."""
+    """Network error or a 5xx answer: worth retrying.
+
+    ``dependency`` is what is down: the API itself when it did not answer (or answered
+    a 5xx without saying why), else what its typed 503 body names (the database, SQS).
+    """
+
+    def __init__(self, message: str, dependency: Dependency = Dependency.API) -> None:
+        super().__init__(message)
+        self.dependency = dependency
 
 
 class DataPlaneRejected(DataPlaneError):
@@ -89,7 +98,10 @@ class DataPlane:
                 if resp.status == 404 and allow_404:
                     return None
                 if resp.status >= 500:
-                    raise DataPlaneUnavailable(f"{method} {path}: HTTP {resp.status}")
+                    raise DataPlaneUnavailable(
+                        f"{method} {path}: HTTP {resp.status}: {_message(body, text)[:200]}",
+                        _dependency(body),
+                    )
                 if resp.status >= 400:
                     raise DataPlaneRejected(resp.status, _message(body, text), body)
                 return body
@@ -128,6 +140,16 @@ class DataPlane:
     async def stop(self, plan_id: str) -> None:
         """Stop the plan (a plan the data plane never knew needs nothing)."""
         await self._call("POST", f"/v1/plans/{plan_id}/stop", allow_404=True)
+
+
+def _dependency(body: Any) -> Dependency:
+    """What a 5xx body says is down (``{"error": {"dependency": "database"}}``), else the API itself."""
+    err = body.get("error") if isinstance(body, dict) else None
+    named = err.get(ERROR_DEPENDENCY_KEY) if isinstance(err, dict) else None
+    try:
+        return Dependency(named) if named else Dependency.API
+    except ValueError:
+        return Dependency.API
 
 
 def _message(body: Any, text: str) -> str:

@@ -32,7 +32,7 @@ from emailplan.contract.plans import (
     Unsubscribe,
 )
 from emailplan.contract.spec_status import Phase as Phase  # the one definition; re-exported for callers
-from emailplan.operator import campaign
+from emailplan.operator import campaign, outages
 from emailplan.operator import decisions as d
 from emailplan.operator.decisions import Event
 from emailplan.operator.planspec import PlanSpec, Templates
@@ -41,6 +41,7 @@ SENDING_INTERVAL_SECONDS = 1.0  # while sending, status.sent lags the ledger by 
 LOAD_STALE_AFTER = timedelta(seconds=45)  # a load with no heartbeat this long is started again
 MAX_LOAD_BACKOFF_SECONDS = 300.0
 EVENT_ROWS_CHARS = 900  # Event messages are cut at 1 KiB by the API server
+FINAL_LOAD_WORDS = "not retried: fix the list, then change the plan's spec to load it again"
 
 
 class LoadAction(StrEnum):
@@ -66,6 +67,7 @@ class Observed:
     registered_here: bool = True  # False on this process's first pass: register once anyway
     backlog_per_replica: int = IDS_PER_QUEUE_MESSAGE
     status_interval: float = 5.0
+    outage: outages.Outage | None = None  # the data plane did not answer (view is then None)
 
 
 @dataclass
@@ -125,6 +127,10 @@ def load_action(o: Observed) -> LoadAction | None:
     if job is None:
         return action
     since = (o.now - job.updated_at) if job.updated_at else LOAD_STALE_AFTER * 2
+    if job.state is LoadState.FAILED and job.failure is not None and job.failure.permanent:
+        # Never again by itself: once the failure was shown, only a spec change tries again.
+        shown = _previous(o.status, "LoadFailed")
+        return action if shown.get("status") == "True" and _generation(shown) < o.generation else None
     if job.state is LoadState.FAILED:
         wait = min(MAX_LOAD_BACKOFF_SECONDS, 2.0 ** min(job.attempts, 9))
         return action if since.total_seconds() >= wait else None
@@ -166,6 +172,13 @@ def _previous(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     return {}
 
 
+def _generation(condition: Mapping[str, Any]) -> int:
+    try:
+        return int(condition.get("observedGeneration") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _was(status: Mapping[str, Any], kind: str) -> bool:
     return _previous(status, kind).get("status") == "True"
 
@@ -196,6 +209,10 @@ def decide(o: Observed) -> Decision:
         out.status = d.status_changes(dict(o.status), desired)
         return out
 
+    outage = outages.judge(o.outage or outages.from_view(view), o.status, o.now, o.generation)
+    if view is None and o.outage is not None:
+        return _unreachable(o, out, outage, previous)
+
     trip = d.circuit_breaker(
         counts.model_dump(),
         max_bounce_rate=o.spec.max_bounce_rate,
@@ -216,11 +233,14 @@ def decide(o: Observed) -> Decision:
     loaded = view is not None and view.recipients_loaded
     job = view.load if view is not None else None
     load_failed = job is not None and job.state is LoadState.FAILED and job.failure is not None
+    load_final = load_failed and job is not None and job.failure is not None and job.failure.permanent
 
     if finished:
         out.phase = Phase.COMPLETED
     elif view is None:
         out.phase = Phase.PENDING
+    elif load_final and not loaded:
+        out.phase = Phase.FAILED
     elif not loaded:
         out.phase = Phase.LOADING
     elif paused:
@@ -269,7 +289,9 @@ def decide(o: Observed) -> Decision:
         assert job is not None and job.failure is not None
         reason, message = (
             job.failure.reason.value,
-            f"{job.failure.message} (attempt {job.attempts}, retrying)",
+            f"{job.failure.message} ({FINAL_LOAD_WORDS})"
+            if load_final
+            else f"{job.failure.message} (attempt {job.attempts}, retrying)",
         )
         conditions.append(cond("LoadFailed", True, reason, message))
         if _previous(o.status, "LoadFailed").get("reason") != reason or not _was(o.status, "LoadFailed"):
@@ -312,11 +334,20 @@ def decide(o: Observed) -> Decision:
     stalled_reason = (
         "LoadFailed" if load_stalled else steering.pause.reason if steering.pause else "NotStalled"
     )
+    ready_reason = out.phase.value
+    if load_final and not loaded and job is not None and job.failure is not None:
+        stalled_reason = ready_reason = job.failure.reason.value
+    if outage.shown is not None:
+        message, ready_reason = outage.message, outage.shown.dependency.reason
+    if outage.condition.get("type"):
+        conditions.append(outage.condition)
+    out.events += outage.events
     conditions += [
         cond(
             "Ready",
-            out.phase in (Phase.SENDING, Phase.SCHEDULED, Phase.HOLDING, Phase.COMPLETED),
-            out.phase.value,
+            outage.shown is None
+            and out.phase in (Phase.SENDING, Phase.SCHEDULED, Phase.HOLDING, Phase.COMPLETED),
+            ready_reason,
             message,
         ),
         cond(
@@ -358,6 +389,33 @@ def completed_event(counts: PlanCounts, failures: list[FailureReason]) -> Event:
     top = next((f for f in failures if not f.suppressed), None)
     why = f"; top reason: {top.reason} ({top.count})" if top is not None else ""
     return Event("Warning", "Completed", (summary + why)[:EVENT_ROWS_CHARS])
+
+
+def _unreachable(
+    o: Observed, out: Decision, outage: outages.Verdict, previous: list[dict[str, Any]]
+) -> Decision:
+    """The data plane did not answer: keep everything (phase, counts, pods), say what is down.
+
+    The pods keep their work and retry by themselves; scaling them to zero would only
+    add churn when the outage ends. Within the grace nothing is written at all.
+    """
+    try:
+        out.phase = Phase(str(o.status.get("phase") or Phase.PENDING.value))
+    except ValueError:
+        out.phase = Phase.PENDING
+    out.replicas = o.replicas
+    if outage.shown is None:
+        out.requeue_after = max(0.5, min(o.status_interval, outage.recheck_after or o.status_interval))
+        return out
+    reason = outage.shown.dependency.reason
+    ready = d.condition(previous, "Ready", False, reason, outage.message, now=o.now, generation=o.generation)
+    desired = {
+        "message": outage.message[:4096],
+        "conditions": d.merge_conditions(previous, [outage.condition, ready]),
+    }
+    out.status = d.status_changes(dict(o.status), desired)
+    out.events = list(outage.events)
+    return out
 
 
 def _status(
@@ -429,8 +487,10 @@ def _message(
         return f"suspended, {counts.backlog} left"
     if phase is Phase.COMPLETED:
         return "all messages handled"
+    if phase is Phase.FAILED and job is not None and job.failure is not None:
+        return f"loading failed: {job.failure.message}; {FINAL_LOAD_WORDS}"
     if phase is Phase.LOADING:
         if job is not None and job.state is LoadState.FAILED and job.failure is not None:
-            return f"loading failed: {job.failure.message}"
+            return f"loading failed: {job.failure.message}; retrying (attempt {job.attempts})"
         return f"loading {_source_words(o.spec)}"
     return "registering the plan with the data plane"

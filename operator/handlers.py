@@ -16,17 +16,21 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 
+from emailplan.contract.health import Dependency
+from emailplan.contract.plans import PlanView
 from emailplan.contract.recipients import first_recipient
-from emailplan.operator import clock, metrics
+from emailplan.operator import clock, metrics, outages
 from emailplan.operator import decide as plan_decide
 from emailplan.operator.dataplane import DataPlane, DataPlaneRejected, DataPlaneUnavailable
 from emailplan.operator.deployment import deployment_name, render_deployment
 from emailplan.operator.kubeapi import GROUP, PLURAL, VERSION, KubeApi, load_config
+from emailplan.operator.outages import Outage
 from emailplan.operator.planspec import PlanSpec, Templates, read_spec
 from emailplan.operator.recipients import content_type, inline_ndjson, text_chunks
 from emailplan.operator.settings import OperatorSettings
@@ -51,6 +55,7 @@ class PlanMemory:
     registered: bool = False  # this process has PUT the plan (once after a restart or takeover)
     status: dict[str, Any] | None = None  # last status written
     interval: float = 5.0  # how long until the next pass (short while sending)
+    unavailable: tuple[Dependency, datetime] | None = None  # what did not answer, first seen when
 
 
 @dataclass
@@ -187,19 +192,41 @@ async def _sleep(stopped: kopf.DaemonStopped, wake: asyncio.Event, delay: float)
             w.cancel()
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, retries=60, backoff=5)
-async def stop_plan(uid: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+@kopf.on.delete(GROUP, VERSION, PLURAL, retries=None, backoff=5)
+async def stop_plan(
+    uid: str,
+    name: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    retry: int,
+    runtime: timedelta,
+    **_: Any,
+) -> None:
     """Before the plan goes: stop it in the data plane, so unsent messages become ``stopped``.
 
     The sender Deployment needs nothing here: its ownerReference lets the
-    garbage collector delete it after the plan.
+    garbage collector delete it after the plan. A data plane that does not answer
+    is retried with backoff, said in an Event, and after ``deletion_timeout_seconds``
+    the finalizer is released anyway (``outages.deletion_step``): deletion never hangs.
     """
     ctx = _ctx(memo)
     try:
         await ctx.dataplane.stop(uid)
     except DataPlaneUnavailable as exc:
+        step = outages.deletion_step(
+            waited=runtime,
+            attempt=retry,
+            bound_seconds=ctx.settings.deletion_timeout_seconds,
+            status=body.status,
+            what=exc.dependency.words,
+        )
+        if step.event is not None:
+            kopf.event(body, type=step.event.type, reason=step.event.reason, message=step.event.message)
+        if step.release:
+            log.warning("finalizer released without stopping the plan", extra={"plan": name, "uid": uid})
+            return
         raise kopf.TemporaryError(
-            f"data plane unavailable, cannot stop the plan yet: {exc}", delay=5
+            f"data plane unavailable, cannot stop the plan yet: {exc}", delay=step.delay
         ) from exc
     except DataPlaneRejected as exc:
         log.warning("data plane refused to stop the plan", extra={"plan": name, "error": str(exc)})
@@ -232,7 +259,7 @@ async def reconcile(ctx: Context, body: kopf.Body, mem: PlanMemory) -> None:
         problems, reason = exc.problems, exc.reason
     if not problems and mem.rejected is not None and mem.rejected[0] == generation:
         problems, reason = [mem.rejected[1]], "RejectedByDataPlane"
-    view = await ctx.dataplane.get_plan(uid) if not problems else None
+    view, outage = await _observe_view(ctx, mem, uid, name) if not problems else (None, None)
     if not mem.deployment_observed:
         mem.replicas = await ctx.kube.deployment_replicas(namespace, deployment_name(name))
         mem.deployment_observed = True
@@ -251,6 +278,7 @@ async def reconcile(ctx: Context, body: kopf.Body, mem: PlanMemory) -> None:
         registered_here=mem.registered,
         backlog_per_replica=ctx.settings.backlog_per_replica,
         status_interval=ctx.settings.status_interval_seconds,
+        outage=outage,
     )
 
     # --- decide
@@ -277,6 +305,21 @@ async def reconcile(ctx: Context, body: kopf.Body, mem: PlanMemory) -> None:
     await _write_status(ctx, mem, name, namespace, decision.status)
     mem.interval = decision.requeue_after
     ctx.phases[uid] = decision.phase.value
+
+
+async def _observe_view(
+    ctx: Context, mem: PlanMemory, uid: str, name: str
+) -> tuple[PlanView | None, Outage | None]:
+    """The plan view, or what is down when the data plane cannot give it (first seen when)."""
+    try:
+        view = await ctx.dataplane.get_plan(uid)
+    except DataPlaneUnavailable as exc:
+        if mem.unavailable is None or mem.unavailable[0] is not exc.dependency:
+            mem.unavailable = (exc.dependency, clock.now(ctx.settings))
+        log.warning("data plane unavailable", extra={"plan": name, "error": str(exc)})
+        return None, Outage(exc.dependency, str(exc)[:300], mem.unavailable[1])
+    mem.unavailable = None
+    return view, None
 
 
 async def _start_load(

@@ -29,6 +29,9 @@ class OperatorSettings(BaseSettings):
     api_key: SecretStr = SecretStr("")
     dev_mode: bool = False  # EMAILPLAN_DEV_MODE=1: local runs may use the development API key
     api_timeout_seconds: float = 30.0
+    # A deleted plan waits this long for an unreachable data plane to stop it, then its
+    # finalizer is released anyway (with a Warning Event naming what the ledger keeps).
+    deletion_timeout_seconds: float = Field(600.0, ge=0)
 
     # How often each plan's status is refreshed from the data plane (DESIGN: at most 10 s).
     status_interval_seconds: float = Field(5.0, gt=0, le=10)

@@ -16,7 +16,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from emailplan.contract.plans import LoadFailure, LoadFailureReason
-from emailplan.contract.recipients import ListError
+from emailplan.contract.recipients import EmptyListError, ListError
 from emailplan.sender.settings import SenderSettings
 
 CHUNK_BYTES = 256 * 1024
@@ -57,23 +57,36 @@ async def _iterate(body: Any) -> AsyncIterator[bytes]:
 
 
 def failure(exc: BaseException, bucket: str, key: str) -> LoadFailure:
-    """The reason a load failed, for the plan's ``LoadFailed`` condition (never a credential)."""
+    """The reason a load failed, for the plan's ``LoadFailed`` condition (never a credential).
+
+    ``permanent`` when the same object read again must fail the same way (missing,
+    forbidden, not a list, empty); network errors, 5xx and throttling are transient.
+    """
     where = f"s3://{bucket}/{key}"
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in _MISSING:
             return LoadFailure(
-                reason=LoadFailureReason.OBJECT_MISSING, message=f"{where} does not exist ({code})"
+                reason=LoadFailureReason.OBJECT_MISSING,
+                message=f"{where} does not exist ({code})",
+                permanent=True,
             )
         if code in _DENIED:
             return LoadFailure(
                 reason=LoadFailureReason.ACCESS_DENIED,
                 message=f"the data plane may not read {where} ({code}): grant it s3:GetObject",
+                permanent=True,
             )
         return LoadFailure(reason=LoadFailureReason.UNAVAILABLE, message=f"reading {where} failed: {code}")
+    if isinstance(exc, EmptyListError):  # before ListError, which it is a kind of
+        return LoadFailure(
+            reason=LoadFailureReason.EMPTY_LIST, message=f"{where} holds no recipient rows", permanent=True
+        )
     if isinstance(exc, ListError):
         return LoadFailure(
-            reason=LoadFailureReason.NOT_A_LIST, message=f"{where} is not a recipient list: {exc}"
+            reason=LoadFailureReason.NOT_A_LIST,
+            message=f"{where} is not a recipient list: {exc}",
+            permanent=True,
         )
     if isinstance(exc, BotoCoreError):
         return LoadFailure(reason=LoadFailureReason.UNAVAILABLE, message=f"reading {where} failed: {exc}")

@@ -380,6 +380,22 @@ class SesClient:
             raise SesTransientError("BadResponse", "SES answered a different number of entry results")
         return out
 
+    async def unreachable(self) -> str | None:
+        """Why SES cannot be reached (network error, 5xx), or None when it answers at all.
+
+        A refusal (403: the role may not call GetSendQuota) still means SES is up, so only
+        transport failures and server errors count: the API's dependency probe uses this.
+        """
+        url = self._endpoint + "/"  # where messages go (a separate SES endpoint, if set)
+        body = b"Action=GetSendQuota&Version=2010-12-01"
+        headers = self._signed_headers(url, body, "application/x-www-form-urlencoded; charset=utf-8")
+        assert self._http is not None, "use SesClient as an async context manager"
+        try:
+            async with self._http.post(url, data=body, headers=headers) as response:
+                return f"SES answered HTTP {response.status}" if response.status >= 500 else None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return f"cannot reach SES ({type(exc).__name__})"
+
     async def max_send_rate(self) -> float | None:
         """The account's MaxSendRate (SES v1 GetSendQuota; moto implements it), or None if unknown."""
         url = (self._aws_endpoint or f"https://email.{self._region}.amazonaws.com").rstrip("/") + "/"

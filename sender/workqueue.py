@@ -86,6 +86,10 @@ class WorkQueue:
         ) as client:
             yield cls(client, visibility_timeout=max(30, int(settings.lease_seconds)))
 
+    async def ping(self) -> None:
+        """Raise unless SQS answers (the API's dependency probe): one cheap ListQueues call."""
+        await self._sqs.list_queues(MaxResults=1)
+
     async def ensure(self, plan_id: uuid.UUID) -> str:
         """Create the plan's queue and DLQ (idempotent); returns the queue URL."""
         name = queue_name(plan_id)

@@ -270,6 +270,7 @@ async def test_s3_load_job_reports_missing_object_and_recovers(
         assert (await live.client.post(url, headers=HEADERS, json=source)).status == 202
         load = await _wait_load(live, plan_id, {"failed"})
         assert load["failure"]["reason"] == "ObjectMissing" and "a.csv" in load["failure"]["message"]
+        assert load["failure"]["permanent"] is True  # issue 20 #3: the operator will not retry alone
         s3.put_object(Bucket="late", Key="a.csv", Body=b"email\nx@example.com\nnope\n")
         assert (await live.client.post(url, headers=HEADERS, json=source)).status == 202
         load = await _wait_load(live, plan_id, {"loaded"})
@@ -282,7 +283,17 @@ async def test_s3_load_job_reports_missing_object_and_recovers(
             f"/v1/plans/{other}/recipients/s3", headers=HEADERS, json={**source, "key": "b.csv"}
         )
         load = await _wait_load(live, other, {"failed"})
-        assert load["failure"]["reason"] == "NotAList"
+        assert load["failure"]["reason"] == "NotAList" and load["failure"]["permanent"] is True
+        for body in (b"", b"email\n"):  # issue 20 #3: an empty list is a failure, not a finished plan
+            s3.put_object(Bucket="late", Key="empty.csv", Body=body)
+            empty = uuid.uuid4()
+            await put(live, empty, PLAN)
+            await live.client.post(
+                f"/v1/plans/{empty}/recipients/s3", headers=HEADERS, json={**source, "key": "empty.csv"}
+            )
+            load = await _wait_load(live, empty, {"failed", "loaded"})
+            assert load["state"] == "failed" and load["failure"]["reason"] == "EmptyList", load
+            assert load["failure"]["permanent"] is True
     finally:
         await stop_api(live)
 
@@ -346,3 +357,59 @@ async def test_s3_load_cut_by_an_api_restart_is_loaded_again_without_double_coun
         assert counts["total"] == 500 and counts["created"] == 500
     finally:
         await stop_api(live)
+
+
+def _crd_ses_rules() -> dict[str, str]:
+    """The patterns admission (the generated CRD) applies to ``spec.ses``: tag names, values, the set."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    crd = yaml.safe_load((Path(__file__).parents[1] / "crds" / "emailplan.yaml").read_text())
+    ses = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["ses"]
+    tags = ses["properties"]["tags"]
+    name_rule = tags["x-kubernetes-validations"][0]["rule"]
+    found = re.search(r"matches\(r?'([^']*)'\)", name_rule)
+    assert found, name_rule
+    return {
+        "name": found.group(1),
+        "value": tags["additionalProperties"]["pattern"],
+        "configurationSet": ses["properties"]["configurationSet"]["pattern"],
+    }
+
+
+SES_SAMPLES = ["ok", "a b", "", "a.b", "a@b", "x" * 256, "x" * 257, "ü", "under_score-dash", "tab\t"]
+
+
+@pytest.mark.parametrize("sample", SES_SAMPLES)
+async def test_ses_fields_accept_exactly_what_admission_accepts(api: LiveApi, sample: str) -> None:
+    """Issue 20 #4: one rule: the plan API refuses a tag or configuration set iff the CRD does."""
+    import re
+
+    rules = _crd_ses_rules()
+    cases = [
+        ("name", {"tags": {sample: "v"}}),
+        ("value", {"tags": {"k": sample}}),
+        ("configurationSet", {"configurationSet": sample}),
+    ]
+    for what, ses in cases:
+        admitted = re.fullmatch(rules[what].removeprefix("^").removesuffix("$"), sample) is not None
+        resp = await put(api, uuid.uuid4(), {**PLAN, "ses": ses})
+        body = await resp.json()
+        assert (resp.status < 300) == admitted, (what, sample, resp.status, body)
+        if not admitted:
+            assert resp.status == 400 and body["error"]["field"].startswith("ses."), body
+
+
+async def test_unknown_admin_paths_are_404_with_or_without_a_key(api: LiveApi) -> None:
+    """Issue 20 #5: a path that does not exist says so (JSON 404); known ones still want the key."""
+    plan_id = uuid.uuid4()
+    for headers in ({}, HEADERS, {"x-api-key": "wrong"}):
+        for path in ("/v1/nope", f"/v1/plans/{plan_id}/nope", "/v1/"):
+            resp = await api.client.get(path, headers=headers)
+            assert resp.status == 404, (path, headers, resp.status)
+            assert (await resp.json())["error"]["message"]
+    resp = await api.client.get(f"/v1/plans/{plan_id}")
+    assert resp.status == 401 and (await resp.json())["error"]["field"] == "x-api-key"
+    assert (await api.client.put(f"/v1/plans/{plan_id}", json=PLAN)).status == 401

@@ -255,7 +255,8 @@ def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
 def test_s3_missing_object_reports_load_failed_then_completes_when_uploaded(
     more: MoreStack, namespace: str
 ) -> None:
-    """Issue 9 #2, #3, #4, #5: a failed load is visible and retried; bad rows are reported by row number."""
+    """Issue 9 #2-#5, issue 20 #3: a missing list fails the plan (not retried forever); fixed and
+    re-applied, it loads; bad rows are reported by row number."""
     marker = f"{namespace}-miss"
     bucket = f"e2e-{uuid.uuid4().hex[:12]}"
     s3 = _s3(more)
@@ -275,7 +276,8 @@ def test_s3_missing_object_reports_load_failed_then_completes_when_uploaded(
     )
     failed = _condition(status, "LoadFailed")
     assert failed["reason"] == "ObjectMissing" and "lists/late.csv" in failed["message"]
-    assert status["phase"] == "Loading" and status.get("sent", 0) == 0
+    assert status["phase"] == "Failed" and status.get("sent", 0) == 0
+    assert _condition(status, "Stalled")["reason"] == "ObjectMissing" and "change the" in status["message"]
     wait_for(
         lambda: any(
             e["type"] == "Warning" and e["reason"] == "LoadFailed"
@@ -295,6 +297,8 @@ def test_s3_missing_object_reports_load_failed_then_completes_when_uploaded(
     lines += [f"{good[n].upper()},Again,x" for n in range(3)]  # rows 48-50: duplicates, not errors
     body = "\ufeff" + "\r\n".join(lines) + "\r\n"
     s3.put_object(Bucket=bucket, Key="lists/late.csv", Body=body.encode())
+    assert more.status(namespace, "later-list")["phase"] == "Failed"  # not retried by itself
+    _spec_patch(more, namespace, "later-list", {"spec": {"rate": {"perSecond": 299}}})  # the owner re-applies
 
     status = more.wait_status(namespace, "later-list", done, "Completed once the object exists")
     assert status["sent"] == len(good) and status["total"] == len(good)

@@ -174,6 +174,9 @@ def test_operator_gets_sender_settings_and_only_its_own_secrets(default_docs: li
     assert env["EMAILPLAN_DEFAULT_MAX_BOUNCE_RATE"] == "0.05"
     assert env["EMAILPLAN_DEFAULT_MAX_COMPLAINT_RATE"] == "0.001"
     assert env["EMAILPLAN_SENDER_MEMORY_LIMIT"] == "512Mi"
+    assert float(env["EMAILPLAN_DELETION_TIMEOUT_SECONDS"]) == (
+        OperatorSettings.model_fields["deletion_timeout_seconds"].default
+    )
     assert "EMAILPLAN_SENDER_CPU_LIMIT" not in env, "no CPU limit by default"
     assert env["EMAILPLAN_API_KEY"] == {
         "secretKeyRef": {"name": "emailplan-api-key", "key": "EMAILPLAN_API_KEY"}
@@ -350,6 +353,7 @@ def test_single_replica_without_peering_runs_standalone(helm_bin: str) -> None:
 
 
 BAD_VALUES = [
+    ("operator:\n  deletionTimeoutSeconds: -1\n", ["deletionTimeoutSeconds"]),
     # (values file content, words the error must contain)
     ("operator:\n  replicas: two\n", ["operator", "replicas"]),
     ("operator:\n  replicas: 0\n", ["operator", "replicas"]),

@@ -666,6 +666,18 @@ def test_finished_plan_keeps_its_winner_and_takes_no_steps() -> None:
     assert reasons(out) == ["Completed"]
 
 
+def test_completed_rollout_says_completed() -> None:
+    """Issue 20 #6: once the plan is done, ``status.rollout.state`` no longer claims Sending."""
+    last = view(spec=SPEC_ROLLOUT, release=100, counts={"total": 1000, "created": 5, "sent": 995})
+    status = {"rollout": {"percent": 100, "stepStartedAt": "2026-05-01T11:00:00Z", "baseline": {}}}
+    out, status = run(observed(spec_patch=SPEC_ROLLOUT, view=last, status=status))
+    assert status["rollout"]["state"] == "Sending" and status["rollout"]["step"] == 3
+    done = view(spec=SPEC_ROLLOUT, state=PlanState.DONE, release=100, counts={"total": 1000, "sent": 1000})
+    out, status = run(observed(spec_patch=SPEC_ROLLOUT, view=done, status=status))
+    assert out.phase is Phase.COMPLETED and status["rollout"]["state"] == "Completed"
+    assert status["rollout"]["step"] == 3 and status["rollout"]["percent"] == 100
+
+
 # --- the test clock ----------------------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from support.decisions import NOW, SPEC, job, observed, view
 
+from emailplan.contract.health import Dependency, DependencyHealth
 from emailplan.contract.plans import (
     LoadFailure,
     LoadFailureReason,
@@ -23,6 +24,7 @@ from emailplan.contract.recipients import first_recipient
 from emailplan.operator import decisions as d
 from emailplan.operator.decide import LoadAction, Observed, Phase, decide, payload_for
 from emailplan.operator.deployment import deployment_name, render_deployment
+from emailplan.operator.outages import Outage, deletion_step
 from emailplan.operator.planspec import Templates, read_spec
 from emailplan.operator.recipients import inline_ndjson
 from emailplan.operator.settings import OperatorSettings
@@ -346,14 +348,14 @@ def test_suspended_mid_load_keeps_loading_and_sends_nothing() -> None:
     assert conditions(status)["Suspended"][0] == "True" and status["phase"] == "Loading"
 
 
-def test_load_failed_then_object_appears() -> None:
-    missing = LoadFailure(reason=LoadFailureReason.OBJECT_MISSING, message="s3://lists/a.csv does not exist")
+def test_load_failed_transiently_then_loaded() -> None:
+    missing = LoadFailure(reason=LoadFailureReason.UNAVAILABLE, message="reading s3://lists/a.csv: timed out")
     failed = view(
         state=PlanState.LOADING, loaded=False, load=job(LoadState.FAILED, failure=missing, attempts=1)
     )
     out, status = run(observed(view=failed))
-    assert conditions(status)["LoadFailed"] == ("True", "ObjectMissing")
-    assert conditions(status)["Stalled"][0] == "True" and "does not exist" in status["message"]
+    assert conditions(status)["LoadFailed"] == ("True", "Unavailable")
+    assert conditions(status)["Stalled"][0] == "True" and "timed out" in status["message"]
     assert [(e.type, e.reason) for e in out.events] == [("Warning", "LoadFailed")]
     assert out.load is None  # backoff: not again within 2 s of the failure
     later = observed(view=failed, status=status, now=NOW + timedelta(seconds=3))
@@ -457,3 +459,163 @@ def test_plan_counts_are_exported_per_plan_and_forgotten_with_the_plan() -> None
     assert REGISTRY.get_sample_value("emailplan_plan_messages", {**labels, "count": "delivered"}) == 93
     metrics.forget_counts("mail", "launch")
     assert REGISTRY.get_sample_value("emailplan_plan_messages", labels) is None
+
+
+# --- outages of the data plane and its dependencies (issue 20 #1) ------------------------------------------
+
+
+def condition_of(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == kind)
+
+
+SENDING_COUNTS = {"total": 3000, "created": 2000, "sent": 1000}
+
+
+@pytest.mark.parametrize(
+    ("dependency", "reason", "words"),
+    [
+        (Dependency.DATABASE, "DatabaseUnavailable", "database"),
+        (Dependency.API, "DataPlaneUnreachable", "data-plane API"),
+    ],
+)
+def test_data_plane_outage_is_shown_after_a_grace_and_clears_with_an_event(
+    dependency: Dependency, reason: str, words: str
+) -> None:
+    sending = view(counts=SENDING_COUNTS)
+    out, status = run(observed(view=sending, replicas=2))
+    assert conditions(status)["DataPlaneAvailable"] == ("True", "Available")
+    down = Outage(dependency, "what the client saw", since=NOW)
+    # A blip shorter than the grace changes nothing: no patch, no Event, pods kept, looked at again soon.
+    out, _ = run(observed(view=None, outage=down, status=status, now=NOW + timedelta(seconds=2), replicas=2))
+    assert out.status == {} and out.events == [] and out.replicas == 2 and out.payload is None
+    assert out.load is None and out.requeue_after <= 5.0
+    # Past the grace: Ready=False naming it, since when, one Warning; counts and phase kept.
+    later = NOW + timedelta(seconds=6)
+    out, status = run(observed(view=None, outage=down, status=status, now=later, replicas=2))
+    assert conditions(status)["DataPlaneAvailable"] == ("False", reason)
+    assert conditions(status)["Ready"] == ("False", reason)
+    assert condition_of(status, "DataPlaneAvailable")["lastTransitionTime"] == "2026-05-01T12:00:00Z"
+    assert words in status["message"] and "since 2026-05-01T12:00:00Z" in status["message"]
+    assert status["phase"] == "Sending" and status["sent"] == 1000 and out.replicas == 2
+    assert out.payload is None and out.load is None
+    assert [(e.type, e.reason) for e in out.events] == [("Warning", reason)]
+    assert words in out.events[0].message
+    # An operator restarted mid-outage first sees it now: the start stays the one in status, no new Event.
+    again = Outage(dependency, "what the client saw", since=NOW + timedelta(seconds=60))
+    out, status = run(observed(view=None, outage=again, status=status, now=NOW + timedelta(seconds=61)))
+    assert out.events == [] and "since 2026-05-01T12:00:00Z" in status["message"]
+    assert condition_of(status, "DataPlaneAvailable")["lastTransitionTime"] == "2026-05-01T12:00:00Z"
+    # Back: all clear, a Normal Event with how long it lasted.
+    out, status = run(observed(view=sending, status=status, now=NOW + timedelta(seconds=90), replicas=2))
+    assert conditions(status)["DataPlaneAvailable"] == ("True", "Available")
+    assert conditions(status)["Ready"] == ("True", "Sending") and "left" in status["message"]
+    assert [(e.type, e.reason) for e in out.events] == [("Normal", "DataPlaneRecovered")]
+    assert "after 90s" in out.events[0].message
+    out, status = run(observed(view=sending, status=status, now=NOW + timedelta(seconds=91), replicas=2))
+    assert out.events == []
+
+
+@pytest.mark.parametrize(
+    ("dependency", "reason"),
+    [(Dependency.QUEUE, "QueueUnavailable"), (Dependency.SES, "SesUnavailable")],
+)
+def test_dependency_the_api_reports_down_makes_the_plan_not_ready(
+    dependency: Dependency, reason: str
+) -> None:
+    health = [
+        DependencyHealth(dependency=dependency, available=False, since=NOW, message="connect timeout"),
+        DependencyHealth(dependency=Dependency.DATABASE, available=True, since=NOW - timedelta(days=1)),
+    ]
+    sick = view(counts=SENDING_COUNTS).model_copy(update={"dependencies": health})
+    out, status = run(observed(view=sick, now=NOW + timedelta(seconds=1), replicas=2))
+    assert (
+        "DataPlaneAvailable" not in conditions(status)
+        or conditions(status)["DataPlaneAvailable"][0] == "True"
+    )
+    out, status = run(observed(view=sick, status=status, now=NOW + timedelta(seconds=30), replicas=2))
+    assert conditions(status)["DataPlaneAvailable"] == ("False", reason)
+    assert conditions(status)["Ready"] == ("False", reason) and status["phase"] == "Sending"
+    assert "since 2026-05-01T12:00:00Z" in status["message"] and "connect timeout" in status["message"]
+    assert [(e.type, e.reason) for e in out.events] == [("Warning", reason)]
+
+
+# --- permanent load failures end the plan as Failed (issue 20 #3) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        LoadFailureReason.NOT_A_LIST,
+        LoadFailureReason.EMPTY_LIST,
+        LoadFailureReason.OBJECT_MISSING,
+        LoadFailureReason.ACCESS_DENIED,
+    ],
+)
+def test_permanent_load_failure_fails_the_plan_until_the_spec_changes(reason: LoadFailureReason) -> None:
+    failure = LoadFailure(reason=reason, message="s3://lists/a.csv: no", permanent=True)
+    failed = view(
+        state=PlanState.LOADING, loaded=False, load=job(LoadState.FAILED, failure=failure, attempts=1)
+    )
+    out, status = run(observed(view=failed))
+    assert out.phase is Phase.FAILED and status["phase"] == "Failed" and out.load is None
+    assert conditions(status)["LoadFailed"] == ("True", reason.value)
+    assert conditions(status)["Stalled"] == ("True", reason.value)
+    assert conditions(status)["Ready"] == ("False", reason.value)
+    assert "s3://lists/a.csv: no" in status["message"] and "retrying" not in status["message"]
+    assert [(e.type, e.reason) for e in out.events] == [("Warning", "LoadFailed")]
+    for later in (NOW + timedelta(minutes=10), NOW + timedelta(days=1)):  # never retried alone
+        out, status = run(observed(view=failed, status=status, now=later))
+        assert out.load is None and out.events == [] and out.phase is Phase.FAILED
+    # The owner fixes the object and edits the plan: one new attempt.
+    out, status = run(observed(view=failed, status=status, now=later, generation=2))
+    assert out.load is LoadAction.S3
+    out, status = run(observed(view=failed, status=status, now=later + timedelta(hours=1), generation=2))
+    assert out.load is None
+
+
+def test_transient_load_failure_keeps_retrying_with_backoff() -> None:
+    failure = LoadFailure(
+        reason=LoadFailureReason.UNAVAILABLE, message="reading s3://lists/a.csv failed: 503"
+    )
+    failed = view(
+        state=PlanState.LOADING, loaded=False, load=job(LoadState.FAILED, failure=failure, attempts=3)
+    )
+    out, status = run(observed(view=failed))
+    assert out.phase is Phase.LOADING and out.load is None and "retrying" in status["message"]
+    out, status = run(observed(view=failed, status=status, now=NOW + timedelta(seconds=9)))
+    assert out.load is LoadAction.S3 and out.phase is Phase.LOADING
+
+
+# --- deleting a plan while the data plane is down (issue 20 #2) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("waited", "attempt", "release", "delay", "event"),
+    [
+        (0, 0, False, 5.0, "DeletionWaiting"),  # first failure: said at once
+        (5, 1, False, 10.0, None),  # backoff doubles, quietly
+        (35, 3, False, 40.0, None),
+        (100, 5, False, 60.0, None),  # capped at a minute
+        (300, 10, False, 60.0, "DeletionWaiting"),  # reminded now and then
+        (590, 12, False, 10.0, None),  # never waits past the bound
+        (600, 13, True, 0.0, "FinalizerReleased"),
+        (4000, 50, True, 0.0, "FinalizerReleased"),
+    ],
+)
+def test_deletion_retries_with_backoff_then_releases_the_finalizer(
+    waited: int, attempt: int, release: bool, delay: float, event: str | None
+) -> None:
+    status = {"total": 1000, "sent": 400, "created": 600}
+    step = deletion_step(
+        waited=timedelta(seconds=waited),
+        attempt=attempt,
+        bound_seconds=600,
+        status=status,
+        what="the data-plane API",
+    )
+    assert step.release is release and step.delay == pytest.approx(delay)
+    assert (step.event.reason if step.event else None) == event
+    if release:
+        assert step.event is not None and step.event.type == "Warning"
+        assert "400 of 1000 sent" in step.event.message and "600 not sent" in step.event.message
+        assert "the data-plane API" in step.event.message

@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from emailplan.contract.plans import Wire
+from emailplan.contract.wire import Wire
 
 MAX_REASON_CHARS = 200
 DEFAULT_FAILURE_PAGE = 100

@@ -11,13 +11,15 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from emailplan.contract.addresses import Mailbox
 from emailplan.contract.bulktemplates import bulk_template_problems
 from emailplan.contract.counts import STATUS_COUNTS, StatusCounts
 from emailplan.contract.headers import HeaderValue
+from emailplan.contract.health import DependencyHealth
 from emailplan.contract.kubemarks import matches
 from emailplan.contract.wire import Wire
 
@@ -58,6 +60,7 @@ class LoadFailureReason(StrEnum):
     OBJECT_MISSING = "ObjectMissing"
     ACCESS_DENIED = "AccessDenied"
     NOT_A_LIST = "NotAList"
+    EMPTY_LIST = "EmptyList"
     UNAVAILABLE = "Unavailable"
 
 
@@ -98,9 +101,16 @@ class SendApi(StrEnum):
     BULK = "bulk"
 
 
+# One rule for admission (hack/gen_crd.py writes these into the CRD) and the plan API.
+SES_TAG_PATTERN = r"^[A-Za-z0-9_-]{1,256}$"  # a tag name or value
+CONFIGURATION_SET_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_SES_TAGS = 50
+SesTagText = Annotated[str, StringConstraints(pattern=SES_TAG_PATTERN)]
+
+
 class SesOptions(Wire):
-    configuration_set: str | None = Field(None, max_length=64)
-    tags: dict[HeaderValue, HeaderValue] = Field(default_factory=dict)
+    configuration_set: str | None = Field(None, pattern=CONFIGURATION_SET_PATTERN)
+    tags: dict[SesTagText, SesTagText] = Field(default_factory=dict, max_length=MAX_SES_TAGS)
     send_api: SendApi = SendApi.RAW
 
 
@@ -286,8 +296,16 @@ class S3Source(Wire):
 
 
 class LoadFailure(Wire):
+    """Why a load failed; ``permanent``: trying the same list again cannot help (the data plane says).
+
+    Permanent (not a list, empty, no such bucket or key, access denied): the plan ends
+    ``Failed`` until its owner fixes the list and changes the spec. Transient (network,
+    5xx, throttling): the operator tries again with backoff.
+    """
+
     reason: LoadFailureReason
     message: str
+    permanent: bool = False
 
 
 class LoadJob(LoadResult):
@@ -319,7 +337,7 @@ TOP_FAILURE_REASONS = 5  # reasons the plan view (and the EmailPlan status) show
 
 
 class FailureReason(Wire):
-    """One reason messages were not sent, and how many, e.g. 'MessageRejected: Email address is not verified'."""
+    """One reason messages were not sent, and how many: 'MessageRejected: Email address is not verified'."""
 
     # The reason is the short class of the failure (SES error code and first sentence, a
     # template error, ``gave up after N attempts: ...`` or ``Suppressed: bounce``); each
@@ -345,6 +363,8 @@ class PlanView(PlanPayload):
     variant_counts: list[VariantCounts] = Field(default_factory=list)
     # The most frequent reasons of failed and suppressed messages, most frequent first.
     failures: list[FailureReason] = Field(default_factory=list)
+    # The API's view of what the plan needs (database, SQS, SES): an outage shows on the plan.
+    dependencies: list[DependencyHealth] = Field(default_factory=list)
     created_at: datetime | None = None
     updated_at: datetime | None = None
 

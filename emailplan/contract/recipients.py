@@ -54,6 +54,10 @@ class ListError(ValueError):
         self.field = field
 
 
+class EmptyListError(ListError):
+    """The list holds no row at all (not even a header): nothing to send, and reading again will not help."""
+
+
 @dataclass(frozen=True, slots=True)
 class Recipient:
     """A valid row, ready for the ledger."""
@@ -173,7 +177,7 @@ class RecipientReader:
             out += self._record(bytes(self._buf))
         self._buf.clear()
         if self.format is ListFormat.CSV and self._columns is None:
-            raise ListError("the CSV list is empty: it needs a header row with an email column", "email")
+            raise EmptyListError("the CSV list is empty: it needs a header row with an email column", "email")
         return out
 
     def _record(self, raw: bytes) -> list[Row]:

@@ -21,9 +21,12 @@ from emailplan.contract.addresses import ADDRESS_RULES
 from emailplan.contract.headers import HEADER_VALUE_PATTERN
 from emailplan.contract.kubemarks import EMPTY_OBJECT_DEFAULT, Rule, Ruled, cel, matches, merge
 from emailplan.contract.plans import (
+    CONFIGURATION_SET_PATTERN,
     DEFAULT_RATE_PER_SECOND,
     MAX_BODY,
+    MAX_SES_TAGS,
     MAX_VARIANTS,
+    SES_TAG_PATTERN,
     SendApi,
     Tracking,
     Unsubscribe,
@@ -39,7 +42,7 @@ _NO_CTL = r"\x00-\x1F\x7F"
 _ADDR = rf"[^@\s<>{_NO_CTL}]{{1,64}}@[^@\s<>{_NO_CTL}]+\.[^@\s<>{_NO_CTL}]+"
 EMAIL_PATTERN = rf"^{_ADDR}$"
 FROM_PATTERN = rf"^([^<>{_NO_CTL}]*<{_ADDR}>|{_ADDR})$"
-TAG_PATTERN = r"^[A-Za-z0-9_-]{1,256}$"
+TAG_PATTERN = SES_TAG_PATTERN  # one rule for admission and the plan API
 ADDRESS_HINT = "no line breaks or control characters, at most 64 characters before the @ and 254 in all"
 TAG_PATTERN_RE = re.compile(TAG_PATTERN)
 TAG_NAMES = "ses.tags names may contain only A-Z a-z 0-9 _ - (at most 256)"
@@ -199,7 +202,7 @@ class SesSpec(Wire):
     """Passed to SES with every message."""
 
     configuration_set: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="SES configuration set"
+        None, pattern=CONFIGURATION_SET_PATTERN, description="SES configuration set"
     )
     send_api: SendApi = Field(
         SendApi.RAW,
@@ -209,7 +212,7 @@ class SesSpec(Wire):
     )
     tags: dict[str, Annotated[str, Field(pattern=TAG_PATTERN, description="tag value")]] = Field(
         default_factory=dict,
-        max_length=50,
+        max_length=MAX_SES_TAGS,
         description="SES message tags (name: value)",
         json_schema_extra=cel((f"self.all(k, k.matches('{TAG_PATTERN}'))", TAG_NAMES)),
     )

@@ -96,7 +96,9 @@ class RolloutStatus(Wire):
     step: int | None = Field(None, description="current step (1-based)", json_schema_extra={"minimum": 1})
     steps: int | None = Field(None, json_schema_extra={"minimum": 1})
     percent: float | None = Field(None, description="share of the list released by this step")
-    state: str | None = Field(None, description="Sending, Holding or GateFailed")
+    state: str | None = Field(
+        None, description="Sending, Holding, GateFailed or Completed (the plan finished)"
+    )
     step_started_at: datetime | None = _time("when this step began")
     hold_started_at: datetime | None = _time("when the step's messages were all handled", nullable=True)
     held_seconds: int | None = _nonneg_int("hold time so far (inside the window)")

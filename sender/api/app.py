@@ -27,11 +27,13 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from emailplan.contract.health import Dependency
 from emailplan.runtime.logsetup import setup_logging
 from emailplan.runtime.sentry import init_sentry
 from emailplan.sender import sns
 from emailplan.sender.api import failures, health, openapi, plans, snsroute, stats, suppressions, tracking
 from emailplan.sender.api.auth import api_key_middleware
+from emailplan.sender.api.dependencies import raising
 from emailplan.sender.api.errors import error_middleware
 from emailplan.sender.api.eventbatch import EventBatcher
 from emailplan.sender.api.openbuffer import OpenBuffer
@@ -117,10 +119,13 @@ def create_app(
                 token_key=settings.token_key.get_secret_value().encode(),
                 api_key=settings.api_key.get_secret_value().encode(),
             )
+            state.health.add(Dependency.DATABASE, raising(lambda: eventstore.ping(db)))
             if with_aws:
                 await _open_aws(stack, state)
             app[STATE] = state
             opens.start()
+            monitor = asyncio.get_running_loop().create_task(state.health.run(), name="dependency-probes")
+            stack.push_async_callback(_cancel, monitor)
             await _report_start(state)
             try:
                 yield
@@ -152,9 +157,26 @@ async def _report_start(state: ApiState) -> None:
 
 
 async def _open_aws(stack: contextlib.AsyncExitStack, state: ApiState) -> None:
+    """The work queue, and the probes of SQS and SES (their health rides in the plan view)."""
+    from emailplan.sender.ses import SesClient
     from emailplan.sender.workqueue import WorkQueue
 
-    state.queue = await stack.enter_async_context(WorkQueue.open(state.settings))
+    queue = await stack.enter_async_context(WorkQueue.open(state.settings))
+    state.queue = queue
+    state.health.add(Dependency.QUEUE, raising(queue.ping))
+    try:
+        client = SesClient(state.settings, max_connections=2)
+    except RuntimeError as exc:  # no AWS credentials here: the API itself never sends, so only say so
+        log.warning(f"SES health not probed: {exc}")
+        return
+    ses = await stack.enter_async_context(client)
+    state.health.add(Dependency.SES, ses.unreachable)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _drain(state: ApiState) -> None:

@@ -16,8 +16,12 @@ import logging
 import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from emailplan.contract.health import ERROR_DEPENDENCY_KEY, Dependency
+from emailplan.sender.api.state import STATE
 
 log = logging.getLogger(__name__)
 
@@ -25,19 +29,28 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """Raised by handlers for a client mistake (or a known server state like 503)."""
 
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, field: str | None = None, dependency: Dependency | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
+        self.dependency = dependency
 
 
 def error_response(
-    status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+    dependency: Dependency | None = None,
 ) -> web.Response:
     body: dict[str, str] = {"message": message}
     if field is not None:
         body = {"field": field, "message": message}
+    if dependency is not None:  # a 503 names what is down, for the operator's DataPlaneAvailable
+        body[ERROR_DEPENDENCY_KEY] = dependency.value
     return web.Response(
         status=status,
         body=json.dumps({"error": body}).encode(),
@@ -48,6 +61,7 @@ def error_response(
 
 _KEEP_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
 DATABASE_DOWN = "database unreachable; try again shortly"
+QUEUE_DOWN = "work queue (SQS) unavailable; try again shortly"
 
 # What asyncpg and SQLAlchemy raise when there is no usable connection (refused,
 # reset, timed out, server shutting down) as opposed to a query of ours failing.
@@ -79,7 +93,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.message, exc.field)
+        return error_response(exc.status, exc.message, exc.field, dependency=exc.dependency)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -90,9 +104,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception as exc:
         if database_unreachable(exc):
             log.warning("database unreachable", extra={"path": request.path, "error": type(exc).__name__})
-            return error_response(503, DATABASE_DOWN, headers={"Retry-After": "5"})
+            _report(request, Dependency.DATABASE, f"cannot connect ({type(exc).__name__})")
+            return error_response(
+                503, DATABASE_DOWN, headers={"Retry-After": "5"}, dependency=Dependency.DATABASE
+            )
+        if isinstance(exc, (BotoCoreError, ClientError)):  # the only AWS a request calls is the queue
+            log.warning("work queue unavailable", extra={"path": request.path, "error": type(exc).__name__})
+            _report(request, Dependency.QUEUE, f"SQS call failed ({type(exc).__name__})")
+            return error_response(503, QUEUE_DOWN, headers={"Retry-After": "5"}, dependency=Dependency.QUEUE)
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
         return error_response(500, "internal error")
+
+
+def _report(request: web.Request, dependency: Dependency, problem: str) -> None:
+    """Tell the dependency monitor at once (the API's state may be absent in a broken start)."""
+    state = request.config_dict.get(STATE)
+    if state is not None:
+        state.health.record(dependency, problem)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:

@@ -18,6 +18,7 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
+from emailplan.contract.health import Dependency
 from emailplan.contract.plans import (
     LoadFailure,
     LoadFailureReason,
@@ -61,9 +62,10 @@ def _json(model: BaseModel, status: int = 200) -> web.Response:
 
 async def _view(state: ApiState, plan_id: uuid.UUID) -> PlanView:
     view = await ledger.describe_plan(state.engine, plan_id)
+    state.health.record(Dependency.DATABASE, None)  # it answered just now
     if view is None:
         raise ApiError(404, "unknown plan", "planId")
-    return view
+    return view.model_copy(update={"dependencies": state.health.snapshot()})
 
 
 def _compiles(plan: PlanPayload, plan_id: uuid.UUID) -> dict[str, object]:
@@ -188,7 +190,7 @@ async def _ingest(state: ApiState, plan_id: uuid.UUID, rows: object) -> LoadResu
 def _queue(state: ApiState) -> ledger.QueueSink:
     queue: ledger.QueueSink | None = state.queue
     if queue is None:
-        raise ApiError(503, "work queue not configured")
+        raise ApiError(503, "work queue not configured", dependency=Dependency.QUEUE)
     return queue
 
 

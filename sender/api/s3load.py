@@ -17,6 +17,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from emailplan.contract.plans import LoadJob, LoadResult, LoadSourceKind, LoadState, S3Source
+from emailplan.contract.recipients import EmptyListError
 from emailplan.sender import loader
 from emailplan.sender.api.state import ApiState
 from emailplan.sender.api.uploads import read_rows
@@ -71,6 +72,8 @@ async def run(state: ApiState, plan_id: uuid.UUID, job: LoadJob) -> None:
             log.info("loading recipients from S3", extra=extra)
             async with loader.s3_chunks(state.settings, bucket=s3.bucket, key=s3.key) as chunks:
                 result = await ledger.insert_recipients(state.engine, plan_id, read_rows(chunks, s3.format))
+            if result.accepted + result.rejected + result.duplicates + result.suppressed == 0:
+                raise EmptyListError("no rows")
         else:  # stored and completed by an earlier attempt that failed while enqueueing: finish that
             result = LoadResult.model_validate(job.model_dump())
         await _stop(beat)

@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from emailplan.sender.api.dependencies import DependencyMonitor
 from emailplan.sender.api.eventbatch import EventBatcher
 from emailplan.sender.api.openbuffer import OpenBuffer
 from emailplan.sender.settings import SenderSettings
@@ -31,6 +32,7 @@ class ApiState:
     token_key: bytes
     api_key: bytes
     queue: QueueSink | None = None
+    health: DependencyMonitor = field(default_factory=DependencyMonitor)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
