@@ -181,8 +181,13 @@ def test_bulk_entries_address_idn_recipients_as_punycode() -> None:
 def test_bulk_subject_values_never_carry_a_raw_encoded_word() -> None:
     plan = compile_bulk({**SPEC, "ses": {"sendApi": "bulk"}}, PLAN_ID)
     item = entry(
-        plan, message_id=3, email="a@example.com", name="A", variables={"code": ENCODED_WORD},
-        public_url=PUBLIC, sign=SIGN,
+        plan,
+        message_id=3,
+        email="a@example.com",
+        name="A",
+        variables={"code": ENCODED_WORD},
+        public_url=PUBLIC,
+        sign=SIGN,
     )
     data = json.loads(item["ReplacementEmailContent"]["ReplacementTemplate"]["ReplacementTemplateData"])
     assert "=?" not in data["s"]["code"]
@@ -191,7 +196,9 @@ def test_bulk_subject_values_never_carry_a_raw_encoded_word() -> None:
 # ---------------------------------------------------------------- property: any text, any IDN
 
 
-labels = st.text(alphabet=st.characters(categories=["Ll", "Lo"], max_codepoint=0x30FF), min_size=1, max_size=12)
+labels = st.text(
+    alphabet=st.characters(categories=["Ll", "Lo"], max_codepoint=0x30FF), min_size=1, max_size=12
+)
 idn_addresses = st.builds(
     lambda local, label: f"{local}@{label}.example",
     st.from_regex(r"[a-z0-9]{1,10}(\.[a-z0-9]{1,5})?", fullmatch=True),
@@ -202,7 +209,9 @@ any_text = st.text(max_size=60) | st.sampled_from([ENCODED_WORD, "=?", "\r\nBcc:
 
 @settings(max_examples=300, deadline=None)
 @given(address=idn_addresses, name=any_text, code=any_text)
-def test_any_name_variable_and_accepted_address_renders_safe_headers(address: str, name: str, code: str) -> None:
+def test_any_name_variable_and_accepted_address_renders_safe_headers(
+    address: str, name: str, code: str
+) -> None:
     try:
         stored = normalize_address(address)
     except AddressError:
