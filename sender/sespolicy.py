@@ -12,12 +12,14 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
+from emailplan.contract.headers import one_line
 from emailplan.sender.ratelimit import backoff
 from emailplan.sender.ses import (
     SesError,
     SesPausedError,
     SesPermanentError,
     SesThrottledError,
+    SesTransientError,
 )
 
 
@@ -60,3 +62,10 @@ def decide(
         reason = f"gave up after {tries} attempts: {error}"[:1000]
         return Decision(Action.FAIL, reason=reason, label="transient")
     return Decision(Action.RETRY_TRANSIENT, backoff(tries, base=0.5, cap=30, rng=rng))
+
+
+def unexpected(exc: Exception) -> SesError:
+    """An error from sending that is not a ``SesError`` (a bug met by one message): transient,
+    so the message is retried with backoff and then fails with it as its reason, and the send
+    slot goes on."""
+    return SesTransientError(type(exc).__name__, one_line(str(exc))[:200])

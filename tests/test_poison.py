@@ -14,6 +14,7 @@ import email
 import email.policy
 import os
 import uuid
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 from typing import Any
 
@@ -86,6 +87,19 @@ def received_for(aws: MotoServer, plan_id: uuid.UUID) -> list[EmailMessage]:
             assert isinstance(msg, EmailMessage)
             out.append(msg)
     return out
+
+
+def display_name(msg: EmailMessage) -> str:
+    """The To display name as RFC 2047 decodes it.
+
+    ``policy.default``'s address parser puts a space between adjacent encoded words (a long
+    name needs several), which RFC 2047 section 6.2 says to drop; ``decode_header`` does.
+    """
+    raw = next(v for k, v in msg.raw_items() if k.lower() == "to")
+    phrase = str(raw).rsplit("<", 1)[0].strip() if "<" in str(raw) else ""
+    if "=?" not in phrase:
+        return str(msg["To"].addresses[0].display_name)
+    return str(make_header(decode_header(phrase)))
 
 
 def ascii_form(address: str) -> str:
@@ -182,5 +196,5 @@ async def test_any_row_intake_accepts_ends_sent_or_failed_without_a_header_of_it
         (to,) = msg["To"].addresses
         assert to.addr_spec == address == ascii_form(row["email"])  # sent as punycode, stored so
         name = row["name"].strip()
-        assert to.display_name == one_line(name)
+        assert display_name(msg) == one_line(name)
         assert msg["Subject"] == one_line(f"Hello {name} {row['vars']['code']}")
