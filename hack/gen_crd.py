@@ -31,11 +31,13 @@ from emailplan.operator.planspec import (
 )
 
 # Admission refuses what can never be sent: control characters (CR/LF would start
-# a new header), a local part over 64 characters (RFC 5321). The operator and the
-# data plane run the full check (emailplan.contract) on everything, also on plans
-# that reach the API without kubectl.
+# a new header), a local part over 64 characters (RFC 5321) or with a character that
+# is not printable ASCII (SES does not send SMTPUTF8 mail; an IDN domain is fine, it is
+# sent as punycode). The operator and the data plane run the full check
+# (emailplan.contract) on everything, also on plans that reach the API without kubectl.
 _NO_CTL = r"\x00-\x1F\x7F"
-_ADDR = rf"[^@\s<>{_NO_CTL}]{{1,64}}@[^@\s<>{_NO_CTL}]+\.[^@\s<>{_NO_CTL}]+"
+_LOCAL = r"[\x21-\x3B\x3D\x3F\x41-\x7E]"  # printable ASCII but for < > @
+_ADDR = rf"{_LOCAL}{{1,64}}@[^@\s<>{_NO_CTL}]+\.[^@\s<>{_NO_CTL}]+"
 EMAIL_PATTERN = rf"^{_ADDR}$"
 FROM_PATTERN = rf"^([^<>{_NO_CTL}]*<{_ADDR}>|{_ADDR})$"
 ONE_SOURCE_RULE = "[has(self.inline), has(self.configMapRef), has(self.s3)].filter(x, x).size() == 1"
@@ -43,7 +45,10 @@ ONE_SOURCE_MESSAGE = "set exactly one of recipients.inline, recipients.configMap
 DESCRIPTION = "An email campaign: recipients, templates, schedule and rate; status shows live progress."
 TAG_PATTERN = r"^[A-Za-z0-9_-]{1,256}$"
 
-ADDRESS_HINT = "no line breaks or control characters, at most 64 characters before the @ and 254 in all"
+ADDRESS_HINT = (
+    "no line breaks or control characters, at most 64 characters before the @ and 254 in all, "
+    "only ASCII before the @ (SES does not send SMTPUTF8 mail)"
+)
 
 
 def matches(pattern: str, message: str) -> dict[str, Any]:
