@@ -11,7 +11,8 @@ The translation keeps what raw mode promises a recipient:
   to one line for the subject, as is for the text part. SES, not us, encodes the subject it
   builds, so a literal ``=?`` in a subject value gets an invisible WORD JOINER after its ``=``:
   the subject is then never a raw encoded word a reader would decode, and reads the same.
-  Built-ins (``name``, ``email``, ``plan``, ``message_id``, ``unsubscribe_url``) resolve as in ``rendering.render``;
+  Built-ins (``name``, ``email``, ``plan``, ``message_id``, ``unsubscribe_url``) resolve as in
+  ``rendering.render``;
 * click tracking: every literal ``href="https://…"`` becomes its own per-recipient variable
   (``h.click_N``) holding the signed redirect; links whose URL contains a variable are not
   tracked (raw mode tracks them, because it rewrites after rendering);
