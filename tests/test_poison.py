@@ -10,6 +10,7 @@ text (a name, a variable) decoded back to exactly what was written.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import os
@@ -198,3 +199,60 @@ async def test_any_row_intake_accepts_ends_sent_or_failed_without_a_header_of_it
         name = row["name"].strip()
         assert display_name(msg) == one_line(name)
         assert msg["Subject"] == one_line(f"Hello {name} {row['vars']['code']}")
+
+
+# ---------------------------------------------------------------- addresses stored before the ASCII form
+
+
+def test_upgrade_rewrites_stored_idn_addresses_so_old_suppressions_still_match(database_url: str) -> None:
+    """Suppressions and unsent rows stored in the Unicode form before 0005 match new rows after it."""
+    from emailplan.sender.db import make_engine
+    from emailplan.sender.migrate import upgrade_to
+
+    upgrade_to(database_url, "0004_cohorts")
+
+    async def before() -> uuid.UUID:
+        engine = make_engine(url=database_url, pool_size=2)
+        try:
+            plan_id, _ = await plan_with(
+                engine, [{"email": "keep@bücher.example"}, {"email": "ok@example.com"}]
+            )
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text("UPDATE messages SET email = 'keep@bücher.example' WHERE email LIKE 'keep@%'")
+                )
+                await conn.execute(
+                    text(
+                        "INSERT INTO suppressions (email, reason) VALUES "
+                        "('gone@bücher.example', 'complaint'), ('üser@example.com', 'bounce')"
+                    )
+                )
+            return plan_id
+        finally:
+            await engine.dispose()
+
+    async def after(plan_id: uuid.UUID) -> tuple[set[str], set[str], LoadResult]:
+        engine = make_engine(url=database_url, pool_size=2)
+        try:
+            async with engine.connect() as conn:
+                suppressed = set((await conn.execute(text("SELECT email FROM suppressions"))).scalars())
+                stored = set(
+                    (
+                        await conn.execute(
+                            text("SELECT email FROM messages WHERE plan_id = :p"), {"p": plan_id}
+                        )
+                    ).scalars()
+                )
+            _, load = await plan_with(
+                engine, [{"email": "Gone@BÜCHER.example"}, {"email": "new@example.com"}]
+            )
+            return suppressed, stored, load
+        finally:
+            await engine.dispose()
+
+    plan_id = asyncio.run(before())
+    upgrade_to(database_url)
+    suppressed, stored, load = asyncio.run(after(plan_id))
+    assert suppressed == {"gone@xn--bcher-kva.example", "üser@example.com"}
+    assert stored == {"keep@xn--bcher-kva.example", "ok@example.com"}
+    assert (load.accepted, load.suppressed) == (1, 1), load
