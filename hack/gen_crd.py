@@ -36,7 +36,7 @@ from emailplan.operator.planspec import (
 # sent as punycode). The operator and the data plane run the full check
 # (emailplan.contract) on everything, also on plans that reach the API without kubectl.
 _NO_CTL = r"\x00-\x1F\x7F"
-_LOCAL = r"[\x21-\x3B\x3D\x3F\x41-\x7E]"  # printable ASCII but for < > @
+_LOCAL = r"[!-;=?A-~]"  # printable ASCII but for < > @ (short: CEL costs grow with the pattern)
 _ADDR = rf"{_LOCAL}{{1,64}}@[^@\s<>{_NO_CTL}]+\.[^@\s<>{_NO_CTL}]+"
 EMAIL_PATTERN = rf"^{_ADDR}$"
 FROM_PATTERN = rf"^([^<>{_NO_CTL}]*<{_ADDR}>|{_ADDR})$"
