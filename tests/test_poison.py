@@ -14,6 +14,7 @@ import asyncio
 import email
 import email.policy
 import os
+import time
 import uuid
 from email.header import decode_header, make_header
 from email.message import EmailMessage
@@ -90,6 +91,10 @@ def received_for(aws: MotoServer, plan_id: uuid.UUID) -> list[EmailMessage]:
     return out
 
 
+def full_logs(workers: Workers) -> str:
+    return "\n".join(p.read_text() for p in sorted(workers.tmp.glob("worker-*.log")))
+
+
 def display_name(msg: EmailMessage) -> str:
     """The To display name as RFC 2047 decodes it.
 
@@ -136,6 +141,38 @@ async def test_rows_ses_cannot_send_fail_alone_with_a_reason_and_the_worker_goes
     assert {s for e, (s, _) in found.items() if e != "üser@example.com"} == {"sent"}, found
     to = {m["To"].addresses[0].addr_spec for m in received_for(aws, plan_id)}
     assert "user@xn--bcher-kva.example" in to and len(to) == 5
+
+
+async def test_a_worker_whose_task_dies_of_a_bug_exits_non_zero(
+    engine: AsyncEngine, migrated: str, aws: MotoServer, ses_identity: None, workers: Workers
+) -> None:
+    """A crash is not a finish: a worker exiting 0 tells the pod supervisor the plan is over
+    (it then stops the siblings and exits 0 itself), so a crash must exit non-zero.
+
+    The bug here: a plan row of a shape no intake writes (``tracking`` a string) read by the
+    running worker's plan loop."""
+    plan_id, _ = await plan_with(engine, [{"email": "ann@example.com"}])
+    await ledger.upsert_plan(
+        engine, plan_id, name="poison", namespace="ns", spec=PLAN, rate_per_second=500, suspended=True
+    )
+    await complete(engine, plan_id)
+    env = worker_env(migrated, plan_id, EMAILPLAN_EXIT_WHEN_IDLE="false", EMAILPLAN_WORKER_PROCESSES="1")
+    proc = workers.start(env)
+    while "plan rate changed" not in full_logs(workers):  # the plan is read: the plan loop runs
+        assert proc.poll() is None, workers.logs()
+        await asyncio.sleep(0.2)
+    bad = {**PLAN, "tracking": "on"}
+    await ledger.upsert_plan(
+        engine, plan_id, name="poison", namespace="ns", spec=bad, rate_per_second=500, suspended=True
+    )
+    deadline = time.monotonic() + 60
+    while proc.poll() is None:
+        assert time.monotonic() < deadline, workers.logs()
+        await asyncio.sleep(0.2)
+    logs = full_logs(workers)
+    assert "worker task crashed" in logs
+    # Exit code 0 would tell the pod supervisor (and Kubernetes) the plan is finished.
+    assert proc.returncode == 1, logs[-5000:]
 
 
 # ---------------------------------------------------------------- property: anything intake accepts
