@@ -22,9 +22,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from emailplan.sender.bulkmail import MAX_ENTRIES, BulkPlan, entry, request
+from emailplan.sender.failtext import failure_reason
 from emailplan.sender.leases import Held, Leases, LeaseState
 from emailplan.sender.pacer import Pacer
-from emailplan.sender.rendering import Signer, failure_reason
+from emailplan.sender.rendering import Signer
 from emailplan.sender.results import ResultWriter
 from emailplan.sender.ses import TEMPLATE_NOT_FOUND, SesClient, SesError
 from emailplan.sender.sespolicy import Action, decide, unexpected

@@ -77,17 +77,6 @@ class InvalidAddress(RenderError):
     """An address SES cannot send to (a non-ASCII local part stored before intake refused it)."""
 
 
-def failure_reason(exc: BaseException) -> str:
-    """The stored reason of a message that failed on ``exc``: its class, then the detail.
-
-    ``RenderError: ...``, ``InvalidAddress: ...``, or the class of an unexpected error: what
-    the operator reads in the ledger's ``error`` column. One line, no control characters and
-    nothing PostgreSQL cannot store (a NUL, a lone surrogate from user data in the message).
-    """
-    detail = one_line(str(exc)).encode("utf-8", "replace").decode("utf-8")
-    return f"{type(exc).__name__}: {detail}"[:1000]
-
-
 @dataclass(frozen=True)
 class CompiledPlan:
     """A plan's templates compiled once, plus the sending options read from its spec."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from emailplan.contract.headers import one_line
+from emailplan.sender.failtext import reason_text
 from emailplan.sender.ratelimit import backoff
 from emailplan.sender.ses import (
     SesError,
@@ -56,10 +57,10 @@ def decide(
     if isinstance(error, SesPausedError):
         return Decision(Action.HOLD_ACCOUNT, reason=error.code)
     if isinstance(error, SesPermanentError):
-        return Decision(Action.FAIL, reason=str(error)[:1000], label=error.code)
+        return Decision(Action.FAIL, reason=reason_text(str(error)), label=error.code)
     tries = failed_before + 1
     if tries >= max_attempts:
-        reason = f"gave up after {tries} attempts: {error}"[:1000]
+        reason = reason_text(f"gave up after {tries} attempts: {error}")
         return Decision(Action.FAIL, reason=reason, label="transient")
     return Decision(Action.RETRY_TRANSIENT, backoff(tries, base=0.5, cap=30, rng=rng))
 

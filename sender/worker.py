@@ -44,6 +44,7 @@ from emailplan.runtime.sentry import init_sentry
 from emailplan.sender.bulkmail import MAX_ENTRIES, BulkPlan, compile_bulk, uses_bulk
 from emailplan.sender.bulksend import BulkSender
 from emailplan.sender.db import make_engine
+from emailplan.sender.failtext import failure_reason
 from emailplan.sender.intake import Intake, Taken, pause
 from emailplan.sender.leases import Held, Leases, LeaseState
 from emailplan.sender.outage import OUTAGE
@@ -55,7 +56,6 @@ from emailplan.sender.rendering import (
     RenderedEmail,
     RenderError,
     compile_campaign,
-    failure_reason,
     render,
 )
 from emailplan.sender.results import ResultWriter
