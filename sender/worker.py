@@ -379,14 +379,17 @@ class Worker:
             IN_FLIGHT.inc(len(batch))
             try:
                 await (self.send_one(held) if bulk is None else self.bulk.send(bulk, batch))
+            except OUTAGE as exc:  # nobody's message is at fault: held again, sent when it is back
+                log.warning("cannot send now, holding the messages", extra={"error": type(exc).__name__})
+                self.parked.extend(self._still_ours(batch))
             except Exception as exc:  # noqa: BLE001 - a bug met by these messages: they fail, the slot goes on
-                await self.fail_unexpected(batch, exc)
+                self.fail_unexpected(batch, exc)
             finally:
                 self.in_flight -= len(batch)
                 IN_FLIGHT.dec(len(batch))
                 self._show_backlog()
 
-    async def fail_unexpected(self, batch: list[Held], exc: Exception) -> None:
+    def fail_unexpected(self, batch: list[Held], exc: Exception) -> None:
         """Poison isolation: an error nobody expected while sending ``batch`` fails the messages
         of it that are still ours, each with the error as its reason, and the slot goes on."""
         log.error(
@@ -394,12 +397,15 @@ class Worker:
             exc_info=exc,
             extra={"plan": str(self.plan_id), "message_ids": [h.claimed.id for h in batch][:10]},
         )
-        written = self.writer.pending_ids()
         reason = failure_reason(exc)
-        for held in batch:
-            if held.claimed.id in self.leases and held.claimed.id not in written:
-                FAILED.labels("internal").inc()
-                self.writer.put(ledger.SendResult(held.claimed.id, "failed", error=reason))
+        for held in self._still_ours(batch):
+            FAILED.labels("internal").inc()
+            self.writer.put(ledger.SendResult(held.claimed.id, "failed", error=reason))
+
+    def _still_ours(self, batch: list[Held]) -> list[Held]:
+        """The messages of ``batch`` still held and without an outcome on its way to the ledger."""
+        written = self.writer.pending_ids()
+        return [h for h in batch if h.claimed.id in self.leases and h.claimed.id not in written]
 
     def _more(self, most: int) -> list[Held]:
         """Up to ``most`` more held messages already waiting (a bulk call never waits to fill)."""
