@@ -8,8 +8,11 @@ The translation keeps what raw mode promises a recipient:
 * variables: ``{{ code }}`` becomes ``{{{t.code}}}`` (subject: ``s.``, HTML: ``h.``). Triple
   braces make SES (Handlebars) insert the value as given, and we give each part the value
   prepared as raw mode would: HTML-escaped for the HTML part (raw mode autoescapes), flattened
-  to one line for the subject, as is for the text part. Built-ins (``name``, ``email``,
-  ``plan``, ``message_id``, ``unsubscribe_url``) resolve as in ``rendering.render``;
+  to one line for the subject, as is for the text part. SES, not us, encodes the subject it
+  builds, so a literal ``=?`` in a subject value gets an invisible WORD JOINER after its ``=``:
+  the subject is then never a raw encoded word a reader would decode, and reads the same.
+  Built-ins (``name``, ``email``, ``plan``, ``message_id``, ``unsubscribe_url``) resolve as in
+  ``rendering.render``;
 * click tracking: every literal ``href="https://…"`` becomes its own per-recipient variable
   (``h.click_N``) holding the signed redirect; links whose URL contains a variable are not
   tracked (raw mode tracks them, because it rewrites after rendering);
@@ -26,7 +29,6 @@ import hashlib
 import html
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.utils import formataddr
 from typing import Any
 
 import orjson
@@ -40,6 +42,7 @@ from emailplan.sender.rendering import (
     RenderError,
     Signer,
     _insert_before_body_end,
+    address_header,
     click_url,
     compile_plan,
     open_url,
@@ -49,6 +52,7 @@ from emailplan.sender.rendering import (
 # SendBulkEmail takes at most this many entries a call (SES v2 API reference).
 MAX_ENTRIES = 50
 BUILTINS = ("name", "email", "unsubscribe_url")  # raw mode puts these above the recipient's vars
+ENCODED_WORD_BREAK = "=\u2060?"  # "=?" with a WORD JOINER between: never the start of an encoded word
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ def _prepare(namespace: str, value: str) -> str:
     if namespace == "h":
         return html.escape(value, quote=True)
     if namespace == "s":
-        return one_line(value)
+        return one_line(value).replace("=?", ENCODED_WORD_BREAK)
     return value
 
 
@@ -190,7 +194,7 @@ def entry(
         headers.append({"Name": "List-Unsubscribe", "Value": f"<{unsub}>"})
     tags = {**c.tags, "emailplan-message": str(message_id)}
     return {
-        "Destination": {"ToAddresses": [_to(name, email)]},
+        "Destination": {"ToAddresses": [address_header(name, email)]},
         "ReplacementEmailContent": {
             "ReplacementTemplate": {"ReplacementTemplateData": orjson.dumps(data).decode()},
         },
@@ -219,8 +223,3 @@ def request(plan: BulkPlan, entries: list[dict[str, Any]]) -> dict[str, Any]:
     if c.configuration_set:
         body["ConfigurationSetName"] = c.configuration_set
     return body
-
-
-def _to(name: str | None, email: str) -> str:
-    name = one_line(name or "")
-    return formataddr((name, email), charset="utf-8") if name else email

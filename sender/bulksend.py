@@ -22,12 +22,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from emailplan.sender.bulkmail import MAX_ENTRIES, BulkPlan, entry, request
+from emailplan.sender.failtext import failure_reason
 from emailplan.sender.leases import Held, Leases, LeaseState
 from emailplan.sender.pacer import Pacer
 from emailplan.sender.rendering import Signer
 from emailplan.sender.results import ResultWriter
 from emailplan.sender.ses import TEMPLATE_NOT_FOUND, SesClient, SesError
-from emailplan.sender.sespolicy import Action, decide
+from emailplan.sender.sespolicy import Action, decide, unexpected
 from emailplan.sender.store import ledger
 from emailplan.sender.workermetrics import FAILED, RETRIES, SEND_SECONDS, SENT, THROTTLED
 
@@ -104,11 +105,9 @@ class BulkSender:
                     public_url=self._public_url,
                     sign=self._sign,
                 )
-            except (TypeError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - one message's data never stops the slot
                 FAILED.labels("render").inc()
-                await self._writer.write(
-                    ledger.SendResult(msg.id, "failed", error=f"RenderError: {exc}"[:1000])
-                )
+                await self._writer.write(ledger.SendResult(msg.id, "failed", error=failure_reason(exc)))
                 continue
             pending.append(_Pending(held, item))
         while pending:
@@ -161,6 +160,8 @@ class BulkSender:
             outcomes = await self._ses.send_bulk(_request(plan, call))
         except SesError as exc:
             outcomes = [exc] * len(call)
+        except Exception as exc:  # noqa: BLE001 - unexpected: retried, then failed with its reason
+            outcomes = [unexpected(exc)] * len(call)
         SEND_SECONDS.observe(time.monotonic() - start)
         finished: set[int] = set()
         results: list[ledger.SendResult] = []

@@ -13,7 +13,12 @@ Because the MIME is built by hand, no header is ever built from an unsafe
 value: from and replyTo are refused at compile time unless they pass the
 contract's mailbox check (one address, no CR/LF or control characters), and
 text that reaches a header after rendering (subject, a recipient's name) is
-flattened to one line without control characters.
+flattened to one line without control characters. Header text that is not
+plain ASCII, or that holds ``=?`` (a reader would decode a literal encoded word
+written by a user), is encoded by ``email.header`` from the real text, so what a
+reader decodes is exactly that text. Addresses go out in their ASCII form (an IDN
+domain as punycode): SES does not send SMTPUTF8 mail, so a non-ASCII local part is
+an :class:`InvalidAddress` (the message fails alone, with that reason).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from urllib.parse import quote
 from jinja2 import Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
-from emailplan.contract.addresses import check_mailbox
+from emailplan.contract.addresses import AddressError, check_mailbox, normalize_address
 from emailplan.contract.cohorts import Split
 from emailplan.contract.headers import one_line
 
@@ -68,13 +73,17 @@ class RenderError(ValueError):
         self.field = field
 
 
+class InvalidAddress(RenderError):
+    """An address SES cannot send to (a non-ASCII local part stored before intake refused it)."""
+
+
 @dataclass(frozen=True)
 class CompiledPlan:
     """A plan's templates compiled once, plus the sending options read from its spec."""
 
     from_header: str
-    from_address: str
-    reply_to: tuple[str, ...]
+    from_address: str  # ASCII: an IDN domain in punycode
+    reply_to: tuple[str, ...]  # header-ready (ASCII) mailboxes
     subject: Template
     html: Template | None
     text: Template | None
@@ -135,6 +144,8 @@ def compile_plan(spec: Mapping[str, Any], plan_id: str = "", variant: str = "") 
         raise RenderError("; ".join(problems), field="from" if check_mailbox(sender, "from") else "replyTo")
     name, address = parseaddr(sender)
     name = str(spec.get("fromName") or name)
+    address = ascii_address(address)
+    replies = tuple(address_header(*parseaddr(str(r))) for r in reply_to)
     subject = _compile(_TEXT_ENV, spec.get("subject"), "subject")
     if subject is None:
         raise RenderError("subject is required", field="subject")
@@ -157,13 +168,13 @@ def compile_plan(spec: Mapping[str, Any], plan_id: str = "", variant: str = "") 
     if variant:
         shared.append(f"{VARIANT_HEADER}: {_clean_tag(variant)}")
     if reply_to:
-        shared.append(f"Reply-To: {', '.join(_one_line(str(r)) for r in reply_to)}")
+        shared.append(f"Reply-To: {', '.join(replies)}")
     if unsubscribe:
         shared.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
     return CompiledPlan(
-        from_header=_address_header(name, address),
+        from_header=address_header(name, address),
         from_address=address,
-        reply_to=tuple(str(r) for r in reply_to),
+        reply_to=replies,
         subject=subject,
         html=html_t,
         text=text_t,
@@ -236,17 +247,41 @@ def _one_line(value: str) -> str:
 
 
 def _header(value: str) -> str:
+    """A header value from text: as is when plain ASCII, else encoded words made from the real text."""
     value = _one_line(value)
-    if value.isascii() and len(value) < 900:
+    if value.isascii() and len(value) < 900 and "=?" not in value:
         return value
-    return Header(value, "utf-8").encode()
+    return _encoded(value)
 
 
-def _address_header(name: str | None, address: str) -> str:
+def _encoded(value: str) -> str:
+    """RFC 2047 encoded words of ``value``, folded with CRLF (the message's line ends)."""
+    return Header(value, "utf-8").encode(linesep="\r\n")
+
+
+def ascii_address(address: str) -> str:
+    """``address`` as SES sends it: unchanged when ASCII, an IDN domain as punycode.
+
+    Intake stores this form already; a row stored before it did is converted here, and
+    one SES cannot send at all (a non-ASCII local part) is an :class:`InvalidAddress`.
+    """
+    if address.isascii():
+        return address
+    try:
+        return normalize_address(address)
+    except AddressError as exc:
+        raise InvalidAddress(str(exc)) from exc
+
+
+def address_header(name: str | None, address: str) -> str:
+    """One mailbox for To/From/Reply-To: ASCII address, display name encoded when it must be."""
+    address = ascii_address(address)
     name = _one_line(name or "")
     if not name:
         return address
-    return formataddr((name, address), charset="utf-8")
+    if name.isascii() and "=?" not in name:
+        return formataddr((name, address))
+    return f"{_encoded(name)} <{address}>"
 
 
 def _run(template: Template, context: dict[str, Any]) -> str:
@@ -354,7 +389,7 @@ def render(
 
     headers = [
         f"From: {plan.from_header}",
-        f"To: {_address_header(name, email)}",
+        f"To: {address_header(name, email)}",
         f"Subject: {_header(subject)}",
         f"Date: {_date_header()}",
         f"X-EmailPlan-Message-Id: {message_id}",
@@ -390,7 +425,7 @@ def render(
     return RenderedEmail(
         raw=mime.encode("utf-8"),
         from_address=plan.from_address,
-        to_address=email,
+        to_address=ascii_address(email),
         tags=tags,
         configuration_set=plan.configuration_set,
     )

@@ -12,12 +12,15 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
+from emailplan.contract.headers import one_line
+from emailplan.sender.failtext import reason_text
 from emailplan.sender.ratelimit import backoff
 from emailplan.sender.ses import (
     SesError,
     SesPausedError,
     SesPermanentError,
     SesThrottledError,
+    SesTransientError,
 )
 
 
@@ -54,9 +57,16 @@ def decide(
     if isinstance(error, SesPausedError):
         return Decision(Action.HOLD_ACCOUNT, reason=error.code)
     if isinstance(error, SesPermanentError):
-        return Decision(Action.FAIL, reason=str(error)[:1000], label=error.code)
+        return Decision(Action.FAIL, reason=reason_text(str(error)), label=error.code)
     tries = failed_before + 1
     if tries >= max_attempts:
-        reason = f"gave up after {tries} attempts: {error}"[:1000]
+        reason = reason_text(f"gave up after {tries} attempts: {error}")
         return Decision(Action.FAIL, reason=reason, label="transient")
     return Decision(Action.RETRY_TRANSIENT, backoff(tries, base=0.5, cap=30, rng=rng))
+
+
+def unexpected(exc: Exception) -> SesError:
+    """An error from sending that is not a ``SesError`` (a bug met by one message): transient,
+    so the message is retried with backoff and then fails with it as its reason, and the send
+    slot goes on."""
+    return SesTransientError(type(exc).__name__, one_line(str(exc))[:200])

@@ -45,6 +45,7 @@ from emailplan.runtime.sentry import init_sentry
 from emailplan.sender.bulkmail import MAX_ENTRIES, BulkPlan, compile_bulk, uses_bulk
 from emailplan.sender.bulksend import BulkSender
 from emailplan.sender.db import make_engine
+from emailplan.sender.failtext import failure_reason
 from emailplan.sender.intake import Intake, Taken, pause
 from emailplan.sender.leases import Held, Leases, LeaseState
 from emailplan.sender.outage import OUTAGE
@@ -60,7 +61,7 @@ from emailplan.sender.rendering import (
 )
 from emailplan.sender.results import ResultWriter
 from emailplan.sender.ses import SesClient, SesError
-from emailplan.sender.sespolicy import Action, decide
+from emailplan.sender.sespolicy import Action, decide, unexpected
 from emailplan.sender.settings import SenderSettings
 from emailplan.sender.store import ledger
 from emailplan.sender.tokens import make_token
@@ -85,6 +86,8 @@ T = TypeVar("T")
 NEVER_STALE = 10 * 365 * 86400.0
 # The plan loop reads the plan every second; no answer for this long means the database is away.
 DB_QUIET = 3.0
+# A worker task died of a bug: not "the plan is finished" (0), so the pod restarts it and shows it.
+EXIT_CRASHED = 1
 # A wrongly released cohort gives back many rows: one warning (with the running total) this often.
 UNDECIDED_LOG_SECONDS = 10.0
 
@@ -160,6 +163,7 @@ class Worker:
             account_paused=self.account_paused,
             account_resumed=self.account_resumed,
         )
+        self.crashed = False  # a task died of a bug: the process exits non-zero (not "finished")
         self._queue = queue
         self._to_ack: list[int] = []
         self._ack_wake = asyncio.Event()
@@ -376,10 +380,33 @@ class Worker:
             IN_FLIGHT.inc(len(batch))
             try:
                 await (self.send_one(held) if bulk is None else self.bulk.send(bulk, batch))
+            except OUTAGE as exc:  # nobody's message is at fault: held again, sent when it is back
+                log.warning("cannot send now, holding the messages", extra={"error": type(exc).__name__})
+                self.parked.extend(self._still_ours(batch))
+            except Exception as exc:  # noqa: BLE001 - a bug met by these messages: they fail, the slot goes on
+                self.fail_unexpected(batch, exc)
             finally:
                 self.in_flight -= len(batch)
                 IN_FLIGHT.dec(len(batch))
                 self._show_backlog()
+
+    def fail_unexpected(self, batch: list[Held], exc: Exception) -> None:
+        """Poison isolation: an error nobody expected while sending ``batch`` fails the messages
+        of it that are still ours, each with the error as its reason, and the slot goes on."""
+        log.error(
+            "unexpected error sending; failing these messages",
+            exc_info=exc,
+            extra={"plan": str(self.plan_id), "message_ids": [h.claimed.id for h in batch][:10]},
+        )
+        reason = failure_reason(exc)
+        for held in self._still_ours(batch):
+            FAILED.labels("internal").inc()
+            self.writer.put(ledger.SendResult(held.claimed.id, "failed", error=reason))
+
+    def _still_ours(self, batch: list[Held]) -> list[Held]:
+        """The messages of ``batch`` still held and without an outcome on its way to the ledger."""
+        written = self.writer.pending_ids()
+        return [h for h in batch if h.claimed.id in self.leases and h.claimed.id not in written]
 
     def _more(self, most: int) -> list[Held]:
         """Up to ``most`` more held messages already waiting (a bulk call never waits to fill)."""
@@ -418,9 +445,9 @@ class Worker:
             return
         try:
             rendered = self._render(compiled, msg)
-        except RenderError as exc:
+        except Exception as exc:  # noqa: BLE001 - one message's data never stops the worker
             FAILED.labels("render").inc()
-            await self.writer.write(ledger.SendResult(msg.id, "failed", error=f"RenderError: {exc}"[:1000]))
+            await self.writer.write(ledger.SendResult(msg.id, "failed", error=failure_reason(exc)))
             return
         permit = False
         throttled = failed = 0
@@ -446,6 +473,8 @@ class Worker:
                 ses_id = await self.ses.send(rendered)
             except SesError as exc:
                 error = exc
+            except Exception as exc:  # noqa: BLE001 - unexpected: retried, then failed with its reason
+                error = unexpected(exc)
             decision = decide(
                 error,
                 throttled_before=throttled,
@@ -615,6 +644,7 @@ class Worker:
         for task in done:
             if task is not stop_wait and task.exception() is not None:
                 log.error("worker task crashed", exc_info=task.exception())
+                self.crashed = True
                 self.stopping.set()
         await self.shutdown(tasks, writers, senders)
 
@@ -679,8 +709,12 @@ async def _retry_until(fn: Callable[[], Awaitable[T]], what: str, seconds: float
             await asyncio.sleep(0.5)
 
 
-async def run_worker(settings: SenderSettings, plan_id: uuid.UUID, *, exit_when_idle: bool = False) -> None:
-    """Run until SIGTERM/SIGINT (or, with ``exit_when_idle``, until the plan is finished)."""
+async def run_worker(settings: SenderSettings, plan_id: uuid.UUID, *, exit_when_idle: bool = False) -> bool:
+    """Run until SIGTERM/SIGINT (or, with ``exit_when_idle``, until the plan is finished).
+
+    True when it stopped cleanly; False when a task crashed (a bug), so the process exits
+    non-zero and whoever runs it (the pod supervisor, Kubernetes) sees a crash, not a finish.
+    """
     engine = make_engine(settings, pool_size=min(settings.db_pool_size, 5), pre_ping=False)
     try:
         async with (
@@ -692,6 +726,7 @@ async def run_worker(settings: SenderSettings, plan_id: uuid.UUID, *, exit_when_
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, worker.stopping.set)
             await worker.run()
+            return not worker.crashed
     finally:
         await engine.dispose()
 
@@ -727,5 +762,5 @@ def main(args: argparse.Namespace) -> int:
     init_sentry(settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None, component="worker")
     serve_metrics(settings.metrics_port)
     exit_when_idle = bool(getattr(args, "exit_when_idle", False)) or settings.exit_when_idle
-    asyncio.run(run_worker(settings, plan_id, exit_when_idle=exit_when_idle))
-    return 0
+    clean = asyncio.run(run_worker(settings, plan_id, exit_when_idle=exit_when_idle))
+    return 0 if clean else EXIT_CRASHED

@@ -200,3 +200,31 @@ def _children(pid: int) -> list[Path]:
         if len(out) >= 2 or time.monotonic() > deadline:
             return out
         time.sleep(0.1)
+
+
+async def test_bulk_rows_ses_cannot_send_fail_alone_and_idn_domains_go_out_as_punycode(
+    engine: AsyncEngine, migrated: str, aws: object, workers: Workers, ses_bulk: SesBulkStub
+) -> None:
+    """Rows stored before intake refused them: the one with a non-ASCII local part fails alone with
+    an ``InvalidAddress`` reason; the IDN one (kept in Unicode) is sent as punycode; the rest go."""
+    people = [(e, f"Zoë {i}") for i, e in enumerate(emails(8))]
+    plan_id = await make_bulk_plan(engine, people, rate=300)
+    async with engine.begin() as conn:  # what an older version stored
+        for old, new in (("r0@example.com", "üser@example.com"), ("r1@example.com", "user@bücher.example")):
+            await conn.execute(
+                text("UPDATE messages SET email = :new WHERE plan_id = :p AND email = :old"),
+                {"new": new, "old": old, "p": plan_id},
+            )
+    env = worker_env(migrated, plan_id, EMAILPLAN_SES_ENDPOINT_URL=ses_bulk.url)
+    await wait_exit([start_pod(workers, env, processes=1)], workers, 120)
+    async with engine.connect() as conn:
+        rows = {
+            r.email: (r.status, r.error)
+            for r in await conn.execute(text("SELECT * FROM messages WHERE plan_id = :p"), {"p": plan_id})
+        }
+    status, error = rows.pop("üser@example.com")
+    assert status == "failed" and str(error).startswith("InvalidAddress: non-ASCII local part"), error
+    assert {s for s, _ in rows.values()} == {"sent"}, rows
+    got = ses_bulk.received_by()
+    assert "user@xn--bcher-kva.example" in got and len(got) == 7, sorted(got)
+    assert all(to.isascii() for to in got)

@@ -62,6 +62,17 @@ INVALID = [
     ),
     ("empty recipient source", plan(recipients={}), "spec.recipients"),
     (
+        "non-ASCII local part in a recipient",
+        plan(recipients={"inline": [{"email": "üser@example.com"}]}),
+        "only ASCII before the @ (SES does not send SMTPUTF8 mail)",
+    ),
+    (
+        "non-ASCII local part in from",
+        plan(**{"from": "Zoë <zoë@example.com>"}),
+        "only ASCII before the @ (SES does not send SMTPUTF8 mail)",
+    ),
+    ("non-ASCII local part in replyTo", plan(replyTo=["zoë@example.com"]), "only ASCII before the @"),
+    (
         "bad inline address",
         plan(recipients={"inline": [{"email": "not-an-address"}]}),
         "spec.recipients.inline[0].email",
@@ -201,6 +212,17 @@ def test_breaker_defaults_of_a_new_plan_come_from_the_operator_settings(
             settings.default_max_complaint_rate,
             settings.default_max_replicas,
         )
+
+
+def test_idn_domains_and_unicode_names_are_admitted(crd_installed: KubeCluster, namespace: str) -> None:
+    """An internationalized domain is sendable (as punycode); only the local part must be ASCII."""
+    doc = plan(
+        **{"from": "Bücher Zoë <news@bücher.example>"},
+        replyTo=["hilfe@bücher.example"],
+        recipients={"inline": [{"email": "user@bücher.example", "name": "Zoë Müller"}]},
+    )
+    code, out = apply(crd_installed, namespace, doc)
+    assert code == 0, out
 
 
 def _example_docs(repo_root: str) -> list[tuple[str, dict[str, Any]]]:

@@ -217,6 +217,36 @@ async def test_case2_suppressions_and_from_refuse_a_65_character_local_part(api:
     assert (await error_of(resp))["field"] == "from"
 
 
+async def test_upload_refuses_a_non_ascii_local_part_and_keeps_idn_domains_as_punycode(api: LiveApi) -> None:
+    """SES sends no SMTPUTF8: the row is refused with its number and why. An IDN domain is
+    stored in its punycode form, so a suppression written either way matches it."""
+    resp = await api.client.post(
+        "/v1/suppressions", json={"emails": ["gone@xn--bcher-kva.example"]}, headers=HEADERS
+    )
+    assert resp.status == 200, await resp.text()
+    plan_id = uuid.uuid4()
+    resp = await api.client.put(f"/v1/plans/{plan_id}", json=plan_body(), headers=HEADERS)
+    assert resp.status == 201, await resp.text()
+    rows = ["ann@example.com", "üser@example.com", "user@bücher.example", "Gone@BÜCHER.example"]
+    resp = await api.client.post(
+        f"/v1/plans/{plan_id}/recipients",
+        data="".join(json.dumps({"email": e}) + "\n" for e in rows),
+        headers={**HEADERS, "Content-Type": "application/x-ndjson"},
+    )
+    assert resp.status == 200, await resp.text()
+    result = await resp.json()
+    (error,) = result["rejectedRows"]
+    assert error["row"] == 2 and error["field"] == "email", error
+    assert "non-ASCII local part" in error["message"] and "SMTPUTF8" in error["message"], error
+    assert result["accepted"] == 2 and result["suppressed"] == 1, result
+    resp = await api.client.post("/v1/suppressions", json={"emails": ["zoë@example.com"]}, headers=HEADERS)
+    assert resp.status == 400 and "non-ASCII local part" in (await error_of(resp))["message"]
+    resp = await api.client.put(
+        f"/v1/plans/{uuid.uuid4()}", json=plan_body(**{"from": "Zoë <zoë@example.com>"}), headers=HEADERS
+    )
+    assert resp.status == 400 and (await error_of(resp))["field"] == "from"
+
+
 def test_case2_admission_refuses_a_65_character_local_part(
     crd_installed: KubeCluster, namespace: str
 ) -> None:

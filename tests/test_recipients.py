@@ -26,7 +26,7 @@ from emailplan.contract.recipients import (
     [
         ({"email": "ann@example.com"}, "ann@example.com"),
         ({"email": "  Ann.Lee+news@Mail.Example.COM "}, "ann.lee+news@mail.example.com"),
-        ({"email": "zoë@exämple.com"}, "zoë@exämple.com"),
+        ({"email": "zoe@exämple.com"}, "zoe@xn--exmple-cua.com"),
         ({"email": "o'brien@example.ie"}, "o'brien@example.ie"),
     ],
 )
@@ -162,9 +162,9 @@ def test_fast_address_path_agrees_with_the_full_validator(address: str) -> None:
     except AddressError:
         fast = None
     try:
-        full: str | None = validate_email(
-            address, check_deliverability=False, allow_smtputf8=True, strict=True
-        ).normalized.lower()
+        full: str | None = str(
+            validate_email(address, check_deliverability=False, allow_smtputf8=False, strict=True).ascii_email
+        ).lower()
     except EmailNotValidError:
         full = None
     if len(address.rpartition("@")[0]) > 64 or len(address) > 254:

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from emailplan.sender.failtext import failure_reason
 from emailplan.sender.ses import (
     SesError,
     SesPausedError,
@@ -13,7 +14,7 @@ from emailplan.sender.ses import (
     SesThrottledError,
     SesTransientError,
 )
-from emailplan.sender.sespolicy import Action, decide
+from emailplan.sender.sespolicy import Action, decide, unexpected
 
 
 @pytest.mark.parametrize(
@@ -68,3 +69,30 @@ def test_retry_delays_grow_and_stay_capped() -> None:
         for k in range(12)
     ]
     assert transient[0] <= 0.5 and max(transient) <= 30 and transient[-1] >= 15
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        SesPermanentError("MessageRejected", "bad\x00address \ud800 here\r\nnext"),
+        SesTransientError("InternalFailure", "boom\x00"),
+    ],
+)
+def test_failure_reasons_are_storable_text(error: SesError) -> None:
+    """A reason PostgreSQL refuses (NUL, a lone surrogate) would hold up every result written with it."""
+    decision = decide(error, throttled_before=0, failed_before=9, max_attempts=1)
+    assert decision.action is Action.FAIL and decision.reason
+    assert "\x00" not in decision.reason and "\n" not in decision.reason
+    decision.reason.encode("utf-8")  # no lone surrogate
+    assert error.code in decision.reason
+
+
+def test_an_unexpected_error_is_transient_and_fails_with_its_class() -> None:
+    error = unexpected(KeyError("MessageId\x00"))
+    assert isinstance(error, SesTransientError)
+    decision = decide(error, throttled_before=0, failed_before=2, max_attempts=3)
+    assert decision.action is Action.FAIL and decision.reason is not None
+    assert (
+        decision.reason.startswith("gave up after 3 attempts: KeyError: ") and "\x00" not in decision.reason
+    )
+    assert failure_reason(UnicodeEncodeError("ascii", "ü", 0, 1, "no")).startswith("UnicodeEncodeError: ")

@@ -6,6 +6,13 @@ into a failed message instead of a rejected row. Addresses are compared and
 de-duplicated case-insensitively (lower-cased whole): mailbox providers treat the
 local part that way in practice, and a list with ``Ann@x`` and ``ann@x`` must
 not mail the same person twice.
+
+Only addresses SES can send are accepted. SES does not send SMTPUTF8 mail, so a
+non-ASCII local part (``zoë@example.com``) is refused here, with that reason, instead
+of failing at send time. An internationalized domain is fine: its stored form is the
+ASCII (punycode, IDNA 2008) one, ``user@xn--bcher-kva.example`` for
+``user@bücher.example``. That is what SES sends to and what its bounce and complaint
+notifications report, so a suppression matches whichever way either was written.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ ADDRESS_RULES = (
     "Addresses are compared case-insensitively (the whole address is lower-cased): "
     "Ann@Example.com and ann@example.com are one recipient, mailed once, and a suppressed "
     f"address matches in any case. At most {MAX_LOCAL_PART} characters before the @ and "
-    f"{MAX_ADDRESS} in all (RFC 5321)."
+    f"{MAX_ADDRESS} in all (RFC 5321). The part before the @ must be ASCII (SES does not send "
+    "SMTPUTF8 mail); an internationalized domain is stored and sent in its punycode form "
+    "(user@bücher.example is user@xn--bcher-kva.example)."
 )
 """The rule in words, for the CRD, the OpenAPI document and the CLI help (one text, one place)."""
 
@@ -45,12 +54,17 @@ def _plain(text: str) -> bool:
     return found is not None and "--" not in text and found.group(1).lower() not in SPECIAL_USE_DOMAIN_NAMES
 
 
+SMTPUTF8_REFUSED = (
+    "non-ASCII local part: SES does not send SMTPUTF8 mail, so the part before the @ must be ASCII"
+)
+
+
 class AddressError(ValueError):
     """Why a value is not an address we send to, in words for the list's owner."""
 
 
 def normalize_address(value: str) -> str:
-    """The stored form of a recipient address (lower-cased), or :class:`AddressError` naming the problem."""
+    """The stored form of an address (ASCII, lower-cased), or :class:`AddressError` naming the problem."""
     text = value.strip()
     if not text:
         raise AddressError("email is required")
@@ -64,11 +78,15 @@ def normalize_address(value: str) -> str:
         raise AddressError(f"the part before @ is longer than {MAX_LOCAL_PART} characters")
     if _plain(text):
         return text.lower()
+    if not local.isascii():
+        raise AddressError(SMTPUTF8_REFUSED)
     try:
-        checked = validate_email(text, check_deliverability=False, allow_smtputf8=True, strict=True)
+        checked = validate_email(text, check_deliverability=False, allow_smtputf8=False, strict=True)
     except EmailNotValidError as exc:
         raise AddressError(f"invalid email address: {exc}") from exc
-    return checked.normalized.lower()
+    if checked.ascii_email is None:  # cannot happen without SMTPUTF8; kept for the type
+        raise AddressError(SMTPUTF8_REFUSED)
+    return checked.ascii_email.lower()
 
 
 def mailbox_problem(value: str) -> str | None:

@@ -36,14 +36,19 @@ from emailplan.contract.spec_campaign import AbTestSpec, RolloutSpec, WindowSpec
 from emailplan.contract.wire import Wire
 
 # Admission refuses what can never be sent: control characters (CR/LF would start
-# a new header), a local part over 64 characters (RFC 5321). The operator and the
-# data plane run the full check (contract.addresses) on everything.
+# a new header), a local part over 64 characters (RFC 5321) or with a character that is
+# not printable ASCII (SES does not send SMTPUTF8 mail; an IDN domain is fine, it is sent
+# as punycode). The operator and the data plane run the full check (contract.addresses).
 _NO_CTL = r"\x00-\x1F\x7F"
-_ADDR = rf"[^@\s<>{_NO_CTL}]{{1,64}}@[^@\s<>{_NO_CTL}]+\.[^@\s<>{_NO_CTL}]+"
+_LOCAL = r"[!-;=?A-~]"  # printable ASCII but for < > @ (short: CEL costs grow with the pattern)
+_ADDR = rf"{_LOCAL}{{1,64}}@[^@\s<>{_NO_CTL}]+\.[^@\s<>{_NO_CTL}]+"
 EMAIL_PATTERN = rf"^{_ADDR}$"
 FROM_PATTERN = rf"^([^<>{_NO_CTL}]*<{_ADDR}>|{_ADDR})$"
 TAG_PATTERN = SES_TAG_PATTERN  # one rule for admission and the plan API
-ADDRESS_HINT = "no line breaks or control characters, at most 64 characters before the @ and 254 in all"
+ADDRESS_HINT = (
+    "no line breaks or control characters, at most 64 characters before the @ and 254 in all, "
+    "only ASCII before the @ (SES does not send SMTPUTF8 mail)"
+)
 TAG_PATTERN_RE = re.compile(TAG_PATTERN)
 TAG_NAMES = "ses.tags names may contain only A-Z a-z 0-9 _ - (at most 256)"
 UNIQUE_VARIANTS = "variants: names must be unique"
