@@ -27,7 +27,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -37,8 +36,9 @@ if __package__ in (None, ""):  # run as a script: make `devenv` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devenv.pki import LocalPKI
+from devenv import reaper
 from devenv.ports import free_port, wait_for
-from devenv.procs import spawn, stop
+from devenv.procs import spawn, stop, stop_like_ctrl_c
 
 BUILD_SCRIPT = Path(__file__).resolve().parent.parent / "controlplane" / "build.sh"
 CRD = Path(__file__).resolve().parents[2] / "crds" / "emailplan.yaml"
@@ -58,7 +58,7 @@ def controlplane_bin() -> Path:
 class KubeCluster:
     """One control plane. ``start()`` returns when the API answers and ``default`` exists."""
 
-    base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="emailplan-kube-")))
+    base: Path = field(default_factory=lambda: reaper.temp_dir("emailplan-kube-"))
     with_controller_manager: bool = True
     controllers: str = "*"
     bin_dir: Path | None = None
@@ -326,22 +326,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.detach:
         # Children must outlive this process: start them without the death signal.
         os.environ["EMAILPLAN_DETACH"] = "1"
+    else:
+        # Stopped like Ctrl-C by SIGTERM, SIGHUP or our parent's death; the watchdog stops the
+        # servers and removes the directory (private keys, etcd data) even after a SIGKILL.
+        stop_like_ctrl_c()
+        reaper.track_dir(args.dir.resolve())
+    try:
+        return _serve(cluster, bins, args.dir, args.detach, state)
+    except KeyboardInterrupt:  # told to stop while starting
+        return 130
+    finally:
+        if not args.detach:
+            cluster.cleanup()
+
+
+def _serve(cluster: KubeCluster, bins: Path, state_dir: Path, detach: bool, state: Path) -> int:
     cluster.start()
     cluster.install_crd()
     print(f"control plane ready at {cluster.server}; EmailPlan CRD installed", file=sys.stderr)
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     print(f'export PATH="{bins}:$PATH"   # helm (and etcd, kube-apiserver) built with the control plane')
-    stop_hint = f"python hack/devenv/kube.py down --dir {args.dir}" if args.detach else "Ctrl-C here"
+    stop_hint = f"python hack/devenv/kube.py down --dir {state_dir}" if detach else "Ctrl-C here"
     print(f"then: kubectl get eplan -A; stop with {stop_hint}", file=sys.stderr)
-    if args.detach:
+    sys.stdout.flush()
+    if detach:
         state.write_text(json.dumps({k: p.pid for k, p in cluster.procs.items()}))
         return 0
     try:
         signal.pause()
     except KeyboardInterrupt:
         pass
-    finally:
-        cluster.stop()
     return 0
 
 

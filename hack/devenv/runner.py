@@ -33,7 +33,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ if __package__ in (None, ""):  # run as a script: make `devenv` importable
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from devenv import reaper
 from devenv.procs import spawn
 
 log = logging.getLogger("devenv.runner")
@@ -103,7 +103,7 @@ class PodRunner:
         self.apps = kubernetes.client.AppsV1Api(client)
         self.extra_env = dict(extra_env or {})
         self.command_map = dict(command_map or {})
-        self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="emailplan-runner-"))
+        self.log_dir = Path(log_dir or reaper.temp_dir("emailplan-runner-"))
         self.interval = interval
         self.pods: dict[str, PodProc] = {}  # by Pod uid
         self._owners: dict[str, str] = {}  # ReplicaSet uid -> Deployment name
