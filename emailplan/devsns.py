@@ -164,7 +164,9 @@ def _details(kind: str, now: str, recipients: list[str], bounce_type: str) -> di
         "DeliveryDelay": {
             "deliveryDelay": {"timestamp": now, "delayType": "MailboxFull", "delayedRecipients": listed}
         },
-        "Rendering Failure": {"failure": {"errorMessage": "Attribute 'x' is not present", "templateName": "t"}},
+        "Rendering Failure": {
+            "failure": {"errorMessage": "Attribute 'x' is not present", "templateName": "t"}
+        },
         "Send": {"send": {}},
     }.get(kind, {})
 
@@ -340,7 +342,9 @@ def post_events(args: argparse.Namespace) -> int:
     chosen = choose(mails, list(args.to or []), None if args.all else int(args.count))
     for mail in chosen:
         act(event, mail, api_url, signer)
-    shown = ", ".join(m.address for m in chosen[:5]) + (f" and {len(chosen) - 5} more" if len(chosen) > 5 else "")
+    shown = ", ".join(m.address for m in chosen[:5]) + (
+        f" and {len(chosen) - 5} more" if len(chosen) > 5 else ""
+    )
     print(f"{event.value}: {len(chosen)} recipient(s) of plan {args.plan}: {shown}")
     print(f"the plan's status shows it within seconds: emailplan stats {args.plan}")
     return 0
@@ -377,4 +381,6 @@ def act(event: Event, mail: SentMail, api_url: str, signer: Signer | None) -> No
             f"for SES events check that {CERT_URL_ENV} and {KEY_FILE_ENV} are the running stack's"
         ) from None
     except urllib.error.URLError as exc:
-        raise DevSnsError(f"cannot reach the API at {api_url} ({exc.reason}); check EMAILPLAN_API_URL") from None
+        raise DevSnsError(
+            f"cannot reach the API at {api_url} ({exc.reason}); check EMAILPLAN_API_URL"
+        ) from None

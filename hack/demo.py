@@ -426,5 +426,6 @@ def main() -> int:
         else:
             shutil.rmtree(base, ignore_errors=True)
 
+
 if __name__ == "__main__":
     sys.exit(main())

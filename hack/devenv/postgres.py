@@ -111,7 +111,16 @@ class PostgresServer:
             "max_connections=200",
         ]
         if ids:
-            argv = ["setpriv", f"--reuid={ids['user']}", f"--regid={ids['group']}", "--clear-groups", *argv]
+            # Changing user clears the parent-death signal: setpriv sets it again after the change.
+            die = [] if reaper.detached() else ["--pdeathsig=SIGKILL"]
+            argv = [
+                "setpriv",
+                f"--reuid={ids['user']}",
+                f"--regid={ids['group']}",
+                "--clear-groups",
+                *die,
+                *argv,
+            ]
         self.proc = spawn(argv, self.base / "postgres.log")
         wait_for(self._ready, 30, f"PostgreSQL on port {self.port}")
 

@@ -33,7 +33,17 @@ from devenv import reaper
 from emailplan import devsns
 from emailplan.devsns import ses_event
 
-__all__ = ["OTHER_TOPIC", "TOPIC", "CertServer", "Identity", "confirmation", "make_identity", "notification", "ses_event", "sign"]
+__all__ = [
+    "OTHER_TOPIC",
+    "TOPIC",
+    "CertServer",
+    "Identity",
+    "confirmation",
+    "make_identity",
+    "notification",
+    "ses_event",
+    "sign",
+]
 
 TOPIC = devsns.TOPIC
 OTHER_TOPIC = "arn:aws:sns:us-east-1:123456789012:someone-else"

@@ -15,21 +15,32 @@ from pathlib import Path
 MARK = "EMAILPLAN_LEFTOVER_MARK"
 
 
+def _stat(proc: Path) -> tuple[str, int]:
+    """(state, process group) of a /proc entry."""
+    fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+    return fields[0], int(fields[2])
+
+
 def marked_processes(mark: str, name: str = MARK) -> list[int]:
-    """Live (not zombie) processes whose environment carries ``name=mark``."""
+    """Live (not zombie) processes whose environment carries ``name=mark``, and the members of
+    their process groups (PostgreSQL's children overwrite their environment with their title)."""
     needle = f"{name}={mark}".encode()
-    found = []
+    groups: set[int] = set()
+    members: dict[int, int] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
+            state, pgid = _stat(proc)
+            if state == "Z":
+                continue
+            members[int(proc.name)] = pgid
             if needle in (proc / "environ").read_bytes().split(b"\0"):
-                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                if state != "Z":
-                    found.append(int(proc.name))
+                groups.add(pgid)
+                members[int(proc.name)] = -1  # marked itself
         except OSError:
             continue
-    return found
+    return sorted(pid for pid, pgid in members.items() if pgid == -1 or pgid in groups)
 
 
 def describe(pids: list[int]) -> str:
