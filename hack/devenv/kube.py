@@ -35,8 +35,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `devenv` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devenv.pki import LocalPKI
 from devenv import reaper
+from devenv.pki import LocalPKI
 from devenv.ports import free_port, wait_for
 from devenv.procs import spawn, stop, stop_like_ctrl_c
 

@@ -6,8 +6,8 @@ a threaded HTTPS server on loopback serves its certificate, and ``notification``
 messages signed exactly as SNS signs them. The API trusts this server only through its
 explicit test settings (``EMAILPLAN_SNS_EXTRA_TRUSTED_CERT_PREFIXES`` + ``EMAILPLAN_SNS_CA_FILE``,
 see ``api_env``). The signing and the SES event shapes live in ``emailplan.devsns`` (the
-``emailplan sns`` command uses them too). Used by the API tests, the e2e tests, the benchmarks and the demo (which
-simulates SES delivery, bounce and complaint notifications through the real signed path).
+``emailplan sns`` command uses them too). Used by the API tests, the e2e tests, the benchmarks
+and the demo (which simulates SES delivery, bounce and complaint notifications through the real signed path).
 """
 
 from __future__ import annotations

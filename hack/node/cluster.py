@@ -26,7 +26,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,11 +34,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `devenv` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devenv import reaper
 from devenv.kube import KubeCluster, controlplane_bin
 from devenv.moto import MotoServer
 from devenv.ports import free_port, wait_for
 from devenv.postgres import PostgresServer, pg_bin
-from devenv.procs import spawn, stop
+from devenv.procs import spawn, stop, stop_like_ctrl_c
 
 HERE = Path(__file__).resolve().parent
 NODE_IP = "172.31.213.1"
@@ -119,7 +119,8 @@ class NodeMoto(MotoServer):
 class NodeCluster:
     """Control plane, node and data stores in one fresh network namespace."""
 
-    base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="epnode-")))
+    # Removed by the watchdog (devenv.reaper) however the run ends, like the namespace below.
+    base: Path = field(default_factory=lambda: reaper.temp_dir("epnode-"))
     netns: str = field(default_factory=lambda: "emailplan-" + uuid.uuid4().hex[:8])
     images: dict[str, str] = field(default_factory=dict)
     kube: KubeCluster | None = None
@@ -169,6 +170,9 @@ class NodeCluster:
 
     def _enter_namespace(self) -> None:
         _run("ip", "netns", "add", self.netns)
+        # After a SIGKILL nothing here runs: the watchdog then ends the shims, unmounts what
+        # containerd and the kubelet mounted and deletes the namespace (`cluster.py reap`).
+        reaper.on_exit([sys.executable, str(Path(__file__).resolve()), "reap", str(self.base), self.netns])
         ns = ("ip", "-n", self.netns)
         _run(*ns, "link", "set", "lo", "up")
         # The node address sits on the namespace's own loopback interface (this VM kernel has no
@@ -426,29 +430,44 @@ def _unmount_under(base: Path) -> None:
         subprocess.run(["umount", "-l", mount], capture_output=True)
 
 
+def reap(base: Path, netns: str) -> None:
+    """What a SIGKILLed ``up`` leaves that is not a process group or a directory (the watchdog runs it)."""
+    _kill_shims(base / "containerd.sock")
+    _unmount_under(base)
+    subprocess.run(["ip", "netns", "delete", netns], capture_output=True)
+
+
 def main() -> int:
-    """``python hack/node/cluster.py up``: start the node cluster and wait for Ctrl-C."""
+    """``python hack/node/cluster.py up``: start the node cluster and wait for Ctrl-C (or SIGTERM)."""
     import argparse
     import signal
 
     parser = argparse.ArgumentParser(description="Run the one-node cluster of node mode (root).")
-    parser.add_argument("cmd", choices=["up"])
-    parser.parse_args()
-    cluster = NodeCluster().start()
-    assert cluster.kube is not None and cluster.postgres is not None and cluster.moto is not None
-    print(
-        f"""
+    parser.add_argument("cmd", choices=["up", "reap"])
+    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.cmd == "reap":
+        reap(Path(args.rest[0]), args.rest[1])
+        return 0
+    stop_like_ctrl_c()  # SIGTERM, SIGHUP and the parent's death stop it like Ctrl-C
+    cluster = NodeCluster()
+    try:
+        cluster.start()
+        assert cluster.kube is not None and cluster.postgres is not None and cluster.moto is not None
+        bins = controlplane_bin()  # helm and kubectl's version of the cluster
+        print(
+            f"""
 Node cluster running in network namespace {cluster.netns}; everything is reachable only inside it:
 
-  ip netns exec {cluster.netns} env KUBECONFIG={cluster.kube.kubeconfig} bash
+  ip netns exec {cluster.netns} env KUBECONFIG={cluster.kube.kubeconfig} PATH="{bins}:$PATH" bash
 
 image:      {cluster.images["IMAGE"]}
 database:   {cluster.postgres.pod_url()}
 AWS (moto): {cluster.moto.pod_url()}
 logs:       {cluster.base}/*.log
-Ctrl-C stops it all."""
-    )
-    try:
+Ctrl-C stops it all.""",
+            flush=True,
+        )
         signal.pause()
     except KeyboardInterrupt:
         pass
