@@ -581,3 +581,38 @@ def test_schema_checks_the_observability_values(helm_bin: str, tmp_path: Path, c
 def test_lint_with_observability_on(helm_bin: str) -> None:
     proc = helm(helm_bin, "lint", str(CHART), "--strict", *OBSERVABILITY)
     assert "0 chart(s) failed" in proc.stdout, proc.stdout
+
+
+def notes(helm_bin: str, *args: str) -> str:
+    """The text `helm install` prints after installing (NOTES.txt), rendered without a cluster."""
+    out = helm(helm_bin, "install", "rel", str(CHART), "-n", "mail", "--dry-run=client", *args).stdout
+    return out.split("NOTES:", 1)[1]
+
+
+@pytest.mark.parametrize(
+    ("values", "secrets"),
+    [
+        ([], ["emailplan-database", "emailplan-token-key", "emailplan-api-key"]),
+        (
+            ["-f", str(CHART / "ci" / "values-local.yaml")],
+            ["emailplan-database", "emailplan-token-key", "emailplan-api-key", "emailplan-aws"],
+        ),
+    ],
+)
+def test_notes_give_a_command_for_every_secret_the_pods_read(
+    helm_bin: str, values: list[str], secrets: list[str]
+) -> None:
+    """A pod whose Secret is missing stays in CreateContainerConfigError: the notes list each one
+    with the command that creates it, in the release namespace."""
+    text = notes(helm_bin, *values)
+    for name in secrets:
+        assert f"kubectl -n mail create secret generic {name} " in text, (name, text)
+    assert ("AWS_ACCESS_KEY_ID=" in text) == ("emailplan-aws" in secrets)
+
+
+def test_notes_say_how_to_reach_the_api_from_a_shell(helm_bin: str) -> None:
+    """The in-cluster address needs cluster DNS or a Pod; kubectl port-forward works from anywhere."""
+    text = notes(helm_bin, "-f", str(CHART / "ci" / "values-local.yaml"))
+    assert "kubectl -n mail port-forward svc/rel-emailplan-api 8080:80" in text, text
+    assert "export EMAILPLAN_API_URL=http://127.0.0.1:8080" in text
+    assert "get secret emailplan-api-key -o jsonpath='{.data.EMAILPLAN_API_KEY}' | base64 -d" in text
