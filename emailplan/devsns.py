@@ -83,7 +83,7 @@ def sign(key: rsa.RSAPrivateKey, fields: dict[str, Any], version: str = "1") -> 
     return doc
 
 
-def now_iso(millis: bool = True) -> str:
+def now_iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
@@ -145,7 +145,7 @@ def ses_event(
 def _details(kind: str, now: str, recipients: list[str], bounce_type: str) -> dict[str, Any]:
     """The per-kind object SES adds next to ``mail``."""
     listed = [{"emailAddress": r} for r in recipients]
-    return {
+    details: dict[str, dict[str, Any]] = {
         "Bounce": {
             "bounce": {
                 "bounceType": bounce_type,
@@ -168,7 +168,8 @@ def _details(kind: str, now: str, recipients: list[str], bounce_type: str) -> di
             "failure": {"errorMessage": "Attribute 'x' is not present", "templateName": "t"}
         },
         "Send": {"send": {}},
-    }.get(kind, {})
+    }
+    return details.get(kind, {})
 
 
 # --- the mail SES (moto) accepted --------------------------------------------------------------------
