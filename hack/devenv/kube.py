@@ -95,7 +95,22 @@ class KubeCluster:
     def install_crd(self, crd: Path = CRD) -> None:
         """Apply the EmailPlan CRD and wait until the API serves it (idempotent)."""
         self.kubectl("apply", "-f", str(crd))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/emailplans.emailplan.io")
+        # Right after the apply, kubectl's discovery may not list the new resource yet and
+        # `wait` fails at once: ask again until the deadline.
+        deadline = time.monotonic() + 60
+        while True:
+            done = self.kubectl(
+                "wait",
+                "--for=condition=Established",
+                "--timeout=20s",
+                "crd/emailplans.emailplan.io",
+                check=False,
+            )
+            if done.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the EmailPlan CRD is not Established: {done.stderr.strip()}")
+            time.sleep(1)
 
     def start(self) -> KubeCluster:
         bins = self.bin_dir or controlplane_bin()
