@@ -18,10 +18,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -393,6 +395,14 @@ def main() -> int:
     console = Console()
     # Removed when the demo ends however it ends (the watchdog, devenv.reaper), unless kept below.
     base = reaper.temp_dir("emailplan-demo-")
+    # Every temporary file of the demo and of what it starts (the Kubernetes client writes the
+    # kubeconfig's client key to one) goes below a directory the watchdog removes in any case.
+    # Short names: sockets live below it (PostgreSQL's, the workers' forkserver).
+    tmp = reaper.temp_dir("ep-")
+    for path in (base, tmp):  # PostgreSQL (its own user when we are root) reaches its directory
+        path.chmod(0o711)
+    os.environ["TMPDIR"] = str(tmp)
+    tempfile.tempdir = None  # read TMPDIR again
     demo = Demo(console, base)
     ok = False
     failed = True  # keep the logs to look at, unless the demo completed or was told to stop
@@ -422,6 +432,7 @@ def main() -> int:
         demo.close()
         if failed or args.keep_logs:
             reaper.keep(base)
+            shutil.rmtree(tmp, ignore_errors=True)
             console.print(f"logs kept in {base / 'logs'}")
         else:
             shutil.rmtree(base, ignore_errors=True)

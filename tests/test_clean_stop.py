@@ -90,7 +90,7 @@ def launched() -> Iterator[list[Launched]]:
 @pytest.fixture
 def tmp() -> Iterator[Path]:
     """The launcher's TMPDIR; outside pytest's private tree, which PostgreSQL's user cannot enter."""
-    path = Path(tempfile.mkdtemp(prefix="emailplan-leftovers-"))
+    path = Path(tempfile.mkdtemp(prefix="ep-left-"))
     path.chmod(0o755)
     try:
         yield path
