@@ -362,7 +362,7 @@ class Demo:
             f"  emailplan stats {plan}\n"
             f"  emailplan sns bounce {plan} --count 2     # SES events, signed as SNS signs them\n"
             f"  emailplan sns open {plan} --count 5       # readers: open, click\n"
-            f"  kubectl apply -n default -f {EXAMPLE.relative_to(ROOT)}   # the plan again, in `default`\n"
+            f"  kubectl apply -n default -f {ROOT / 'examples' / 'emailplan-inline.yaml'}   # any namespace\n"
             f"SES, SQS, SNS and S3 (moto): {st.moto.endpoint_url}; the mail SES accepted: "
             f"{st.moto.endpoint_url}/moto-api/data.json\n"
             f"PostgreSQL: {st.database_url}\n"
