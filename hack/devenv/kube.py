@@ -8,7 +8,7 @@ stops everything it started, also when the caller fails.
 
 Command line (for people poking at the cluster by hand)::
 
-    python hack/devenv/kube.py up [--dir DIR]   # runs until Ctrl-C
+    python hack/devenv/kube.py up [--dir DIR]   # runs until Ctrl-C or SIGTERM; DIR removed after
     python hack/devenv/kube.py up --detach      # returns; state kept in DIR
     python hack/devenv/kube.py down [--dir DIR]
 
