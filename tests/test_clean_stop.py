@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from support.leftovers import (
     MARK,
+    Output,
     describe,
     files_under,
     listening,
@@ -31,7 +32,6 @@ from support.leftovers import (
     marked_processes,
     wait_gone,
 )
-from test_demo import Output
 
 SIGNALS = [pytest.param(signal.SIGTERM, id="SIGTERM"), pytest.param(signal.SIGKILL, id="SIGKILL")]
 

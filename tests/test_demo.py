@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
@@ -25,6 +23,7 @@ from typing import Any
 
 import demo as demo_script
 import pytest
+from support.leftovers import Output
 
 from emailplan import devsns
 
@@ -49,41 +48,6 @@ def marked_processes(mark: str) -> list[int]:
         except OSError:
             continue
     return found
-
-
-class Output:
-    """The demo's stdout, read in a thread so the test can wait for a line without blocking."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        assert proc.stdout is not None
-        stream = proc.stdout
-
-        def pump() -> None:
-            for line in stream:
-                self._queue.put(line)
-            self._queue.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-
-    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=1)
-            except queue.Empty:
-                continue
-            if line is None:
-                break
-            self.lines.append(line)
-            found = re.search(pattern, line)
-            if found:
-                return found
-        raise AssertionError(f"no line matching {pattern!r}; output:\n{''.join(self.lines)[-6000:]}")
-
-    def text(self) -> str:
-        return "".join(self.lines)
 
 
 @pytest.fixture

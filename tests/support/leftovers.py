@@ -8,7 +8,10 @@ so afterwards the test can tell exactly what is still there.
 from __future__ import annotations
 
 import os
+import queue
 import re
+import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -106,3 +109,38 @@ def wait_gone(mark: str, timeout: float = 60.0) -> list[int]:
 def files_under(root: Path) -> list[str]:
     """Everything left under ``root`` (the launcher's TMPDIR), relative paths."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+class Output:
+    """The demo's stdout, read in a thread so the test can wait for a line without blocking."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        assert proc.stdout is not None
+        stream = proc.stdout
+
+        def pump() -> None:
+            for line in stream:
+                self._queue.put(line)
+            self._queue.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=1)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            self.lines.append(line)
+            found = re.search(pattern, line)
+            if found:
+                return found
+        raise AssertionError(f"no line matching {pattern!r}; output:\n{''.join(self.lines)[-6000:]}")
+
+    def text(self) -> str:
+        return "".join(self.lines)
