@@ -207,9 +207,13 @@ def plan_call(client: ApiClient, ref: str, plan_id: str, path: str) -> Any:
         return client.call("GET", path)
     except ApiAnswered as exc:
         if exc.status == 404:
+            namespace = ref.partition("/")[0] if "/" in ref else "its namespace"
             raise AdminError(
                 f"plan {ref} (uid {plan_id}) is not known to the data plane at {client.shown}: the operator "
-                "registers a plan once it is valid; see `kubectl describe emailplan` for its conditions"
+                "registers a plan once it is valid; see `kubectl describe emailplan` for its conditions. "
+                f"No status and no Events there means no operator watches {namespace}: "
+                "`emailplan operator --namespace` limits the namespaces it watches (the chart's "
+                "watchNamespaces), and it logs them when it starts"
             ) from None
         raise
 

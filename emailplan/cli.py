@@ -27,6 +27,9 @@ administration (talks to the API with EMAILPLAN_API_URL and EMAILPLAN_API_KEY):
   stats NAMESPACE/NAME       a plan's counts (or stats PLAN_UID)
   failures NAMESPACE/NAME    a plan's failed and suppressed addresses with why (or PLAN_UID)
 
+local development stacks only (EMAILPLAN_DEV_MODE=1):
+  sns EVENT NAMESPACE/NAME   simulated SES delivery/bounce/complaint, reader open/click
+
 examples:
   emailplan db upgrade
   EMAILPLAN_PLAN_ID=<uid> emailplan worker
@@ -146,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("revision", nargs="?", default="head")
     up.set_defaults(func=_run("emailplan.sender.migrate:upgrade"))
     _add_admin(sub)
+    _add_devsns(sub)
     return parser
 
 
@@ -217,6 +221,28 @@ def _add_admin(sub: Any) -> None:
     )
     _api_flags(fl)
     fl.set_defaults(func=_admin("show_failures"))
+
+
+def _add_devsns(sub: Any) -> None:
+    """``emailplan sns``: simulated SES events for a local stack (emailplan.devsns)."""
+    ev = sub.add_parser(
+        "sns",
+        help="local stacks only: post simulated SES events for a plan's recipients",
+        description="Play SES and the readers for a plan on a local development stack "
+        "(EMAILPLAN_DEV_MODE=1; hack/demo.sh --keep prints the settings): delivery, bounce and "
+        "complaint are posted to the API as SES events signed like SNS with the stack's "
+        "throw-away key; open and click fetch the mail's tracking pixel or link.",
+    )
+    ev.add_argument("event", choices=["delivery", "bounce", "complaint", "open", "click"])
+    ev.add_argument("plan", metavar="PLAN", help="NAMESPACE/NAME of the EmailPlan, or its metadata.uid")
+    ev.add_argument("--to", action="append", metavar="EMAIL", help="this recipient (repeatable)")
+    ev.add_argument("--count", type=int, default=1, help="the first N recipients (default 1)")
+    ev.add_argument("--all", action="store_true", help="every recipient the plan sent to so far")
+    ev.add_argument("--api-url", default=None, help="data-plane API (default: $EMAILPLAN_API_URL)")
+    ev.add_argument("--ses-url", default=None, help="moto as SES (default: $EMAILPLAN_AWS_ENDPOINT_URL)")
+    ev.add_argument("--key-file", default=None, help="SNS signing key (default: $EMAILPLAN_DEV_SNS_KEY_FILE)")
+    ev.add_argument("--cert-url", default=None, help="its certificate (default: $EMAILPLAN_DEV_SNS_CERT_URL)")
+    ev.set_defaults(func=_run("emailplan.devsns:run"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

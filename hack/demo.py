@@ -16,12 +16,9 @@ to explore with kubectl and the API until Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import email
-import email.policy
-import email.utils
 import hashlib
-import html as htmlmod
 import json
+import os
 import re
 import shutil
 import signal
@@ -29,11 +26,9 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,9 +37,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from devenv import reaper
 from devenv.kube import controlplane_bin
-from devenv.sns import ses_event
+from devenv.procs import stop_like_ctrl_c
 from devenv.stack import EMAILPLAN, LocalStack, StackOptions
+from emailplan import devsns
 from emailplan.contract import STATUS_COUNTS
 from emailplan.sender.settings import SenderSettings
 
@@ -79,16 +76,10 @@ class Audience:
     as a mailbox provider does); one delivered recipient complains, late in the plan.
     """
 
-    PIXEL = re.compile(r'src="(https?://[^"]*/v1/events/open\?requestId=[^"]+)"')
-    LINK = re.compile(r'href="(https?://[^"]*/v1/events/click\?[^"]+)"')
-    BROWSER = (
-        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
-    )
-
     def __init__(self, stack: LocalStack) -> None:
         self.stack = stack
         self.seen: set[str] = set()
-        self._arrived: dict[str, tuple[float, str, email.message.EmailMessage]] = {}
+        self._arrived: dict[str, tuple[float, devsns.SentMail]] = {}
         self.opens = self.clicks = self.unsubscribes = 0
         self.deliveries = self.bounces = self.complaints = 0
         self.errors: list[str] = []
@@ -130,55 +121,46 @@ class Audience:
         Mailboxes act in parallel (as people do): each SNS post waits for the API's group
         commit, so one at a time would fall far behind the plan's send rate.
         """
-        stored = self.stack.moto.sent_emails()
+        stored = devsns.sent_mail(self.stack.moto.endpoint_url)
         now = time.monotonic()
-        for item in stored:
-            raw = item.get("raw_data")
-            if not raw:
-                continue
-            msg = email.message_from_string(raw, policy=email.policy.default)
-            address = email.utils.parseaddr(str(msg.get("To", "")))[1].lower()
-            if address and address not in self.seen and address not in self._arrived:
-                self._arrived[address] = (now, str(item.get("id") or ""), msg)
+        for mail in stored:
+            if mail.address not in self.seen and mail.address not in self._arrived:
+                self._arrived[mail.address] = (now, mail)
         # People read their mail a few seconds after it arrives: a pixel fetched within the data
         # plane's machine-open window of the send is a mail proxy's, and counts apart.
-        due = [a for a, (at, _, _) in self._arrived.items() if now - at >= READ_AFTER_SECONDS]
+        due = [a for a, (at, _) in self._arrived.items() if now - at >= READ_AFTER_SECONDS]
         new = []
         for address in due:
-            _, ses_id, msg = self._arrived.pop(address)
+            _, mail = self._arrived.pop(address)
             self.seen.add(address)
-            new.append((address, ses_id, msg))
-        list(self._pool.map(lambda m: self._mailbox(*m), new))
+            new.append(mail)
+        list(self._pool.map(self._mailbox, new))
         return len(stored)
 
-    def _mailbox(self, address: str, ses_id: str, msg: email.message.EmailMessage) -> None:
-        ref = str(msg.get("X-EmailPlan-Message-Id", "")).strip()
-        message_ref = int(ref) if ref.isdigit() else None
+    def _mailbox(self, mail: devsns.SentMail) -> None:
+        address = mail.address
         if bucket(address, 1000) < 2:
-            self._ses("Bounce", ses_id, address, message_ref)
+            self._ses("Bounce", mail)
             self._count("bounces")
             return
         if bucket(address, 1000) >= 850:
             return  # SES has not reported these (yet): they stay "sent"
-        self._ses("Delivery", ses_id, address, message_ref)
+        self._ses("Delivery", mail)
         self._count("deliveries")
         share = bucket(address, 100)
         if share == 99:
-            if self._unsubscribe(str(msg.get("List-Unsubscribe", ""))):
+            if self._unsubscribe(str(mail.message.get("List-Unsubscribe", ""))):
                 self._count("unsubscribes")
         elif self._complaint_due():
-            self._ses("Complaint", ses_id, address, message_ref)
+            self._ses("Complaint", mail)
         if share >= 30:
             return
-        body = msg.get_body(preferencelist=("html",))
-        html = body.get_content() if body is not None else ""
-        pixel, link = self.PIXEL.search(html), self.LINK.search(html)
-        if share < 10 and link:
-            self._get(htmlmod.unescape(link.group(1)))
+        if share < 10 and mail.link:
+            devsns.visit(mail.link)
             self._count("clicks")
             self._count("opens")
-        elif pixel:
-            self._get(htmlmod.unescape(pixel.group(1)))
+        elif mail.pixel:
+            devsns.visit(mail.pixel)
             self._count("opens")
 
     def _count(self, name: str) -> None:
@@ -193,8 +175,8 @@ class Audience:
             self.complaints = 1
             return True
 
-    def _ses(self, kind: str, ses_id: str, address: str, message_ref: int | None) -> None:
-        event = ses_event(kind, ses_id, [address], message_ref=message_ref)
+    def _ses(self, kind: str, mail: devsns.SentMail) -> None:
+        event = devsns.ses_event(kind, mail.ses_id, [mail.address], message_ref=mail.message_ref)
         self.stack.post_sns(self.stack.ses_notification(event))
 
     def _unsubscribe(self, header: str) -> bool:
@@ -210,20 +192,6 @@ class Audience:
         )
         urllib.request.urlopen(req, timeout=10).close()
         return True
-
-    def _get(self, url: str) -> None:
-        req = urllib.request.Request(url, headers={"User-Agent": self.BROWSER})
-        opener = urllib.request.build_opener(_NoRedirect)
-        try:
-            opener.open(req, timeout=10).close()
-        except urllib.error.HTTPError as exc:
-            if exc.code != 302:  # the click redirect points outside; not followed
-                raise
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
 
 
 def done_count(status: dict[str, Any]) -> int:
@@ -268,7 +236,8 @@ class Demo:
                 "EMAILPLAN_OPEN_MACHINE_WINDOW_SECONDS": "0",
                 "EMAILPLAN_OPEN_FLUSH_SECONDS": "0.5",
             },
-            operator_namespaces=[NAMESPACE],
+            # Every namespace: a plan applied to `default` (or any other) is sent too.
+            operator_namespaces=[],
         )
         self.stack = LocalStack(base / "logs", options)
         self.audience = Audience(self.stack)
@@ -377,16 +346,27 @@ class Demo:
 
     def explore(self) -> None:
         """What to type in another terminal while the stack keeps running."""
-        api = self.stack.api_url
+        st = self.stack
+        plan = f"{NAMESPACE}/{PLAN}"
         self.console.print(
             "\n[bold]The stack keeps running[/] (Ctrl-C here stops every process). In another terminal:\n"
-            f"  export KUBECONFIG={self.stack.kubeconfig}\n"
-            f"  export EMAILPLAN_API_URL={api} EMAILPLAN_API_KEY={API_KEY}\n"
+            f"  export KUBECONFIG={st.kubeconfig}\n"
+            f"  export EMAILPLAN_API_URL={st.api_url} EMAILPLAN_API_KEY={API_KEY}\n"
+            f"  export {devsns.SES_URL_ENV}={st.moto.endpoint_url} EMAILPLAN_DEV_MODE=1\n"
+            f"  export {devsns.KEY_FILE_ENV}={st.ident.key_file} {devsns.CERT_URL_ENV}={st.certs.cert_url}\n"
+            f'  export PATH="{Path(EMAILPLAN).parent}:$PATH"\n'
+            "The operator watches every namespace: apply plans to `demo`, `default` or one you create.\n"
             "Then try:\n"
-            f"  kubectl get emailplans -n {NAMESPACE} -o wide\n"
+            f"  kubectl get emailplans -A -o wide\n"
             f"  kubectl describe emailplan {PLAN} -n {NAMESPACE}      # conditions and Events\n"
-            f"  {EMAILPLAN} stats {NAMESPACE}/{PLAN}\n"
-            f"The API's OpenAPI document: {api}/v1/openapi.json; process logs: {self.stack.base}\n"
+            f"  emailplan stats {plan}\n"
+            f"  emailplan sns bounce {plan} --count 2     # SES events, signed as SNS signs them\n"
+            f"  emailplan sns open {plan} --count 5       # readers: open, click\n"
+            f"  kubectl apply -n default -f {ROOT / 'examples' / 'emailplan-inline.yaml'}   # any namespace\n"
+            f"SES, SQS, SNS and S3 (moto): {st.moto.endpoint_url}; the mail SES accepted: "
+            f"{st.moto.endpoint_url}/moto-api/data.json\n"
+            f"PostgreSQL: {st.database_url}\n"
+            f"The API's OpenAPI document: {st.api_url}/v1/openapi.json; process logs: {st.base}\n"
             "ready: the stack keeps running",
             highlight=False,
             soft_wrap=True,
@@ -395,10 +375,6 @@ class Demo:
     def close(self) -> None:
         self.audience.stop()
         self.stack.stop()
-
-
-def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 def main() -> int:
@@ -415,11 +391,21 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     parser.add_argument("--json", type=Path, help="write the final status as JSON to this file")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    stop_like_ctrl_c()  # SIGTERM, SIGHUP, the parent's death: the same clean stop as Ctrl-C
     console = Console()
-    base = Path(tempfile.mkdtemp(prefix="emailplan-demo-"))
+    # Removed when the demo ends however it ends (the watchdog, devenv.reaper), unless kept below.
+    base = reaper.temp_dir("emailplan-demo-")
+    # Every temporary file of the demo and of what it starts (the Kubernetes client writes the
+    # kubeconfig's client key to one) goes below a directory the watchdog removes in any case.
+    # Short names: sockets live below it (PostgreSQL's, the workers' forkserver).
+    tmp = reaper.temp_dir("ep-")
+    for path in (base, tmp):  # PostgreSQL (its own user when we are root) reaches its directory
+        path.chmod(0o711)
+    os.environ["TMPDIR"] = str(tmp)
+    tempfile.tempdir = None  # read TMPDIR again
     demo = Demo(console, base)
     ok = False
+    failed = True  # keep the logs to look at, unless the demo completed or was told to stop
     try:
         demo.start()
         status = demo.apply_and_watch(
@@ -429,6 +415,7 @@ def main() -> int:
         if args.json:
             args.json.write_text(json.dumps(final, indent=2))
         ok = status.get("phase") == "Completed"
+        failed = not ok
         console.print("[bold green]demo completed[/]" if ok else "[bold red]demo did not complete[/]")
         if args.keep:
             demo.explore()
@@ -437,15 +424,18 @@ def main() -> int:
             console.print("To explore the stack with kubectl and the API afterwards: ./hack/demo.sh --keep")
         return 0 if ok else 1
     except KeyboardInterrupt:
+        failed = False
         console.print("\ninterrupted: stopping everything")
         return 130 if not ok else 0
     finally:
         console.print("[dim]stopping all demo processes[/]")
         demo.close()
-        if ok and not args.keep_logs:
-            shutil.rmtree(base, ignore_errors=True)
-        else:
+        if failed or args.keep_logs:
+            reaper.keep(base)
+            shutil.rmtree(tmp, ignore_errors=True)
             console.print(f"logs kept in {base / 'logs'}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,19 @@ def openings(window: SendWindow, start: datetime, end: datetime) -> list[tuple[d
     return merged
 
 
+def zoned(window: SendWindow, instant: datetime) -> str:
+    """An instant as people planning the window read it: in the plan's zone, and in UTC.
+
+    ``2026-12-07 09:00 Europe/Berlin (2026-12-07T08:00:00Z)``: the local time is what the
+    owner wrote in ``schedule.window``, UTC what logs and ``status.window.nextChange`` use.
+    """
+    utc = instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if window.time_zone in ("UTC", "Etc/UTC"):
+        return utc
+    local = instant.astimezone(ZoneInfo(window.time_zone)).strftime("%Y-%m-%d %H:%M")
+    return f"{local} {window.time_zone} ({utc})"
+
+
 def window_state(window: SendWindow, now: datetime) -> WindowState:
     """Whether sending is allowed at ``now``, and when that next changes."""
     for opens, closes in openings(window, now, now + WINDOW_LOOKAHEAD):
@@ -305,6 +318,7 @@ def rollout_state(
         max_bounce_rate=rollout.max_bounce_rate,
         max_complaint_rate=rollout.max_complaint_rate,
         min_sample=1,  # the gate judges what the step produced, however small the step
+        fields="spec.rollout",
     )
     if trip is not None:
         gate = Trip(

@@ -459,7 +459,7 @@ def _window_condition(
     """``InSendWindow``: whether sending is allowed now, and when that changes next."""
     assert o.spec.window is not None
     schedule = o.spec.window.describe()
-    change = d.format_time(window.next_change) if window.next_change else None
+    change = campaign.zoned(o.spec.window, window.next_change) if window.next_change else None
     if window.open:
         return cond("InSendWindow", True, "InsideWindow", f"inside the send window {schedule} until {change}")
     opens = f"; opens at {change}" if change else "; it never opens"
@@ -473,7 +473,9 @@ def _message(
     if phase is Phase.SCHEDULED and o.spec.start_at and o.now < o.spec.start_at:
         return f"waiting for schedule.startAt {d.format_time(o.spec.start_at)}"
     if phase is Phase.SCHEDULED and window is not None and o.spec.window is not None:
-        opens = f", opens at {d.format_time(window.next_change)}" if window.next_change else ""
+        opens = (
+            f", opens at {campaign.zoned(o.spec.window, window.next_change)}" if window.next_change else ""
+        )
         return f"outside the send window {o.spec.window.describe()}{opens}; {counts.backlog} left"
     if phase is Phase.HOLDING:
         return steering.message

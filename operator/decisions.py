@@ -122,12 +122,15 @@ def circuit_breaker(
     max_bounce_rate: float,
     max_complaint_rate: float,
     min_sample: int,  # the plan's, or the operator's setting (planspec): no default here
+    fields: str = "spec.safety",
 ) -> Trip | None:
     """Trip when bounces or complaints exceed the plan's thresholds after a minimum sample.
 
     Rates are per message that reached a mailbox decision (delivered + bounced), the
     denominator SES itself uses for reputation. Below ``min_sample`` a few early
-    bounces would pause a healthy campaign, so the breaker stays closed.
+    bounces would pause a healthy campaign, so the breaker stays closed. Every pass judges
+    again, so raising the threshold continues: the message names the field (under
+    ``fields``) and the rate it must exceed, because the person reading it must act.
     """
     sample, bounce_rate, complaint_rate = reputation_rates(counts)
     if sample < min_sample or sample <= 0:
@@ -136,13 +139,15 @@ def circuit_breaker(
         return Trip(
             "BounceRateExceeded",
             f"bounce rate {bounce_rate:.2%} over the limit {max_bounce_rate:.2%} "
-            f"({counts.get('bounced', 0)} of {sample}); sending suspended",
+            f"({counts.get('bounced', 0)} of {sample}); sending suspended: "
+            f"raise {fields}.maxBounceRate above {bounce_rate:.2%} to continue",
         )
     if complaint_rate > max_complaint_rate:
         return Trip(
             "ComplaintRateExceeded",
             f"complaint rate {complaint_rate:.2%} over the limit {max_complaint_rate:.2%} "
-            f"({counts.get('complained', 0)} of {sample}); sending suspended",
+            f"({counts.get('complained', 0)} of {sample}); sending suspended: "
+            f"raise {fields}.maxComplaintRate above {complaint_rate:.2%} to continue",
         )
     return None
 

@@ -226,6 +226,7 @@ def test_stats_by_namespace_and_name(api_url: str, crd_installed: KubeCluster, n
     # Not registered with the data plane (no operator runs here): said so, with the uid.
     line = one_line_error(cli("stats", f"{namespace}/spring", url=api_url, **kube_env))
     assert uid.stdout in line and "not known to the data plane" in line
+    assert f"no operator watches {namespace}" in line  # the likely cause when nothing shows at all
     register(api_url, uid.stdout)
     r = cli("stats", f"{namespace}/spring", "--json", url=api_url, **kube_env)
     assert r.returncode == 0, r.stderr

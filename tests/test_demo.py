@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import demo as demo_script
 import pytest
+from support.leftovers import Output
+
+from emailplan import devsns
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 MARK = "EMAILPLAN_DEMO_TEST_RUN"
@@ -45,41 +48,6 @@ def marked_processes(mark: str) -> list[int]:
         except OSError:
             continue
     return found
-
-
-class Output:
-    """The demo's stdout, read in a thread so the test can wait for a line without blocking."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        assert proc.stdout is not None
-        stream = proc.stdout
-
-        def pump() -> None:
-            for line in stream:
-                self._queue.put(line)
-            self._queue.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-
-    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=1)
-            except queue.Empty:
-                continue
-            if line is None:
-                break
-            self.lines.append(line)
-            found = re.search(pattern, line)
-            if found:
-                return found
-        raise AssertionError(f"no line matching {pattern!r}; output:\n{''.join(self.lines)[-6000:]}")
-
-    def text(self) -> str:
-        return "".join(self.lines)
 
 
 @pytest.fixture
@@ -106,7 +74,7 @@ def demo(repo_root: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str]
 
 
 def test_demo_completes_can_be_explored_and_stops_clean(
-    demo: tuple[subprocess.Popen[str], Output, str, Path],
+    demo: tuple[subprocess.Popen[str], Output, str, Path], repo_root: str
 ) -> None:
     proc, output, mark, out = demo
     kubeconfig = output.wait_for(r"export KUBECONFIG=(\S+)", 900).group(1)
@@ -137,6 +105,9 @@ def test_demo_completes_can_be_explored_and_stops_clean(
     # The progress moved in steps, not in one jump from 0 to everything.
     sent_seen = {int(m) for m in re.findall(r"Sending\s+sent=(\d+)", text)}
     assert len(sent_seen - {0}) >= 2, f"status.sent moved only through {sorted(sent_seen)}"
+    # Deliveries and opens show while the plan is sending, not only once it completed.
+    assert re.search(r"Sending\s+sent=\d+ .*delivered=[1-9]", text), "delivered stayed 0 while Sending"
+    assert re.search(r"Sending\s+sent=\d+ .*opened=[1-9]", text), "opened stayed 0 while Sending"
 
     # Explore from "another terminal" with what the demo printed.
     env = {**os.environ, "KUBECONFIG": kubeconfig}
@@ -171,6 +142,9 @@ def test_demo_completes_can_be_explored_and_stops_clean(
     )
     assert stats.returncode == 0 and json.loads(stats.stdout)["sent"] == 2992, stats.stderr
 
+    play_with_events(output, env, final)
+    applied_elsewhere_is_sent_too(env, repo_root)
+
     running = marked_processes(mark)
     assert len(running) >= 7, f"expected the demo's servers to run: {running}"
     proc.send_signal(signal.SIGINT)
@@ -180,3 +154,88 @@ def test_demo_completes_can_be_explored_and_stops_clean(
         time.sleep(0.5)
     assert marked_processes(mark) == [], "the demo left processes behind"
     output.wait_for("stopping all demo processes", 30)
+
+
+def status_of(env: dict[str, str], ns: str, name: str) -> dict[str, Any]:
+    got = subprocess.run(
+        ["kubectl", "get", "emailplan", name, "-n", ns, "-o", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    return dict(json.loads(got.stdout).get("status") or {}) if got.returncode == 0 else {}
+
+
+def wait_status(env: dict[str, str], ns: str, name: str, check: Callable[[dict[str, Any]], bool]) -> None:
+    deadline = time.monotonic() + 180
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = status_of(env, ns, name)
+        if check(status):
+            return
+        time.sleep(1)
+    raise AssertionError(f"{ns}/{name}: last status {status}")
+
+
+def play_with_events(output: Output, env: dict[str, str], final: dict[str, Any]) -> None:
+    """The printed settings let `emailplan sns` play SES and readers from another terminal."""
+    text = output.text()
+    assert "The operator watches every namespace" in text
+    ses_url = re.search(r"export EMAILPLAN_AWS_ENDPOINT_URL=(\S+) EMAILPLAN_DEV_MODE=1", text)
+    signing = re.search(r"export EMAILPLAN_DEV_SNS_KEY_FILE=(\S+) EMAILPLAN_DEV_SNS_CERT_URL=(\S+)", text)
+    api = re.search(r"export EMAILPLAN_API_URL=(\S+) EMAILPLAN_API_KEY=(\S+)", text)
+    assert ses_url and signing and api, text[-3000:]
+    env = {
+        **env,
+        "EMAILPLAN_DEV_MODE": "1",
+        "EMAILPLAN_AWS_ENDPOINT_URL": ses_url.group(1),
+        "EMAILPLAN_DEV_SNS_KEY_FILE": signing.group(1),
+        "EMAILPLAN_DEV_SNS_CERT_URL": signing.group(2),
+        "EMAILPLAN_API_URL": api.group(1),
+        "EMAILPLAN_API_KEY": api.group(2),
+    }
+    # Recipients the simulated readers left alone: SES reported nothing for the first two (they
+    # stay "sent"), the third was delivered but not opened.
+    addresses = [m.address for m in devsns.sent_mail(ses_url.group(1))]
+    unreported = [a for a in addresses if demo_script.bucket(a, 1000) >= 850]
+    unopened = [
+        a
+        for a in addresses
+        if 2 <= demo_script.bucket(a, 1000) < 850 and 30 <= demo_script.bucket(a, 100) < 99
+    ]
+    for event, address, count in (
+        ("bounce", unreported[0], "bounced"),
+        ("delivery", unreported[1], "delivered"),
+        ("open", unopened[0], "opened"),
+    ):
+        done = subprocess.run(
+            [EMAILPLAN, "sns", event, "demo/spring-launch", "--to", address],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert done.returncode == 0 and address in done.stdout, done.stderr
+        want = int(final[count]) + 1
+        wait_status(env, "demo", "spring-launch", lambda s, c=count, w=want: int(s.get(c) or 0) == w)
+
+
+def applied_elsewhere_is_sent_too(env: dict[str, str], repo_root: str) -> None:
+    """A plan applied to `default` (not the demo's namespace), as the printed hint says, is sent too."""
+    example = os.path.join(repo_root, "examples", "emailplan-inline.yaml")
+    recipients = Path(example).read_text().count("- email:")
+    done = subprocess.run(
+        ["kubectl", "apply", "-n", "default", "-f", example],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    wait_status(
+        env,
+        "default",
+        "welcome-batch",
+        lambda s: s.get("phase") == "Completed" and s.get("sent") == recipients,
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 import yaml
 from support.decisions import SPEC as MINIMAL_SPEC
 
+from devenv.kube import KubeCluster
 from emailplan.operator.planspec import read_spec
 from emailplan.operator.settings import OperatorSettings
 
@@ -620,3 +622,64 @@ def test_set_breaker_defaults_change_what_a_new_plan_is_judged_by(
             helm_bin, "template", "rel", str(CHART), "--set", f"sender.maxBounceRate={bad}", check=False
         )
         assert proc.returncode != 0 and "maxBounceRate" in proc.stderr, proc.stderr
+
+
+NO_PEERING = ("--set", "operator.replicas=1", "--set", "operator.peering.create=false")
+
+
+@pytest.fixture
+def notes(helm_bin: str, crd_installed: KubeCluster) -> Callable[..., str]:
+    """The text `helm install` prints after installing (NOTES.txt); a dry run against the local
+    control plane (helm asks a cluster for its capabilities even then)."""
+
+    def render_notes(*args: str) -> str:
+        proc = subprocess.run(
+            # No peering object: the kopf peering CRD is not on the local control plane.
+            [helm_bin, "install", "rel", str(CHART), "-n", "mail", "--dry-run=client", *NO_PEERING, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={
+                "PATH": "/usr/bin:/bin",
+                "HOME": "/tmp",
+                "KUBECONFIG": str(crd_installed.kubeconfig),
+                "HELM_CACHE_HOME": "/tmp/helm-cache",
+                "HELM_CONFIG_HOME": "/tmp/helm-config",
+                "HELM_DATA_HOME": "/tmp/helm-data",
+            },
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout.split("NOTES:", 1)[1]
+
+    return render_notes
+
+
+@pytest.mark.parametrize(
+    ("values", "secrets"),
+    [
+        ([], ["emailplan-database", "emailplan-token-key", "emailplan-api-key"]),
+        (
+            ["-f", str(CHART / "ci" / "values-local.yaml")],
+            ["emailplan-database", "emailplan-token-key", "emailplan-api-key", "emailplan-aws"],
+        ),
+    ],
+)
+@pytest.mark.kube
+def test_notes_give_a_command_for_every_secret_the_pods_read(
+    notes: Callable[..., str], values: list[str], secrets: list[str]
+) -> None:
+    """A pod whose Secret is missing stays in CreateContainerConfigError: the notes list each one
+    with the command that creates it, in the release namespace."""
+    text = notes(*values)
+    for name in secrets:
+        assert f"kubectl -n mail create secret generic {name} " in text, (name, text)
+    assert ("AWS_ACCESS_KEY_ID=" in text) == ("emailplan-aws" in secrets)
+
+
+@pytest.mark.kube
+def test_notes_say_how_to_reach_the_api_from_a_shell(notes: Callable[..., str]) -> None:
+    """The in-cluster address needs cluster DNS or a Pod; kubectl port-forward works from anywhere."""
+    text = notes("-f", str(CHART / "ci" / "values-local.yaml"))
+    assert "kubectl -n mail port-forward svc/rel-emailplan-api 8080:80" in text, text
+    assert "export EMAILPLAN_API_URL=http://127.0.0.1:8080" in text
+    assert "get secret emailplan-api-key -o jsonpath='{.data.EMAILPLAN_API_KEY}' | base64 -d" in text

@@ -24,6 +24,7 @@ from emailplan.operator.campaign import (
     open_seconds,
     rollout_state,
     window_state,
+    zoned,
 )
 from emailplan.operator.decide import Phase, decide
 from emailplan.operator.planspec import (
@@ -162,6 +163,36 @@ def test_window_state(case: str, win: SendWindow, now: datetime, is_open: bool, 
 )
 def test_open_seconds(case: str, win: SendWindow, start: datetime, end: datetime, hours: float) -> None:
     assert open_seconds(win, start, end) == hours * 3600, case
+
+
+@pytest.mark.parametrize(
+    ("case", "win", "instant", "shown"),
+    [
+        (
+            "Berlin in winter: 09:00 local is 08:00 UTC, both shown",
+            OFFICE_BERLIN,
+            at(BERLIN, 2026, 12, 7, 9, 0),
+            "2026-12-07 09:00 Europe/Berlin (2026-12-07T08:00:00Z)",
+        ),
+        (
+            "Berlin in summer: 09:00 local is 07:00 UTC",
+            OFFICE_BERLIN,
+            at(BERLIN, 2026, 5, 4, 9, 0),
+            "2026-05-04 09:00 Europe/Berlin (2026-05-04T07:00:00Z)",
+        ),
+        (
+            "New York, a window that closes at 02:00 the next day (local date shown)",
+            window("22:00", "02:00", "America/New_York"),
+            at(NEW_YORK, 2026, 7, 4, 2, 0),
+            "2026-07-04 02:00 America/New_York (2026-07-04T06:00:00Z)",
+        ),
+        ("a UTC window: once is enough", FRIDAY_NIGHT, at(UTC, 2026, 5, 1, 22, 0), "2026-05-01T22:00:00Z"),
+    ],
+)
+def test_window_times_are_shown_in_the_plans_zone_and_utc(
+    case: str, win: SendWindow, instant: datetime, shown: str
+) -> None:
+    assert zoned(win, instant.astimezone(UTC)) == shown, case
 
 
 def test_without_a_window_all_time_counts() -> None:
@@ -504,6 +535,10 @@ def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {c["type"]: (c["status"], c["reason"]) for c in status.get("conditions", [])}
 
 
+def conditions_messages(status: dict[str, Any]) -> dict[str, str]:
+    return {c["type"]: c["message"] for c in status.get("conditions", [])}
+
+
 def run(o: Any) -> tuple[Any, dict[str, Any]]:
     out = decide(o)
     return out, {**o.status, **out.status}
@@ -601,6 +636,9 @@ def test_rollout_gate_pauses_and_raising_the_threshold_continues() -> None:
     assert conditions(status)["Stalled"] == ("True", "RolloutGateFailed")
     warning = next(e for e in out.events if e.reason == "RolloutGateFailed")
     assert "bounce rate 20.00% over the limit 5.00%" in warning.message
+    # ... and says what to change to continue: the field, with a value that would pass.
+    assert "raise spec.rollout.maxBounceRate above 20.00% to continue" in warning.message
+    assert "spec.rollout.maxBounceRate" in conditions_messages(status)["Suspended"]
     # The owner raises the step threshold: step 2 starts with one PUT.
     raised = {"rollout": {**SPEC_ROLLOUT["rollout"], "maxBounceRate": 0.25}, "safety": {"maxBounceRate": 0.5}}
     paused = view(spec=SPEC_ROLLOUT, release=1, counts=handled, suspended=True)
@@ -622,7 +660,9 @@ def test_window_closes_mid_send_and_opens_again() -> None:
     assert out.payload is not None and out.payload.suspended and out.replicas == 0
     assert out.phase is Phase.SCHEDULED and conditions(status)["InSendWindow"] == ("False", "OutsideWindow")
     message = next(c["message"] for c in status["conditions"] if c["type"] == "InSendWindow")
-    assert "opens at 2026-05-02T07:00:00Z" in message  # Saturday 09:00 CEST (every day by default)
+    # Saturday 09:00 CEST (every day by default), in the plan's zone first, then UTC.
+    assert "opens at 2026-05-02 09:00 Europe/Berlin (2026-05-02T07:00:00Z)" in message
+    assert "opens at 2026-05-02 09:00 Europe/Berlin (2026-05-02T07:00:00Z)" in status["message"]
     assert [e.reason for e in out.events] == ["WindowClosed"]
     assert conditions(status)["Suspended"][0] == "False"  # nobody needs to act
     # Just before it opens the pass wakes at the opening, not later.

@@ -398,6 +398,11 @@ def test_breaker_trip_then_manual_resume() -> None:
     assert [(e.type, e.reason) for e in out.events if e.type == "Warning"] == [
         ("Warning", "BounceRateExceeded")
     ]
+    # The Event and the condition say which field to raise, and above what, to continue.
+    warning = next(e for e in out.events if e.type == "Warning")
+    assert "raise spec.safety.maxBounceRate above 25.00% to continue" in warning.message
+    suspended = next(c for c in status["conditions"] if c["type"] == "Suspended")
+    assert "spec.safety.maxBounceRate" in suspended["message"]
     # The owner raises the threshold: the plan resumes with one PUT.
     safer = {"safety": {"maxBounceRate": 0.5}}
     out, status = run(

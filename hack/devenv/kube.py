@@ -8,7 +8,7 @@ stops everything it started, also when the caller fails.
 
 Command line (for people poking at the cluster by hand)::
 
-    python hack/devenv/kube.py up [--dir DIR]   # runs until Ctrl-C
+    python hack/devenv/kube.py up [--dir DIR]   # runs until Ctrl-C or SIGTERM; DIR removed after
     python hack/devenv/kube.py up --detach      # returns; state kept in DIR
     python hack/devenv/kube.py down [--dir DIR]
 
@@ -27,7 +27,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -36,9 +35,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `devenv` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devenv import reaper
 from devenv.pki import LocalPKI
 from devenv.ports import free_port, wait_for
-from devenv.procs import spawn, stop
+from devenv.procs import spawn, stop, stop_like_ctrl_c
 
 BUILD_SCRIPT = Path(__file__).resolve().parent.parent / "controlplane" / "build.sh"
 CRD = Path(__file__).resolve().parents[2] / "crds" / "emailplan.yaml"
@@ -58,7 +58,7 @@ def controlplane_bin() -> Path:
 class KubeCluster:
     """One control plane. ``start()`` returns when the API answers and ``default`` exists."""
 
-    base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="emailplan-kube-")))
+    base: Path = field(default_factory=lambda: reaper.temp_dir("emailplan-kube-"))
     with_controller_manager: bool = True
     controllers: str = "*"
     bin_dir: Path | None = None
@@ -95,7 +95,22 @@ class KubeCluster:
     def install_crd(self, crd: Path = CRD) -> None:
         """Apply the EmailPlan CRD and wait until the API serves it (idempotent)."""
         self.kubectl("apply", "-f", str(crd))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/emailplans.emailplan.io")
+        # Right after the apply, kubectl's discovery may not list the new resource yet and
+        # `wait` fails at once: ask again until the deadline.
+        deadline = time.monotonic() + 60
+        while True:
+            done = self.kubectl(
+                "wait",
+                "--for=condition=Established",
+                "--timeout=20s",
+                "crd/emailplans.emailplan.io",
+                check=False,
+            )
+            if done.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the EmailPlan CRD is not Established: {done.stderr.strip()}")
+            time.sleep(1)
 
     def start(self) -> KubeCluster:
         bins = self.bin_dir or controlplane_bin()
@@ -326,22 +341,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.detach:
         # Children must outlive this process: start them without the death signal.
         os.environ["EMAILPLAN_DETACH"] = "1"
+    else:
+        # Stopped like Ctrl-C by SIGTERM, SIGHUP or our parent's death; the watchdog stops the
+        # servers and removes the directory (private keys, etcd data) even after a SIGKILL.
+        stop_like_ctrl_c()
+        reaper.track_dir(args.dir.resolve())
+    try:
+        return _serve(cluster, bins, args.dir, args.detach, state)
+    except KeyboardInterrupt:  # told to stop while starting
+        return 130
+    finally:
+        if not args.detach:
+            cluster.cleanup()
+
+
+def _serve(cluster: KubeCluster, bins: Path, state_dir: Path, detach: bool, state: Path) -> int:
     cluster.start()
     cluster.install_crd()
     print(f"control plane ready at {cluster.server}; EmailPlan CRD installed", file=sys.stderr)
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     print(f'export PATH="{bins}:$PATH"   # helm (and etcd, kube-apiserver) built with the control plane')
-    stop_hint = f"python hack/devenv/kube.py down --dir {args.dir}" if args.detach else "Ctrl-C here"
+    stop_hint = f"python hack/devenv/kube.py down --dir {state_dir}" if detach else "Ctrl-C here"
     print(f"then: kubectl get eplan -A; stop with {stop_hint}", file=sys.stderr)
-    if args.detach:
+    sys.stdout.flush()
+    if detach:
         state.write_text(json.dumps({k: p.pid for k, p in cluster.procs.items()}))
         return 0
     try:
         signal.pause()
     except KeyboardInterrupt:
         pass
-    finally:
-        cluster.stop()
     return 0
 
 

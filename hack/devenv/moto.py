@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devenv import reaper
 from devenv.ports import free_port, wait_for
 from devenv.procs import spawn, stop
 
@@ -25,7 +26,7 @@ CREDENTIALS = {
 @dataclass
 class MotoServer:
     port: int = field(default_factory=free_port)
-    base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="emailplan-moto-")))
+    base: Path = field(default_factory=lambda: reaper.temp_dir("emailplan-moto-"))
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -73,3 +74,7 @@ class MotoServer:
     def stop(self) -> None:
         stop(self.proc)
         self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)

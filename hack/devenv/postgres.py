@@ -7,10 +7,10 @@ import pwd
 import shutil
 import signal
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devenv import reaper
 from devenv.ports import free_port, port_open, wait_for
 from devenv.procs import spawn, stop
 
@@ -44,7 +44,7 @@ def _as_user() -> tuple[dict[str, object], str]:
 class PostgresServer:
     """One PostgreSQL 15 cluster in a temporary directory."""
 
-    base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="emailplan-pg-")))
+    base: Path = field(default_factory=lambda: reaper.temp_dir("emailplan-pg-"))
     port: int = field(default_factory=free_port)
     user: str = "emailplan"
     database: str = "emailplan"
@@ -111,7 +111,16 @@ class PostgresServer:
             "max_connections=200",
         ]
         if ids:
-            argv = ["setpriv", f"--reuid={ids['user']}", f"--regid={ids['group']}", "--clear-groups", *argv]
+            # Changing user clears the parent-death signal: setpriv sets it again after the change.
+            die = [] if reaper.detached() else ["--pdeathsig=SIGKILL"]
+            argv = [
+                "setpriv",
+                f"--reuid={ids['user']}",
+                f"--regid={ids['group']}",
+                "--clear-groups",
+                *die,
+                *argv,
+            ]
         self.proc = spawn(argv, self.base / "postgres.log")
         wait_for(self._ready, 30, f"PostgreSQL on port {self.port}")
 

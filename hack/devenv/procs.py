@@ -7,6 +7,9 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
+
+from devenv import reaper
 
 
 def spawn(
@@ -14,12 +17,13 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in its own process group, output appended to ``log_path``.
 
-    PR_SET_PDEATHSIG makes the child die with the Python process that started it,
-    so a killed test run leaves no stray servers behind.
+    PR_SET_PDEATHSIG makes the child die with the Python process that started it, and the
+    watchdog (``devenv.reaper``) stops the whole group (its own children too) when that
+    process ends in any way, so a killed test run or demo leaves no stray servers behind.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         list(argv),
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -29,18 +33,41 @@ def spawn(
         start_new_session=True,
         preexec_fn=_die_with_parent,
     )
+    log.close()
+    reaper.track_group(proc.pid)
+    return proc
 
 
 def _die_with_parent() -> None:
-    if os.environ.get("EMAILPLAN_DETACH") == "1":
+    if reaper.detached():
         return
+    _parent_death_signal(signal.SIGKILL)
+
+
+def _parent_death_signal(sig: signal.Signals) -> None:
     try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        libc.prctl(1, int(sig))  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_like_ctrl_c() -> None:
+    """A launcher's own stop path for every way it is told to stop, not only Ctrl-C.
+
+    SIGTERM (``kill``, a test's teardown), SIGHUP (the terminal closed) and its parent's death
+    (PR_SET_PDEATHSIG, e.g. a killed test run) raise KeyboardInterrupt in the main thread, so
+    the ``finally`` that stops everything runs for each of them as for Ctrl-C.
+    """
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+    _parent_death_signal(signal.SIGTERM)
 
 
 def stop(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:

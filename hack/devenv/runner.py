@@ -30,10 +30,10 @@ import argparse
 import base64
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,6 +47,7 @@ if __package__ in (None, ""):  # run as a script: make `devenv` importable
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from devenv import reaper
 from devenv.procs import spawn
 
 log = logging.getLogger("devenv.runner")
@@ -78,6 +79,7 @@ class PodProc:
     start_time: str = field(default_factory=_now)  # the Pod's status.startTime
     restarts: int = 0
     last_exit: dict[str, Any] | None = None  # lastState.terminated of the previous run
+    tmp: Path | None = None  # the container's own TMPDIR
     down_since: float | None = None
     waiting: tuple[str, str] | None = None  # (reason, message) while it cannot start
     transition: str = field(default_factory=_now)  # when readiness last changed
@@ -103,7 +105,7 @@ class PodRunner:
         self.apps = kubernetes.client.AppsV1Api(client)
         self.extra_env = dict(extra_env or {})
         self.command_map = dict(command_map or {})
-        self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="emailplan-runner-"))
+        self.log_dir = Path(log_dir or reaper.temp_dir("emailplan-runner-"))
         self.interval = interval
         self.pods: dict[str, PodProc] = {}  # by Pod uid
         self._owners: dict[str, str] = {}  # ReplicaSet uid -> Deployment name
@@ -241,7 +243,11 @@ class PodRunner:
                 return
             pp.waiting = None
         log_path = self.log_dir / f"{pp.namespace}_{pp.name}.log"
-        pp.proc = spawn(pp.argv, log_path, env={**os.environ, **pp.env, **self.extra_env})
+        # A container has a /tmp of its own that goes when the runner's owner goes, however it
+        # ends (the worker keeps its metrics and its forkserver's socket there: a short name).
+        tmp = pp.tmp = pp.tmp or reaper.temp_dir("ep-pod-")
+        env = {**os.environ, **pp.env, "TMPDIR": str(tmp), **self.extra_env}
+        pp.proc = spawn(pp.argv, log_path, env=env)
         pp.started_at = _now()
         if pp.down_since is not None:
             pp.restarts += 1
@@ -265,6 +271,8 @@ class PodRunner:
                     continue
                 if pp.proc is None or pp.proc.poll() is not None:
                     del self.pods[uid]
+                    if pp.tmp is not None:  # the container's /tmp goes with it
+                        shutil.rmtree(pp.tmp, ignore_errors=True)
                 elif now >= pp.kill_at:
                     log.info("pod %s/%s: grace period over, killing", pp.namespace, pp.name)
                     self._signal(pp, signal.SIGKILL)

@@ -5,19 +5,18 @@ fetches that certificate and verifies the signature. Here a self-signed RSA key 
 a threaded HTTPS server on loopback serves its certificate, and ``notification`` builds
 messages signed exactly as SNS signs them. The API trusts this server only through its
 explicit test settings (``EMAILPLAN_SNS_EXTRA_TRUSTED_CERT_PREFIXES`` + ``EMAILPLAN_SNS_CA_FILE``,
-see ``api_env``). Used by the API tests, the e2e tests, the benchmarks and the demo (which
-simulates SES delivery, bounce and complaint notifications through the real signed path).
+see ``api_env``). The signing and the SES event shapes live in ``emailplan.devsns`` (the
+``emailplan sns`` command uses them too). Used by the API tests, the e2e tests, the benchmarks
+and the demo (which simulates SES delivery, bounce and complaint notifications through the real signed path).
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import http.server
 import ipaddress
 import json
 import ssl
-import tempfile
 import threading
 import urllib.parse
 import uuid
@@ -27,12 +26,26 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from emailplan.sender import sns
+from devenv import reaper
+from emailplan import devsns
+from emailplan.devsns import ses_event
 
-TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-events"
+__all__ = [
+    "OTHER_TOPIC",
+    "TOPIC",
+    "CertServer",
+    "Identity",
+    "confirmation",
+    "make_identity",
+    "notification",
+    "ses_event",
+    "sign",
+]
+
+TOPIC = devsns.TOPIC
 OTHER_TOPIC = "arn:aws:sns:us-east-1:123456789012:someone-else"
 
 
@@ -70,7 +83,7 @@ def make_identity(common_name: str = "127.0.0.1") -> Identity:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    d = Path(tempfile.mkdtemp(prefix="emailplan-sns-"))
+    d = reaper.temp_dir("emailplan-sns-")
     pem = cert.public_bytes(serialization.Encoding.PEM)
     (d / "cert.pem").write_bytes(pem)
     (d / "key.pem").write_bytes(
@@ -152,12 +165,7 @@ class CertServer:
 
 def sign(ident: Identity, fields: dict[str, Any], version: str = "1") -> dict[str, Any]:
     """Return ``fields`` with SignatureVersion and Signature set as SNS would."""
-    doc = {**fields, "SignatureVersion": version, "Signature": "x"}
-    msg = sns.parse_message(json.dumps(doc).encode())
-    algo = hashes.SHA1() if version == "1" else hashes.SHA256()
-    sig = ident.key.sign(sns.string_to_sign(msg), padding.PKCS1v15(), algo)
-    doc["Signature"] = base64.b64encode(sig).decode()
-    return doc
+    return devsns.sign(ident.key, fields, version)
 
 
 def notification(
@@ -170,18 +178,9 @@ def notification(
     message_id: str | None = None,
     subject: str | None = None,
 ) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "Type": "Notification",
-        "MessageId": message_id or str(uuid.uuid4()),
-        "TopicArn": topic,
-        "Message": message if isinstance(message, str) else json.dumps(message),
-        "Timestamp": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
-        "SigningCertURL": cert_url,
-        "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe",
-    }
-    if subject is not None:
-        fields["Subject"] = subject
-    return sign(ident, fields, version)
+    return devsns.notification(
+        ident.key, cert_url, message, topic=topic, version=version, message_id=message_id, subject=subject
+    )
 
 
 def confirmation(
@@ -204,63 +203,3 @@ def confirmation(
         "SigningCertURL": cert_url,
     }
     return sign(ident, fields, version)
-
-
-def ses_event(
-    kind: str,
-    ses_id: str,
-    recipients: list[str],
-    *,
-    shape: str = "event",
-    message_ref: int | None = None,
-    bounce_type: str = "Permanent",
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """An SES event in the event-publishing (``eventType``) or notification shape."""
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    mail: dict[str, Any] = {
-        "timestamp": now,
-        "messageId": ses_id,
-        "source": "news@example.com",
-        "destination": recipients,
-        "headersTruncated": False,
-        "headers": [],
-    }
-    if message_ref is not None:
-        mail["tags"] = {"emailplan-message": [str(message_ref)]}
-        mail["headers"] = [{"name": "X-EmailPlan-Message-Id", "value": str(message_ref)}]
-    doc: dict[str, Any] = {("eventType" if shape == "event" else "notificationType"): kind, "mail": mail}
-    if kind == "Bounce":
-        doc["bounce"] = {
-            "bounceType": bounce_type,
-            "bounceSubType": "General",
-            "timestamp": now,
-            "bouncedRecipients": [{"emailAddress": r} for r in recipients],
-        }
-    elif kind == "Complaint":
-        doc["complaint"] = {
-            "complainedRecipients": [{"emailAddress": r} for r in recipients],
-            "timestamp": now,
-            "complaintFeedbackType": "abuse",
-        }
-    elif kind == "Delivery":
-        doc["delivery"] = {"timestamp": now, "recipients": recipients, "smtpResponse": "250 ok"}
-    elif kind == "Open":
-        doc["open"] = {"timestamp": now, "userAgent": "Mozilla/5.0", "ipAddress": "192.0.2.1"}
-    elif kind == "Click":
-        doc["click"] = {"timestamp": now, "link": "https://example.com/", "userAgent": "Mozilla/5.0"}
-    elif kind == "Reject":
-        doc["reject"] = {"reason": "Bad content"}
-    elif kind == "DeliveryDelay":
-        doc["deliveryDelay"] = {
-            "timestamp": now,
-            "delayType": "MailboxFull",
-            "delayedRecipients": [{"emailAddress": r} for r in recipients],
-        }
-    elif kind == "Rendering Failure":
-        doc["failure"] = {"errorMessage": "Attribute 'x' is not present", "templateName": "t"}
-    elif kind == "Send":
-        doc["send"] = {}
-    if extra:
-        doc.update(extra)
-    return doc

@@ -17,6 +17,7 @@ from __future__ import annotations
 import email.utils
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,11 +107,12 @@ class LocalStack:
         progress("starting PostgreSQL 15 (a private cluster)")
         self.postgres: PostgresServer = self._postgres or self._own(PostgresServer().start(), "cleanup")
         progress("starting moto server (SES, SQS, SNS, S3)")
-        self.moto: MotoServer = self._moto or self._own(MotoServer().start(), "stop")
+        self.moto: MotoServer = self._moto or self._own(MotoServer().start(), "cleanup")
         progress("starting etcd, kube-apiserver and kube-controller-manager")
         self.kube: KubeCluster = self._kube or self._own(KubeCluster().start(), "cleanup")
         self.kube.install_crd()
         self.ident: Identity = make_identity()
+        self._stack.callback(shutil.rmtree, self.ident.dir, True)  # SNS's stand-in private key
         self.certs: CertServer = self._own(CertServer(self.ident).start(), "stop")
 
         subprocess.run(

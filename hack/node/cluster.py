@@ -26,7 +26,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,11 +34,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `devenv` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devenv import reaper
 from devenv.kube import KubeCluster, controlplane_bin
-from devenv.moto import MotoServer
+from devenv.moto import CREDENTIALS, MotoServer
 from devenv.ports import free_port, wait_for
 from devenv.postgres import PostgresServer, pg_bin
-from devenv.procs import spawn, stop
+from devenv.procs import spawn, stop, stop_like_ctrl_c
 
 HERE = Path(__file__).resolve().parent
 NODE_IP = "172.31.213.1"
@@ -91,7 +91,16 @@ class NodePostgres(PostgresServer):
         argv = [pg_bin("postgres"), "-D", str(self.base / "data"), "-p", str(self.port), "-h", "*"]
         argv += ["-k", str(self.base), "-c", "fsync=off", "-c", "max_connections=200"]
         if ids:
-            argv = ["setpriv", f"--reuid={ids['user']}", f"--regid={ids['group']}", "--clear-groups", *argv]
+            # Changing user clears the parent-death signal: setpriv sets it again after the change.
+            die = [] if reaper.detached() else ["--pdeathsig=SIGKILL"]
+            argv = [
+                "setpriv",
+                f"--reuid={ids['user']}",
+                f"--regid={ids['group']}",
+                "--clear-groups",
+                *die,
+                *argv,
+            ]
         self.proc = spawn(argv, self.base / "postgres.log")
         wait_for(self._ready, 30, f"PostgreSQL on port {self.port}")
 
@@ -119,7 +128,8 @@ class NodeMoto(MotoServer):
 class NodeCluster:
     """Control plane, node and data stores in one fresh network namespace."""
 
-    base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="epnode-")))
+    # Removed by the watchdog (devenv.reaper) however the run ends, like the namespace below.
+    base: Path = field(default_factory=lambda: reaper.temp_dir("epnode-"))
     netns: str = field(default_factory=lambda: "emailplan-" + uuid.uuid4().hex[:8])
     images: dict[str, str] = field(default_factory=dict)
     kube: KubeCluster | None = None
@@ -169,6 +179,9 @@ class NodeCluster:
 
     def _enter_namespace(self) -> None:
         _run("ip", "netns", "add", self.netns)
+        # After a SIGKILL nothing here runs: the watchdog then ends the shims, unmounts what
+        # containerd and the kubelet mounted and deletes the namespace (`cluster.py reap`).
+        reaper.on_exit([sys.executable, str(Path(__file__).resolve()), "reap", str(self.base), self.netns])
         ns = ("ip", "-n", self.netns)
         _run(*ns, "link", "set", "lo", "up")
         # The node address sits on the namespace's own loopback interface (this VM kernel has no
@@ -426,29 +439,79 @@ def _unmount_under(base: Path) -> None:
         subprocess.run(["umount", "-l", mount], capture_output=True)
 
 
-def main() -> int:
-    """``python hack/node/cluster.py up``: start the node cluster and wait for Ctrl-C."""
-    import argparse
-    import signal
+def _verify_sender_domain(moto: MotoServer, domain: str = "example.com") -> None:
+    """The examples send from example.com: verified in moto's SES, as a real account needs."""
+    import boto3
 
-    parser = argparse.ArgumentParser(description="Run the one-node cluster of node mode (root).")
-    parser.add_argument("cmd", choices=["up"])
-    parser.parse_args()
-    cluster = NodeCluster().start()
+    ses = boto3.client(
+        "ses",
+        endpoint_url=moto.endpoint_url,
+        region_name=CREDENTIALS["AWS_DEFAULT_REGION"],
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+    ses.verify_domain_identity(Domain=domain)
+
+
+def next_steps(cluster: NodeCluster, bins: Path) -> str:
+    """What to type next, with this run's addresses filled in (README "Node mode")."""
     assert cluster.kube is not None and cluster.postgres is not None and cluster.moto is not None
-    print(
-        f"""
-Node cluster running in network namespace {cluster.netns}; everything is reachable only inside it:
+    ns, repo = "emailplan-system", HERE.parent.parent
+    secret = f"kubectl -n {ns} create secret generic"
+    tag = cluster.images["IMAGE"].rsplit(":", 1)[1]
+    return f"""
+Node cluster running in network namespace {cluster.netns}; everything is reachable only inside it.
+Enter it (kubectl, and helm on PATH):
 
-  ip netns exec {cluster.netns} env KUBECONFIG={cluster.kube.kubeconfig} bash
+  ip netns exec {cluster.netns} env KUBECONFIG={cluster.kube.kubeconfig} PATH="{bins}:$PATH" bash
 
+Then, in that shell, install the product as a real cluster would run it:
+
+  kubectl create namespace {ns}
+  {secret} emailplan-database --from-literal=EMAILPLAN_DATABASE_URL={cluster.postgres.pod_url()}
+  {secret} emailplan-token-key --from-literal=EMAILPLAN_TOKEN_KEY="$(openssl rand -hex 32)"
+  {secret} emailplan-api-key --from-literal=EMAILPLAN_API_KEY="$(openssl rand -hex 32)"
+  {secret} emailplan-aws --from-literal=AWS_ACCESS_KEY_ID=testing --from-literal=AWS_SECRET_ACCESS_KEY=testing
+  helm install emailplan {repo}/charts/emailplan -n {ns} --wait \\
+    -f {repo}/charts/emailplan/ci/values-local.yaml --set image.tag={tag} \\
+    --set aws.endpointUrl={cluster.moto.pod_url()}
+  kubectl apply -n {ns} -f {repo}/examples/emailplan-inline.yaml
+  kubectl get emailplans -n {ns} -w
+
+The examples' sender domain example.com is verified in SES (moto) already.
 image:      {cluster.images["IMAGE"]}
 database:   {cluster.postgres.pod_url()}
 AWS (moto): {cluster.moto.pod_url()}
 logs:       {cluster.base}/*.log
-Ctrl-C stops it all."""
-    )
+Ctrl-C (or SIGTERM) stops it all."""
+
+
+def reap(base: Path, netns: str) -> None:
+    """What a SIGKILLed ``up`` leaves that is not a process group or a directory (the watchdog runs it)."""
+    _kill_shims(base / "containerd.sock")
+    _unmount_under(base)
+    subprocess.run(["ip", "netns", "delete", netns], capture_output=True)
+
+
+def main() -> int:
+    """``python hack/node/cluster.py up``: start the node cluster and wait for Ctrl-C (or SIGTERM)."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description="Run the one-node cluster of node mode (root).")
+    parser.add_argument("cmd", choices=["up", "reap"])
+    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.cmd == "reap":
+        reap(Path(args.rest[0]), args.rest[1])
+        return 0
+    stop_like_ctrl_c()  # SIGTERM, SIGHUP and the parent's death stop it like Ctrl-C
+    cluster = NodeCluster()
     try:
+        cluster.start()
+        assert cluster.moto is not None
+        _verify_sender_domain(cluster.moto)
+        print(next_steps(cluster, controlplane_bin()), flush=True)
         signal.pause()
     except KeyboardInterrupt:
         pass
