@@ -41,11 +41,12 @@ def postgres() -> Iterator[PostgresServer]:
 def database_url(postgres: PostgresServer) -> str:
     """A fresh empty database on the session's server (asyncpg URL)."""
     name = "t_" + uuid.uuid4().hex[:12]
-    subprocess.run(
+    proc = subprocess.run(
         [pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(postgres.port), "-U", postgres.user, name],
-        check=True,
         capture_output=True,
+        text=True,
     )
+    assert proc.returncode == 0, f"createdb failed: {proc.stderr.strip()}"
     return f"postgresql+asyncpg://{postgres.user}@127.0.0.1:{postgres.port}/{name}"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from devenv import reaper
 from devenv.ports import free_port, port_open, wait_for
-from devenv.procs import spawn, stop
+from devenv.procs import dies_with_parent, spawn, stop
 
 PG_BIN_CANDIDATES = ["/usr/lib/postgresql/15/bin", "/usr/local/bin"]
 
@@ -112,7 +112,7 @@ class PostgresServer:
         ]
         if ids:
             # Changing user clears the parent-death signal: setpriv sets it again after the change.
-            die = [] if reaper.detached() else ["--pdeathsig=SIGKILL"]
+            die = ["--pdeathsig=SIGKILL"] if dies_with_parent() else []
             argv = [
                 "setpriv",
                 f"--reuid={ids['user']}",

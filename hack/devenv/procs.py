@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -31,16 +32,25 @@ def spawn(
         env=env,
         cwd=cwd,
         start_new_session=True,
-        preexec_fn=_die_with_parent,
+        preexec_fn=_die_with_parent if dies_with_parent() else None,
     )
     log.close()
     reaper.track_group(proc.pid)
     return proc
 
 
+def dies_with_parent() -> bool:
+    """Whether a child started now may carry PR_SET_PDEATHSIG.
+
+    The kernel sends that signal when the *thread* that forked the child ends, not the
+    process: a server restarted from a worker thread (``asyncio.to_thread``) would be
+    killed as soon as the thread pool retires that thread. Such children rely on the
+    watchdog alone, which acts when the whole process ends.
+    """
+    return not reaper.detached() and threading.current_thread() is threading.main_thread()
+
+
 def _die_with_parent() -> None:
-    if reaper.detached():
-        return
     _parent_death_signal(signal.SIGKILL)
 
 
