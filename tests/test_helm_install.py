@@ -131,7 +131,9 @@ def test_install_creates_the_product(cluster_wide: Release) -> None:
     notes = rel.notes  # type: ignore[attr-defined]
     assert "kubectl get emailplans -w" in notes
     assert "kind: EmailPlan" in notes and "{{ name }}" in notes, "a first plan to apply"
-    assert "emailplan-database: EMAILPLAN_DATABASE_URL" in notes, "which Secrets to create"
+    assert "create secret generic emailplan-database --from-literal=EMAILPLAN_DATABASE_URL=" in notes, (
+        "which Secrets to create"
+    )
     crd = rel.get("crd", "emailplans.emailplan.io")
     assert crd["spec"]["group"] == "emailplan.io"
     rel.get("crd", "clusterkopfpeerings.kopf.dev")
