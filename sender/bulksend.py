@@ -29,7 +29,7 @@ from emailplan.sender.rendering import Signer
 from emailplan.sender.results import ResultWriter
 from emailplan.sender.ses import TEMPLATE_NOT_FOUND, SesClient, SesError
 from emailplan.sender.sespolicy import Action, decide, unexpected
-from emailplan.sender.store import ledger
+from emailplan.sender.store import sendresults
 from emailplan.sender.workermetrics import FAILED, RETRIES, SEND_SECONDS, SENT, THROTTLED
 
 log = logging.getLogger("emailplan.worker")
@@ -107,7 +107,7 @@ class BulkSender:
                 )
             except Exception as exc:  # noqa: BLE001 - one message's data never stops the slot
                 FAILED.labels("render").inc()
-                await self._writer.write(ledger.SendResult(msg.id, "failed", error=failure_reason(exc)))
+                await self._writer.write(sendresults.SendResult(msg.id, "failed", error=failure_reason(exc)))
                 continue
             pending.append(_Pending(held, item))
         while pending:
@@ -164,7 +164,7 @@ class BulkSender:
             outcomes = [unexpected(exc)] * len(call)
         SEND_SECONDS.observe(time.monotonic() - start)
         finished: set[int] = set()
-        results: list[ledger.SendResult] = []
+        results: list[sendresults.SendResult] = []
         now = datetime.now(UTC)
         for p, outcome in zip(call, outcomes, strict=True):
             msg_id = p.held.claimed.id
@@ -180,11 +180,11 @@ class BulkSender:
                 self._account_resumed()
                 SENT.inc()
                 self.sent += 1
-                results.append(ledger.SendResult(msg_id, "sent", ses_message_id=str(outcome), at=now))
+                results.append(sendresults.SendResult(msg_id, "sent", ses_message_id=str(outcome), at=now))
                 finished.add(msg_id)
             elif decision.action is Action.FAIL:
                 FAILED.labels(decision.label).inc()
-                results.append(ledger.SendResult(msg_id, "failed", error=decision.reason))
+                results.append(sendresults.SendResult(msg_id, "failed", error=decision.reason))
                 finished.add(msg_id)
             elif decision.action is Action.HOLD_ACCOUNT:
                 self._account_paused(decision.reason or "", str(error))

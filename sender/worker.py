@@ -63,7 +63,7 @@ from emailplan.sender.results import ResultWriter
 from emailplan.sender.ses import SesClient, SesError
 from emailplan.sender.sespolicy import Action, decide, unexpected
 from emailplan.sender.settings import SenderSettings
-from emailplan.sender.store import ledger
+from emailplan.sender.store import claims, plans, sendresults
 from emailplan.sender.tokens import make_token
 from emailplan.sender.workermetrics import (
     ACCOUNT_PAUSED,
@@ -112,7 +112,7 @@ class Worker:
         self.exit_when_idle = exit_when_idle
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.sign = functools.partial(make_token, settings.token_key.get_secret_value().encode())
-        self.plan: ledger.LedgerPlan | None = None
+        self.plan: plans.LedgerPlan | None = None
         self.compiled: Campaign | None = None
         self._compiled_for: Any = None
         self.stopping = asyncio.Event()
@@ -178,7 +178,7 @@ class Worker:
 
     async def refresh_plan(self) -> None:
         self.plan_read_began = time.monotonic()
-        plan = await ledger.plan_for_worker(self.engine, self.plan_id)
+        plan = await plans.plan_for_worker(self.engine, self.plan_id)
         self.plan = plan
         self.plan_read_at = time.monotonic()
         if self.db_ok_since is None:
@@ -332,7 +332,7 @@ class Worker:
     async def exit_if_finished(self) -> None:
         if not self.exit_when_idle or len(self.leases) or self.writer.pending:
             return
-        counts = await ledger.get_counts(self.engine, self.plan_id) or {}
+        counts = await plans.get_counts(self.engine, self.plan_id) or {}
         plan = self.plan
         finished = plan is not None and (
             PlanState(plan.state).finished
@@ -401,7 +401,7 @@ class Worker:
         reason = failure_reason(exc)
         for held in self._still_ours(batch):
             FAILED.labels("internal").inc()
-            self.writer.put(ledger.SendResult(held.claimed.id, "failed", error=reason))
+            self.writer.put(sendresults.SendResult(held.claimed.id, "failed", error=reason))
 
     def _still_ours(self, batch: list[Held]) -> list[Held]:
         """The messages of ``batch`` still held and without an outcome on its way to the ledger."""
@@ -420,7 +420,7 @@ class Worker:
                 out.append(item)
         return out
 
-    def _render(self, compiled: CompiledPlan, msg: ledger.Claimed) -> RenderedEmail:
+    def _render(self, compiled: CompiledPlan, msg: claims.Claimed) -> RenderedEmail:
         return render(
             compiled,
             message_id=msg.id,
@@ -447,7 +447,7 @@ class Worker:
             rendered = self._render(compiled, msg)
         except Exception as exc:  # noqa: BLE001 - one message's data never stops the worker
             FAILED.labels("render").inc()
-            await self.writer.write(ledger.SendResult(msg.id, "failed", error=failure_reason(exc)))
+            await self.writer.write(sendresults.SendResult(msg.id, "failed", error=failure_reason(exc)))
             return
         permit = False
         throttled = failed = 0
@@ -488,12 +488,12 @@ class Worker:
                 self.account_resumed()
                 SENT.inc()
                 self.sent += 1
-                result = ledger.SendResult(msg.id, "sent", ses_message_id=ses_id, at=datetime.now(UTC))
+                result = sendresults.SendResult(msg.id, "sent", ses_message_id=ses_id, at=datetime.now(UTC))
                 await self.writer.write(result)
                 return
             if decision.action is Action.FAIL:
                 FAILED.labels(decision.label).inc()
-                await self.writer.write(ledger.SendResult(msg.id, "failed", error=decision.reason))
+                await self.writer.write(sendresults.SendResult(msg.id, "failed", error=decision.reason))
                 return
             if decision.action is Action.HOLD_ACCOUNT:
                 # Nobody's message is at fault: fail none, give them all back (the plan loop
@@ -509,7 +509,7 @@ class Worker:
                 failed += 1
             await asyncio.sleep(decision.delay)
 
-    async def pick_fresh(self, msg: ledger.Claimed) -> CompiledPlan | None:
+    async def pick_fresh(self, msg: claims.Claimed) -> CompiledPlan | None:
         """The variant of ``msg`` by the plan as it is now: the update that chose the winner
         queues the rest of the list at once, so its rows can be claimed before the plan loop
         has read the winner (it reads once a second)."""
@@ -539,7 +539,7 @@ class Worker:
                 extra={"plan": str(self.plan_id), "message_id": msg.id, "given_back": self.undecided},
             )
         try:
-            await ledger.release(self.engine, self.plan_id, [msg.id], self.owner, unqueue=True)
+            await claims.release(self.engine, self.plan_id, [msg.id], self.owner, unqueue=True)
         except OUTAGE:
             self.parked.append(held)  # the plan loop sends it round again (or releases it) later
             return
@@ -573,7 +573,7 @@ class Worker:
 
     # ------------------------------------------------------------------ write-back
 
-    def _written(self, results: Sequence[ledger.SendResult]) -> None:
+    def _written(self, results: Sequence[sendresults.SendResult]) -> None:
         """A batch is in the ledger: the messages are no longer ours; their SQS work can go."""
         ids = [r.id for r in results]
         self.leases.drop(ids)
