@@ -20,7 +20,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from emailplan.contract.plans import ALL_RELEASED, PlanCounts, PlanView, VariantCounts
-from emailplan.operator.decisions import (
+from emailplan.operator.planspec import AbFallback, AbMetric, AbTest, PlanSpec, Rollout, SendWindow
+from emailplan.operator.rules import (
     Event,
     Trip,
     circuit_breaker,
@@ -28,7 +29,6 @@ from emailplan.operator.decisions import (
     parse_time,
     reputation_rates,
 )
-from emailplan.operator.planspec import AbFallback, AbMetric, AbTest, PlanSpec, Rollout, SendWindow
 
 WINDOW_LOOKAHEAD = timedelta(days=8)  # every weekday occurs in it, DST shifts included
 BASELINE_FIELDS = ("sent", "delivered", "bounced", "complained")
