@@ -67,16 +67,8 @@ def _positive(value: str) -> int:
     return n
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="emailplan",
-        description="Run bulk email campaigns through AWS SES from Kubernetes.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"emailplan {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def _add_operator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``emailplan operator``: the control plane."""
     op = sub.add_parser(
         "operator",
         help="run the control plane (kopf operator)",
@@ -105,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     op.set_defaults(func=_run("emailplan.operator.main:main"))
 
+
+def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``emailplan worker``: the sender pod."""
     wk = sub.add_parser(
         "worker",
         help="send one plan's emails (sender pod)",
@@ -123,6 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
         "a limit; 0 means that default)",
     )
     wk.set_defaults(func=_run("emailplan.sender.pod:main"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emailplan",
+        description="Run bulk email campaigns through AWS SES from Kubernetes.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"emailplan {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    _add_operator(sub)
+    _add_worker(sub)
 
     api = sub.add_parser(
         "api",
