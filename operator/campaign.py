@@ -300,6 +300,21 @@ def rollout_state(
             wake_at=now + timedelta(seconds=left),
             step_counts=step_counts,
         )
+    return _gate(rollout, index, progress, held, step_counts, counts, now)
+
+
+def _gate(
+    rollout: Rollout,
+    index: int,
+    progress: RolloutProgress,
+    held: float,
+    step_counts: Mapping[str, int],
+    counts: Mapping[str, int],
+    now: datetime,
+) -> RolloutDecision:
+    """A step held long enough: its own rates pass the gate (the next step) or fail it (kept)."""
+    steps = rollout.steps
+    step = steps[index]
     trip = circuit_breaker(
         dict(step_counts),
         max_bounce_rate=rollout.max_bounce_rate,
