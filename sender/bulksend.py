@@ -70,15 +70,7 @@ class BulkSender:
         for held in batch:
             msg = held.claimed
             try:
-                item = entry(
-                    plan,
-                    message_id=msg.id,
-                    email=msg.email,
-                    name=msg.name,
-                    variables=msg.vars,
-                    public_url=self._path.settings.public_url,
-                    sign=self._path.sign,
-                )
+                item = entry(plan, **self._path.recipient(msg))
             except Exception as exc:  # noqa: BLE001 - one message's data never stops the slot
                 await self._path.fail_render(msg.id, exc)
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from emailplan.sender.leases import Held, LeaseState
@@ -22,59 +23,43 @@ from emailplan.sender.store import claims, sendresults
 from emailplan.sender.workermetrics import SEND_SECONDS
 
 
+@dataclass
 class RawSender:
     """Sends one held message at a time; the worker says which campaign is current, picks a
     variant the plan has just decided, and takes back a message no variant is decided for."""
 
-    def __init__(
-        self,
-        path: SendPath,
-        *,
-        campaign: Callable[[], Campaign | None],
-        pick_fresh: Callable[[claims.Claimed], Awaitable[CompiledPlan | None]],
-        give_back: Callable[[Held], Awaitable[None]],
-        requeue: Callable[[Held], None],
-    ) -> None:
-        self._path = path
-        self._campaign = campaign
-        self._pick_fresh = pick_fresh
-        self._give_back = give_back
-        self._requeue = requeue
+    path: SendPath
+    campaign: Callable[[], Campaign | None]
+    pick_fresh: Callable[[claims.Claimed], Awaitable[CompiledPlan | None]]
+    give_back: Callable[[Held], Awaitable[None]]
+    requeue: Callable[[Held], None]
 
     def _render(self, compiled: CompiledPlan, msg: claims.Claimed) -> RenderedEmail:
-        return render(
-            compiled,
-            message_id=msg.id,
-            email=msg.email,
-            name=msg.name,
-            variables=msg.vars,
-            public_url=self._path.settings.public_url,
-            sign=self._path.sign,
-        )
+        return render(compiled, **self.path.recipient(msg))
 
     async def send(self, held: Held) -> None:
         """Send one message under its lease, act on SES's answer, and wait until the outcome is written."""
         msg = held.claimed
-        campaign = self._campaign()
+        campaign = self.campaign()
         if campaign is None:
-            self._requeue(held)
+            self.requeue(held)
             await asyncio.sleep(1.0)
             return
-        compiled = campaign.pick(msg.bucket) or await self._pick_fresh(msg)
+        compiled = campaign.pick(msg.bucket) or await self.pick_fresh(msg)
         if compiled is None:
-            await self._give_back(held)
+            await self.give_back(held)
             return
         try:
             rendered = self._render(compiled, msg)
         except Exception as exc:  # noqa: BLE001 - one message's data never stops the worker
-            await self._path.fail_render(msg.id, exc)
+            await self.path.fail_render(msg.id, exc)
             return
         await self._call(held, rendered)
 
     async def _ready(self, held: Held, permit: bool) -> bool:
         """Wait until the message may go: sendable, under a valid lease, with its permit (one per
         email: retries keep it). False when it will not be sent now: parked or taken over."""
-        path = self._path
+        path = self.path
         while True:
             if not path.sendable():
                 path.park(held)  # suspended, stopped or SES paused: released, not sent
@@ -94,7 +79,7 @@ class RawSender:
 
     async def _call(self, held: Held, rendered: RenderedEmail) -> None:
         """SendEmail until SES's answer is final; a retry waits for its delay and a valid lease."""
-        path, msg, tries, permit = self._path, held.claimed, Tries(), False
+        path, msg, tries, permit = self.path, held.claimed, Tries(), False
         while await self._ready(held, permit):
             permit = True
             start = time.monotonic()

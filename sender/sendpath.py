@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
 
 from emailplan.sender.failtext import failure_reason
 from emailplan.sender.leases import Held, Leases
@@ -23,10 +24,21 @@ from emailplan.sender.rendering import Signer
 from emailplan.sender.results import ResultWriter
 from emailplan.sender.ses import SesClient, SesError
 from emailplan.sender.sespolicy import Action, Decision, decide
-from emailplan.sender.store import sendresults
+from emailplan.sender.store import claims, sendresults
 from emailplan.sender.workermetrics import ACCOUNT_PAUSED, FAILED, PAUSED, RETRIES, SENT, THROTTLED
 
 log = logging.getLogger("emailplan.worker")
+
+
+class RecipientArgs(TypedDict):
+    """The per-recipient keyword arguments of ``rendering.render`` and ``bulkmail.entry``."""
+
+    message_id: int
+    email: str
+    name: str | None
+    variables: Mapping[str, Any]
+    public_url: str
+    sign: Signer
 
 
 @dataclass
@@ -47,33 +59,33 @@ class SendSettings:
     paused_backoff_seconds: float
 
 
+@dataclass
 class SendPath:
     """What the strategies share: SES, the pacer, the leases, the result writer and the
     worker's word on whether the plan may send (``sendable``) and where unsent messages go
     (``park``: released by the plan loop while not sendable, sent again when it is)."""
 
-    def __init__(
-        self,
-        settings: SendSettings,
-        *,
-        ses: SesClient,
-        pacer: Pacer,
-        leases: Leases,
-        writer: ResultWriter,
-        sign: Signer,
-        sendable: Callable[[], bool],
-        park: Callable[[Held], None],
-    ) -> None:
-        self.settings = settings
-        self.ses = ses
-        self.pacer = pacer
-        self.leases = leases
-        self.writer = writer
-        self.sign = sign
-        self.sendable = sendable
-        self.park = park
-        self.sent = 0
-        self.paused_until = 0.0  # monotonic; SES said the account cannot send
+    settings: SendSettings
+    ses: SesClient
+    pacer: Pacer
+    leases: Leases
+    writer: ResultWriter
+    sign: Signer
+    sendable: Callable[[], bool]
+    park: Callable[[Held], None]
+    sent: int = field(default=0, init=False)
+    paused_until: float = field(default=0.0, init=False)  # monotonic; SES said the account cannot send
+
+    def recipient(self, msg: claims.Claimed) -> RecipientArgs:
+        """What rendering needs of one claimed message (both strategies render the same way)."""
+        return {
+            "message_id": msg.id,
+            "email": msg.email,
+            "name": msg.name,
+            "variables": msg.vars,
+            "public_url": self.settings.public_url,
+            "sign": self.sign,
+        }
 
     def act(self, error: SesError | None, tries: Tries) -> Decision:
         """Act on one message's SES answer (``None``: sent): metrics, pacer, account pause and
