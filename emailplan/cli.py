@@ -47,21 +47,22 @@ def _run(target: str) -> Callable[[argparse.Namespace], int]:
     return runner
 
 
-def _processes(value: str) -> int:
+def _whole_number(value: str, prefix: str = "") -> int:
     try:
-        n = int(value)
+        return int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--processes: {value!r} is not a whole number") from None
+        raise argparse.ArgumentTypeError(f"{prefix}{value!r} is not a whole number") from None
+
+
+def _processes(value: str) -> int:
+    n = _whole_number(value, "--processes: ")
     if not 0 <= n <= 256:
         raise argparse.ArgumentTypeError(f"--processes: {n} is outside 0..256")
     return n
 
 
 def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    n = _whole_number(value)
     if n < 1:
         raise argparse.ArgumentTypeError(f"{n} is not 1 or more")
     return n
@@ -197,11 +198,7 @@ def _add_admin(sub: Any) -> None:
         description="Show the counts of one plan (the numbers kubectl get emailplans shows, "
         "plus processing: claimed by a sender pod, not sent yet).",
     )
-    st.add_argument(
-        "plan",
-        metavar="PLAN",
-        help="NAMESPACE/NAME of the EmailPlan (looked up with KUBECONFIG), or its metadata.uid",
-    )
+    _plan_arg(st)
     st.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _api_flags(st)
     st.set_defaults(func=_admin("show_counts"))
@@ -213,11 +210,7 @@ def _add_admin(sub: Any) -> None:
         "'MessageRejected: Email address is not verified'), the full error and when, paged "
         "through the API. csv goes to stdout for piping: emailplan failures mail/spring --format csv > f.csv",
     )
-    fl.add_argument(
-        "plan",
-        metavar="PLAN",
-        help="NAMESPACE/NAME of the EmailPlan (looked up with KUBECONFIG), or its metadata.uid",
-    )
+    _plan_arg(fl)
     fl.add_argument(
         "--format", choices=["table", "csv"], default="table", help="output format (default: table)"
     )
@@ -226,6 +219,15 @@ def _add_admin(sub: Any) -> None:
     )
     _api_flags(fl)
     fl.set_defaults(func=_admin("show_failures"))
+
+
+def _plan_arg(parser: argparse.ArgumentParser) -> None:
+    """The PLAN argument of the admin commands that read one plan."""
+    parser.add_argument(
+        "plan",
+        metavar="PLAN",
+        help="NAMESPACE/NAME of the EmailPlan (looked up with KUBECONFIG), or its metadata.uid",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
