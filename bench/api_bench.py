@@ -246,7 +246,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     from emailplan.sender.db import make_engine
     from emailplan.sender.migrate import upgrade_to
     from emailplan.sender.settings import SenderSettings
-    from emailplan.sender.store import ledger
+    from emailplan.sender.store import loading, plans
     from emailplan.sender.tokens import make_token
 
     duration = 4.0 if args.quick else args.duration
@@ -260,7 +260,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.to_thread(upgrade_to, url)
         engine = make_engine(SenderSettings(database_url=url), pool_size=2)
         plan_id = uuid.uuid4()
-        await ledger.upsert_plan(
+        await plans.upsert_plan(
             engine,
             plan_id,
             name="bench",
@@ -268,7 +268,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             spec={"from": "a@example.com", "subject": "s", "text": "t"},
         )
         rows = [(i + 1, {"email": f"user{i}@example.com"}) for i in range(n_messages)]
-        await ledger.insert_recipients(engine, plan_id, rows)
+        await loading.insert_recipients(engine, plan_id, rows)
         async with engine.begin() as conn:
             await conn.execute(
                 text(

@@ -176,21 +176,21 @@ class Bench:
 
     async def make_plan(self) -> uuid.UUID:
         from emailplan.sender.settings import SenderSettings
-        from emailplan.sender.store import ledger
+        from emailplan.sender.store import loading, plans
         from emailplan.sender.workqueue import WorkQueue
 
         engine = self.engine()
         plan_id = uuid.uuid4()
-        await ledger.upsert_plan(
+        await plans.upsert_plan(
             engine, plan_id, name="faults", namespace="b", spec=SPEC, rate_per_second=self.args.rate
         )
         rows = (
             (i, {"email": f"u{i}@example.com", "name": f"N{i}", "vars": {"code": str(i)}})
             for i in range(1, self.args.n + 1)
         )
-        await ledger.insert_recipients(engine, plan_id, rows)
+        await loading.insert_recipients(engine, plan_id, rows)
         async with WorkQueue.open(SenderSettings()) as queue:
-            await ledger.complete_recipients(engine, plan_id, queue)
+            await loading.complete_recipients(engine, plan_id, queue)
         await engine.dispose()
         return plan_id
 
@@ -216,10 +216,10 @@ class Bench:
         return proc
 
     async def counts(self, engine: Any, plan_id: uuid.UUID) -> dict[str, int]:
-        from emailplan.sender.store import ledger
+        from emailplan.sender.store import plans
 
         try:
-            return await ledger.get_counts(engine, plan_id) or {}
+            return await plans.get_counts(engine, plan_id) or {}
         except Exception:  # the database is down (that fault)
             return {}
 
@@ -354,14 +354,14 @@ async def fault_throttle(b: Bench, engine: Any, pods: list[Any], plan_id: uuid.U
 
 
 async def fault_sigkill_delete(b: Bench, engine: Any, pods: list[Any], plan_id: uuid.UUID, run: Run) -> None:
-    from emailplan.sender.store import ledger
+    from emailplan.sender.store import plans
 
     await b.wait_sent(engine, plan_id, b.args.n // 4)
     await b.kill(engine, pods, 0, plan_id, run)
     pods[0].kill()  # deleted: the pod does not come back
     await asyncio.to_thread(pods[0].wait, 10)
     await asyncio.sleep(0.5)
-    await ledger.stop_plan(engine, plan_id, None)
+    await plans.stop_plan(engine, plan_id, None)
 
 
 FAULT_ACTIONS: dict[str, Callable[[Bench, Any, list[Any], uuid.UUID, Run], Awaitable[None]]] = {

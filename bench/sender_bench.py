@@ -9,7 +9,7 @@ compare as ratios:
 * throughput: one ``emailplan worker`` process vs the plain aiobotocore SES v2
   client (32 in flight) against the same endpoint;
 * rate: measured vs configured plan rate (14/s and 500/s, 1, 2 and 4 workers);
-* ingest: ``ledger.insert_recipients`` (validated, deduplicated, counted) vs a
+* ingest: ``loading.insert_recipients`` (validated, deduplicated, counted) vs a
   raw asyncpg COPY of the same rows into an unindexed table.
 
     .venv/bin/python bench/sender_bench.py [--quick] [--out docs/benchmarks.md]
@@ -100,21 +100,21 @@ def child_cpu(cmd: list[str], env: dict[str, str]) -> tuple[int, float]:
 async def make_plan(url: str, n: int, rate: float, spec: dict[str, Any] | None = None) -> uuid.UUID:
     from emailplan.sender.db import make_engine
     from emailplan.sender.settings import SenderSettings
-    from emailplan.sender.store import ledger
+    from emailplan.sender.store import loading, plans
     from emailplan.sender.workqueue import WorkQueue
 
     engine = make_engine(url=url, pool_size=2)
     plan_id = uuid.uuid4()
-    await ledger.upsert_plan(
+    await plans.upsert_plan(
         engine, plan_id, name="bench", namespace="b", spec=spec or SPEC, rate_per_second=rate
     )
     rows = (
         (i, {"email": f"u{i}@example.com", "name": f"N{i}", "vars": {"code": str(i)}})
         for i in range(1, n + 1)
     )
-    await ledger.insert_recipients(engine, plan_id, rows)
+    await loading.insert_recipients(engine, plan_id, rows)
     async with WorkQueue.open(SenderSettings()) as queue:
-        await ledger.complete_recipients(engine, plan_id, queue)
+        await loading.complete_recipients(engine, plan_id, queue)
     await engine.dispose()
     return plan_id
 
@@ -249,7 +249,7 @@ def ingest_child(url: str, n: int, mode: str) -> None:
 
     async def run() -> dict[str, Any]:
         from emailplan.sender.db import make_engine
-        from emailplan.sender.store import ledger
+        from emailplan.sender.store import loading, plans
 
         rows = (
             (i, {"email": f"user{i}@example.com", "name": f"User {i}", "vars": {"code": f"C{i}"}})
@@ -259,8 +259,8 @@ def ingest_child(url: str, n: int, mode: str) -> None:
         t0 = time.perf_counter()
         if mode == "ledger":
             plan_id = uuid.uuid4()
-            await ledger.upsert_plan(engine, plan_id, name="ingest", namespace="b", spec=SPEC)
-            result = await ledger.insert_recipients(engine, plan_id, rows)
+            await plans.upsert_plan(engine, plan_id, name="ingest", namespace="b", spec=SPEC)
+            result = await loading.insert_recipients(engine, plan_id, rows)
             extra = {"accepted": result.accepted, "rejected": result.rejected}
         else:
             import json as _json
@@ -348,7 +348,8 @@ def report(tp: dict[str, Any], rates: list[dict[str, Any]], ingest: dict[str, An
         "",
         f"### Ingest of {ingest['n']:,} recipients",
         "",
-        "| measure | `ledger.insert_recipients` (validate, dedupe, suppress, count) | baseline: raw COPY, no "
+        "| measure | `loading.insert_recipients` (validate, dedupe, suppress, count) | baseline: raw COPY, "
+        "no "
         "indexes, no validation | ratio |",
         "| --- | --- | --- | --- |",
         f"| seconds | {led['seconds']:.1f} | {cp['seconds']:.1f} | {led['seconds'] / cp['seconds']:.2f} |",

@@ -266,10 +266,10 @@ def measured(
 
 async def ledger_sent(url: str, plan_id: uuid.UUID) -> int:
     from emailplan.sender.db import make_engine
-    from emailplan.sender.store import ledger
+    from emailplan.sender.store import plans
 
     engine = make_engine(url=url, pool_size=1)
-    counts = await ledger.get_counts(engine, plan_id) or {}
+    counts = await plans.get_counts(engine, plan_id) or {}
     await engine.dispose()
     return int(counts.get("sent", 0))
 

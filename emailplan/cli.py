@@ -50,36 +50,29 @@ def _run(target: str) -> Callable[[argparse.Namespace], int]:
     return runner
 
 
-def _processes(value: str) -> int:
+def _whole_number(value: str, prefix: str = "") -> int:
     try:
-        n = int(value)
+        return int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--processes: {value!r} is not a whole number") from None
+        raise argparse.ArgumentTypeError(f"{prefix}{value!r} is not a whole number") from None
+
+
+def _processes(value: str) -> int:
+    n = _whole_number(value, "--processes: ")
     if not 0 <= n <= 256:
         raise argparse.ArgumentTypeError(f"--processes: {n} is outside 0..256")
     return n
 
 
 def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    n = _whole_number(value)
     if n < 1:
         raise argparse.ArgumentTypeError(f"{n} is not 1 or more")
     return n
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="emailplan",
-        description="Run bulk email campaigns through AWS SES from Kubernetes.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"emailplan {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def _add_operator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``emailplan operator``: the control plane."""
     op = sub.add_parser(
         "operator",
         help="run the control plane (kopf operator)",
@@ -108,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     op.set_defaults(func=_run("emailplan.operator.main:main"))
 
+
+def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``emailplan worker``: the sender pod."""
     wk = sub.add_parser(
         "worker",
         help="send one plan's emails (sender pod)",
@@ -126,6 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
         "a limit; 0 means that default)",
     )
     wk.set_defaults(func=_run("emailplan.sender.pod:main"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emailplan",
+        description="Run bulk email campaigns through AWS SES from Kubernetes.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"emailplan {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    _add_operator(sub)
+    _add_worker(sub)
 
     api = sub.add_parser(
         "api",
@@ -192,11 +202,7 @@ def _add_admin(sub: Any) -> None:
         description="Show the counts of one plan (the numbers kubectl get emailplans shows, "
         "plus processing: claimed by a sender pod, not sent yet).",
     )
-    st.add_argument(
-        "plan",
-        metavar="PLAN",
-        help="NAMESPACE/NAME of the EmailPlan (looked up with KUBECONFIG), or its metadata.uid",
-    )
+    _plan_arg(st)
     st.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _api_flags(st)
     st.set_defaults(func=_admin("show_counts"))
@@ -208,11 +214,7 @@ def _add_admin(sub: Any) -> None:
         "'MessageRejected: Email address is not verified'), the full error and when, paged "
         "through the API. csv goes to stdout for piping: emailplan failures mail/spring --format csv > f.csv",
     )
-    fl.add_argument(
-        "plan",
-        metavar="PLAN",
-        help="NAMESPACE/NAME of the EmailPlan (looked up with KUBECONFIG), or its metadata.uid",
-    )
+    _plan_arg(fl)
     fl.add_argument(
         "--format", choices=["table", "csv"], default="table", help="output format (default: table)"
     )
@@ -243,6 +245,15 @@ def _add_devsns(sub: Any) -> None:
     ev.add_argument("--key-file", default=None, help="SNS signing key (default: $EMAILPLAN_DEV_SNS_KEY_FILE)")
     ev.add_argument("--cert-url", default=None, help="its certificate (default: $EMAILPLAN_DEV_SNS_CERT_URL)")
     ev.set_defaults(func=_run("emailplan.devsns:run"))
+
+
+def _plan_arg(parser: argparse.ArgumentParser) -> None:
+    """The PLAN argument of the admin commands that read one plan."""
+    parser.add_argument(
+        "plan",
+        metavar="PLAN",
+        help="NAMESPACE/NAME of the EmailPlan (looked up with KUBECONFIG), or its metadata.uid",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

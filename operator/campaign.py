@@ -20,7 +20,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from emailplan.contract.plans import ALL_RELEASED, PlanCounts, PlanView, VariantCounts
-from emailplan.operator.decisions import (
+from emailplan.operator.planspec import AbFallback, AbMetric, AbTest, PlanSpec, Rollout, SendWindow
+from emailplan.operator.rules import (
     Event,
     Trip,
     circuit_breaker,
@@ -28,7 +29,6 @@ from emailplan.operator.decisions import (
     parse_time,
     reputation_rates,
 )
-from emailplan.operator.planspec import AbFallback, AbMetric, AbTest, PlanSpec, Rollout, SendWindow
 
 WINDOW_LOOKAHEAD = timedelta(days=8)  # every weekday occurs in it, DST shifts included
 BASELINE_FIELDS = ("sent", "delivered", "bounced", "complained")
@@ -313,6 +313,21 @@ def rollout_state(
             wake_at=now + timedelta(seconds=left),
             step_counts=step_counts,
         )
+    return _gate(rollout, index, progress, held, step_counts, counts, now)
+
+
+def _gate(
+    rollout: Rollout,
+    index: int,
+    progress: RolloutProgress,
+    held: float,
+    step_counts: Mapping[str, int],
+    counts: Mapping[str, int],
+    now: datetime,
+) -> RolloutDecision:
+    """A step held long enough: its own rates pass the gate (the next step) or fail it (kept)."""
+    steps = rollout.steps
+    step = steps[index]
     trip = circuit_breaker(
         dict(step_counts),
         max_bounce_rate=rollout.max_bounce_rate,

@@ -33,9 +33,9 @@ from emailplan.contract.plans import (
 )
 from emailplan.contract.spec_status import Phase as Phase  # the one definition; re-exported for callers
 from emailplan.operator import campaign, outages
-from emailplan.operator import decisions as d
-from emailplan.operator.decisions import Event
+from emailplan.operator import rules as d
 from emailplan.operator.planspec import PlanSpec, Templates
+from emailplan.operator.rules import Event
 
 SENDING_INTERVAL_SECONDS = 1.0  # while sending, status.sent lags the ledger by about this much
 LOAD_STALE_AFTER = timedelta(seconds=45)  # a load with no heartbeat this long is started again
@@ -183,81 +183,144 @@ def _was(status: Mapping[str, Any], kind: str) -> bool:
     return _previous(status, kind).get("status") == "True"
 
 
+@dataclass
+class _Pass:
+    """What one pass has worked out so far, shared by the steps of :func:`decide`."""
+
+    o: Observed
+    out: Decision
+    previous: list[dict[str, Any]]
+    counts: PlanCounts
+    outage: outages.Verdict
+    trip: d.Trip | None = None
+    steering: campaign.Steering | None = None
+    paused: bool = False
+    window_closed: bool = False
+    suspended: bool = False
+    finished: bool = False
+    release: float = 0.0
+    loaded: bool = False
+    job: LoadJob | None = None
+    load_failed: bool = False
+    load_final: bool = False
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    message: str = ""  # the status message, set by _summary_conditions
+
+    def cond(self, kind: str, ok: bool, reason: str, message: str = "") -> dict[str, Any]:
+        o = self.o
+        return d.condition(self.previous, kind, ok, reason, message, now=o.now, generation=o.generation)
+
+    @property
+    def steer(self) -> campaign.Steering:
+        assert self.steering is not None, "steering is worked out before any step reads it"
+        return self.steering
+
+
 def decide(o: Observed) -> Decision:
     """The whole pass: phase, payload, load, replicas, conditions, status patch and Events."""
     previous = [dict(c) for c in o.status.get("conditions") or [] if isinstance(c, Mapping)]
     out = Decision(requeue_after=o.status_interval)
     view = o.view
     counts = view.counts if view is not None else _counts_of(o.status)
+    if o.problems:
+        return _invalid(o, out, previous, counts)
+    outage = outages.judge(o.outage or outages.from_view(view), o.status, o.now, o.generation)
+    if view is None and o.outage is not None:
+        return _unreachable(o, out, outage, previous)
+    p = _Pass(o, out, previous, counts, outage)
+    _steer(p)
+    out.phase = _phase(p)
+    _replicas(p)
+    p.conditions = [p.cond("Valid", True, "SpecValid", "the plan is valid")]
+    _recipient_conditions(p)
+    _suspension_condition(p)
+    _window_conditions(p)
+    out.events += p.steer.events
+    _summary_conditions(p)
+    _status_patch(p)
+    return out
+
+
+def _invalid(o: Observed, out: Decision, previous: list[dict[str, Any]], counts: PlanCounts) -> Decision:
+    """A spec with problems: Failed, with the problems as the message; nothing else is decided."""
+    message = "; ".join(o.problems)
+    out.phase = Phase.FAILED
+    if _previous(o.status, "Valid").get("message") != message:
+        out.events.append(Event("Warning", o.problem_reason, message[:1000]))
 
     def cond(kind: str, ok: bool, reason: str, message: str = "") -> dict[str, Any]:
         return d.condition(previous, kind, ok, reason, message, now=o.now, generation=o.generation)
 
-    if o.problems:
-        message = "; ".join(o.problems)
-        out.phase = Phase.FAILED
-        if _previous(o.status, "Valid").get("message") != message:
-            out.events.append(Event("Warning", o.problem_reason, message[:1000]))
-        conditions = [
-            cond("Valid", False, o.problem_reason, message),
-            cond("Ready", False, o.problem_reason, message),
-            cond("Stalled", True, o.problem_reason, message),
-            cond("Reconciling", False, o.problem_reason, ""),
-            cond("Complete", False, "Failed", ""),
-        ]
-        desired = _status(o, counts, Phase.FAILED, 0, message, previous, conditions)
-        out.status = d.status_changes(dict(o.status), desired)
-        return out
+    conditions = [
+        cond("Valid", False, o.problem_reason, message),
+        cond("Ready", False, o.problem_reason, message),
+        cond("Stalled", True, o.problem_reason, message),
+        cond("Reconciling", False, o.problem_reason, ""),
+        cond("Complete", False, "Failed", ""),
+    ]
+    desired = _status(o, counts, Phase.FAILED, 0, message, previous, conditions)
+    out.status = d.status_changes(dict(o.status), desired)
+    return out
 
-    outage = outages.judge(o.outage or outages.from_view(view), o.status, o.now, o.generation)
-    if view is None and o.outage is not None:
-        return _unreachable(o, out, outage, previous)
 
-    trip = d.circuit_breaker(
-        counts.model_dump(),
+def _steer(p: _Pass) -> None:
+    """The gates (circuit breaker, campaign steering, spec.suspend), the payload and the load."""
+    o, out, view = p.o, p.out, p.o.view
+    p.trip = d.circuit_breaker(
+        p.counts.model_dump(),
         max_bounce_rate=o.spec.max_bounce_rate,
         max_complaint_rate=o.spec.max_complaint_rate,
         min_sample=o.spec.min_sample,
     )
-    steering = campaign.steer(o.spec, o.status, view, counts, o.now)
-    window_closed = steering.window is not None and not steering.window.open
-    paused = o.spec.suspend or trip is not None or steering.pause is not None  # a person must act
-    suspended = paused or window_closed
+    steering = p.steering = campaign.steer(o.spec, o.status, view, p.counts, o.now)
+    p.window_closed = steering.window is not None and not steering.window.open
+    p.paused = o.spec.suspend or p.trip is not None or steering.pause is not None  # a person must act
+    p.suspended = p.paused or p.window_closed
     state = view.state if view is not None else None
-    finished = state is not None and state.finished
-    release = max(view.release_percent if view is not None else 0.0, steering.release_percent)
-    payload = payload_for(o, suspended, release_percent=release, winner=steering.winner)
-    if view is None or (not finished and (view.payload() != payload or not o.registered_here)):
+    p.finished = state is not None and state.finished
+    p.release = max(view.release_percent if view is not None else 0.0, steering.release_percent)
+    payload = payload_for(o, p.suspended, release_percent=p.release, winner=steering.winner)
+    if view is None or (not p.finished and (view.payload() != payload or not o.registered_here)):
         out.payload = payload
-    out.load = None if finished else load_action(o)
-    loaded = view is not None and view.recipients_loaded
-    job = view.load if view is not None else None
-    load_failed = job is not None and job.state is LoadState.FAILED and job.failure is not None
-    load_final = load_failed and job is not None and job.failure is not None and job.failure.permanent
+    out.load = None if p.finished else load_action(o)
+    p.loaded = view is not None and view.recipients_loaded
+    job = p.job = view.load if view is not None else None
+    p.load_failed = job is not None and job.state is LoadState.FAILED and job.failure is not None
+    p.load_final = p.load_failed and job is not None and job.failure is not None and job.failure.permanent
 
-    if finished:
-        out.phase = Phase.COMPLETED
-    elif view is None:
-        out.phase = Phase.PENDING
-    elif load_final and not loaded:
-        out.phase = Phase.FAILED
-    elif not loaded:
-        out.phase = Phase.LOADING
-    elif paused:
-        out.phase = Phase.SUSPENDED
-    elif (o.spec.start_at is not None and o.now < o.spec.start_at) or window_closed:
-        out.phase = Phase.SCHEDULED
-    elif steering.holding:
-        out.phase = Phase.HOLDING
-    else:
-        out.phase = Phase.SENDING
+
+def _phase(p: _Pass) -> Phase:
+    """The one word for where the plan is; the first that holds wins."""
+    o = p.o
+    if p.finished:
+        return Phase.COMPLETED
+    if o.view is None:
+        return Phase.PENDING
+    if p.load_final and not p.loaded:
+        return Phase.FAILED
+    if not p.loaded:
+        return Phase.LOADING
+    if p.paused:
+        return Phase.SUSPENDED
+    if (o.spec.start_at is not None and o.now < o.spec.start_at) or p.window_closed:
+        return Phase.SCHEDULED
+    if p.steer.holding:
+        return Phase.HOLDING
+    return Phase.SENDING
+
+
+def _replicas(p: _Pass) -> None:
+    """The Deployment's replicas and when to look again."""
+    o, out, view, steering = p.o, p.out, p.o.view, p.steer
     # Below 100 % only the released rows may be sent: pods for them, not for the whole list.
-    released_backlog = counts.backlog if release >= ALL_RELEASED or view is None else view.released_backlog
+    released_backlog = (
+        p.counts.backlog if p.release >= ALL_RELEASED or view is None else view.released_backlog
+    )
     out.replicas = d.desired_replicas(
         now=o.now,
         start_at=o.spec.start_at,
-        suspended=suspended or finished or steering.holding,
-        loaded=loaded,
+        suspended=p.suspended or p.finished or steering.holding,
+        loaded=p.loaded,
         backlog=released_backlog,
         rate_per_second=o.spec.rate,
         per_pod_rate=o.spec.per_pod_rate,
@@ -268,81 +331,94 @@ def decide(o: Observed) -> Decision:
     if out.phase is Phase.SENDING:
         out.requeue_after = min(o.status_interval, SENDING_INTERVAL_SECONDS)
     for moment in (steering.wake_at, steering.window.next_change if steering.window else None):
-        if moment is not None and not finished:  # a window change or a hold's end: be there on time
+        if moment is not None and not p.finished:  # a window change or a hold's end: be there on time
             out.requeue_after = max(0.1, min(out.requeue_after, (moment - o.now).total_seconds()))
 
-    conditions = [cond("Valid", True, "SpecValid", "the plan is valid")]
-    # Recipients: loaded (with counts), loading, or failed with the reason.
-    if loaded:
-        summary = load_summary(job, counts.total)
-        conditions.append(cond("RecipientsLoaded", True, "Loaded", summary))
+
+def _recipient_conditions(p: _Pass) -> None:
+    """Recipients: loaded (with counts), loading, or failed with the reason."""
+    o, out, job, cond = p.o, p.out, p.job, p.cond
+    if p.loaded:
+        summary = load_summary(job, p.counts.total)
+        p.conditions.append(cond("RecipientsLoaded", True, "Loaded", summary))
         if not _was(o.status, "RecipientsLoaded"):
             out.events.append(Event("Normal", "RecipientsLoaded", summary))
             if job is not None and job.rejected:
                 out.events.append(Event("Warning", "RecipientsRejected", rejected_rows_message(job)))
     else:
         where = _source_words(o.spec)
-        conditions.append(cond("RecipientsLoaded", False, "Loading", f"loading {where}"))
+        p.conditions.append(cond("RecipientsLoaded", False, "Loading", f"loading {where}"))
         if out.load is LoadAction.S3 and job is None:  # the first attempt; retries show as LoadFailed
             out.events.append(Event("Normal", "LoadingRecipients", f"loading {where}"))
-    if load_failed and not loaded:
+    if p.load_failed and not p.loaded:
         assert job is not None and job.failure is not None
         reason, message = (
             job.failure.reason.value,
             f"{job.failure.message} ({FINAL_LOAD_WORDS})"
-            if load_final
+            if p.load_final
             else f"{job.failure.message} (attempt {job.attempts}, retrying)",
         )
-        conditions.append(cond("LoadFailed", True, reason, message))
+        p.conditions.append(cond("LoadFailed", True, reason, message))
         if _previous(o.status, "LoadFailed").get("reason") != reason or not _was(o.status, "LoadFailed"):
             out.events.append(Event("Warning", "LoadFailed", job.failure.message))
     else:
-        conditions.append(cond("LoadFailed", False, "NoFailure", ""))
+        p.conditions.append(cond("LoadFailed", False, "NoFailure", ""))
 
-    # Suspension: one word (Suspended) for the phase, the condition and the Events.
+
+def _suspension_condition(p: _Pass) -> None:
+    """Suspension: one word (Suspended) for the phase, the condition and the Events."""
+    o, out, trip, cond = p.o, p.out, p.trip, p.cond
     was_suspended = _was(o.status, "Suspended")
     if trip is not None:
-        conditions.append(cond("Suspended", True, trip.reason, trip.message))
+        p.conditions.append(cond("Suspended", True, trip.reason, trip.message))
         if _previous(o.status, "Suspended").get("reason") != trip.reason:
             out.events.append(Event("Warning", trip.reason, trip.message))
-    elif steering.pause is not None:
-        pause = steering.pause
-        conditions.append(cond("Suspended", True, pause.reason, pause.message))
+    elif p.steer.pause is not None:
+        pause = p.steer.pause
+        p.conditions.append(cond("Suspended", True, pause.reason, pause.message))
         if _previous(o.status, "Suspended").get("reason") != pause.reason:
             out.events.append(Event("Warning", pause.reason, pause.message[:1000]))
     elif o.spec.suspend:
-        conditions.append(cond("Suspended", True, "SuspendedBySpec", "spec.suspend is true"))
+        p.conditions.append(cond("Suspended", True, "SuspendedBySpec", "spec.suspend is true"))
         if not was_suspended:
             out.events.append(Event("Normal", "Suspended", "spec.suspend is true: sending stops"))
     else:
-        conditions.append(cond("Suspended", False, "NotSuspended", ""))
-        if was_suspended and not finished:
+        p.conditions.append(cond("Suspended", False, "NotSuspended", ""))
+        if was_suspended and not p.finished:
             out.events.append(Event("Normal", "Resumed", "sending resumes"))
 
-    if steering.window is not None and o.spec.window is not None:
-        conditions.append(_window_condition(cond, o, steering.window))
-        was_open = _previous(o.status, "InSendWindow").get("status")
-        now_open = "True" if steering.window.open else "False"
-        if was_open != now_open and not finished and (was_open is not None or not steering.window.open):
-            reason = "WindowOpened" if steering.window.open else "WindowClosed"
-            out.events.append(Event("Normal", reason, conditions[-1]["message"]))
-    out.events += steering.events
 
-    message = _message(o, out.phase, counts, job, steering)
-    load_stalled = load_failed and not loaded
-    stalled = load_stalled or (steering.pause is not None and not finished)
+def _window_conditions(p: _Pass) -> None:
+    """The send window's condition, and an Event when it opens or closes."""
+    o, window = p.o, p.steer.window
+    if window is not None and o.spec.window is not None:
+        p.conditions.append(_window_condition(p.cond, o, window))
+        was_open = _previous(o.status, "InSendWindow").get("status")
+        now_open = "True" if window.open else "False"
+        if was_open != now_open and not p.finished and (was_open is not None or not window.open):
+            reason = "WindowOpened" if window.open else "WindowClosed"
+            p.out.events.append(Event("Normal", reason, p.conditions[-1]["message"]))
+
+
+def _summary_conditions(p: _Pass) -> None:
+    """Ready, Reconciling, Stalled and Complete (kstatus), with the outage's word where one shows."""
+    o, out, job, outage, cond, steering = p.o, p.out, p.job, p.outage, p.cond, p.steer
+    message = _message(o, out.phase, p.counts, job, steering)
+    load_stalled = p.load_failed and not p.loaded
+    stalled = load_stalled or (steering.pause is not None and not p.finished)
     stalled_reason = (
         "LoadFailed" if load_stalled else steering.pause.reason if steering.pause else "NotStalled"
     )
     ready_reason = out.phase.value
-    if load_final and not loaded and job is not None and job.failure is not None:
+    if p.load_final and not p.loaded and job is not None and job.failure is not None:
         stalled_reason = ready_reason = job.failure.reason.value
     if outage.shown is not None:
         message, ready_reason = outage.message, outage.shown.dependency.reason
     if outage.condition.get("type"):
-        conditions.append(outage.condition)
+        p.conditions.append(outage.condition)
     out.events += outage.events
-    conditions += [
+    finished = p.finished
+    p.conditions += [
         cond(
             "Ready",
             outage.shown is None
@@ -359,19 +435,24 @@ def decide(o: Observed) -> Decision:
         cond("Stalled", stalled, stalled_reason, message if stalled else ""),
         cond("Complete", finished, "Completed" if finished else out.phase.value, message if finished else ""),
     ]
-    if finished and o.status.get("phase") != Phase.COMPLETED:
+    p.message = message
+
+
+def _status_patch(p: _Pass) -> None:
+    """The one status patch: what changed against the last status, and the completion Event."""
+    o, out, view, counts = p.o, p.out, p.o.view, p.counts
+    if p.finished and o.status.get("phase") != Phase.COMPLETED:
         out.events.append(completed_event(counts, view.failures if view is not None else []))
-    desired = _status(o, counts, out.phase, out.replicas, message, previous, conditions)
+    desired = _status(o, counts, out.phase, out.replicas, p.message, p.previous, p.conditions)
     if view is not None and (view.failures or "failures" in o.status):
         desired["failures"] = [f.model_dump() for f in view.failures]
-    desired["recipientsLoaded"] = loaded
-    desired.update(steering.status)
+    desired["recipientsLoaded"] = p.loaded
+    desired.update(p.steer.status)
     if out.phase in (Phase.SENDING, Phase.COMPLETED) or counts.sent > 0:
         desired["startedAt"] = o.status.get("startedAt") or d.format_time(o.now)
-    if finished:
+    if p.finished:
         desired["completedAt"] = o.status.get("completedAt") or d.format_time(o.now)
     out.status = d.status_changes(dict(o.status), desired)
-    return out
 
 
 def completed_event(counts: PlanCounts, failures: list[FailureReason]) -> Event:

@@ -60,21 +60,8 @@ def labels(plan_name: str, plan_uid: str) -> dict[str, str]:
     }
 
 
-def render_deployment(
-    *,
-    plan_name: str,
-    namespace: str,
-    plan_uid: str,
-    replicas: int,
-    settings: OperatorSettings,
-) -> dict[str, Any]:
-    """The Deployment that runs ``emailplan worker`` for one plan.
-
-    Owned by the EmailPlan (``ownerReferences``), so the garbage collector
-    removes it with the plan; ``blockOwnerDeletion`` keeps foreground deletion honest.
-    """
-    meta_labels = labels(plan_name, plan_uid)
-    selector = {PLAN_UID_LABEL: plan_uid, "app.kubernetes.io/component": COMPONENT}
+def _container(plan_uid: str, settings: OperatorSettings) -> dict[str, Any]:
+    """The sender container: ``emailplan worker`` for the plan, locked down, with its env and limits."""
     env: list[dict[str, Any]] = [{"name": "EMAILPLAN_PLAN_ID", "value": plan_uid}]
     env += [
         {"name": k, "value": v} for k, v in sorted(settings.sender_env.items()) if k != "EMAILPLAN_PLAN_ID"
@@ -108,6 +95,11 @@ def render_deployment(
     }
     if env_from:
         container["envFrom"] = env_from
+    return container
+
+
+def _pod_spec(container: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    """The sender pod: non-root, seccomp, no service account token unless one is named."""
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "securityContext": {
@@ -125,6 +117,25 @@ def render_deployment(
         pod_spec["imagePullSecrets"] = [{"name": n} for n in settings.sender_image_pull_secrets]
     if settings.sender_service_account:
         pod_spec["serviceAccountName"] = settings.sender_service_account
+    return pod_spec
+
+
+def render_deployment(
+    *,
+    plan_name: str,
+    namespace: str,
+    plan_uid: str,
+    replicas: int,
+    settings: OperatorSettings,
+) -> dict[str, Any]:
+    """The Deployment that runs ``emailplan worker`` for one plan.
+
+    Owned by the EmailPlan (``ownerReferences``), so the garbage collector
+    removes it with the plan; ``blockOwnerDeletion`` keeps foreground deletion honest.
+    """
+    meta_labels = labels(plan_name, plan_uid)
+    selector = {PLAN_UID_LABEL: plan_uid, "app.kubernetes.io/component": COMPONENT}
+    pod_spec = _pod_spec(_container(plan_uid, settings), settings)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

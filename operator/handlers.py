@@ -285,6 +285,16 @@ async def reconcile(ctx: Context, body: kopf.Body, mem: PlanMemory) -> None:
     decision = plan_decide.decide(observed)
 
     # --- apply
+    await _apply(ctx, mem, body, spec, decision)
+
+
+async def _apply(
+    ctx: Context, mem: PlanMemory, body: kopf.Body, spec: PlanSpec, decision: plan_decide.Decision
+) -> None:
+    """Do what the decision says: register the plan, start a load, scale, Events, one status patch."""
+    meta = body.meta
+    uid, name, namespace = str(meta["uid"]), str(meta["name"]), str(meta["namespace"])
+    generation = int(meta.get("generation") or 0)
     try:
         if decision.payload is not None:
             await ctx.dataplane.put_plan(uid, decision.payload)
@@ -357,6 +367,28 @@ async def _validate(
     for i, addr in enumerate(spec.reply_to):
         problems += check_address(addr, f"replyTo[{i}]")
 
+    html, text = await _template_bodies(ctx, namespace, spec, problems)
+    source = spec.recipients_source
+    sample = await _sample_recipient(ctx, mem, namespace, spec, problems)
+
+    for secret in ctx.settings.sender_secret_name:
+        if await ctx.kube.secret_exists(namespace, secret) is False:
+            problems.append(f"Secret {secret!r} for the sender pods not found in namespace {namespace!r}")
+
+    templates = Templates(subject=spec.subject, html=html, text=text)
+    problems += check_templates(templates, sample if source != "s3" else None)
+    problems += check_campaign(spec, templates, sample if source != "s3" else None)
+    if problems:
+        raise InvalidPlan(problems)
+    mem.valid_generation = generation
+    mem.templates = templates
+    return templates
+
+
+async def _template_bodies(
+    ctx: Context, namespace: str, spec: PlanSpec, problems: list[str]
+) -> tuple[str | None, str | None]:
+    """HTML and text, from the spec or its ``templateRef`` ConfigMap (what is missing is a problem)."""
     html, text = spec.html, spec.text
     ref = spec.template_ref
     if ref is not None:
@@ -369,7 +401,13 @@ async def _validate(
                     problems.append(f"templateRef.{key_field}: key {key!r} not in ConfigMap {ref.name!r}")
             html = data.get(ref.html_key or "") or None
             text = data.get(ref.text_key or "") or None
+    return html, text
 
+
+async def _sample_recipient(
+    ctx: Context, mem: PlanMemory, namespace: str, spec: PlanSpec, problems: list[str]
+) -> dict[str, Any] | None:
+    """The first recipient (the templates are tried on it); reads and keeps a ConfigMap list."""
     sample: dict[str, Any] | None = None
     source = spec.recipients_source
     inline, listed = spec.recipients.inline, spec.recipients.config_map_ref
@@ -396,19 +434,7 @@ async def _validate(
                 sample = first.as_context()
     elif source != "s3":
         problems.append("recipients: set exactly one of inline, configMapRef or s3")
-
-    for secret in ctx.settings.sender_secret_name:
-        if await ctx.kube.secret_exists(namespace, secret) is False:
-            problems.append(f"Secret {secret!r} for the sender pods not found in namespace {namespace!r}")
-
-    templates = Templates(subject=spec.subject, html=html, text=text)
-    problems += check_templates(templates, sample if source != "s3" else None)
-    problems += check_campaign(spec, templates, sample if source != "s3" else None)
-    if problems:
-        raise InvalidPlan(problems)
-    mem.valid_generation = generation
-    mem.templates = templates
-    return templates
+    return sample
 
 
 async def _scale(ctx: Context, mem: PlanMemory, name: str, namespace: str, uid: str, replicas: int) -> None:

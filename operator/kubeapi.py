@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, cast
 
 import kubernetes
@@ -39,13 +40,8 @@ class KubeApi:
 
     async def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         """The ConfigMap's ``data``, or None when it does not exist."""
-        try:
-            cm = await asyncio.to_thread(self.core.read_namespaced_config_map, name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return dict(cm.data or {})
+        cm = await _read(self.core.read_namespaced_config_map, name, namespace)
+        return None if cm is None else dict(cm.data or {})
 
     async def secret_exists(self, namespace: str, name: str) -> bool | None:
         """Whether the Secret exists, or None when the operator may not look.
@@ -66,13 +62,8 @@ class KubeApi:
 
     async def deployment_replicas(self, namespace: str, name: str) -> int | None:
         """``spec.replicas`` of the Deployment, or None when it does not exist."""
-        try:
-            dep = await asyncio.to_thread(self.apps.read_namespaced_deployment, name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return int(dep.spec.replicas or 0)
+        dep = await _read(self.apps.read_namespaced_deployment, name, namespace)
+        return None if dep is None else int(dep.spec.replicas or 0)
 
     async def create_deployment(self, namespace: str, manifest: dict[str, Any]) -> None:
         """Create the Deployment; one that already exists is left as it is (a replica patch follows)."""
@@ -106,3 +97,13 @@ class KubeApi:
             {"status": status},
             _content_type="application/merge-patch+json",  # custom resources have no strategic merge
         )
+
+
+async def _read(call: Callable[..., Any], name: str, namespace: str) -> Any:
+    """A Kubernetes read in a thread; None when the object does not exist (404)."""
+    try:
+        return await asyncio.to_thread(call, name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise

@@ -19,7 +19,7 @@ from typing import Any
 
 from emailplan.contract.health import Dependency
 from emailplan.contract.plans import PlanView
-from emailplan.operator.decisions import Event, format_time, parse_time
+from emailplan.operator.rules import Event, format_time, parse_time
 
 GRACE = timedelta(seconds=5)  # shorter than this is a blip (a restart, a failover): not shown
 CONDITION = "DataPlaneAvailable"

@@ -16,21 +16,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from emailplan.sender.bulkmail import MAX_ENTRIES, BulkPlan, entry, request
-from emailplan.sender.failtext import failure_reason
-from emailplan.sender.leases import Held, Leases, LeaseState
-from emailplan.sender.pacer import Pacer
-from emailplan.sender.rendering import Signer
-from emailplan.sender.results import ResultWriter
-from emailplan.sender.ses import TEMPLATE_NOT_FOUND, SesClient, SesError
-from emailplan.sender.sespolicy import Action, decide, unexpected
-from emailplan.sender.store import ledger
-from emailplan.sender.workermetrics import FAILED, RETRIES, SEND_SECONDS, SENT, THROTTLED
+from emailplan.sender.leases import Held, LeaseState
+from emailplan.sender.sendpath import SendPath, Tries
+from emailplan.sender.ses import TEMPLATE_NOT_FOUND, SesError
+from emailplan.sender.sespolicy import Action, unexpected
+from emailplan.sender.store import sendresults
+from emailplan.sender.workermetrics import SEND_SECONDS
 
 log = logging.getLogger("emailplan.worker")
 
@@ -42,44 +38,22 @@ class _Pending:
     held: Held
     entry: dict[str, Any]
     permit: bool = False
-    throttled: int = 0
-    failed: int = 0
+    tries: Tries = field(default_factory=Tries)
     not_before: float = 0.0
 
 
 class BulkSender:
-    """Sends batches for one worker; the worker says whether the plan may send and takes back
-    what is parked (suspend, paused account, shutdown)."""
+    """Sends batches for one worker through the shared ``SendPath`` (which says whether the
+    plan may send and takes back what is parked: suspend, paused account, shutdown)."""
 
-    def __init__(
-        self,
-        *,
-        ses: SesClient,
-        pacer: Pacer,
-        leases: Leases,
-        writer: ResultWriter,
-        sign: Signer,
-        public_url: str,
-        max_attempts: int,
-        sendable: Callable[[], bool],
-        park: Callable[[Held], None],
-        account_paused: Callable[[str, str], None],
-        account_resumed: Callable[[], None],
-    ) -> None:
-        self._ses = ses
-        self._pacer = pacer
-        self._leases = leases
-        self._writer = writer
-        self._sign = sign
-        self._public_url = public_url
-        self._max_attempts = max_attempts
-        self._sendable = sendable
-        self._park = park
-        self._account_paused = account_paused
-        self._account_resumed = account_resumed
+    def __init__(self, path: SendPath) -> None:
+        self._path = path
+        self._ses = path.ses
+        self._pacer = path.pacer
+        self._leases = path.leases
+        self._writer = path.writer
         self._stored: set[str] = set()
         self._storing = asyncio.Lock()
-        self.sent = 0
 
     async def _store(self, plan: BulkPlan) -> None:
         if plan.template_name in self._stored:
@@ -96,24 +70,15 @@ class BulkSender:
         for held in batch:
             msg = held.claimed
             try:
-                item = entry(
-                    plan,
-                    message_id=msg.id,
-                    email=msg.email,
-                    name=msg.name,
-                    variables=msg.vars,
-                    public_url=self._public_url,
-                    sign=self._sign,
-                )
+                item = entry(plan, **self._path.recipient(msg))
             except Exception as exc:  # noqa: BLE001 - one message's data never stops the slot
-                FAILED.labels("render").inc()
-                await self._writer.write(ledger.SendResult(msg.id, "failed", error=failure_reason(exc)))
+                await self._path.fail_render(msg.id, exc)
                 continue
             pending.append(_Pending(held, item))
         while pending:
-            if not self._sendable():
+            if not self._path.sendable():
                 for p in pending:
-                    self._park(p.held)  # suspended, stopped or SES paused: released, not sent
+                    self._path.park(p.held)  # suspended, stopped or SES paused: released, not sent
                 return
             pending = [p for p in pending if self._leases.state(p.held.claimed.id) is not LeaseState.LOST]
             now = time.monotonic()
@@ -129,7 +94,7 @@ class BulkSender:
                 continue
             if not await self._permits(ready):
                 for p in pending:
-                    self._park(p.held)  # stopping
+                    self._path.park(p.held)  # stopping
                 return
             call = [p for p in ready if p.permit][:MAX_ENTRIES]
             done = await self._call(plan, call)
@@ -164,39 +129,24 @@ class BulkSender:
             outcomes = [unexpected(exc)] * len(call)
         SEND_SECONDS.observe(time.monotonic() - start)
         finished: set[int] = set()
-        results: list[ledger.SendResult] = []
+        results: list[sendresults.SendResult] = []
         now = datetime.now(UTC)
         for p, outcome in zip(call, outcomes, strict=True):
             msg_id = p.held.claimed.id
             error = outcome if isinstance(outcome, SesError) else None
             if error is not None and error.code == TEMPLATE_NOT_FOUND:
                 self._stored.discard(plan.template_name)
-            decision = decide(
-                error, throttled_before=p.throttled, failed_before=p.failed, max_attempts=self._max_attempts
-            )
-            if decision.action in (Action.SENT, Action.RETRY_THROTTLED):
-                self._pacer.observe(throttled=decision.action is Action.RETRY_THROTTLED)
+            decision = self._path.act(error, p.tries)
             if decision.action is Action.SENT:
-                self._account_resumed()
-                SENT.inc()
-                self.sent += 1
-                results.append(ledger.SendResult(msg_id, "sent", ses_message_id=str(outcome), at=now))
+                results.append(sendresults.SendResult(msg_id, "sent", ses_message_id=str(outcome), at=now))
                 finished.add(msg_id)
             elif decision.action is Action.FAIL:
-                FAILED.labels(decision.label).inc()
-                results.append(ledger.SendResult(msg_id, "failed", error=decision.reason))
+                results.append(sendresults.SendResult(msg_id, "failed", error=decision.reason))
                 finished.add(msg_id)
             elif decision.action is Action.HOLD_ACCOUNT:
-                self._account_paused(decision.reason or "", str(error))
-                self._park(p.held)
+                self._path.park(p.held)
                 finished.add(msg_id)
             else:
-                if decision.action is Action.RETRY_THROTTLED:
-                    THROTTLED.inc()
-                    p.throttled += 1
-                else:
-                    RETRIES.inc()
-                    p.failed += 1
                 p.not_before = time.monotonic() + decision.delay  # keeps its permit
         for result in results:
             self._writer.put(result)  # the slot goes on; the message is held until it is written

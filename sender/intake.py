@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emailplan.sender.outage import OUTAGE
-from emailplan.sender.store import ledger
+from emailplan.sender.store import claims, loading
 from emailplan.sender.workqueue import Job, WorkQueue
 
 log = logging.getLogger("emailplan.worker")
@@ -45,7 +45,7 @@ class JobState:
 class Taken:
     """Messages claimed by one intake step and when the claim was asked for (lease clock)."""
 
-    claimed: list[ledger.Claimed]
+    claimed: list[claims.Claimed]
     asked_at: float
     outage: bool = False  # the database was away: back off before the next step
 
@@ -81,13 +81,13 @@ class Intake:
         """Long-poll SQS and claim what arrives; None when the queue had nothing.
 
         Everything one receive brought is claimed in one statement (up to ten SQS messages of
-        ``ledger.IDS_PER_QUEUE_MESSAGE`` ids): one round trip instead of one per SQS message.
+        ``loading.IDS_PER_QUEUE_MESSAGE`` ids): one round trip instead of one per SQS message.
         """
         jobs = await self._queue.receive(
             self._plan_id,
             wait_seconds=self._poll_wait,
             visibility=int(max(1, self._lease)),
-            max_messages=max(1, min(10, -(-room // ledger.IDS_PER_QUEUE_MESSAGE))),
+            max_messages=max(1, min(10, -(-room // loading.IDS_PER_QUEUE_MESSAGE))),
         )
         if not jobs:
             return None
@@ -95,10 +95,10 @@ class Intake:
         asked_at = time.monotonic()
         ids = list(dict.fromkeys(i for job in jobs for i in job.ids))
         try:
-            claimed = await ledger.claim(self._engine, self._plan_id, ids, self._owner, self._lease)
+            claimed = await claims.claim(self._engine, self._plan_id, ids, self._owner, self._lease)
             left = set(ids) - {c.id for c in claimed}
             waiting = (
-                set(await ledger.still_created(self._engine, self._plan_id, sorted(left))) if left else set()
+                set(await claims.still_created(self._engine, self._plan_id, sorted(left))) if left else set()
             )
         except OUTAGE as exc:
             # Not claimed (or not known to be): show the work again at once, for this pod or
@@ -119,7 +119,7 @@ class Intake:
             await self._track(job, mine, waiting=any(i in waiting for i in job.ids))
         return Taken(claimed, asked_at)
 
-    async def _track(self, job: Job, claimed: list[ledger.Claimed], *, waiting: bool) -> None:
+    async def _track(self, job: Job, claimed: list[claims.Claimed], *, waiting: bool) -> None:
         """Hold one SQS message until its claimed ids are written; settle it now if it has none."""
         if not claimed:
             if waiting:
@@ -135,7 +135,7 @@ class Intake:
     async def sweep(self, limit: int, *, stale_seconds: float, released_below: int) -> Taken:
         """Reclaim rows whose lease ran out, and released rows untouched for ``stale_seconds``."""
         asked_at = time.monotonic()
-        claimed = await ledger.claim_orphans(
+        claimed = await claims.claim_orphans(
             self._engine,
             self._plan_id,
             self._owner,

@@ -22,7 +22,7 @@ from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from emailplan.sender.store import ledger
+from emailplan.sender.store import claims
 from emailplan.sender.workermetrics import LEASES_LOST
 
 log = logging.getLogger("emailplan.worker")
@@ -38,7 +38,7 @@ class LeaseState(StrEnum):
 class Held:
     """A claimed message in this pod and until when (monotonic) its lease is surely ours."""
 
-    claimed: ledger.Claimed
+    claimed: claims.Claimed
     valid_until: float
 
 
@@ -65,7 +65,7 @@ class Leases:
     def get(self, message_id: int) -> Held | None:
         return self._held.get(message_id)
 
-    def add(self, claimed: Iterable[ledger.Claimed], asked_at: float) -> list[Held]:
+    def add(self, claimed: Iterable[claims.Claimed], asked_at: float) -> list[Held]:
         """Record messages claimed by a request sent at ``asked_at`` (monotonic); returns the
         ones new to this pod.
 
@@ -102,7 +102,7 @@ class Leases:
         if not ids:
             return []
         asked_at = time.monotonic()
-        kept = set(await ledger.extend_lease(self._engine, ids, self.owner, self.lease_seconds))
+        kept = set(await claims.extend_lease(self._engine, ids, self.owner, self.lease_seconds))
         until = asked_at + self.lease_seconds - self.margin
         lost = []
         for i in ids:
@@ -125,6 +125,6 @@ class Leases:
         """Give messages back unsent (suspend, shutdown); they are dropped here once the ledger agrees."""
         if not ids:
             return 0
-        released = await ledger.release(self._engine, self._plan_id, ids, self.owner)
+        released = await claims.release(self._engine, self._plan_id, ids, self.owner)
         self.drop(ids)
         return released

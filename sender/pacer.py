@@ -2,7 +2,7 @@
 
 Two limits in a row: a local token bucket at the rate SES accepts (``ratelimit.SendLimit``,
 the configured rate unless SES throttles), then the plan's shared PostgreSQL bucket
-(``ledger.take_tokens``), so every pod of a plan together holds the plan's rate and all
+(``pacing.take_tokens``), so every pod of a plan together holds the plan's rate and all
 plans together the account's MaxSendRate. The pacer knows nothing of the worker: it is
 told the demand (how many permits could be used now) and when to stop.
 """
@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND
 from emailplan.sender.outage import OUTAGE
 from emailplan.sender.ratelimit import Bucket, SendLimit, grant_want, refill, take, wait_time
-from emailplan.sender.store import ledger
+from emailplan.sender.store import pacing
 from emailplan.sender.workermetrics import FACTOR, RATE
 
 log = logging.getLogger("emailplan.worker")
@@ -174,7 +174,7 @@ class Pacer:
         back, self._give_back = self._give_back, 0
         try:
             t0 = time.monotonic()
-            got, rate = await ledger.take_tokens(
+            got, rate = await pacing.take_tokens(
                 self._engine, self._plan_id, want, account_rate=self.account_rate, give_back=back
             )
         except OUTAGE as exc:

@@ -166,7 +166,7 @@ PR_SET_PDEATHSIG = 1
 
 
 PR_SET_NAME = 15
-WORKER_MODULE = "emailplan.sender.worker"  # what the forkserver imports once for every child
+WORKER_MODULE = "emailplan.sender.workermain"  # what the forkserver imports once for every child
 
 
 def _prctl(option: int, value: int | bytes) -> None:
@@ -455,11 +455,11 @@ def main(args: argparse.Namespace) -> int:
     )
     install_fast_loop()
     if processes == 1:
-        from emailplan.sender import worker
+        from emailplan.sender import workermain
 
-        return worker.main(args)
+        return workermain.main(args)
     setup_logging()
-    from emailplan.sender.worker import startup
+    from emailplan.sender.workermain import startup
 
     if startup(args) is None:  # a configuration no child could run with: say it once, exit
         return 2

@@ -1,6 +1,6 @@
 """Rate arithmetic: token buckets, retry backoff and throttling slow-down. Pure, no I/O.
 
-The shared bucket lives in PostgreSQL (``ledger.take_tokens``); this module is
+The shared bucket lives in PostgreSQL (``store.pacing.take_tokens``); this module is
 the math it and the worker use, kept apart so it can be table-tested.
 """
 

@@ -125,14 +125,9 @@ def _clean_tag(value: Any) -> str:
     return _TAG_OK.sub("_", str(value))[:256]
 
 
-def compile_plan(spec: Mapping[str, Any], plan_id: str = "", variant: str = "") -> CompiledPlan:
-    """Compile a plan spec (camelCase, as in the CRD and the ``plans.spec`` column).
-
-    ``variant`` names the A/B variant this spec is (its fields already merged over the
-    plan's by :func:`compile_campaign`); every message then carries its name in the SES
-    tag ``emailplan-variant`` and the header ``X-EmailPlan-Variant``, so SES events and
-    a recipient's mail say which variant it was.
-    """
+def _addresses(spec: Mapping[str, Any]) -> tuple[str, str, tuple[str, ...]]:
+    """The sender's display name and (ASCII) address and the Reply-To headers; a bad mailbox
+    is a ``RenderError`` naming the field."""
     reply_to = spec.get("replyTo") or []
     if isinstance(reply_to, str):
         reply_to = [reply_to]
@@ -146,6 +141,18 @@ def compile_plan(spec: Mapping[str, Any], plan_id: str = "", variant: str = "") 
     name = str(spec.get("fromName") or name)
     address = ascii_address(address)
     replies = tuple(address_header(*parseaddr(str(r))) for r in reply_to)
+    return name, address, replies
+
+
+def compile_plan(spec: Mapping[str, Any], plan_id: str = "", variant: str = "") -> CompiledPlan:
+    """Compile a plan spec (camelCase, as in the CRD and the ``plans.spec`` column).
+
+    ``variant`` names the A/B variant this spec is (its fields already merged over the
+    plan's by :func:`compile_campaign`); every message then carries its name in the SES
+    tag ``emailplan-variant`` and the header ``X-EmailPlan-Variant``, so SES events and
+    a recipient's mail say which variant it was.
+    """
+    name, address, replies = _addresses(spec)
     subject = _compile(_TEXT_ENV, spec.get("subject"), "subject")
     if subject is None:
         raise RenderError("subject is required", field="subject")
@@ -167,7 +174,7 @@ def compile_plan(spec: Mapping[str, Any], plan_id: str = "", variant: str = "") 
         shared.append(f"X-EmailPlan-Plan-Id: {_clean_tag(plan_id)}")
     if variant:
         shared.append(f"{VARIANT_HEADER}: {_clean_tag(variant)}")
-    if reply_to:
+    if replies:
         shared.append(f"Reply-To: {', '.join(replies)}")
     if unsubscribe:
         shared.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
@@ -361,32 +368,11 @@ def render(
         "email": email,
         "unsubscribe_url": unsub,
     }
-    try:
-        subject = _run(plan.subject, context)
-        html_body = _run(plan.html, context) if plan.html is not None else None
-        text_body = _run(plan.text, context) if plan.text is not None else None
-    except TemplateError as exc:
-        raise RenderError(f"template: {exc}") from exc
-    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
-        raise RenderError(f"template: {type(exc).__name__}: {exc}") from exc
-
+    subject, html_body, text_body = _bodies(plan, context)
     if html_body is not None:
-        if plan.track_clicks:
-            html_body = _rewrite_links(html_body, public_url, sign, message_id, unsub)
-        if unsub and unsub not in html_body and html.escape(unsub) not in html_body:
-            footer = (
-                f'<p style="font-size:12px;color:#888"><a href="{html.escape(unsub)}">Unsubscribe</a></p>'
-            )
-            html_body = _insert_before_body_end(html_body, footer)
-        if plan.track_opens:
-            pixel = (
-                f'<img src="{html.escape(open_url(public_url, sign, message_id))}" width="1" height="1" '
-                'alt="" style="display:none;border:0">'
-            )
-            html_body = _insert_before_body_end(html_body, pixel)
+        html_body = _html_extras(plan, html_body, public_url, sign, message_id, unsub)
     if text_body is not None and unsub and unsub not in text_body:
         text_body = f"{text_body}\n\n--\nUnsubscribe: {unsub}\n"
-
     headers = [
         f"From: {plan.from_header}",
         f"To: {address_header(name, email)}",
@@ -402,25 +388,7 @@ def render(
         parts.append(("text/plain", text_body))
     if html_body is not None:
         parts.append(("text/html", html_body))
-    if len(parts) == 1:
-        ctype, body = parts[0]
-        headers += [f'Content-Type: {ctype}; charset="utf-8"', "Content-Transfer-Encoding: base64"]
-        mime = "\r\n".join(headers) + "\r\n\r\n" + _b64_lines(body) + "\r\n"
-    else:
-        # "=_" never occurs in base64 text, so the boundary cannot collide with a body.
-        boundary = "=_ep_" + secrets.token_hex(12)
-        headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
-        chunks = ["\r\n".join(headers), ""]
-        for ctype, body in parts:
-            chunks += [
-                f"--{boundary}",
-                f'Content-Type: {ctype}; charset="utf-8"',
-                "Content-Transfer-Encoding: base64",
-                "",
-                _b64_lines(body),
-            ]
-        chunks += [f"--{boundary}--", ""]
-        mime = "\r\n".join(chunks)
+    mime = _mime(headers, parts)
     tags = {**plan.tags, "emailplan-message": str(message_id)}
     return RenderedEmail(
         raw=mime.encode("utf-8"),
@@ -429,6 +397,59 @@ def render(
         tags=tags,
         configuration_set=plan.configuration_set,
     )
+
+
+def _bodies(plan: CompiledPlan, context: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    """Subject, HTML and text rendered; a template failing at runtime is a ``RenderError``."""
+    try:
+        subject = _run(plan.subject, context)
+        html_body = _run(plan.html, context) if plan.html is not None else None
+        text_body = _run(plan.text, context) if plan.text is not None else None
+    except TemplateError as exc:
+        raise RenderError(f"template: {exc}") from exc
+    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
+        raise RenderError(f"template: {type(exc).__name__}: {exc}") from exc
+    return subject, html_body, text_body
+
+
+def _html_extras(
+    plan: CompiledPlan, html_body: str, public_url: str, sign: Signer, message_id: int, unsub: str
+) -> str:
+    """The HTML body with tracked links, an unsubscribe footer (unless it links one) and the open pixel."""
+    if plan.track_clicks:
+        html_body = _rewrite_links(html_body, public_url, sign, message_id, unsub)
+    if unsub and unsub not in html_body and html.escape(unsub) not in html_body:
+        footer = f'<p style="font-size:12px;color:#888"><a href="{html.escape(unsub)}">Unsubscribe</a></p>'
+        html_body = _insert_before_body_end(html_body, footer)
+    if plan.track_opens:
+        pixel = (
+            f'<img src="{html.escape(open_url(public_url, sign, message_id))}" width="1" height="1" '
+            'alt="" style="display:none;border:0">'
+        )
+        html_body = _insert_before_body_end(html_body, pixel)
+    return html_body
+
+
+def _mime(headers: list[str], parts: list[tuple[str, str]]) -> str:
+    """The message text: one base64 part, or a multipart/alternative of text and HTML."""
+    if len(parts) == 1:
+        ctype, body = parts[0]
+        headers = [*headers, f'Content-Type: {ctype}; charset="utf-8"', "Content-Transfer-Encoding: base64"]
+        return "\r\n".join(headers) + "\r\n\r\n" + _b64_lines(body) + "\r\n"
+    # "=_" never occurs in base64 text, so the boundary cannot collide with a body.
+    boundary = "=_ep_" + secrets.token_hex(12)
+    headers = [*headers, f'Content-Type: multipart/alternative; boundary="{boundary}"']
+    chunks = ["\r\n".join(headers), ""]
+    for ctype, body in parts:
+        chunks += [
+            f"--{boundary}",
+            f'Content-Type: {ctype}; charset="utf-8"',
+            "Content-Transfer-Encoding: base64",
+            "",
+            _b64_lines(body),
+        ]
+    chunks += [f"--{boundary}--", ""]
+    return "\r\n".join(chunks)
 
 
 def _insert_before_body_end(body: str, snippet: str) -> str:

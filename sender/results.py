@@ -21,12 +21,12 @@ from collections.abc import Callable, Sequence
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emailplan.sender.outage import OUTAGE
-from emailplan.sender.store import ledger, shared
+from emailplan.sender.store import sendresults, shared
 from emailplan.sender.workermetrics import WRITE_SECONDS
 
 log = logging.getLogger("emailplan.worker")
 
-Written = Callable[[Sequence[ledger.SendResult]], None]
+Written = Callable[[Sequence[sendresults.SendResult]], None]
 
 
 class ResultWriter:
@@ -47,7 +47,7 @@ class ResultWriter:
         self._max_rows = max(1, max_rows)
         self._on_written = on_written
         self._on_outage = on_outage
-        self._pending: list[tuple[ledger.SendResult, asyncio.Future[None]]] = []
+        self._pending: list[tuple[sendresults.SendResult, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -58,11 +58,11 @@ class ResultWriter:
     def pending_ids(self) -> set[int]:
         return {r.id for r, _ in self._pending}
 
-    async def write(self, result: ledger.SendResult) -> None:
+    async def write(self, result: sendresults.SendResult) -> None:
         """Hand over one result; returns once it is committed (a cancelled caller leaves it queued)."""
         await asyncio.shield(self.put(result))
 
-    def put(self, result: ledger.SendResult) -> asyncio.Future[None]:
+    def put(self, result: sendresults.SendResult) -> asyncio.Future[None]:
         """Hand over one result without waiting; the future is done once it is committed.
 
         For senders that need not wait (the bulk slot): the message stays held (its lease,
@@ -88,7 +88,7 @@ class ResultWriter:
                 batch = self._pending[: self._max_rows]
                 started = time.monotonic()
                 try:
-                    await ledger.record_results(self._engine, self._plan_id, [r for r, _ in batch])
+                    await sendresults.record_results(self._engine, self._plan_id, [r for r, _ in batch])
                 except OUTAGE as exc:
                     self._on_outage()
                     log.warning(

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -161,11 +161,7 @@ def check_cert_url(url: str, host_pattern: str | re.Pattern[str], extra_prefixes
             if not urlsplit(url).path.endswith(".pem"):
                 raise SnsError("cert_url", "SigningCertURL path must end in .pem")
             return
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise SnsError("cert_url", "SigningCertURL is not a valid URL") from exc
+    parts, port = _split(url, "cert_url", "SigningCertURL")
     if parts.scheme != "https":
         raise SnsError("cert_url", "SigningCertURL must use https")
     if not parts.path.endswith(".pem"):
@@ -303,6 +299,15 @@ class SnsVerifier:
             raise SnsError("signature", "signature does not verify") from exc
 
 
+def _split(url: str, field: str, name: str) -> tuple[SplitResult, int | None]:
+    """``url`` in parts, with its port; one that does not parse is an ``SnsError`` naming it."""
+    try:
+        parts = urlsplit(url)
+        return parts, parts.port
+    except ValueError as exc:
+        raise SnsError(field, f"{name} is not a valid URL") from exc
+
+
 def check_subscribe_url(url: str, host_pattern: re.Pattern[str], extra_prefixes: Iterable[str] = ()) -> None:
     """SubscribeURL must point at SNS too: we only ever GET an AWS (or explicitly trusted) host."""
     if not _plain_url(url):
@@ -310,11 +315,7 @@ def check_subscribe_url(url: str, host_pattern: re.Pattern[str], extra_prefixes:
     for prefix in extra_prefixes:
         if prefix.startswith("https://") and prefix.endswith("/") and url.startswith(prefix):
             return
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise SnsError("subscribe_url", "SubscribeURL is not a valid URL") from exc
+    parts, port = _split(url, "subscribe_url", "SubscribeURL")
     if parts.scheme != "https" or parts.username or port is not None:
         raise SnsError("subscribe_url", "SubscribeURL must be a plain https URL")
     if not host_pattern.fullmatch(parts.hostname or ""):

@@ -9,7 +9,9 @@ The worker is a pipeline of small parts, each with a narrow interface:
   lease, and never sent while the lease may have run out;
 * ``pacer``: one permit per email from the plan's shared PostgreSQL bucket, at the
   rate SES accepts (``ratelimit.SendLimit``);
-* ``sespolicy``: what to do with each SES answer (a pure function);
+* ``sespolicy``: what to do with each SES answer (a pure function), acted on in
+  ``sendpath`` for both send strategies: ``rawsend`` (one SendEmail a message) and
+  ``bulksend`` (SendBulkEmail, up to 50 a call);
 * ``results``: outcomes written moments after SES answered (group commit), so a
   SIGKILL can repeat only the sends in flight at that instant;
 * ``workermetrics``: the Prometheus metrics.
@@ -22,60 +24,46 @@ SQS work visible again at once, exit.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import functools
 import logging
 import os
-import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emailplan.contract.plans import PlanState
-from emailplan.runtime.logsetup import setup_logging
-from emailplan.runtime.metrics import serve_metrics
-from emailplan.runtime.sentry import init_sentry
 from emailplan.sender.bulkmail import MAX_ENTRIES, BulkPlan, compile_bulk, uses_bulk
 from emailplan.sender.bulksend import BulkSender
-from emailplan.sender.db import make_engine
 from emailplan.sender.failtext import failure_reason
 from emailplan.sender.intake import Intake, Taken, pause
-from emailplan.sender.leases import Held, Leases, LeaseState
-from emailplan.sender.outage import OUTAGE
+from emailplan.sender.leases import Held, Leases
+from emailplan.sender.outage import OUTAGE, retry_forever, retry_until
 from emailplan.sender.pacer import Pacer
 from emailplan.sender.ratelimit import Meter, backlog_limit
+from emailplan.sender.rawsend import RawSender
 from emailplan.sender.rendering import (
     Campaign,
     CompiledPlan,
-    RenderedEmail,
     RenderError,
     compile_campaign,
-    render,
 )
 from emailplan.sender.results import ResultWriter
-from emailplan.sender.ses import SesClient, SesError
-from emailplan.sender.sespolicy import Action, decide, unexpected
+from emailplan.sender.sendpath import SendPath, SendSettings
+from emailplan.sender.ses import SesClient
 from emailplan.sender.settings import SenderSettings
-from emailplan.sender.store import ledger
+from emailplan.sender.store import claims, plans, sendresults
 from emailplan.sender.tokens import make_token
 from emailplan.sender.workermetrics import (
-    ACCOUNT_PAUSED,
     BACKLOG,
     FAILED,
     IN_FLIGHT,
-    PAUSED,
     QUEUE_VISIBLE,
-    RETRIES,
-    SEND_SECONDS,
-    SENT,
-    THROTTLED,
 )
 from emailplan.sender.workqueue import WorkQueue
 
@@ -86,8 +74,6 @@ T = TypeVar("T")
 NEVER_STALE = 10 * 365 * 86400.0
 # The plan loop reads the plan every second; no answer for this long means the database is away.
 DB_QUIET = 3.0
-# A worker task died of a bug: not "the plan is finished" (0), so the pod restarts it and shows it.
-EXIT_CRASHED = 1
 # A wrongly released cohort gives back many rows: one warning (with the running total) this often.
 UNDECIDED_LOG_SECONDS = 10.0
 
@@ -111,18 +97,15 @@ class Worker:
         self.ses = ses
         self.exit_when_idle = exit_when_idle
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.sign = functools.partial(make_token, settings.token_key.get_secret_value().encode())
-        self.plan: ledger.LedgerPlan | None = None
+        self.plan: plans.LedgerPlan | None = None
         self.compiled: Campaign | None = None
         self._compiled_for: Any = None
         self.stopping = asyncio.Event()
         self.sendq: asyncio.Queue[Held | None] = asyncio.Queue()
         self.parked: list[Held] = []
         self.in_flight = 0
-        self.sent = 0
         self.meter = Meter()  # this worker's sending rate, for its backlog limit
         self.queue_empty = False
-        self.paused_until = 0.0  # monotonic; SES said the account cannot send
         self.plan_read_at = 0.0  # monotonic; the last time the database answered the plan loop
         self.plan_read_began = 0.0  # monotonic; when the latest plan read was sent
         self._plan_lock = asyncio.Lock()
@@ -150,35 +133,47 @@ class Worker:
             engine, plan_id, max_rows=settings.flush_rows, on_written=self._written, on_outage=self.db_away
         )
         self.bulk_plan: BulkPlan | None = None  # the plan sends with SendBulkEmail (ses.sendApi bulk)
-        self.bulk = BulkSender(
-            ses=ses,
-            pacer=self.pacer,
-            leases=self.leases,
-            writer=self.writer,
-            sign=self.sign,
-            public_url=settings.public_url,
-            max_attempts=settings.max_attempts,
-            sendable=self.sendable,
-            park=lambda held: self.parked.append(held),
-            account_paused=self.account_paused,
-            account_resumed=self.account_resumed,
-        )
+        self._wire_send_path(settings, ses)
         self.crashed = False  # a task died of a bug: the process exits non-zero (not "finished")
         self._queue = queue
         self._to_ack: list[int] = []
         self._ack_wake = asyncio.Event()
 
+    def _wire_send_path(self, settings: SenderSettings, ses: SesClient) -> None:
+        """The send pipeline: the shared path and its two strategies (raw and bulk)."""
+        send_settings = SendSettings(
+            self.plan_id, settings.public_url, settings.max_attempts, settings.ses_paused_backoff_seconds
+        )
+        self.path = SendPath(
+            send_settings,
+            ses=ses,
+            pacer=self.pacer,
+            leases=self.leases,
+            writer=self.writer,
+            sign=functools.partial(make_token, settings.token_key.get_secret_value().encode()),
+            sendable=self.sendable,
+            park=lambda held: self.parked.append(held),  # self.parked is replaced, not only emptied
+        )
+        self.bulk = BulkSender(self.path)
+        self.raw = RawSender(
+            self.path,
+            campaign=lambda: self.compiled,
+            pick_fresh=self.pick_fresh,
+            give_back=self.give_back_undecided,
+            requeue=self.sendq.put_nowait,
+        )
+
     # ------------------------------------------------------------------ plan state
 
     def sendable(self) -> bool:
         plan = self.plan
-        if plan is None or plan.state != PlanState.READY or time.monotonic() < self.paused_until:
+        if plan is None or plan.state != PlanState.READY or time.monotonic() < self.path.paused_until:
             return False
         return plan.start_at is None or plan.start_at.timestamp() <= time.time()
 
     async def refresh_plan(self) -> None:
         self.plan_read_began = time.monotonic()
-        plan = await ledger.plan_for_worker(self.engine, self.plan_id)
+        plan = await plans.plan_for_worker(self.engine, self.plan_id)
         self.plan = plan
         self.plan_read_at = time.monotonic()
         if self.db_ok_since is None:
@@ -268,7 +263,7 @@ class Worker:
         """
         per_call = MAX_ENTRIES if self.bulk_plan is not None else 1
         floor = self.settings.worker_concurrency * per_call * 2
-        rate = self.meter.update(self.sent + self.bulk.sent, time.monotonic())
+        rate = self.meter.update(self.path.sent, time.monotonic())
         return backlog_limit(self.pacer.plan_rate, rate, floor)
 
     def _room(self) -> int:
@@ -332,7 +327,7 @@ class Worker:
     async def exit_if_finished(self) -> None:
         if not self.exit_when_idle or len(self.leases) or self.writer.pending:
             return
-        counts = await ledger.get_counts(self.engine, self.plan_id) or {}
+        counts = await plans.get_counts(self.engine, self.plan_id) or {}
         plan = self.plan
         finished = plan is not None and (
             PlanState(plan.state).finished
@@ -379,7 +374,7 @@ class Worker:
             self.in_flight += len(batch)
             IN_FLIGHT.inc(len(batch))
             try:
-                await (self.send_one(held) if bulk is None else self.bulk.send(bulk, batch))
+                await (self.raw.send(held) if bulk is None else self.bulk.send(bulk, batch))
             except OUTAGE as exc:  # nobody's message is at fault: held again, sent when it is back
                 log.warning("cannot send now, holding the messages", extra={"error": type(exc).__name__})
                 self.parked.extend(self._still_ours(batch))
@@ -401,7 +396,7 @@ class Worker:
         reason = failure_reason(exc)
         for held in self._still_ours(batch):
             FAILED.labels("internal").inc()
-            self.writer.put(ledger.SendResult(held.claimed.id, "failed", error=reason))
+            self.writer.put(sendresults.SendResult(held.claimed.id, "failed", error=reason))
 
     def _still_ours(self, batch: list[Held]) -> list[Held]:
         """The messages of ``batch`` still held and without an outcome on its way to the ledger."""
@@ -420,96 +415,7 @@ class Worker:
                 out.append(item)
         return out
 
-    def _render(self, compiled: CompiledPlan, msg: ledger.Claimed) -> RenderedEmail:
-        return render(
-            compiled,
-            message_id=msg.id,
-            email=msg.email,
-            name=msg.name,
-            variables=msg.vars,
-            public_url=self.settings.public_url,
-            sign=self.sign,
-        )
-
-    async def send_one(self, held: Held) -> None:
-        """Send one message under its lease, act on SES's answer, and wait until the outcome is written."""
-        msg = held.claimed
-        campaign = self.compiled
-        if campaign is None:
-            self.sendq.put_nowait(held)
-            await asyncio.sleep(1.0)
-            return
-        compiled = campaign.pick(msg.bucket) or await self.pick_fresh(msg)
-        if compiled is None:
-            await self.give_back_undecided(held)
-            return
-        try:
-            rendered = self._render(compiled, msg)
-        except Exception as exc:  # noqa: BLE001 - one message's data never stops the worker
-            FAILED.labels("render").inc()
-            await self.writer.write(ledger.SendResult(msg.id, "failed", error=failure_reason(exc)))
-            return
-        permit = False
-        throttled = failed = 0
-        while True:
-            if not self.sendable():
-                self.parked.append(held)  # suspended, stopped or SES paused: released, not sent
-                return
-            lease = self.leases.state(msg.id)
-            if lease is LeaseState.LOST:
-                return  # another pod took it over after our lease ran out
-            if lease is LeaseState.STALE:
-                await asyncio.sleep(0.2)  # wait for the heartbeat to renew (or lose) it
-                continue
-            if not permit:
-                if not await self.pacer.acquire():
-                    self.parked.append(held)  # stopping
-                    return
-                permit = True  # one permit per email: retries keep it
-                continue
-            start = time.monotonic()
-            error: SesError | None = None
-            try:
-                ses_id = await self.ses.send(rendered)
-            except SesError as exc:
-                error = exc
-            except Exception as exc:  # noqa: BLE001 - unexpected: retried, then failed with its reason
-                error = unexpected(exc)
-            decision = decide(
-                error,
-                throttled_before=throttled,
-                failed_before=failed,
-                max_attempts=self.settings.max_attempts,
-            )
-            if decision.action in (Action.SENT, Action.RETRY_THROTTLED):
-                self.pacer.observe(throttled=decision.action is Action.RETRY_THROTTLED)
-            if decision.action is Action.SENT:
-                SEND_SECONDS.observe(time.monotonic() - start)
-                self.account_resumed()
-                SENT.inc()
-                self.sent += 1
-                result = ledger.SendResult(msg.id, "sent", ses_message_id=ses_id, at=datetime.now(UTC))
-                await self.writer.write(result)
-                return
-            if decision.action is Action.FAIL:
-                FAILED.labels(decision.label).inc()
-                await self.writer.write(ledger.SendResult(msg.id, "failed", error=decision.reason))
-                return
-            if decision.action is Action.HOLD_ACCOUNT:
-                # Nobody's message is at fault: fail none, give them all back (the plan loop
-                # releases what is parked while not sendable) and try again after a long pause.
-                self.account_paused(decision.reason or "", str(error))
-                self.parked.append(held)
-                return
-            if decision.action is Action.RETRY_THROTTLED:
-                THROTTLED.inc()
-                throttled += 1
-            else:
-                RETRIES.inc()
-                failed += 1
-            await asyncio.sleep(decision.delay)
-
-    async def pick_fresh(self, msg: ledger.Claimed) -> CompiledPlan | None:
+    async def pick_fresh(self, msg: claims.Claimed) -> CompiledPlan | None:
         """The variant of ``msg`` by the plan as it is now: the update that chose the winner
         queues the rest of the list at once, so its rows can be claimed before the plan loop
         has read the winner (it reads once a second)."""
@@ -539,41 +445,16 @@ class Worker:
                 extra={"plan": str(self.plan_id), "message_id": msg.id, "given_back": self.undecided},
             )
         try:
-            await ledger.release(self.engine, self.plan_id, [msg.id], self.owner, unqueue=True)
+            await claims.release(self.engine, self.plan_id, [msg.id], self.owner, unqueue=True)
         except OUTAGE:
             self.parked.append(held)  # the plan loop sends it round again (or releases it) later
             return
         self.leases.drop([msg.id])
         await self.intake.settle(written=[msg.id])
 
-    def account_paused(self, code: str, reason: str) -> None:
-        """SES says the account (or configuration set) may not send: hold the plan for a while."""
-        ACCOUNT_PAUSED.labels(code).inc()
-        now = time.monotonic()
-        if now < self.paused_until:
-            return  # other sends in flight hit the same pause: one log line per pause
-        self.paused_until = now + max(1.0, self.settings.ses_paused_backoff_seconds)
-        PAUSED.set(1)
-        log.error(
-            "SES account cannot send (sending paused or account suspended); holding the plan, "
-            "releasing its messages unsent and trying again later",
-            extra={
-                "plan": str(self.plan_id),
-                "code": code,
-                "reason": reason,
-                "retry_in_s": self.settings.ses_paused_backoff_seconds,
-            },
-        )
-
-    def account_resumed(self) -> None:
-        if self.paused_until:
-            self.paused_until = 0.0
-            PAUSED.set(0)
-            log.info("SES account sends again; plan resumed", extra={"plan": str(self.plan_id)})
-
     # ------------------------------------------------------------------ write-back
 
-    def _written(self, results: Sequence[ledger.SendResult]) -> None:
+    def _written(self, results: Sequence[sendresults.SendResult]) -> None:
         """A batch is in the ledger: the messages are no longer ours; their SQS work can go."""
         ids = [r.id for r in results]
         self.leases.drop(ids)
@@ -603,14 +484,14 @@ class Worker:
                 "progress",
                 extra={
                     "plan": str(self.plan_id),
-                    "sent": self.sent + self.bulk.sent,
-                    "rate": round((self.sent + self.bulk.sent - last_sent) / max(now - last_t, 1e-6), 2),
+                    "sent": self.path.sent,
+                    "rate": round((self.path.sent - last_sent) / max(now - last_t, 1e-6), 2),
                     "held": len(self.leases),
                     "plan_rate": self.pacer.plan_rate,
                     "send_limit": round(self.pacer.limit.rate, 2),
                 },
             )
-            last_sent, last_t = self.sent + self.bulk.sent, now
+            last_sent, last_t = self.path.sent, now
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -621,7 +502,7 @@ class Worker:
             "worker starting",
             extra={"plan": str(self.plan_id), "owner": self.owner, "account_rate": self.pacer.account_rate},
         )
-        await _retry_forever(self.refresh_plan, "read plan", self.stopping)
+        await retry_forever(self.refresh_plan, "read plan", self.stopping)
         tasks = [
             asyncio.create_task(self.plan_loop(), name="plan"),
             asyncio.create_task(self.poll_loop(), name="poll"),
@@ -682,85 +563,6 @@ class Worker:
         self.parked = [
             h for i in self.leases.ids() if i not in pending and (h := self.leases.get(i)) is not None
         ]
-        await _retry_until(lambda: self.release_parked(drain=False), "release held messages", 10.0)
+        await retry_until(lambda: self.release_parked(drain=False), "release held messages", 10.0)
         await self.intake.give_back_all()
-        log.info("worker stopped", extra={"sent": self.sent + self.bulk.sent, **self.pacer.stats})
-
-
-async def _retry_forever(fn: Callable[[], Awaitable[Any]], what: str, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        try:
-            await fn()
-            return
-        except OUTAGE as exc:
-            log.warning(f"cannot {what}, retrying", extra={"error": type(exc).__name__})
-            await asyncio.sleep(1.0)
-
-
-async def _retry_until(fn: Callable[[], Awaitable[T]], what: str, seconds: float) -> T | None:
-    deadline = time.monotonic() + max(1.0, seconds)
-    while True:
-        try:
-            return await fn()
-        except OUTAGE as exc:
-            if time.monotonic() > deadline:
-                log.error(f"gave up trying to {what}", extra={"error": type(exc).__name__})
-                return None
-            await asyncio.sleep(0.5)
-
-
-async def run_worker(settings: SenderSettings, plan_id: uuid.UUID, *, exit_when_idle: bool = False) -> bool:
-    """Run until SIGTERM/SIGINT (or, with ``exit_when_idle``, until the plan is finished).
-
-    True when it stopped cleanly; False when a task crashed (a bug), so the process exits
-    non-zero and whoever runs it (the pod supervisor, Kubernetes) sees a crash, not a finish.
-    """
-    engine = make_engine(settings, pool_size=min(settings.db_pool_size, 5), pre_ping=False)
-    try:
-        async with (
-            WorkQueue.open(settings) as queue,
-            SesClient(settings, max_connections=settings.worker_concurrency * 2) as ses,
-        ):
-            worker = Worker(settings, plan_id, engine, queue, ses, exit_when_idle=exit_when_idle)
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, worker.stopping.set)
-            await worker.run()
-            return not worker.crashed
-    finally:
-        await engine.dispose()
-
-
-def startup(args: argparse.Namespace) -> tuple[SenderSettings, uuid.UUID] | None:
-    """A worker's settings and plan, or None after logging why it cannot start.
-
-    Missing secrets raise ``StartupError`` (the CLI prints it in one line). The pod
-    supervisor runs the same checks before it starts any child, so a misconfigured pod
-    says so once and exits instead of restarting children that can never run.
-    """
-    settings = SenderSettings()
-    settings.require_secrets("token_key")
-    raw_plan = getattr(args, "plan_id", None) or settings.plan_id
-    if not raw_plan:
-        log.error("no plan: set EMAILPLAN_PLAN_ID or pass --plan-id")
-        return None
-    try:
-        plan_id = uuid.UUID(str(raw_plan))
-    except ValueError:
-        log.error("plan id is not a UUID", extra={"plan": str(raw_plan)[:64]})
-        return None
-    return settings, plan_id
-
-
-def main(args: argparse.Namespace) -> int:
-    """CLI entry (``emailplan worker``): settings from the environment, plan from --plan-id or env."""
-    setup_logging()
-    started = startup(args)
-    if started is None:
-        return 2
-    settings, plan_id = started
-    init_sentry(settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None, component="worker")
-    serve_metrics(settings.metrics_port)
-    exit_when_idle = bool(getattr(args, "exit_when_idle", False)) or settings.exit_when_idle
-    clean = asyncio.run(run_worker(settings, plan_id, exit_when_idle=exit_when_idle))
-    return 0 if clean else EXIT_CRASHED
+        log.info("worker stopped", extra={"sent": self.path.sent, **self.pacer.stats})

@@ -1,7 +1,7 @@
 """The per-plan SQS work queue: ``emailplan-<planId>`` with DLQ ``emailplan-<planId>-dlq``.
 
 A queue message carries up to ``contract.plans.IDS_PER_QUEUE_MESSAGE`` ledger message ids
-(``{"plan", "ids"}``, written by ``ledger.complete_recipients``), so a million recipients is
+(``{"plan", "ids"}``, written by ``store.loading.complete_recipients``), so a million recipients is
 ten thousand SQS messages
 (SQS operations get slow with many messages, and each request costs money). SQS only says *what to look at*;
 the ledger claim decides what is sent, so at-least-once delivery never becomes
@@ -68,7 +68,7 @@ def parse_body(body: str, plan_id: uuid.UUID) -> tuple[int, ...]:
 
 
 class WorkQueue:
-    """SQS operations for plan queues (implements ``ledger.QueueSink``)."""
+    """SQS operations for plan queues (implements ``store.plans.QueueSink``)."""
 
     def __init__(self, client: Any, visibility_timeout: int = 300) -> None:
         self._sqs = client

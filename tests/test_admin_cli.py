@@ -248,7 +248,7 @@ UNVERIFIED = (
 def seed_failures(database_url: str, failed: int, suppressed: str | None = None) -> str:
     """A plan with ``failed`` messages refused by SES (and one suppressed address), through the ledger."""
     from emailplan.sender.db import make_engine
-    from emailplan.sender.store import ledger
+    from emailplan.sender.store import claims, loading, plans, sendresults
 
     plan_id = uuid.uuid4()
 
@@ -262,14 +262,14 @@ def seed_failures(database_url: str, failed: int, suppressed: str | None = None)
     async def seed() -> None:
         engine = make_engine(url=database_url, pool_size=2)
         try:
-            await ledger.upsert_plan(engine, plan_id, name="spring", namespace="mail", spec=PLAN_BODY)
+            await plans.upsert_plan(engine, plan_id, name="spring", namespace="mail", spec=PLAN_BODY)
             if suppressed:
-                await ledger.add_suppressions(engine, [suppressed], "bounce")
+                await loading.add_suppressions(engine, [suppressed], "bounce")
             emails = [f"u{i:04d}@example.com" for i in range(failed)] + ([suppressed] if suppressed else [])
-            await ledger.insert_recipients(
+            await loading.insert_recipients(
                 engine, plan_id, [(i + 1, {"email": e}) for i, e in enumerate(emails)]
             )
-            await ledger.complete_recipients(engine, plan_id, Queue())
+            await loading.complete_recipients(engine, plan_id, Queue())
             async with engine.connect() as conn:
                 ids = list(
                     (
@@ -279,9 +279,9 @@ def seed_failures(database_url: str, failed: int, suppressed: str | None = None)
                         )
                     ).scalars()
                 )
-            await ledger.claim(engine, plan_id, ids, "w", 60)
-            await ledger.record_results(
-                engine, plan_id, [ledger.SendResult(i, "failed", error=UNVERIFIED) for i in ids]
+            await claims.claim(engine, plan_id, ids, "w", 60)
+            await sendresults.record_results(
+                engine, plan_id, [sendresults.SendResult(i, "failed", error=UNVERIFIED) for i in ids]
             )
         finally:
             await engine.dispose()

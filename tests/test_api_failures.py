@@ -13,7 +13,8 @@ from typing import Any
 
 from support.api import HEADERS, LiveApi, NullQueue, make_plan
 
-from emailplan.sender.store import ledger
+from emailplan.sender.store import claims, loading, sendresults
+from emailplan.sender.store.sendresults import SendResult
 
 UNVERIFIED = (
     "MessageRejected: Email address is not verified. The following identities failed the check in "
@@ -24,28 +25,24 @@ UNVERIFIED = (
 async def _failed_plan(api: LiveApi, n_failed: int = 5, n_render: int = 2, n_sent: int = 3) -> uuid.UUID:
     """A plan whose messages failed at SES, at rendering, gave up, or were sent; one suppressed."""
     emails = [f"f{i}@example.com" for i in range(n_failed + n_render + n_sent + 1)]
-    await ledger.add_suppressions(api.engine, [emails[-1]], "bounce")  # suppressed on upload
+    await loading.add_suppressions(api.engine, [emails[-1]], "bounce")  # suppressed on upload
     plan, ids, _ = await make_plan(api, emails[:-1], send=False)
-    await ledger.insert_recipients(api.engine, plan, [(len(emails), {"email": emails[-1]})])
-    await ledger.complete_recipients(api.engine, plan, NullQueue())
-    await ledger.claim(api.engine, plan, list(ids.values()), "w", 60)
+    await loading.insert_recipients(api.engine, plan, [(len(emails), {"email": emails[-1]})])
+    await loading.complete_recipients(api.engine, plan, NullQueue())
+    await claims.claim(api.engine, plan, list(ids.values()), "w", 60)
     results = []
     for i, email in enumerate(emails[:-1]):
         if i < n_failed - 1:
-            results.append(
-                ledger.SendResult(ids[email], "failed", error=UNVERIFIED.replace("news@", f"n{i}@"))
-            )
+            results.append(SendResult(ids[email], "failed", error=UNVERIFIED.replace("news@", f"n{i}@")))
         elif i == n_failed - 1:
-            results.append(
-                ledger.SendResult(ids[email], "failed", error="gave up after 5 attempts: HTTP503: down")
-            )
+            results.append(SendResult(ids[email], "failed", error="gave up after 5 attempts: HTTP503: down"))
         elif i < n_failed + n_render:
             results.append(
-                ledger.SendResult(ids[email], "failed", error="RenderError: subject: 'nmae' is undefined")
+                SendResult(ids[email], "failed", error="RenderError: subject: 'nmae' is undefined")
             )
         else:
-            results.append(ledger.SendResult(ids[email], "sent", ses_message_id=f"ses-{i}"))
-    assert await ledger.record_results(api.engine, plan, results) == len(results)
+            results.append(SendResult(ids[email], "sent", ses_message_id=f"ses-{i}"))
+    assert await sendresults.record_results(api.engine, plan, results) == len(results)
     return plan
 
 
@@ -69,9 +66,9 @@ async def test_plan_view_shows_the_top_reasons_with_counts(api: LiveApi) -> None
 
 async def test_suppressed_at_claim_is_counted_with_its_reason(api: LiveApi) -> None:
     plan, ids, _ = await make_plan(api, ["a@example.com", "b@example.com"], send=False)
-    await ledger.complete_recipients(api.engine, plan, NullQueue())
-    await ledger.add_suppressions(api.engine, ["b@example.com"], "complaint")  # after upload
-    claimed = await ledger.claim(api.engine, plan, list(ids.values()), "w", 60)
+    await loading.complete_recipients(api.engine, plan, NullQueue())
+    await loading.add_suppressions(api.engine, ["b@example.com"], "complaint")  # after upload
+    claimed = await claims.claim(api.engine, plan, list(ids.values()), "w", 60)
     assert [c.email for c in claimed] == ["a@example.com"]
     _, view = await _get(api, f"/v1/plans/{plan}")
     assert view["failures"] == [{"reason": "Suppressed: complaint", "count": 1}]
@@ -138,13 +135,13 @@ async def test_bad_or_unknown_query_values_are_a_400_naming_the_parameter(api: L
 
 
 async def test_reset_of_an_unfinished_list_forgets_its_reasons(api: LiveApi) -> None:
-    await ledger.add_suppressions(api.engine, ["gone@example.com"], "unsubscribe")
+    await loading.add_suppressions(api.engine, ["gone@example.com"], "unsubscribe")
     plan, _, _ = await make_plan(api, ["ok@example.com"], send=False)
-    await ledger.insert_recipients(api.engine, plan, [(2, {"email": "gone@example.com"})])
+    await loading.insert_recipients(api.engine, plan, [(2, {"email": "gone@example.com"})])
     _, view = await _get(api, f"/v1/plans/{plan}")
     assert view["failures"] == [{"reason": "Suppressed: unsubscribe", "count": 1}]
-    assert await ledger.reset_recipients(api.engine, plan)
-    await ledger.insert_recipients(api.engine, plan, [(2, {"email": "gone@example.com"})])
+    assert await loading.reset_recipients(api.engine, plan)
+    await loading.insert_recipients(api.engine, plan, [(2, {"email": "gone@example.com"})])
     _, view = await _get(api, f"/v1/plans/{plan}")
     assert view["failures"] == [{"reason": "Suppressed: unsubscribe", "count": 1}]  # counted once
 

@@ -317,7 +317,7 @@ async def test_s3_load_cut_by_an_api_restart_is_loaded_again_without_double_coun
     from sqlalchemy import text
 
     from emailplan.contract.plans import LoadJob, LoadSourceKind, LoadState, S3Source
-    from emailplan.sender.store import ledger
+    from emailplan.sender.store import loading
 
     s3 = boto3.client("s3", endpoint_url=aws.endpoint_url, region_name="us-east-1")
     s3.create_bucket(Bucket="cut")
@@ -333,8 +333,8 @@ async def test_s3_load_cut_by_an_api_restart_is_loaded_again_without_double_coun
         source = S3Source(bucket="cut", key="l.csv", format="csv")
         # What the previous API process left: half the rows stored, the job "loading", its heartbeat old.
         half = [(i + 1, {"email": f"c{i}@example.com"}) for i in range(250)]
-        await ledger.insert_recipients(live.engine, plan_id, half)
-        await ledger.save_load(
+        await loading.insert_recipients(live.engine, plan_id, half)
+        await loading.save_load(
             live.engine,
             plan_id,
             LoadJob(state=LoadState.LOADING, source=LoadSourceKind.S3, s3=source, attempts=1),

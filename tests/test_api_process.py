@@ -19,7 +19,7 @@ from devenv.procs import spawn, stop
 from emailplan.sender.db import make_engine
 from emailplan.sender.migrate import upgrade_to
 from emailplan.sender.settings import SenderSettings
-from emailplan.sender.store import ledger
+from emailplan.sender.store import loading, plans
 from emailplan.sender.tokens import make_token
 
 
@@ -31,8 +31,8 @@ def test_sigterm_flushes_buffered_opens(database_url: str) -> None:
 
         engine = make_engine(SenderSettings(database_url=database_url), pool_size=2)
         plan_id = uuid.uuid4()
-        await ledger.upsert_plan(engine, plan_id, name="p", namespace="n", spec={"subject": "s", "text": "t"})
-        await ledger.insert_recipients(
+        await plans.upsert_plan(engine, plan_id, name="p", namespace="n", spec={"subject": "s", "text": "t"})
+        await loading.insert_recipients(
             engine, plan_id, [(i, {"email": f"p{i}@example.com"}) for i in range(1, 4)]
         )
         async with engine.connect() as conn:
@@ -78,7 +78,7 @@ def test_sigterm_flushes_buffered_opens(database_url: str) -> None:
 
     async def opened() -> int:
         engine = make_engine(SenderSettings(database_url=database_url), pool_size=1)
-        counts = await ledger.get_counts(engine, uuid.UUID(plan_id))
+        counts = await plans.get_counts(engine, uuid.UUID(plan_id))
         await engine.dispose()
         assert counts is not None
         return counts["opened"]

@@ -28,7 +28,7 @@ from support.worker import EXE, PUBLIC, TOKEN_KEY, Workers, emails, wait_counts,
 
 from emailplan.contract.plans import PlanPayload
 from emailplan.sender.settings import SenderSettings
-from emailplan.sender.store import ledger
+from emailplan.sender.store import loading, plans
 from emailplan.sender.tokens import read_token
 from emailplan.sender.workqueue import WorkQueue
 
@@ -85,11 +85,11 @@ def ses_bulk() -> Iterator[SesBulkStub]:
 
 async def make_bulk_plan(engine: AsyncEngine, people: list[tuple[str, str]], rate: float) -> uuid.UUID:
     plan_id = uuid.uuid4()
-    await ledger.upsert_plan(engine, plan_id, name="t", namespace="ns", spec=SPEC, rate_per_second=rate)
+    await plans.upsert_plan(engine, plan_id, name="t", namespace="ns", spec=SPEC, rate_per_second=rate)
     rows = ((i, {"email": e, "name": n, "vars": {"code": f"C{i}"}}) for i, (e, n) in enumerate(people, 1))
-    await ledger.insert_recipients(engine, plan_id, rows)
+    await loading.insert_recipients(engine, plan_id, rows)
     async with WorkQueue.open(SenderSettings()) as queue:
-        await ledger.complete_recipients(engine, plan_id, queue)
+        await loading.complete_recipients(engine, plan_id, queue)
     return plan_id
 
 
@@ -117,7 +117,7 @@ async def test_bulk_plan_each_recipient_gets_one_email_of_their_own(
         f"missing {sorted(expected - set(got))[:3]}, extra {sorted(set(got) - expected)[:3]}"
     )
     assert max(len(v) for v in got.values()) == 1
-    counts = await ledger.get_counts(engine, plan_id) or {}
+    counts = await plans.get_counts(engine, plan_id) or {}
     assert [counts.get(k) for k in ("sent", "failed", "created", "processing")] == [152, 1, 0, 0]
     async with engine.connect() as conn:
         rows = {
@@ -182,7 +182,7 @@ async def test_bulk_pod_process_killed_mid_plan_loses_nobody(
     assert twice <= in_flight, (
         f"sent twice but not held by the killed process: {sorted(twice - in_flight)[:5]}"
     )
-    final = await ledger.get_counts(engine, plan_id) or {}
+    final = await plans.get_counts(engine, plan_id) or {}
     assert [final.get(k) for k in ("sent", "processing", "created")] == [n, 0, 0]
 
 

@@ -178,7 +178,7 @@ MACHINE_UA = "Mozilla/5.0"  # what mail privacy proxies send: not a person's ope
 async def test_per_variant_counts_follow_the_events_of_the_test_cohort(api: LiveApi) -> None:
     from sqlalchemy import text
 
-    from emailplan.sender.store import ledger
+    from emailplan.sender.store import claims, sendresults
 
     plan_id = uuid.uuid4()
     body = {**AB_PLAN, "testPercent": 50, "releasePercent": 50}
@@ -191,10 +191,10 @@ async def test_per_variant_counts_follow_the_events_of_the_test_cohort(api: Live
     released = sorted(queued(api))
     # A pod sent 90 % of the cohort (the rest still waits), an hour ago (no machine-open window).
     sent = released[: len(released) * 9 // 10]
-    assert len(await ledger.claim(api.engine, plan_id, sent, "pod", 60)) == len(sent)
+    assert len(await claims.claim(api.engine, plan_id, sent, "pod", 60)) == len(sent)
     ses = {i: f"ses-{uuid.uuid4().hex}" for i in sent}
-    await ledger.record_results(
-        api.engine, plan_id, [ledger.SendResult(i, "sent", ses_message_id=ses[i]) for i in sent]
+    await sendresults.record_results(
+        api.engine, plan_id, [sendresults.SendResult(i, "sent", ses_message_id=ses[i]) for i in sent]
     )
     async with api.engine.begin() as conn:
         await conn.execute(text("UPDATE messages SET sent_at = now() - interval '1 hour'"))

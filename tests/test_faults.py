@@ -31,7 +31,7 @@ from support.worker import (
 
 from devenv.moto import MotoServer
 from devenv.suspend import set_suspended
-from emailplan.sender.store import ledger
+from emailplan.sender.store import loading, plans
 
 CONCURRENCY = 8  # send slots per worker: the most sends one worker can have in flight
 
@@ -73,7 +73,7 @@ async def test_sigkill_five_times_loses_nothing_and_repeats_only_what_was_in_fli
     repeated = sum(v - 1 for v in to.values())
     # each kill may repeat at most the sends in flight in the killed pod at that instant
     assert repeated <= kills * CONCURRENCY, f"{repeated} repeats after {kills} kills"
-    counts = await ledger.get_counts(engine, plan_id) or {}
+    counts = await plans.get_counts(engine, plan_id) or {}
     assert counts["sent"] == n
     assert_sums(counts)
 
@@ -88,11 +88,11 @@ async def test_sigkill_then_delete_leaves_no_row_processing_and_the_sums_hold(
     await wait_counts(engine, plan_id, lambda c: c["sent"] >= n // 4, 300, workers)
     await kill(pods[0])
     await asyncio.sleep(0.5)
-    view = await ledger.stop_plan(engine, plan_id, None)  # what deleting the EmailPlan does
+    view = await plans.stop_plan(engine, plan_id, None)  # what deleting the EmailPlan does
     assert view.state == "stopped"
     await wait_exit(pods[1:], workers, 120)  # the live pod finishes its sends in flight and exits
 
-    counts = await ledger.get_counts(engine, plan_id) or {}
+    counts = await plans.get_counts(engine, plan_id) or {}
     assert_sums(counts)
     assert 0 < counts["stopped"] < n, "the stop came too late (or too early) to prove anything"
     accepted = collections.Counter(addressee(m) for m in received(aws))
@@ -126,7 +126,7 @@ async def test_suspend_and_resume_three_times_sends_everyone_once(
 
     to = collections.Counter(addressee(m) for m in received(aws))
     assert set(to) == set(emails(n)) and max(to.values()) == 1
-    counts = await ledger.get_counts(engine, plan_id) or {}
+    counts = await plans.get_counts(engine, plan_id) or {}
     assert counts["sent"] == n
     assert_sums(counts)
 
@@ -166,9 +166,9 @@ async def test_a_list_completed_but_never_queued_is_still_sent_once(
     """
     n = 300
     plan_id = uuid.uuid4()
-    await ledger.upsert_plan(engine, plan_id, name="t", namespace="ns", spec=SPEC, rate_per_second=200)
+    await plans.upsert_plan(engine, plan_id, name="t", namespace="ns", spec=SPEC, rate_per_second=200)
     rows = ((i, {"email": e}) for i, e in enumerate(emails(n), 1))
-    await ledger.insert_recipients(engine, plan_id, rows)
+    await loading.insert_recipients(engine, plan_id, rows)
     async with engine.begin() as conn:  # the state the crash left: complete, nothing queued
         await conn.execute(
             text("UPDATE plans SET recipients_complete = true, state = 'ready' WHERE id = :p"), {"p": plan_id}
@@ -178,6 +178,6 @@ async def test_a_list_completed_but_never_queued_is_still_sent_once(
 
     to = collections.Counter(addressee(m) for m in received(aws))
     assert set(to) == set(emails(n)) and max(to.values()) == 1
-    counts = await ledger.get_counts(engine, plan_id) or {}
+    counts = await plans.get_counts(engine, plan_id) or {}
     assert counts["sent"] == n
     assert_sums(counts)

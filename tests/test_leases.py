@@ -12,11 +12,11 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emailplan.sender.leases import Leases, LeaseState
-from emailplan.sender.store import ledger
+from emailplan.sender.store import claims
 
 
-def claimed(message_id: int) -> ledger.Claimed:
-    return ledger.Claimed(
+def claimed(message_id: int) -> claims.Claimed:
+    return claims.Claimed(
         id=message_id, email=f"r{message_id}@example.com", name=None, vars={}, attempts=1, bucket=0
     )
 

@@ -20,7 +20,8 @@ from emailplan.contract.cohorts import cutoff
 from emailplan.contract.plans import SUPPRESSED_PREFIX
 from emailplan.sender.db import make_engine
 from emailplan.sender.settings import SenderSettings
-from emailplan.sender.store import ledger
+from emailplan.sender.store import claims, loading, pacing, plans, sendresults
+from emailplan.sender.store.sendresults import SendResult
 from emailplan.sender.workqueue import WorkQueue
 
 SPEC = {"from": "News <news@example.com>", "subject": "Hi {{ name }}", "text": "Hello {{ name }}"}
@@ -28,7 +29,7 @@ SPEC = {"from": "News <news@example.com>", "subject": "Hi {{ name }}", "text": "
 
 async def new_plan(engine: AsyncEngine, rate: float = 14.0) -> uuid.UUID:
     plan_id = uuid.uuid4()
-    await ledger.upsert_plan(engine, plan_id, name="p", namespace="ns", spec=SPEC, rate_per_second=rate)
+    await plans.upsert_plan(engine, plan_id, name="p", namespace="ns", spec=SPEC, rate_per_second=rate)
     return plan_id
 
 
@@ -58,19 +59,19 @@ def test_db_upgrade_command_creates_every_table(database_url: str) -> None:
 
 async def test_upsert_is_idempotent_and_suspend_toggles_state(engine: AsyncEngine) -> None:
     plan_id = uuid.uuid4()
-    view, created = await ledger.upsert_plan(engine, plan_id, name="a", namespace="ns", spec=SPEC)
+    view, created = await plans.upsert_plan(engine, plan_id, name="a", namespace="ns", spec=SPEC)
     assert created and view.state == "loading" and view.counts["total"] == 0
-    view, created = await ledger.upsert_plan(
+    view, created = await plans.upsert_plan(
         engine, plan_id, name="a", namespace="ns", spec=SPEC, rate_per_second=50, suspended=True
     )
     assert not created and view.state == "suspended" and view.rate_per_second == 50
-    view, _ = await ledger.upsert_plan(engine, plan_id, name="a", namespace="ns", spec=SPEC)
+    view, _ = await plans.upsert_plan(engine, plan_id, name="a", namespace="ns", spec=SPEC)
     assert view.state == "loading"
 
 
 async def test_upload_reports_bad_rows_duplicates_and_suppressed(engine: AsyncEngine) -> None:
     plan_id = await new_plan(engine)
-    await ledger.add_suppressions(engine, ["Blocked@Example.com"], "complaint")
+    await loading.add_suppressions(engine, ["Blocked@Example.com"], "complaint")
     rows = [
         (1, {"email": "a@example.com", "name": "A"}),
         (2, {"email": "not-an-address"}),
@@ -81,104 +82,104 @@ async def test_upload_reports_bad_rows_duplicates_and_suppressed(engine: AsyncEn
         (7, {"email": "c@example.com", "vars": ["not", "an", "object"]}),
         (8, {"email": "b@example.com"}),  # duplicate across batches (batch_size=2)
     ]
-    result = await ledger.insert_recipients(engine, plan_id, rows, batch_size=2)
+    result = await loading.insert_recipients(engine, plan_id, rows, batch_size=2)
     assert (result.accepted, result.rejected, result.duplicates, result.suppressed) == (2, 3, 2, 1)
     assert {e.row: e.field for e in result.rejected_rows} == {2: "email", 5: "email", 7: "vars"}
     assert [e.row for e in result.duplicate_rows] == [3, 8]  # kept apart from the errors
 
-    again = await ledger.insert_recipients(engine, plan_id, rows)
+    again = await loading.insert_recipients(engine, plan_id, rows)
     assert (again.accepted, again.suppressed, again.duplicates) == (0, 0, 5)
-    counts = await ledger.get_counts(engine, plan_id)
+    counts = await plans.get_counts(engine, plan_id)
     assert counts is not None
     assert (counts["total"], counts["created"], counts["suppressed"]) == (3, 2, 1)
 
 
 async def test_complete_enqueue_claim_lease_and_results(engine: AsyncEngine, aws: MotoServer) -> None:
     plan_id = await new_plan(engine)
-    await ledger.insert_recipients(
+    await loading.insert_recipients(
         engine, plan_id, ((i, {"email": f"u{i}@example.com"}) for i in range(1, 251))
     )
     async with WorkQueue.open(SenderSettings()) as queue:
-        assert await ledger.complete_recipients(engine, plan_id, queue) == 250
-        assert await ledger.complete_recipients(engine, plan_id, queue) == 0  # idempotent
+        assert await loading.complete_recipients(engine, plan_id, queue) == 250
+        assert await loading.complete_recipients(engine, plan_id, queue) == 0  # idempotent
         jobs = []
         for _ in range(5):
             jobs += await queue.receive(plan_id, wait_seconds=1)
         ids = sorted(i for job in jobs for i in job.ids)
         assert len(ids) == 250 and len(set(ids)) == 250
         assert max(len(job.ids) for job in jobs) == min(
-            250, ledger.IDS_PER_QUEUE_MESSAGE
+            250, loading.IDS_PER_QUEUE_MESSAGE
         )  # ids ride together
 
-    first = await ledger.claim(engine, plan_id, ids[:100], "w1", lease_seconds=60)
+    first = await claims.claim(engine, plan_id, ids[:100], "w1", lease_seconds=60)
     assert len(first) == 100
     # another worker with the same ids (SQS redelivery) gets nothing while the lease runs
-    assert await ledger.claim(engine, plan_id, ids[:100], "w2", lease_seconds=60) == []
+    assert await claims.claim(engine, plan_id, ids[:100], "w2", lease_seconds=60) == []
     # an expired lease is reclaimed
-    short = await ledger.claim(engine, plan_id, ids[100:110], "w1", lease_seconds=0.01)
+    short = await claims.claim(engine, plan_id, ids[100:110], "w1", lease_seconds=0.01)
     await asyncio.sleep(0.05)
-    again = await ledger.claim(engine, plan_id, ids[100:110], "w2", lease_seconds=60)
+    again = await claims.claim(engine, plan_id, ids[100:110], "w2", lease_seconds=60)
     assert [c.id for c in again] == [c.id for c in short]
     assert again[0].attempts == 2
 
-    results = [ledger.SendResult(c.id, "sent", ses_message_id=f"ses-{c.id}") for c in first[:99]]
-    results.append(ledger.SendResult(first[99].id, "failed", error="MessageRejected: bad"))
-    assert await ledger.record_results(engine, plan_id, results) == 100
-    assert await ledger.record_results(engine, plan_id, results) == 0  # written once
-    counts = await ledger.get_counts(engine, plan_id)
+    results = [SendResult(c.id, "sent", ses_message_id=f"ses-{c.id}") for c in first[:99]]
+    results.append(SendResult(first[99].id, "failed", error="MessageRejected: bad"))
+    assert await sendresults.record_results(engine, plan_id, results) == 100
+    assert await sendresults.record_results(engine, plan_id, results) == 0  # written once
+    counts = await plans.get_counts(engine, plan_id)
     assert counts is not None
     assert (counts["sent"], counts["failed"], counts["processing"], counts["created"]) == (99, 1, 10, 140)
-    assert await ledger.sent_in_last_hours(engine, 1) == 99
+    assert await plans.sent_in_last_hours(engine, 1) == 99
 
     # shutdown releases what was not sent
-    assert await ledger.release(engine, plan_id, [c.id for c in again], "w2") == 10
-    counts = await ledger.get_counts(engine, plan_id)
+    assert await claims.release(engine, plan_id, [c.id for c in again], "w2") == 10
+    counts = await plans.get_counts(engine, plan_id)
     assert counts is not None and (counts["processing"], counts["created"]) == (0, 150)
 
 
 async def test_suppression_rechecked_at_claim(engine: AsyncEngine) -> None:
     plan_id = await new_plan(engine)
-    await ledger.insert_recipients(
+    await loading.insert_recipients(
         engine, plan_id, [(1, {"email": "x@example.com"}), (2, {"email": "y@example.com"})]
     )
     async with engine.begin() as conn:
         await conn.execute(text("UPDATE plans SET state = 'ready', recipients_complete = true"))
         ids = list((await conn.execute(text("SELECT id FROM messages ORDER BY id"))).scalars())
-    await ledger.add_suppressions(engine, ["X@example.com"], "unsubscribe")
-    claimed = await ledger.claim(engine, plan_id, ids, "w", 60)
+    await loading.add_suppressions(engine, ["X@example.com"], "unsubscribe")
+    claimed = await claims.claim(engine, plan_id, ids, "w", 60)
     assert [c.email for c in claimed] == ["y@example.com"]
-    counts = await ledger.get_counts(engine, plan_id)
+    counts = await plans.get_counts(engine, plan_id)
     assert counts is not None and (counts["suppressed"], counts["processing"], counts["created"]) == (1, 1, 0)
 
 
 async def test_nothing_claimed_while_suspended_or_before_start(engine: AsyncEngine) -> None:
     plan_id = await new_plan(engine)
-    await ledger.insert_recipients(engine, plan_id, [(1, {"email": "x@example.com"})])
+    await loading.insert_recipients(engine, plan_id, [(1, {"email": "x@example.com"})])
     async with engine.begin() as conn:
         await conn.execute(text("UPDATE plans SET state = 'ready', recipients_complete = true"))
         ids = list((await conn.execute(text("SELECT id FROM messages"))).scalars())
     await set_suspended(engine, plan_id, True)
-    assert await ledger.claim(engine, plan_id, ids, "w", 60) == []
+    assert await claims.claim(engine, plan_id, ids, "w", 60) == []
     view = await set_suspended(engine, plan_id, False)
     assert view.state == "ready"
     async with engine.begin() as conn:
         await conn.execute(text("UPDATE plans SET start_at = now() + interval '1 hour'"))
-    assert await ledger.claim(engine, plan_id, ids, "w", 60) == []
+    assert await claims.claim(engine, plan_id, ids, "w", 60) == []
 
 
 async def test_stop_turns_remaining_into_stopped_and_purges(engine: AsyncEngine, aws: MotoServer) -> None:
     plan_id = await new_plan(engine)
-    await ledger.insert_recipients(
+    await loading.insert_recipients(
         engine, plan_id, ((i, {"email": f"s{i}@example.com"}) for i in range(1, 31))
     )
     async with WorkQueue.open(SenderSettings()) as queue:
-        await ledger.complete_recipients(engine, plan_id, queue)
-        view = await ledger.stop_plan(engine, plan_id, queue)
+        await loading.complete_recipients(engine, plan_id, queue)
+        view = await plans.stop_plan(engine, plan_id, queue)
         assert view.state == "stopped"
         assert view.counts["stopped"] == 30 and view.counts["created"] == 0
         assert await queue.receive(plan_id, wait_seconds=1) == []
-        with pytest.raises(ledger.PlanClosedError):
-            await ledger.insert_recipients(engine, plan_id, [(1, {"email": "late@example.com"})])
+        with pytest.raises(plans.PlanClosedError):
+            await loading.insert_recipients(engine, plan_id, [(1, {"email": "late@example.com"})])
 
 
 async def test_shared_bucket_grants_at_most_the_plan_rate(engine: AsyncEngine) -> None:
@@ -187,7 +188,7 @@ async def test_shared_bucket_grants_at_most_the_plan_rate(engine: AsyncEngine) -
     loop = asyncio.get_running_loop()
     start = loop.time()
     while loop.time() - start < 1.0:
-        got, rate = await ledger.take_tokens(engine, plan_id, 5, account_rate=None)
+        got, rate = await pacing.take_tokens(engine, plan_id, 5, account_rate=None)
         granted += got
         assert rate == 20
         await asyncio.sleep(0.02)
@@ -199,7 +200,7 @@ async def test_shared_bucket_grants_at_most_the_plan_rate(engine: AsyncEngine) -
     total = 0.0
     start = loop.time()
     while loop.time() - start < 0.5:
-        got, _ = await ledger.take_tokens(engine, other, 100, account_rate=10)
+        got, _ = await pacing.take_tokens(engine, other, 100, account_rate=10)
         total += got
         await asyncio.sleep(0.02)
     assert total <= 10 * (loop.time() - start) + 5 + 1
@@ -207,18 +208,18 @@ async def test_shared_bucket_grants_at_most_the_plan_rate(engine: AsyncEngine) -
 
 async def test_unused_tokens_go_back_to_the_shared_bucket(engine: AsyncEngine) -> None:
     plan_id = await new_plan(engine, rate=0.1)  # one token per 10 s, burst 1: no refill during the test
-    assert await ledger.take_tokens(engine, plan_id, 0, account_rate=None) == (0, 0.1)  # creates the bucket
-    assert (await ledger.take_tokens(engine, plan_id, 0, account_rate=None, give_back=1))[0] == 0
-    assert (await ledger.take_tokens(engine, plan_id, 1, account_rate=None))[0] == 1
+    assert await pacing.take_tokens(engine, plan_id, 0, account_rate=None) == (0, 0.1)  # creates the bucket
+    assert (await pacing.take_tokens(engine, plan_id, 0, account_rate=None, give_back=1))[0] == 0
+    assert (await pacing.take_tokens(engine, plan_id, 1, account_rate=None))[0] == 1
     # another pod finds the bucket empty until the first returns its unused token
-    assert (await ledger.take_tokens(engine, plan_id, 1, account_rate=None))[0] == 0
-    await ledger.take_tokens(engine, plan_id, 0, account_rate=None, give_back=1)
-    assert (await ledger.take_tokens(engine, plan_id, 1, account_rate=None))[0] == 1
+    assert (await pacing.take_tokens(engine, plan_id, 1, account_rate=None))[0] == 0
+    await pacing.take_tokens(engine, plan_id, 0, account_rate=None, give_back=1)
+    assert (await pacing.take_tokens(engine, plan_id, 1, account_rate=None))[0] == 1
     # returning more than the burst does not let anyone burst above it
-    await ledger.take_tokens(engine, plan_id, 0, account_rate=None, give_back=50)
-    assert (await ledger.take_tokens(engine, plan_id, 50, account_rate=None))[0] == 1
-    with pytest.raises(ledger.PlanNotFoundError):
-        await ledger.take_tokens(engine, uuid.uuid4(), 1, account_rate=10)
+    await pacing.take_tokens(engine, plan_id, 0, account_rate=None, give_back=50)
+    assert (await pacing.take_tokens(engine, plan_id, 50, account_rate=None))[0] == 1
+    with pytest.raises(plans.PlanNotFoundError):
+        await pacing.take_tokens(engine, uuid.uuid4(), 1, account_rate=10)
 
 
 async def test_s3_list_is_streamed_validated_and_enqueued(engine: AsyncEngine, aws: MotoServer) -> None:
@@ -235,12 +236,12 @@ async def test_s3_list_is_streamed_validated_and_enqueued(engine: AsyncEngine, a
     plan_id = await new_plan(engine)
     settings = SenderSettings()
     async with s3_chunks(settings, bucket="lists", key="spring.csv") as chunks:
-        result = await ledger.insert_recipients(engine, plan_id, read_rows(chunks, "csv"))
+        result = await loading.insert_recipients(engine, plan_id, read_rows(chunks, "csv"))
     async with WorkQueue.open(settings) as queue:
-        await ledger.complete_recipients(engine, plan_id, queue)
+        await loading.complete_recipients(engine, plan_id, queue)
     assert (result.accepted, result.rejected) == (11999, 1)
     assert [(e.row, e.field) for e in result.rejected_rows] == [(5, "email")]
-    view = await ledger.get_plan(engine, plan_id)
+    view = await plans.get_plan(engine, plan_id)
     assert view is not None and view.state == "ready" and view.recipients_complete
     async with engine.connect() as conn:
         row = (await conn.execute(text("SELECT name, vars FROM messages WHERE row_no = 12000"))).one()
@@ -283,7 +284,7 @@ async def test_unprocessable_work_goes_to_the_dlq_with_its_reason(
 
 async def ready_plan(engine: AsyncEngine, n: int) -> tuple[uuid.UUID, list[int]]:
     plan_id = await new_plan(engine)
-    await ledger.insert_recipients(
+    await loading.insert_recipients(
         engine, plan_id, ((i, {"email": f"f{i}@example.com"}) for i in range(1, n + 1))
     )
     async with engine.begin() as conn:
@@ -309,43 +310,43 @@ async def test_stop_moves_every_unfinished_row_to_stopped_even_under_a_live_leas
 ) -> None:
     plan_id, ids = await ready_plan(engine, 10)
     # a pod holds 4 under a long lease (it may be dead: nobody can tell yet), one is sent
-    held = await ledger.claim(engine, plan_id, ids[:4], "dead-pod", lease_seconds=3600)
-    await ledger.record_results(engine, plan_id, [ledger.SendResult(held[0].id, "sent", ses_message_id="s0")])
-    view = await ledger.stop_plan(engine, plan_id, None)
+    held = await claims.claim(engine, plan_id, ids[:4], "dead-pod", lease_seconds=3600)
+    await sendresults.record_results(engine, plan_id, [SendResult(held[0].id, "sent", ses_message_id="s0")])
+    view = await plans.stop_plan(engine, plan_id, None)
     counts = view.counts
     assert (counts["processing"], counts["created"], counts["sent"], counts["stopped"]) == (0, 0, 1, 9)
     assert final_sum_holds(counts)
     # a result from the pod arrives late: SES accepted it, so the ledger says sent
-    late = [ledger.SendResult(held[1].id, "sent", ses_message_id="late-1")]
-    assert await ledger.record_results(engine, plan_id, late) == 1
-    counts = await ledger.get_counts(engine, plan_id) or {}
+    late = [SendResult(held[1].id, "sent", ses_message_id="late-1")]
+    assert await sendresults.record_results(engine, plan_id, late) == 1
+    counts = await plans.get_counts(engine, plan_id) or {}
     assert (counts["sent"], counts["stopped"]) == (2, 8) and final_sum_holds(counts)
     # a late failure of a stopped message changes nothing (it did not leave either way)
-    await ledger.record_results(engine, plan_id, [ledger.SendResult(held[2].id, "failed", error="x")])
-    counts = await ledger.get_counts(engine, plan_id) or {}
+    await sendresults.record_results(engine, plan_id, [SendResult(held[2].id, "failed", error="x")])
+    counts = await plans.get_counts(engine, plan_id) or {}
     assert (counts["failed"], counts["stopped"]) == (0, 8) and final_sum_holds(counts)
 
 
 async def test_late_result_for_a_row_released_by_its_lease_is_recorded_once(engine: AsyncEngine) -> None:
     plan_id, ids = await ready_plan(engine, 2)
-    await ledger.claim(engine, plan_id, ids[:1], "w1", lease_seconds=0.01)
+    await claims.claim(engine, plan_id, ids[:1], "w1", lease_seconds=0.01)
     await asyncio.sleep(0.05)
-    again = await ledger.claim(engine, plan_id, ids[:1], "w2", lease_seconds=60)
+    again = await claims.claim(engine, plan_id, ids[:1], "w2", lease_seconds=60)
     assert len(again) == 1
     # w1's send (made before its lease ran out) answers late; w2 then answers too
-    await ledger.record_results(engine, plan_id, [ledger.SendResult(ids[0], "sent", ses_message_id="a")])
-    await ledger.record_results(engine, plan_id, [ledger.SendResult(ids[0], "sent", ses_message_id="b")])
-    counts = await ledger.get_counts(engine, plan_id) or {}
+    await sendresults.record_results(engine, plan_id, [SendResult(ids[0], "sent", ses_message_id="a")])
+    await sendresults.record_results(engine, plan_id, [SendResult(ids[0], "sent", ses_message_id="b")])
+    counts = await plans.get_counts(engine, plan_id) or {}
     assert (counts["sent"], counts["processing"], counts["created"]) == (1, 0, 1)
 
 
 async def test_extend_lease_says_which_messages_the_worker_still_holds(engine: AsyncEngine) -> None:
     plan_id, ids = await ready_plan(engine, 3)
-    await ledger.claim(engine, plan_id, ids, "w1", lease_seconds=0.01)
+    await claims.claim(engine, plan_id, ids, "w1", lease_seconds=0.01)
     await asyncio.sleep(0.05)
-    taken = await ledger.claim(engine, plan_id, ids[:1], "w2", lease_seconds=60)  # w1 looked dead
+    taken = await claims.claim(engine, plan_id, ids[:1], "w2", lease_seconds=60)  # w1 looked dead
     assert len(taken) == 1
-    still = await ledger.extend_lease(engine, ids, "w1", 60)
+    still = await claims.extend_lease(engine, ids, "w1", 60)
     assert sorted(still) == ids[1:]
 
 
@@ -353,7 +354,7 @@ async def test_expired_lease_with_an_ses_event_is_reconciled_as_sent_not_sent_ag
     engine: AsyncEngine,
 ) -> None:
     plan_id, ids = await ready_plan(engine, 3)
-    await ledger.claim(engine, plan_id, ids, "dead-pod", lease_seconds=0.01)
+    await claims.claim(engine, plan_id, ids, "dead-pod", lease_seconds=0.01)
     await asyncio.sleep(0.05)
     # SES reported a Send event (tagged with our message id) for the first message: it left
     async with engine.begin() as conn:
@@ -364,44 +365,44 @@ async def test_expired_lease_with_an_ses_event_is_reconciled_as_sent_not_sent_ag
             ),
             {"p": plan_id, "m": ids[0]},
         )
-    orphans = await ledger.claim_orphans(
+    orphans = await claims.claim_orphans(
         engine, plan_id, "w2", 60, limit=10, stale_seconds=60, released_below=cutoff(100)
     )
     assert sorted(c.id for c in orphans) == ids[1:]
-    counts = await ledger.get_counts(engine, plan_id) or {}
+    counts = await plans.get_counts(engine, plan_id) or {}
     assert (counts["sent"], counts["processing"]) == (1, 2)
 
 
 async def test_finished_is_decided_by_the_ledger_even_while_suspended(engine: AsyncEngine) -> None:
     """Issue 9 #8: the pods that held the last messages finish them after a suspend: the plan is done."""
     plan_id = await new_plan(engine)
-    await ledger.insert_recipients(engine, plan_id, [(1, {"email": "last@example.com"})])
+    await loading.insert_recipients(engine, plan_id, [(1, {"email": "last@example.com"})])
     async with engine.begin() as conn:
         await conn.execute(text("UPDATE plans SET state = 'ready', recipients_complete = true"))
         ids = list((await conn.execute(text("SELECT id FROM messages"))).scalars())
-    claimed = await ledger.claim(engine, plan_id, ids, "w", 60)
-    view, _ = await ledger.upsert_plan(engine, plan_id, name="p", namespace="ns", spec=SPEC, suspended=True)
+    claimed = await claims.claim(engine, plan_id, ids, "w", 60)
+    view, _ = await plans.upsert_plan(engine, plan_id, name="p", namespace="ns", spec=SPEC, suspended=True)
     assert view.state == "suspended"
-    await ledger.record_results(engine, plan_id, [ledger.SendResult(id=claimed[0].id, status="sent")])
-    view = await ledger.get_plan(engine, plan_id)
+    await sendresults.record_results(engine, plan_id, [SendResult(id=claimed[0].id, status="sent")])
+    view = await plans.get_plan(engine, plan_id)
     assert view is not None and view.state == "done"
-    view, _ = await ledger.upsert_plan(engine, plan_id, name="p", namespace="ns", spec=SPEC)
+    view, _ = await plans.upsert_plan(engine, plan_id, name="p", namespace="ns", spec=SPEC)
     assert view.state == "done"  # resuming a finished plan leaves it finished
 
 
 async def test_reset_forgets_an_unfinished_list_only(engine: AsyncEngine) -> None:
     plan_id = await new_plan(engine)
-    await ledger.insert_recipients(
+    await loading.insert_recipients(
         engine, plan_id, [(1, {"email": "a@example.com"}), (2, {"email": "b@x.org"})]
     )
-    assert await ledger.reset_recipients(engine, plan_id) is True
-    assert (await ledger.get_counts(engine, plan_id) or {})["total"] == 0
-    result = await ledger.insert_recipients(engine, plan_id, [(1, {"email": "a@example.com"})])
+    assert await loading.reset_recipients(engine, plan_id) is True
+    assert (await plans.get_counts(engine, plan_id) or {})["total"] == 0
+    result = await loading.insert_recipients(engine, plan_id, [(1, {"email": "a@example.com"})])
     assert (result.accepted, result.duplicates) == (1, 0)  # counted once, not as a duplicate
     async with engine.begin() as conn:
         await conn.execute(text("UPDATE plans SET recipients_complete = true"))
-    assert await ledger.reset_recipients(engine, plan_id) is False
-    assert (await ledger.get_counts(engine, plan_id) or {})["total"] == 1
+    assert await loading.reset_recipients(engine, plan_id) is False
+    assert (await plans.get_counts(engine, plan_id) or {})["total"] == 1
 
 
 async def test_writes_by_id_look_rows_up_by_id_even_with_statistics_from_before_the_load(
@@ -421,7 +422,7 @@ async def test_writes_by_id_look_rows_up_by_id_even_with_statistics_from_before_
     async with engine.begin() as conn:
         await conn.execute(text("ANALYZE messages"))  # empty: the statistics of a new database
     plan_id = await new_plan(engine)
-    await ledger.insert_recipients(
+    await loading.insert_recipients(
         engine, plan_id, ((i, {"email": f"u{i}@example.com"}) for i in range(1, 3001))
     )
     async with engine.begin() as conn:  # two thirds held by a worker, as mid-send
@@ -449,14 +450,14 @@ async def test_writes_by_id_look_rows_up_by_id_even_with_statistics_from_before_
         "unqueue": False,
         "lease": 60.0,
         "limit": 100,
-        "left_kinds": list(ledger.LEFT_SES_EVENTS),
+        "left_kinds": list(claims.LEFT_SES_EVENTS),
     }
     dialect = postgresql.asyncpg.dialect()  # type: ignore[attr-defined]
     statements = {
-        "record_results": ledger.RECORD_RESULTS,
-        "claim": ledger.CLAIM_IDS,
-        "still_created": text(ledger.STILL_CREATED),
-        "release": ledger.RELEASE,
+        "record_results": sendresults.RECORD_RESULTS,
+        "claim": claims.CLAIM_IDS,
+        "still_created": text(claims.STILL_CREATED),
+        "release": claims.RELEASE,
     }
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()

@@ -21,7 +21,7 @@ from emailplan.contract.plans import (
     RowProblem,
 )
 from emailplan.contract.recipients import first_recipient
-from emailplan.operator import decisions as d
+from emailplan.operator import rules as d
 from emailplan.operator.decide import LoadAction, Observed, Phase, decide, payload_for
 from emailplan.operator.deployment import deployment_name, render_deployment
 from emailplan.operator.outages import Outage, deletion_step

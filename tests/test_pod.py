@@ -36,7 +36,7 @@ from devenv.moto import MotoServer
 from devenv.ports import free_port
 from emailplan.cli import build_parser
 from emailplan.sender.pod import cgroup_cpu_limit, parse_cfs, parse_cpu_max, process_count, restart_delay
-from emailplan.sender.store import ledger
+from emailplan.sender.store import plans
 
 # ----------------------------------------------------------------------------- decisions
 
@@ -230,7 +230,7 @@ async def test_pod_child_killed_mid_plan_every_recipient_still_gets_one_email(po
     twice = {address for address, times in got.items() if times > 1}
     assert twice <= in_flight, f"sent twice but not in flight at the kill: {sorted(twice - in_flight)[:5]}"
     assert max(got.values()) <= 2
-    final = await ledger.get_counts(engine, plan_id) or {}
+    final = await plans.get_counts(engine, plan_id) or {}
     assert [final.get(k) for k in ("sent", "processing", "created")] == [n, 0, 0]
 
 
@@ -251,7 +251,7 @@ async def test_pod_sigterm_stops_every_process_and_releases_what_they_held(pod_e
     pod.wait(60)
     assert pod.returncode == 0, ws.logs()
     assert not any(_alive(k) for k in kids), "a worker process outlived its pod"
-    counts = await ledger.get_counts(pod_env.engine, plan_id)
+    counts = await plans.get_counts(pod_env.engine, plan_id)
     assert counts is not None and counts["processing"] == 0, "held messages were not released"
     assert counts["sent"] < 80, "the pod stopped early, not after finishing the plan"
 

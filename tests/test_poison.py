@@ -31,7 +31,7 @@ from devenv.moto import MotoServer
 from emailplan.contract.headers import one_line
 from emailplan.contract.plans import LoadResult
 from emailplan.sender.settings import SenderSettings
-from emailplan.sender.store import ledger
+from emailplan.sender.store import loading, plans
 from emailplan.sender.workqueue import WorkQueue
 
 # Every header the sender writes in raw mode; anything else was added by user data.
@@ -54,14 +54,14 @@ PLAN = {**SPEC, "subject": "Hello {{ name }} {{ code }}"}
 async def plan_with(engine: AsyncEngine, rows: list[dict[str, Any]]) -> tuple[uuid.UUID, LoadResult]:
     """A plan whose list went through intake (the same row check as every upload)."""
     plan_id = uuid.uuid4()
-    await ledger.upsert_plan(engine, plan_id, name="poison", namespace="ns", spec=PLAN, rate_per_second=500)
-    result = await ledger.insert_recipients(engine, plan_id, enumerate(rows, 1))
+    await plans.upsert_plan(engine, plan_id, name="poison", namespace="ns", spec=PLAN, rate_per_second=500)
+    result = await loading.insert_recipients(engine, plan_id, enumerate(rows, 1))
     return plan_id, result
 
 
 async def complete(engine: AsyncEngine, plan_id: uuid.UUID) -> None:
     async with WorkQueue.open(SenderSettings()) as queue:
-        await ledger.complete_recipients(engine, plan_id, queue)
+        await loading.complete_recipients(engine, plan_id, queue)
 
 
 async def outcomes(engine: AsyncEngine, plan_id: uuid.UUID) -> dict[str, tuple[str, str | None]]:
@@ -152,7 +152,7 @@ async def test_a_worker_whose_task_dies_of_a_bug_exits_non_zero(
     The bug here: a plan row of a shape no intake writes (``tracking`` a string) read by the
     running worker's plan loop."""
     plan_id, _ = await plan_with(engine, [{"email": "ann@example.com"}])
-    await ledger.upsert_plan(
+    await plans.upsert_plan(
         engine, plan_id, name="poison", namespace="ns", spec=PLAN, rate_per_second=500, suspended=True
     )
     await complete(engine, plan_id)
@@ -162,7 +162,7 @@ async def test_a_worker_whose_task_dies_of_a_bug_exits_non_zero(
         assert proc.poll() is None, workers.logs()
         await asyncio.sleep(0.2)
     bad = {**PLAN, "tracking": "on"}
-    await ledger.upsert_plan(
+    await plans.upsert_plan(
         engine, plan_id, name="poison", namespace="ns", spec=bad, rate_per_second=500, suspended=True
     )
     deadline = time.monotonic() + 60

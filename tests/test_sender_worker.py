@@ -38,7 +38,7 @@ from devenv.postgres import PostgresServer
 from devenv.suspend import set_suspended
 from emailplan.sender.db import make_engine
 from emailplan.sender.migrate import upgrade_to
-from emailplan.sender.store import ledger
+from emailplan.sender.store import plans
 from emailplan.sender.tokens import read_token
 
 
@@ -57,10 +57,10 @@ async def test_every_valid_recipient_gets_exactly_one_rendered_email(
     msgs = received(aws)
     to = collections.Counter(addressee(m) for m in msgs)
     assert set(to) == set(good) and max(to.values()) == 1
-    counts = await ledger.get_counts(engine, plan_id)
+    counts = await plans.get_counts(engine, plan_id)
     assert counts is not None
     assert (counts["sent"], counts["suppressed"], counts["created"], counts["processing"]) == (40, 1, 0, 0)
-    plan = await ledger.get_plan(engine, plan_id)
+    plan = await plans.get_plan(engine, plan_id)
     assert plan is not None and plan.state == "done"
 
     async with engine.connect() as conn:
@@ -92,7 +92,7 @@ async def test_rejected_sender_fails_messages_with_reason(
     plan_id = await make_plan(engine, emails(5), rate=100)
     await wait_exit([workers.start(worker_env(migrated, plan_id))], workers, 60)
     assert received(aws) == []
-    counts = await ledger.get_counts(engine, plan_id)
+    counts = await plans.get_counts(engine, plan_id)
     assert counts is not None and (counts["failed"], counts["sent"]) == (5, 0)
     async with engine.connect() as conn:
         errors = set((await conn.execute(text("SELECT error FROM messages"))).scalars())
@@ -129,7 +129,7 @@ async def test_worker_killed_mid_plan_then_restarted_loses_nothing(
     first.wait(10)
     await asyncio.sleep(0.5)  # a request written just before the kill may still be in moto's hands
     in_flight_at_kill = len(raw_sent(aws))
-    counts_at_kill = await ledger.get_counts(engine, plan_id) or {}
+    counts_at_kill = await plans.get_counts(engine, plan_id) or {}
 
     await wait_exit([workers.start(env)], workers, 120)
     to = collections.Counter(addressee(m) for m in received(aws))
@@ -137,7 +137,7 @@ async def test_worker_killed_mid_plan_then_restarted_loses_nothing(
     repeated = sum(v - 1 for v in to.values())
     # Only what SES accepted but the ledger had not recorded at the kill may repeat.
     assert repeated <= in_flight_at_kill - counts_at_kill["sent"]
-    counts = await ledger.get_counts(engine, plan_id)
+    counts = await plans.get_counts(engine, plan_id)
     assert counts is not None and (counts["sent"], counts["processing"], counts["created"]) == (n, 0, 0)
 
 
@@ -152,7 +152,7 @@ async def test_sigterm_finishes_in_flight_releases_the_rest_and_exits(
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
     assert proc.returncode == 0, workers.logs()
-    counts = await ledger.get_counts(engine, plan_id)
+    counts = await plans.get_counts(engine, plan_id)
     assert counts is not None
     assert counts["processing"] == 0, "held messages were not released"
     assert counts["sent"] == len(raw_sent(aws)), "ledger and SES disagree after a graceful stop"
@@ -173,7 +173,7 @@ async def test_rate_change_reaches_running_worker(
     proc = workers.start(worker_env(migrated, plan_id))
     await wait_counts(engine, plan_id, lambda c: c["sent"] >= 2, 60, workers)
     start = time.monotonic()
-    await ledger.set_rate(engine, plan_id, 100)
+    await plans.set_rate(engine, plan_id, 100)
     await wait_exit([proc], workers, 60)
     # at 2/s the rest would take ~39 s; at 100/s a few seconds
     assert time.monotonic() - start < 25
@@ -256,7 +256,7 @@ async def test_ses_throttling_slows_down_and_never_fails(
     finally:
         await proxy.stop()
     assert proxy.throttled >= n // 4, "the proxy did not throttle: the test proves nothing"
-    counts = await ledger.get_counts(engine, plan_id)
+    counts = await plans.get_counts(engine, plan_id)
     assert counts is not None and (counts["sent"], counts["failed"]) == (n, 0)
     to = collections.Counter(addressee(m) for m in received(aws))
     assert len(to) == n and max(to.values()) == 1
@@ -289,7 +289,7 @@ async def test_postgres_restart_mid_plan_completes(
         await eng.dispose()
         await asyncio.to_thread(own_postgres.restart, 2.0)
         await wait_exit([proc], workers, 120)
-        counts = await ledger.get_counts(eng, plan_id)
+        counts = await plans.get_counts(eng, plan_id)
         assert counts is not None and (counts["sent"], counts["created"], counts["processing"]) == (n, 0, 0)
     finally:
         await eng.dispose()
@@ -310,18 +310,18 @@ async def test_suspend_pauses_resume_continues_stop_ends(
     # the pod gives back what it held; then nothing more leaves
     paused = await wait_counts(engine, plan_id, lambda c: c["processing"] == 0, 30, workers)
     await asyncio.sleep(2.0)
-    still = await ledger.get_counts(engine, plan_id) or {}
+    still = await plans.get_counts(engine, plan_id) or {}
     assert still["sent"] == paused["sent"] == len(raw_sent(aws)), "sent while suspended"
     assert still["created"] == n - still["sent"]
 
     await set_suspended(engine, plan_id, False)
     await wait_counts(engine, plan_id, lambda c: c["sent"] >= paused["sent"] + 10, 60, workers)
 
-    view = await ledger.stop_plan(engine, plan_id, None)
+    view = await plans.stop_plan(engine, plan_id, None)
     assert view.state == "stopped"
     final = await wait_counts(engine, plan_id, lambda c: c["processing"] == 0, 30, workers)
     await asyncio.sleep(1.0)
-    final = await ledger.get_counts(engine, plan_id) or {}
+    final = await plans.get_counts(engine, plan_id) or {}
     assert final["sent"] + final["stopped"] == n and final["created"] == 0
     assert final["sent"] < n, "stop came too late to prove anything"
     assert len(raw_sent(aws)) == final["sent"], "SES received mail the ledger does not count as sent"
@@ -342,7 +342,7 @@ async def test_transient_ses_errors_are_retried_not_failed(
     finally:
         await proxy.stop()
     assert proxy.throttled >= n // 5, "the proxy injected no errors: the test proves nothing"
-    counts = await ledger.get_counts(engine, plan_id)
+    counts = await plans.get_counts(engine, plan_id)
     assert counts is not None and (counts["sent"], counts["failed"]) == (n, 0)
     to = collections.Counter(addressee(m) for m in received(aws))
     assert len(to) == n and max(to.values()) == 1
@@ -394,7 +394,7 @@ async def test_paused_ses_account_holds_the_plan_without_failing_messages(
         await wait_exit([proc], workers, 90)
     finally:
         await proxy.stop()
-    counts = await ledger.get_counts(engine, plan_id)
+    counts = await plans.get_counts(engine, plan_id)
     assert counts is not None and (counts["sent"], counts["failed"]) == (n, 0)
     to = collections.Counter(addressee(m) for m in received(aws))
     assert len(to) == n and max(to.values()) == 1

@@ -6,14 +6,14 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from emailplan.sender.store import ledger
+from emailplan.sender.store import plans
 
 
-async def set_suspended(engine: AsyncEngine, plan_id: uuid.UUID, suspended: bool) -> ledger.PlanView:
+async def set_suspended(engine: AsyncEngine, plan_id: uuid.UUID, suspended: bool) -> plans.LedgerPlan:
     """The plan PUT again with ``suspended`` set (the one channel), here straight to the ledger."""
-    plan = await ledger.get_plan(engine, plan_id)
+    plan = await plans.get_plan(engine, plan_id)
     assert plan is not None, f"no plan {plan_id}"
-    view, _ = await ledger.upsert_plan(
+    view, _ = await plans.upsert_plan(
         engine,
         plan_id,
         name=plan.name,

@@ -87,27 +87,10 @@ def create_app(
                 headers={"User-Agent": "emailplan-api"},
             )
             stack.push_async_callback(http.close)
-
-            async def fetch(url: str) -> bytes:
-                pem: bytes = await snsroute.fetch_certificate(http, url)
-                return pem
-
-            verifier = sns.SnsVerifier(
-                sns.CertificateCache(fetch),
-                topic_arns=settings.sns_topic_arns,
-                host_pattern=settings.sns_cert_host_pattern,
-                extra_cert_prefixes=settings.sns_extra_trusted_cert_prefixes,
-            )
-
+            verifier = _sns_verifier(settings, http)
             hot = eventstore.HotConnections(db, size=max(2, settings.db_pool_size - 2))
             stack.push_async_callback(hot.close)
-
-            async def write(hits: Sequence[eventstore.OpenHit]) -> eventstore.OpensResult:
-                return await eventstore.record_opens(hot, hits, settings.open_machine_window_seconds)
-
-            opens = OpenBuffer(
-                write, max_rows=settings.open_flush_rows, max_seconds=settings.open_flush_seconds
-            )
+            opens = _open_buffer(settings, hot)
             state = ApiState(
                 settings=settings,
                 engine=db,
@@ -134,6 +117,30 @@ def create_app(
 
     app.cleanup_ctx.append(resources)
     return app
+
+
+def _sns_verifier(settings: SenderSettings, http: aiohttp.ClientSession) -> sns.SnsVerifier:
+    """The SNS signature verifier, fetching signing certificates through the API's HTTP session."""
+
+    async def fetch(url: str) -> bytes:
+        pem: bytes = await snsroute.fetch_certificate(http, url)
+        return pem
+
+    return sns.SnsVerifier(
+        sns.CertificateCache(fetch),
+        topic_arns=settings.sns_topic_arns,
+        host_pattern=settings.sns_cert_host_pattern,
+        extra_cert_prefixes=settings.sns_extra_trusted_cert_prefixes,
+    )
+
+
+def _open_buffer(settings: SenderSettings, hot: eventstore.HotConnections) -> OpenBuffer:
+    """Tracking-pixel opens, written in batches on the hot connections."""
+
+    async def write(hits: Sequence[eventstore.OpenHit]) -> eventstore.OpensResult:
+        return await eventstore.record_opens(hot, hits, settings.open_machine_window_seconds)
+
+    return OpenBuffer(write, max_rows=settings.open_flush_rows, max_seconds=settings.open_flush_seconds)
 
 
 async def _report_start(state: ApiState) -> None:

@@ -15,7 +15,7 @@ from emailplan.contract.failures import DEFAULT_FAILURE_PAGE, MAX_FAILURE_PAGE
 from emailplan.sender.api.errors import ApiError
 from emailplan.sender.api.state import state_of
 from emailplan.sender.api.stats import plan_id_of
-from emailplan.sender.store import ledger
+from emailplan.sender.store import plans
 from emailplan.sender.store.failures import failure_page
 
 PARAMETERS = ("limit", "after")
@@ -52,7 +52,7 @@ async def list_failures(request: web.Request) -> web.Response:
     after = _whole(request, "after", 0, 0, MAX_CURSOR, "the next cursor of the page before")
     try:
         page = await failure_page(state_of(request).engine, plan_id, after=after, limit=limit)
-    except ledger.PlanNotFoundError as exc:
+    except plans.PlanNotFoundError as exc:
         raise ApiError(404, "unknown plan", "planId") from exc
     return web.Response(text=page.model_dump_json(), content_type="application/json")
 

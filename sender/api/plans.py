@@ -5,7 +5,7 @@ change the data plane. Every call is idempotent by plan id (the EmailPlan's
 ``metadata.uid``), so a reconciler may repeat any of them after a crash.
 Request and answer bodies are the models of ``emailplan.contract.plans``;
 suspension travels only in the plan's ``suspended`` field. All ledger rules
-(counters, suppressions, dedup, when a plan is done) live in ``emailplan.sender.store.ledger``.
+(counters, suppressions, dedup, when a plan is done) live in the ``emailplan.sender.store`` ledger modules.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from emailplan.sender.api.state import ApiState, state_of
 from emailplan.sender.api.stats import plan_id_of
 from emailplan.sender.api.uploads import TooLarge, read_rows
 from emailplan.sender.rendering import RenderError, compile_campaign
-from emailplan.sender.store import ledger
+from emailplan.sender.store import loading, plans
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def _json(model: BaseModel, status: int = 200) -> web.Response:
 
 
 async def _view(state: ApiState, plan_id: uuid.UUID) -> PlanView:
-    view = await ledger.describe_plan(state.engine, plan_id)
+    view = await plans.describe_plan(state.engine, plan_id)
     state.health.record(Dependency.DATABASE, None)  # it answered just now
     if view is None:
         raise ApiError(404, "unknown plan", "planId")
@@ -92,7 +92,7 @@ async def put_plan(request: web.Request) -> web.Response:
     plan = await jsonbody.read_model(request, MAX_PLAN_BYTES, PlanPayload)
     spec = _compiles(plan, plan_id)
     state = state_of(request)
-    registered, created = await ledger.upsert_plan(
+    registered, created = await plans.upsert_plan(
         state.engine,
         plan_id,
         name=plan.name,
@@ -104,7 +104,7 @@ async def put_plan(request: web.Request) -> web.Response:
         release_percent=plan.release_percent,
     )
     if registered.recipients_complete and not PlanState(registered.state).finished:
-        await ledger.release_share(state.engine, plan_id, plan.release_percent, _queue(state))
+        await loading.release_share(state.engine, plan_id, plan.release_percent, _queue(state))
     view = await _view(state, plan_id)
     log.info(
         "plan registered" if created else "plan updated", extra={"plan": str(plan_id), "state": view.state}
@@ -143,35 +143,35 @@ async def upload(request: web.Request) -> web.Response:
         return _json(view.load)  # loaded already: a retry changes nothing
     if whole:
         queue = _queue(state)
-        await ledger.reset_recipients(state.engine, plan_id)
-        await ledger.save_load(state.engine, plan_id, LoadJob(state=LoadState.LOADING))
+        await loading.reset_recipients(state.engine, plan_id)
+        await loading.save_load(state.engine, plan_id, LoadJob(state=LoadState.LOADING))
     rows = read_rows(request.content.iter_chunked(256 * 1024), fmt, limit)
     try:
         result = await _ingest(state, plan_id, rows)
     except ApiError as exc:
         if whole and exc.status in (400, 413):  # the list itself is wrong: the job says why
             failure = LoadFailure(reason=LoadFailureReason.NOT_A_LIST, message=exc.message)
-            await ledger.save_load(state.engine, plan_id, LoadJob(state=LoadState.FAILED, failure=failure))
+            await loading.save_load(state.engine, plan_id, LoadJob(state=LoadState.FAILED, failure=failure))
         raise
     if not whole:
         return _json(result)
     # Outcome first, then completion: whoever sees the list complete also sees its counts.
     job = LoadJob(**dict(result), state=LoadState.LOADED, source=LoadSourceKind.UPLOAD, attempts=1)
-    job = await ledger.save_load(state.engine, plan_id, job)
-    await ledger.complete_recipients(state.engine, plan_id, queue)
+    job = await loading.save_load(state.engine, plan_id, job)
+    await loading.complete_recipients(state.engine, plan_id, queue)
     return _json(job)
 
 
 async def _ingest(state: ApiState, plan_id: uuid.UUID, rows: object) -> LoadResult:
     try:
-        result = await ledger.insert_recipients(state.engine, plan_id, rows)  # type: ignore[arg-type]
+        result = await loading.insert_recipients(state.engine, plan_id, rows)  # type: ignore[arg-type]
     except TooLarge as exc:
         raise ApiError(413, str(exc)) from exc
     except ListError as exc:
         raise ApiError(400, str(exc), exc.field or "body") from exc
-    except ledger.PlanNotFoundError as exc:
+    except plans.PlanNotFoundError as exc:
         raise ApiError(404, "unknown plan", "planId") from exc
-    except ledger.PlanClosedError as exc:
+    except plans.PlanClosedError as exc:
         raise ApiError(409, str(exc), "planId") from exc
     for label, n in (
         ("accepted", result.accepted),
@@ -187,8 +187,8 @@ async def _ingest(state: ApiState, plan_id: uuid.UUID, rows: object) -> LoadResu
     return result
 
 
-def _queue(state: ApiState) -> ledger.QueueSink:
-    queue: ledger.QueueSink | None = state.queue
+def _queue(state: ApiState) -> plans.QueueSink:
+    queue: plans.QueueSink | None = state.queue
     if queue is None:
         raise ApiError(503, "work queue not configured", dependency=Dependency.QUEUE)
     return queue
@@ -199,8 +199,8 @@ async def complete(request: web.Request) -> web.Response:
     plan_id = plan_id_of(request)
     await _view(state, plan_id)
     try:
-        await ledger.complete_recipients(state.engine, plan_id, _queue(state))
-    except ledger.PlanNotFoundError as exc:
+        await loading.complete_recipients(state.engine, plan_id, _queue(state))
+    except plans.PlanNotFoundError as exc:
         raise ApiError(404, "unknown plan", "planId") from exc
     return _json(await _view(state, plan_id))
 
@@ -227,8 +227,8 @@ async def stop(request: web.Request) -> web.Response:
     state = state_of(request)
     plan_id = plan_id_of(request)
     try:
-        await ledger.stop_plan(state.engine, plan_id, state.queue)
-    except ledger.PlanNotFoundError as exc:
+        await plans.stop_plan(state.engine, plan_id, state.queue)
+    except plans.PlanNotFoundError as exc:
         raise ApiError(404, "unknown plan", "planId") from exc
     return _json(await _view(state, plan_id))
 

@@ -1,6 +1,6 @@
 """The recipient load job of an S3 list (``POST .../recipients/s3``), run in the background.
 
-The job lives in the database (``ledger.save_load``), not in this process: its
+The job lives in the database (``loading.save_load``), not in this process: its
 state (pending, loading, loaded, failed), counts, first problem rows and the
 reason of a failure are what the operator shows on the EmailPlan. A loading job
 beats a heartbeat; one whose heartbeat stopped (the API restarted mid-load) is
@@ -21,7 +21,7 @@ from emailplan.contract.recipients import EmptyListError
 from emailplan.sender import loader
 from emailplan.sender.api.state import ApiState
 from emailplan.sender.api.uploads import read_rows
-from emailplan.sender.store import ledger
+from emailplan.sender.store import loading
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ async def start(state: ApiState, plan_id: uuid.UUID, source: S3Source, previous:
         job = previous.model_copy(update={"state": LoadState.PENDING, "failure": None})
     else:
         job = LoadJob(source=LoadSourceKind.S3, s3=source)
-    job = await ledger.save_load(state.engine, plan_id, job)
+    job = await loading.save_load(state.engine, plan_id, job)
     state.spawn(run(state, plan_id, job), task_name(plan_id))
     return job
 
@@ -67,11 +67,11 @@ async def run(state: ApiState, plan_id: uuid.UUID, job: LoadJob) -> None:
     job = job.model_copy(update={"state": LoadState.LOADING, "attempts": job.attempts + 1, "failure": None})
     beat = asyncio.create_task(_heartbeat(state, plan_id, job))
     try:
-        await ledger.save_load(state.engine, plan_id, job)
-        if await ledger.reset_recipients(state.engine, plan_id):
+        await loading.save_load(state.engine, plan_id, job)
+        if await loading.reset_recipients(state.engine, plan_id):
             log.info("loading recipients from S3", extra=extra)
             async with loader.s3_chunks(state.settings, bucket=s3.bucket, key=s3.key) as chunks:
-                result = await ledger.insert_recipients(state.engine, plan_id, read_rows(chunks, s3.format))
+                result = await loading.insert_recipients(state.engine, plan_id, read_rows(chunks, s3.format))
             if result.accepted + result.rejected + result.duplicates + result.suppressed == 0:
                 raise EmptyListError("no rows")
         else:  # stored and completed by an earlier attempt that failed while enqueueing: finish that
@@ -80,10 +80,10 @@ async def run(state: ApiState, plan_id: uuid.UUID, job: LoadJob) -> None:
         # The outcome is recorded before the list is completed, so whoever sees the list complete
         # also sees its counts and rows; a crash in between leaves a loaded job on an incomplete
         # list, which the next request loads again.
-        await ledger.save_load(
+        await loading.save_load(
             state.engine, plan_id, job.model_copy(update={**dict(result), "state": LoadState.LOADED})
         )
-        enqueued = await ledger.complete_recipients(state.engine, plan_id, state.queue)
+        enqueued = await loading.complete_recipients(state.engine, plan_id, state.queue)
     except Exception as exc:  # noqa: BLE001 - every failure becomes the job's reason, for the operator
         failure = loader.failure(exc, s3.bucket, s3.key)
         log.warning("loading recipients from S3 failed", extra={**extra, "reason": failure.reason.value})
@@ -115,11 +115,11 @@ async def _heartbeat(state: ApiState, plan_id: uuid.UUID, job: LoadJob) -> None:
     while True:
         await asyncio.sleep(HEARTBEAT_SECONDS)
         with contextlib.suppress(Exception):
-            await ledger.save_load(state.engine, plan_id, job)
+            await loading.save_load(state.engine, plan_id, job)
 
 
 async def _save_quietly(state: ApiState, plan_id: uuid.UUID, job: LoadJob) -> None:
     try:
-        await ledger.save_load(state.engine, plan_id, job)
+        await loading.save_load(state.engine, plan_id, job)
     except Exception:
         log.exception("could not record the load job", extra={"plan": str(plan_id)})

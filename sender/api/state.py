@@ -17,7 +17,7 @@ from emailplan.sender.api.openbuffer import OpenBuffer
 from emailplan.sender.settings import SenderSettings
 from emailplan.sender.sns import SnsVerifier
 from emailplan.sender.store.eventstore import HotConnections
-from emailplan.sender.store.ledger import QueueSink
+from emailplan.sender.store.plans import QueueSink
 
 
 @dataclass

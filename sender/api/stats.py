@@ -14,7 +14,7 @@ from aiohttp import web
 
 from emailplan.sender.api.errors import ApiError
 from emailplan.sender.api.state import state_of
-from emailplan.sender.store import ledger
+from emailplan.sender.store import plans
 
 MAX_HOURS = 168
 
@@ -31,11 +31,11 @@ async def count(request: web.Request) -> web.Response:
     """The plan's counters; with A/B variants also each variant's counts over the test cohort."""
     plan_id = plan_id_of(request)
     engine = state_of(request).engine
-    counts = await ledger.get_counts(engine, plan_id)
+    counts = await plans.get_counts(engine, plan_id)
     if counts is None:
         raise ApiError(404, "unknown plan", "planId")
     body: dict[str, object] = {"planId": str(plan_id), **counts}
-    variants = await ledger.variant_counts(engine, plan_id)
+    variants = await plans.variant_counts(engine, plan_id)
     if variants:
         body["variants"] = [v.model_dump(mode="json") for v in variants]
     return web.json_response(body)
@@ -49,7 +49,7 @@ async def sent(request: web.Request) -> web.Response:
         raise ApiError(400, f"hours must be an integer from 1 to {MAX_HOURS}", "hours") from exc
     if not 1 <= hours <= MAX_HOURS:
         raise ApiError(400, f"hours must be an integer from 1 to {MAX_HOURS}", "hours")
-    n = await ledger.sent_in_last_hours(state_of(request).engine, float(hours))
+    n = await plans.sent_in_last_hours(state_of(request).engine, float(hours))
     return web.json_response({"count": n, "hours": hours})
 
 

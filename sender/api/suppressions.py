@@ -19,7 +19,7 @@ from emailplan.contract.plans import MAX_SUPPRESSIONS, SuppressionImport
 from emailplan.sender.api.errors import ApiError
 from emailplan.sender.api.jsonbody import read_object, validation_error
 from emailplan.sender.api.state import state_of
-from emailplan.sender.store import ledger
+from emailplan.sender.store import loading
 
 MAX_BODY = 4 * 1024 * 1024
 
@@ -45,7 +45,7 @@ def parse_body(body: dict[str, Any]) -> tuple[list[str], str]:
 async def add(request: web.Request) -> web.Response:
     body = await read_object(request, MAX_BODY, '{"emails": [...]}')
     emails, reason = parse_body(body)
-    added = await ledger.add_suppressions(state_of(request).engine, emails, reason)
+    added = await loading.add_suppressions(state_of(request).engine, emails, reason)
     return web.json_response({"received": len(emails), "added": added}, status=200)
 
 

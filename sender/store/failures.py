@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emailplan.contract.failures import NO_DETAIL, FailedMessage, FailurePage, MessageOutcome
-from emailplan.sender.store.ledger import PlanNotFoundError
+from emailplan.sender.store.plans import PlanNotFoundError
 
 _PAGE = text(
     "SELECT id, email, status, reason, error, updated_at FROM messages "

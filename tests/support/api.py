@@ -143,10 +143,11 @@ async def make_plan(
     """
     from sqlalchemy import text
 
-    from emailplan.sender.store import ledger
+    from emailplan.sender.store import claims, loading, plans, sendresults
+    from emailplan.sender.store.sendresults import SendResult
 
     plan_id = uuid.uuid4()
-    await ledger.upsert_plan(
+    await plans.upsert_plan(
         api.engine,
         plan_id,
         name="p",
@@ -154,7 +155,7 @@ async def make_plan(
         spec={"from": "a@example.com", "subject": "s", "text": "t"},
     )
     rows = [(i + 1, {"email": e}) for i, e in enumerate(emails)]
-    result = await ledger.insert_recipients(api.engine, plan_id, rows)
+    result = await loading.insert_recipients(api.engine, plan_id, rows)
     assert result.accepted == len(emails), result
     async with api.engine.connect() as conn:
         ids = {
@@ -165,14 +166,14 @@ async def make_plan(
         }
     ses_ids: dict[str, str] = {}
     if send:
-        await ledger.complete_recipients(api.engine, plan_id, NullQueue())
-        claimed = await ledger.claim(api.engine, plan_id, list(ids.values()), "test", 60)
+        await loading.complete_recipients(api.engine, plan_id, NullQueue())
+        claimed = await claims.claim(api.engine, plan_id, list(ids.values()), "test", 60)
         assert len(claimed) == len(ids)
         ses_ids = {e: f"ses-{uuid.uuid4().hex}" for e in ids}
-        await ledger.record_results(
+        await sendresults.record_results(
             api.engine,
             plan_id,
-            [ledger.SendResult(id=mid, status="sent", ses_message_id=ses_ids[e]) for e, mid in ids.items()],
+            [SendResult(id=mid, status="sent", ses_message_id=ses_ids[e]) for e, mid in ids.items()],
         )
         async with api.engine.begin() as conn:
             await conn.execute(

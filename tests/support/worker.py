@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devenv.moto import MotoServer
 from emailplan.sender.settings import SenderSettings
-from emailplan.sender.store import ledger
+from emailplan.sender.store import loading, plans
 from emailplan.sender.workqueue import WorkQueue
 
 EXE = str(Path(sys.executable).with_name("emailplan"))
@@ -45,15 +45,15 @@ async def make_plan(
     suppressed: tuple[str, ...] = (),
 ) -> uuid.UUID:
     plan_id = uuid.uuid4()
-    await ledger.upsert_plan(
+    await plans.upsert_plan(
         engine, plan_id, name="t", namespace="ns", spec=spec or SPEC, rate_per_second=rate
     )
     if suppressed:
-        await ledger.add_suppressions(engine, list(suppressed), "complaint")
+        await loading.add_suppressions(engine, list(suppressed), "complaint")
     rows = ((i, {"email": e, "name": f"N{i}", "vars": {"code": f"C{i}"}}) for i, e in enumerate(emails, 1))
-    await ledger.insert_recipients(engine, plan_id, rows)
+    await loading.insert_recipients(engine, plan_id, rows)
     async with WorkQueue.open(SenderSettings()) as queue:
-        await ledger.complete_recipients(engine, plan_id, queue)
+        await loading.complete_recipients(engine, plan_id, queue)
     return plan_id
 
 
@@ -114,7 +114,7 @@ async def wait_counts(
     deadline = time.monotonic() + timeout
     while True:
         try:
-            counts = await ledger.get_counts(engine, plan_id) or {}
+            counts = await plans.get_counts(engine, plan_id) or {}
         except Exception:  # database restarting
             counts = {}
         if counts and pred(counts):

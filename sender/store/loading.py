@@ -1,0 +1,289 @@
+"""Recipients into the ledger: insert, complete, release by share, reset, load jobs, suppressions.
+
+A recipient row is inserted ``created`` (or ``suppressed``) and its id reaches the work
+queue only once the list is complete and its cohort bucket is in the released share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from emailplan.contract import plans as contract
+from emailplan.contract.cohorts import cutoff
+from emailplan.contract.plans import SUPPRESSED_PREFIX, LoadJob, LoadResult, PlanState, RowProblem
+from emailplan.contract.recipients import Recipient, Row, RowError, validate_row
+from emailplan.sender.store import shared
+from emailplan.sender.store.plans import PlanClosedError, QueueSink, _maybe_done, _plan_row
+
+INSERT_BATCH = 5000
+ENQUEUE_CHUNK = 10_000
+# Ids per SQS work message. Bigger messages are fewer receives, claims and deletes per email,
+# but a receive takes whole messages: with 500 a pod claimed 500 rows whatever its room (about a
+# second of the plan's rate), a starved pod could not send them within its lease, another pod
+# took them over, and what the first had in flight was sent twice (the demo, 14 of 2,992).
+# 100 keeps what a pod holds near its backlog limit. One definition (the operator's backlog per replica).
+IDS_PER_QUEUE_MESSAGE = contract.IDS_PER_QUEUE_MESSAGE
+# What ``insert_recipients`` takes: rows of the recipient reader, or (row number, parsed row) pairs.
+RowInput = Row | tuple[int, Mapping[str, Any] | RowError]
+
+
+def _checked(item: RowInput) -> Row:
+    if isinstance(item, tuple):
+        row_no, data = item
+        return data if isinstance(data, RowError) else validate_row(row_no, data)
+    return item
+
+
+async def insert_recipients(
+    engine: AsyncEngine,
+    plan_id: uuid.UUID,
+    rows: Iterable[RowInput] | AsyncIterable[RowInput],
+    *,
+    batch_size: int = INSERT_BATCH,
+) -> LoadResult:
+    """Store recipient rows in big batches; refused rows and duplicates are counted apart.
+
+    ``rows`` come from ``emailplan.contract.recipients.RecipientReader`` (already
+    validated) or as ``(row_no, {email, name?, vars?})`` pairs, validated here.
+    Each batch is one INSERT over arrays in its own transaction with the counter
+    update. An address already in the plan (this upload or an earlier one) is a
+    duplicate, so re-uploading the same rows adds nothing; a suppressed address
+    is stored as ``suppressed`` and never sent.
+    """
+    async with engine.connect() as conn:
+        row = await _plan_row(conn, plan_id)
+    if row["state"] in (PlanState.STOPPED, PlanState.DONE):
+        raise PlanClosedError(f"plan is {row['state']}")
+    result = LoadResult()
+    batch: dict[str, Recipient] = {}
+    pending: asyncio.Task[None] | None = None
+
+    async def flush() -> None:
+        # One insert in flight while the next batch is validated: PostgreSQL and
+        # Python work in parallel (about twice the throughput on two cores).
+        nonlocal pending
+        if pending is not None:
+            await pending
+            pending = None
+        if batch:
+            pending = asyncio.create_task(_insert_batch(engine, plan_id, list(batch.values()), result))
+            batch.clear()
+
+    def take(item: RowInput) -> bool:
+        checked = _checked(item)
+        if isinstance(checked, RowError):
+            result.add_rejected(RowProblem(row=checked.row, field=checked.field, message=checked.message))
+            return False
+        first = batch.get(checked.email)
+        if first is not None:
+            result.add_duplicate(
+                RowProblem(row=checked.row, field="email", message=f"duplicate of row {first.row}")
+            )
+            return False
+        batch[checked.email] = checked
+        return len(batch) >= batch_size
+
+    if isinstance(rows, AsyncIterable):
+        async for item in rows:
+            if take(item):
+                await flush()
+    else:
+        for item in rows:
+            if take(item):
+                await flush()
+    await flush()
+    await flush()
+    return result
+
+
+_INSERT_SQL = text(
+    """
+    WITH input AS (
+        SELECT * FROM unnest(CAST(:rows AS int[]), CAST(:emails AS text[]), CAST(:names AS text[]),
+                             CAST(:vars AS text[])) AS t(row_no, email, name, vars)
+    ), ins AS (
+        INSERT INTO messages (plan_id, row_no, email, name, vars, status, reason)
+        SELECT CAST(:plan AS uuid), i.row_no, i.email, i.name, CAST(i.vars AS jsonb),
+               CASE WHEN s.email IS NULL THEN 'created' ELSE 'suppressed' END,
+               CAST(:supp AS text) || s.reason
+        FROM input i LEFT JOIN suppressions s ON s.email = i.email
+        ON CONFLICT (plan_id, email) DO NOTHING
+        RETURNING row_no, status, reason
+    )
+    SELECT row_no, status, reason FROM ins
+    """
+)
+
+
+async def _insert_batch(
+    engine: AsyncEngine, plan_id: uuid.UUID, batch: list[Recipient], result: LoadResult
+) -> None:
+    params = {
+        "plan": plan_id,
+        "rows": [r.row for r in batch],
+        "emails": [r.email for r in batch],
+        "names": [r.name for r in batch],
+        "vars": [r.vars_json for r in batch],
+        "supp": SUPPRESSED_PREFIX,
+    }
+    async with engine.begin() as conn:
+        inserted = (await conn.execute(_INSERT_SQL, params)).all()
+        statuses = Counter(status for _, status, _ in inserted)
+        await shared.bump(
+            conn,
+            plan_id,
+            {"total": len(inserted), "created": statuses["created"], "suppressed": statuses["suppressed"]},
+        )
+        await shared.bump_reasons(conn, plan_id, (reason for _, _, reason in inserted))
+    result.accepted += statuses["created"]
+    result.suppressed += statuses["suppressed"]
+    if len(inserted) < len(batch):
+        stored = {row_no for row_no, _, _ in inserted}
+        for r in batch:
+            if r.row not in stored:
+                result.add_duplicate(
+                    RowProblem(row=r.row, field="email", message="address already in this plan")
+                )
+
+
+async def complete_recipients(engine: AsyncEngine, plan_id: uuid.UUID, queue: QueueSink) -> int:
+    """Mark the list complete and put its released, not-yet-queued messages on the work queue.
+
+    Idempotent (see ``_enqueue_released``); returns how many message ids this call enqueued.
+    """
+    async with engine.begin() as conn:
+        row = await _plan_row(conn, plan_id, lock=True)
+        state = PlanState.READY.value if row["state"] == PlanState.LOADING else row["state"]
+        await conn.execute(
+            text("UPDATE plans SET recipients_complete = true, state = :s, updated_at = now() WHERE id = :p"),
+            {"s": state, "p": plan_id},
+        )
+    if PlanState(state).finished:
+        return 0
+    async with engine.begin() as conn:
+        await _maybe_done(conn, plan_id)  # an empty or all-suppressed list is finished already
+    return await _enqueue_released(engine, plan_id, queue, cutoff(float(row["release_percent"])))
+
+
+async def release_share(engine: AsyncEngine, plan_id: uuid.UUID, percent: float, queue: QueueSink) -> int:
+    """Release ``percent`` of a complete list (never less than before) and queue what that frees.
+
+    The rows are queued *before* the higher share is recorded: a crash in between leaves
+    the old share in the plan view, so the operator sends its PUT again and the rows
+    still waiting are queued then (rows queued twice are harmless: the claim decides).
+    Rows below the share that are not queued (a worker gave them back because their
+    variant was undecided) are queued again by any call. Returns how many ids it enqueued.
+    """
+    async with engine.connect() as conn:
+        row = await _plan_row(conn, plan_id)
+    if not row["recipients_complete"] or row["state"] in (PlanState.STOPPED, PlanState.DONE):
+        return 0
+    percent = max(percent, float(row["release_percent"]))
+    total = await _enqueue_released(engine, plan_id, queue, cutoff(percent))
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE plans SET release_percent = greatest(release_percent, :r), updated_at = now() "
+                "WHERE id = :p"
+            ),
+            {"r": percent, "p": plan_id},
+        )
+    return total
+
+
+async def _enqueue_released(engine: AsyncEngine, plan_id: uuid.UUID, queue: QueueSink, below: int) -> int:
+    """Put every waiting message whose bucket is below ``below`` on the work queue (the one enqueue path).
+
+    Idempotent: only rows with ``enqueued = false`` are sent to SQS, and they are
+    flagged after SQS accepted them; a crash in between re-enqueues a few ids,
+    which is harmless because the ledger claim decides what is sent. Rows above the
+    cutoff stay ``created`` and unqueued: nobody claims them (the orphan sweep takes
+    only queued rows) and the plan is not done while they wait.
+    """
+    total = 0
+    last_id = 0
+    while below > 0:
+        async with engine.connect() as conn:
+            ids = list(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT id FROM messages WHERE plan_id = :p AND status = 'created' "
+                            "AND NOT enqueued AND bucket < :below AND id > :last ORDER BY id LIMIT :n"
+                        ),
+                        {"p": plan_id, "below": below, "last": last_id, "n": ENQUEUE_CHUNK},
+                    )
+                ).scalars()
+            )
+        if not ids:
+            break
+        chunks = [ids[i : i + IDS_PER_QUEUE_MESSAGE] for i in range(0, len(ids), IDS_PER_QUEUE_MESSAGE)]
+        await queue.enqueue(plan_id, chunks)
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE messages SET enqueued = true, updated_at = now() "
+                    "WHERE id = ANY(CAST(:ids AS bigint[]))"
+                ),
+                {"ids": ids},
+            )
+        total += len(ids)
+        last_id = ids[-1]
+    return total
+
+
+async def reset_recipients(engine: AsyncEngine, plan_id: uuid.UUID) -> bool:
+    """Forget the rows of a list that was never completed, so loading it again counts each row once.
+
+    Before the list is complete nothing was queued or claimed, so every message
+    is ``created`` or ``suppressed`` and may go; a complete list is kept (False).
+    """
+    async with engine.begin() as conn:
+        row = await _plan_row(conn, plan_id, lock=True)
+        if row["recipients_complete"]:
+            return False
+        await conn.execute(text("DELETE FROM messages WHERE plan_id = :p"), {"p": plan_id})
+        await conn.execute(
+            text("UPDATE plan_counters SET total = 0, created = 0, suppressed = 0 WHERE plan_id = :p"),
+            {"p": plan_id},
+        )
+        await conn.execute(text("DELETE FROM plan_failure_reasons WHERE plan_id = :p"), {"p": plan_id})
+    return True
+
+
+_SAVE_LOAD = text(
+    """
+    INSERT INTO recipient_loads (plan_id, state, job, updated_at)
+    VALUES (:p, :state, CAST(:job AS jsonb), now())
+    ON CONFLICT (plan_id) DO UPDATE SET state = excluded.state, job = excluded.job, updated_at = now()
+    RETURNING updated_at
+    """
+)
+
+
+async def save_load(engine: AsyncEngine, plan_id: uuid.UUID, job: LoadJob) -> LoadJob:
+    """Record the plan's load job (one per plan); the database clock stamps ``updatedAt``."""
+    async with engine.begin() as conn:
+        stamp = (
+            await conn.execute(
+                _SAVE_LOAD, {"p": plan_id, "state": job.state.value, "job": job.model_dump_json()}
+            )
+        ).scalar_one()
+    return job.model_copy(update={"updated_at": stamp})
+
+
+async def add_suppressions(
+    engine: AsyncEngine, emails: Sequence[str], reason: str, plan_id: uuid.UUID | None = None
+) -> int:
+    """Suppress addresses for every plan (first reason wins); returns how many were new."""
+    if not emails:
+        return 0
+    async with engine.begin() as conn:
+        return await shared.insert_suppressions(conn, emails, reason, plan_id)
