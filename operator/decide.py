@@ -32,6 +32,7 @@ from emailplan.contract.plans import (
     Unsubscribe,
 )
 from emailplan.contract.spec_status import Phase as Phase  # the one definition; re-exported for callers
+from emailplan.operator import account as accounts
 from emailplan.operator import campaign, outages
 from emailplan.operator import decisions as d
 from emailplan.operator.decisions import Event
@@ -342,10 +343,23 @@ def decide(o: Observed) -> Decision:
     if outage.condition.get("type"):
         conditions.append(outage.condition)
     out.events += outage.events
+    # The SES account every plan shares (24-hour quota, SES's review): shown on plans with work left.
+    active = not finished and out.phase is not Phase.FAILED
+    account = accounts.judge(
+        view.account if view is not None and active else None, o.status, o.now, o.generation
+    )
+    conditions += account.conditions
+    out.events += account.events
+    held = (
+        account.waiting is not None and outage.shown is None and out.phase in (Phase.SENDING, Phase.HOLDING)
+    )
+    if held and account.waiting is not None:
+        ready_reason, message = account.waiting
     conditions += [
         cond(
             "Ready",
             outage.shown is None
+            and not held
             and out.phase in (Phase.SENDING, Phase.SCHEDULED, Phase.HOLDING, Phase.COMPLETED),
             ready_reason,
             message,
