@@ -47,7 +47,12 @@ class AccountGate:
             try:
                 self._read_at = time.monotonic()
                 self.account = await read_account(self._settings)
-            except (BotoCoreError, ClientError) as exc:
+            except (
+                BotoCoreError,
+                ClientError,
+                ValueError,
+                TypeError,
+            ) as exc:  # unreadable answer: keep the last
                 log.warning("cannot read the SES account", extra={"error": type(exc).__name__})
         if self.account is None:
             return self.view

@@ -40,7 +40,7 @@ def parse_account(answer: dict[str, object]) -> SesAccount:
     rate = float(quota.get("MaxSendRate", 0))
     return SesAccount(
         enforcement_status=EnforcementStatus(status)
-        if status in EnforcementStatus
+        if status in EnforcementStatus.__members__
         else EnforcementStatus.HEALTHY,
         sending_enabled=bool(answer.get("SendingEnabled", True)),
         max_24_hour_send=most if most >= 0 else None,
