@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from support.api import HEADERS, PLAN, Identity, put, start_api, stop_api
 from support.worker import Workers, addressee, emails, make_plan, received, wait_exit, worker_env
 
 from devenv.moto import MotoServer
@@ -96,3 +99,25 @@ async def test_an_account_under_review_sends_nothing_until_ses_says_healthy(
     stub.account["EnforcementStatus"] = "HEALTHY"
     await wait_exit([proc], workers, 60)
     assert len(received(aws)) == 10
+
+
+async def test_plan_view_reports_the_account_for_the_operator(
+    migrated: str, ident: Identity, aws: MotoServer, stub: AccountStub
+) -> None:
+    stub.account["SendQuota"] = {"Max24HourSend": 50.0, "MaxSendRate": 14.0, "SentLast24Hours": 50.0}
+    stub.account["EnforcementStatus"] = "PROBATION"
+    live = await start_api(
+        migrated, ident, with_aws=True, aws_endpoint_url=aws.endpoint_url, ses_account_endpoint_url=stub.url
+    )
+    try:
+        plan_id = uuid.uuid4()
+        assert (await put(live, plan_id, PLAN)).status == 201
+        view: dict[str, Any] = {}
+        while not view.get("account"):
+            view = await (await live.client.get(f"/v1/plans/{plan_id}", headers=HEADERS)).json()
+            await asyncio.sleep(0.1)
+        account = view["account"]
+        assert account["enforcementStatus"] == "PROBATION" and account["quotaLeft"] == 0
+        assert account["max24HourSend"] == 50 and account["sentInWindow"] == 50 and account["resumesAt"]
+    finally:
+        await stop_api(live)
