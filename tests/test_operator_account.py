@@ -133,7 +133,8 @@ def test_account_under_review_pauses_with_a_warning(status_: EnforcementStatus, 
 
 
 def test_a_finished_plan_says_nothing_of_the_account() -> None:
-    done = view(state=PlanState.DONE, counts={"total": 3, "sent": 3}).model_copy(update={"account": EXHAUSTED})
+    done = view(state=PlanState.DONE, counts={"total": 3, "sent": 3})
+    done = done.model_copy(update={"account": EXHAUSTED})
     out = decide(observed(view=done))
     assert "AccountQuota" not in conds(dict(out.status))
     assert not [e for e in out.events if e.reason == "QuotaExhausted"]
