@@ -54,3 +54,18 @@ class AccountStub:
     async def __aexit__(self, *_: object) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+def main(argv: list[str]) -> None:
+    """``python hack/devenv/sesaccount.py PORT``: the stub as its own process (the kube end-to-end tests)."""
+    stub = AccountStub()
+    app = web.Application()
+    app.router.add_get("/v2/email/account", stub._get)
+    app.router.add_put("/_stub/account", stub._put)
+    web.run_app(app, host="127.0.0.1", port=int(argv[1]), print=None)
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv)
