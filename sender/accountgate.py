@@ -4,8 +4,10 @@ Every plan shares one SES account. The gate reads the account (``GetAccount``) e
 ``account_poll_seconds`` and the ledger's window count every :data:`USAGE_SECONDS`;
 the pacer asks :meth:`AccountGate.allowance` before each grant from the shared bucket, so
 all plans together stop at ``Max24HourSend`` and start again by themselves when the
-oldest sends age out. Between two counts a pod spends at most what it was allowed at the
-last one (it counts down its own grants), so pods overshoot by at most one grant each.
+oldest sends age out. Between two counts a pod spends at most what was left at the last
+one (it counts down its own grants); pods of plans sending at the same moment each see that
+same remainder, so together they can pass the quota by up to it until the next count. An
+exact shared reservation would need a row every grant updates (left for later).
 """
 
 from __future__ import annotations
