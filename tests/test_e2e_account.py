@@ -36,7 +36,11 @@ class StubProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([sys.executable, sesaccount.__file__, str(self.port)])
-        wait_for(lambda: port_open(self.port), 30, "GetAccount stub")
+        try:
+            wait_for(lambda: port_open(self.port), 30, "GetAccount stub")
+        except BaseException:
+            self.proc.kill()
+            raise
 
     def set(self, **account: Any) -> None:
         body = json.dumps(account).encode()
