@@ -42,6 +42,7 @@ class AccountGate:
         self.view: AccountView | None = None
         self._left = UNLIMITED
         self._read_at = -float("inf")
+        self._failing = ""  # the kind of the last GetAccount failure ("" while it answers)
 
     async def refresh(self) -> AccountView | None:
         """Read SES (when due) and the ledger; keep the last view when either is away."""
@@ -49,13 +50,18 @@ class AccountGate:
             try:
                 self._read_at = time.monotonic()
                 self.account = await read_account(self._settings)
+                self._failing = ""
             except (
                 BotoCoreError,
                 ClientError,
                 ValueError,
                 TypeError,
             ) as exc:  # unreadable answer: keep the last
-                log.warning("cannot read the SES account", extra={"error": type(exc).__name__})
+                # Said once per kind of failure (a role without ses:GetAccount fails every poll).
+                (log.warning if type(exc).__name__ != self._failing else log.debug)(
+                    "cannot read the SES account", extra={"error": type(exc).__name__}
+                )
+                self._failing = type(exc).__name__
         if self.account is None:
             return self.view
         limit = None if self.account.max_24_hour_send is None else int(self.account.max_24_hour_send)
