@@ -32,6 +32,7 @@ from emailplan.contract.plans import (
     Unsubscribe,
 )
 from emailplan.contract.spec_status import Phase as Phase  # the one definition; re-exported for callers
+from emailplan.operator import account as accounts
 from emailplan.operator import campaign, outages
 from emailplan.operator import rules as d
 from emailplan.operator.planspec import PlanSpec, Templates
@@ -400,6 +401,21 @@ def _window_conditions(p: _Pass) -> None:
             p.out.events.append(Event("Normal", reason, p.conditions[-1]["message"]))
 
 
+def _account_hold(p: _Pass) -> tuple[str, str] | None:
+    """The SES account every plan shares (24-hour quota, SES's review): its conditions and Events
+    go on plans with work left; the Ready reason and message when it holds this plan now."""
+    o, out, view = p.o, p.out, p.o.view
+    active = not p.finished and out.phase is not Phase.FAILED
+    account = accounts.judge(
+        view.account if view is not None and active else None, o.status, o.now, o.generation
+    )
+    p.conditions += account.conditions
+    out.events += account.events
+    if account.waiting is not None and p.outage.shown is None and out.phase in (Phase.SENDING, Phase.HOLDING):
+        return account.waiting
+    return None
+
+
 def _summary_conditions(p: _Pass) -> None:
     """Ready, Reconciling, Stalled and Complete (kstatus), with the outage's word where one shows."""
     o, out, job, outage, cond, steering = p.o, p.out, p.job, p.outage, p.cond, p.steer
@@ -417,11 +433,16 @@ def _summary_conditions(p: _Pass) -> None:
     if outage.condition.get("type"):
         p.conditions.append(outage.condition)
     out.events += outage.events
+    waiting = _account_hold(p)
+    held = waiting is not None
+    if waiting is not None:
+        ready_reason, message = waiting
     finished = p.finished
     p.conditions += [
         cond(
             "Ready",
             outage.shown is None
+            and not held
             and out.phase in (Phase.SENDING, Phase.SCHEDULED, Phase.HOLDING, Phase.COMPLETED),
             ready_reason,
             message,

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND
+from emailplan.sender.accountgate import AccountGate
 from emailplan.sender.outage import OUTAGE
 from emailplan.sender.ratelimit import Bucket, SendLimit, grant_want, refill, take, wait_time
 from emailplan.sender.store import pacing
@@ -45,12 +46,14 @@ class Pacer:
         demand: Callable[[], int],
         stopping: asyncio.Event,
         plan_rate: float = DEFAULT_RATE_PER_SECOND,
+        gate: AccountGate | None = None,
     ) -> None:
         self._engine = engine
         self._plan_id = plan_id
         self.account_rate = account_rate
         self._demand = demand
         self._stopping = stopping
+        self._gate = gate  # the account's 24-hour quota and standing (None: not enforced here)
         self.limit = SendLimit(configured=plan_rate)
         self._tokens = 0.0
         self._lock = asyncio.Lock()
@@ -171,6 +174,11 @@ class Pacer:
     async def _grab(self) -> bool:
         """One grant from the shared bucket; False when the database is away."""
         want = grant_want(self.limit.rate, GRANT_HORIZON, float(self._demand() + 1) - self._tokens)
+        if self._gate is not None:
+            allowed = self._gate.allowance()
+            if allowed < 1:
+                return False  # the account's quota is used up or SES paused it: ask again later
+            want = min(want, float(allowed))
         back, self._give_back = self._give_back, 0
         try:
             t0 = time.monotonic()
@@ -187,6 +195,8 @@ class Pacer:
         self.stats["grant_seconds"] += took
         self.stats["grants"] += 1
         self.stats["granted"] += got
+        if self._gate is not None:
+            self._gate.spent(int(got))
         self.set_plan_rate(rate)
         self._tokens += got
         self._tokens_until = time.monotonic() + TOKEN_TTL

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from emailplan.contract.account import QUOTA_WINDOW_SECONDS
 from emailplan.runtime.startup import missing_secret
 
 DEV_KEYS = {"token_key": "dev-token-key-change-me", "api_key": "dev-api-key-change-me"}
@@ -37,6 +38,9 @@ class SenderSettings(BaseSettings):
     )
     aws_endpoint_url: str | None = None
     ses_endpoint_url: str | None = None  # a separate SES endpoint (benchmarks, throttling proxy)
+    ses_account_endpoint_url: str | None = None  # where GetAccount is read (tests: the local stub)
+    account_poll_seconds: float = 30.0  # how often the account's quota and standing are read
+    quota_window_seconds: int = QUOTA_WINDOW_SECONDS  # SES's 24 h; shorter only in dev_mode (tests)
 
     token_key: SecretStr = SecretStr("")  # signs tracking links (worker and api)
     api_key: SecretStr = SecretStr("")  # the administration endpoints' x-api-key (api)
@@ -77,6 +81,10 @@ class SenderSettings(BaseSettings):
     @model_validator(mode="after")
     def _dev_keys(self) -> Self:
         """In development mode only, fill missing keys with the well-known development values."""
+        if self.quota_window_seconds != QUOTA_WINDOW_SECONDS and not self.dev_mode:
+            raise ValueError(
+                f"quota_window_seconds: SES counts {QUOTA_WINDOW_SECONDS}s; another window only with dev_mode"
+            )
         if self.dev_mode:
             for name, value in DEV_KEYS.items():
                 if not getattr(self, name).get_secret_value():

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emailplan.contract.plans import PlanState
+from emailplan.sender.accountgate import AccountGate
 from emailplan.sender.bulkmail import MAX_ENTRIES, BulkPlan, compile_bulk, uses_bulk
 from emailplan.sender.bulksend import BulkSender
 from emailplan.sender.failtext import failure_reason
@@ -76,6 +77,7 @@ NEVER_STALE = 10 * 365 * 86400.0
 DB_QUIET = 3.0
 # A wrongly released cohort gives back many rows: one warning (with the running total) this often.
 UNDECIDED_LOG_SECONDS = 10.0
+ACCOUNT_FIRST_READ_SECONDS = 10.0  # the first GetAccount read before sending; after it, sending starts anyway
 
 
 class Worker:
@@ -122,12 +124,14 @@ class Worker:
             lease_seconds=lease,
             poll_wait_seconds=settings.poll_wait_seconds,
         )
+        self.account = AccountGate(engine, settings)
         self.pacer = Pacer(
             engine,
             plan_id,
             account_rate=settings.max_send_rate,
             demand=lambda: len(self.leases),
             stopping=self.stopping,
+            gate=self.account,
         )
         self.writer = ResultWriter(
             engine, plan_id, max_rows=settings.flush_rows, on_written=self._written, on_outage=self.db_away
@@ -503,12 +507,15 @@ class Worker:
             extra={"plan": str(self.plan_id), "owner": self.owner, "account_rate": self.pacer.account_rate},
         )
         await retry_forever(self.refresh_plan, "read plan", self.stopping)
+        with contextlib.suppress(TimeoutError):  # the account first: a used-up quota sends nothing
+            await asyncio.wait_for(self.account.refresh(), timeout=ACCOUNT_FIRST_READ_SECONDS)
         tasks = [
             asyncio.create_task(self.plan_loop(), name="plan"),
             asyncio.create_task(self.poll_loop(), name="poll"),
             asyncio.create_task(self.sweep_loop(), name="sweep"),
             asyncio.create_task(self.heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self.stats_loop(), name="stats"),
+            asyncio.create_task(self.account.run(self.stopping), name="account"),
         ]
         writers = [
             asyncio.create_task(self.writer.run(), name="writer"),

@@ -15,6 +15,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
+from emailplan.contract.account import AccountView
 from emailplan.contract.addresses import Mailbox
 from emailplan.contract.bulktemplates import bulk_template_problems
 from emailplan.contract.counts import STATUS_COUNTS, StatusCounts
@@ -365,6 +366,8 @@ class PlanView(PlanPayload):
     failures: list[FailureReason] = Field(default_factory=list)
     # The API's view of what the plan needs (database, SQS, SES): an outage shows on the plan.
     dependencies: list[DependencyHealth] = Field(default_factory=list)
+    # The SES account every plan shares: its 24-hour quota left and SES's review of it.
+    account: AccountView | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
 

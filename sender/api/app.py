@@ -22,6 +22,7 @@ import gc
 import logging
 import ssl
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -31,6 +32,7 @@ from emailplan.contract.health import Dependency
 from emailplan.runtime.logsetup import setup_logging
 from emailplan.runtime.sentry import init_sentry
 from emailplan.sender import sns
+from emailplan.sender.accountgate import AccountGate
 from emailplan.sender.api import failures, health, openapi, plans, snsroute, stats, suppressions, tracking
 from emailplan.sender.api.auth import api_key_middleware
 from emailplan.sender.api.dependencies import raising
@@ -178,9 +180,14 @@ async def _open_aws(stack: contextlib.AsyncExitStack, state: ApiState) -> None:
         return
     ses = await stack.enter_async_context(client)
     state.health.add(Dependency.SES, ses.unreachable)
+    # The account (24-hour quota, SES's review) rides in every plan view: the operator shows it.
+    state.account = AccountGate(state.engine, state.settings)
+    stopping = asyncio.Event()
+    watch = asyncio.get_running_loop().create_task(state.account.run(stopping), name="account")
+    stack.push_async_callback(_cancel, watch)
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
+async def _cancel(task: asyncio.Task[Any]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

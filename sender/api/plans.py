@@ -65,7 +65,8 @@ async def _view(state: ApiState, plan_id: uuid.UUID) -> PlanView:
     state.health.record(Dependency.DATABASE, None)  # it answered just now
     if view is None:
         raise ApiError(404, "unknown plan", "planId")
-    return view.model_copy(update={"dependencies": state.health.snapshot()})
+    account = state.account.view if state.account is not None else None
+    return view.model_copy(update={"dependencies": state.health.snapshot(), "account": account})
 
 
 def _compiles(plan: PlanPayload, plan_id: uuid.UUID) -> dict[str, object]:

@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from emailplan.sender.accountgate import AccountGate
 from emailplan.sender.api.dependencies import DependencyMonitor
 from emailplan.sender.api.eventbatch import EventBatcher
 from emailplan.sender.api.openbuffer import OpenBuffer
@@ -33,6 +34,7 @@ class ApiState:
     api_key: bytes
     queue: QueueSink | None = None
     health: DependencyMonitor = field(default_factory=DependencyMonitor)
+    account: AccountGate | None = None  # the SES account's quota and standing (None: no AWS here)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
