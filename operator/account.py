@@ -17,8 +17,8 @@ from datetime import datetime
 from typing import Any
 
 from emailplan.contract.account import AccountView, EnforcementStatus
-from emailplan.operator import decisions as d
-from emailplan.operator.decisions import Event
+from emailplan.operator import rules as d
+from emailplan.operator.rules import Event
 
 QUOTA = "AccountQuota"
 HEALTHY = "AccountHealthy"

@@ -22,7 +22,7 @@ from support.worker import Workers, addressee, emails, make_plan, received, wait
 
 from devenv.moto import MotoServer
 from devenv.sesaccount import AccountStub
-from emailplan.sender.store import ledger
+from emailplan.sender.store import plans
 
 WINDOW = 8  # seconds: the test's "24 hours"
 
@@ -73,7 +73,7 @@ async def test_two_plans_together_stay_under_the_24_hour_quota_and_the_second_fi
             {"w": WINDOW},
         )
     assert busiest is not None and busiest <= quota, f"{busiest} sends within one window, quota {quota}"
-    counts = await ledger.get_counts(engine, second)
+    counts = await plans.get_counts(engine, second)
     assert counts is not None and counts["sent"] == per_plan
 
 
@@ -94,7 +94,7 @@ async def test_an_account_under_review_sends_nothing_until_ses_says_healthy(
     while stub.calls < 3:
         assert proc.poll() is None, workers.logs()
         await asyncio.sleep(0.1)
-    counts = await ledger.get_counts(engine, plan)
+    counts = await plans.get_counts(engine, plan)
     assert counts is not None and counts["sent"] == 0 and received(aws) == []
     stub.account["EnforcementStatus"] = "HEALTHY"
     await wait_exit([proc], workers, 60)

@@ -6,12 +6,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from support.decisions import NOW, observed, view
 
 from emailplan.contract.account import AccountView, EnforcementStatus
 from emailplan.contract.plans import PlanState
 from emailplan.operator import account as accounts
 from emailplan.operator.decide import decide
-from tests.support.decisions import NOW, observed, view
 
 SENDING = {"total": 3000, "created": 2000, "sent": 1000}
 RESUMES = NOW + timedelta(hours=3)
