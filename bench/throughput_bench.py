@@ -136,6 +136,9 @@ class Round:
     background_cores: float
     exit: int
     flags: list[str] = field(default_factory=list)
+    # CPU-ms per email of each server the side used (postgres, sqs, stub): where the pipeline's
+    # share beyond the sender goes (JSON only).
+    servers_cpu_ms: dict[str, float] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- building
@@ -258,6 +261,7 @@ def measured(
         background_cores=background,
         exit=w.code,
         flags=flags,
+        servers_cpu_ms={name: w.servers[name] / n * 1000 for name in pipeline},
     )
 
 
