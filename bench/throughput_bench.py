@@ -4,8 +4,10 @@ Every side sends the same number of emails to the same SES v2 stub (``bench/sess
 standard library only, built here with the machine's Go) in interleaved rounds, so machine
 load that comes and goes hits all alike. The sides (``--sides``, default ``raw:1 raw:2
 bulk:2 go``): ``API:N`` is ``emailplan worker --processes N`` with ``ses.sendApi`` API
-(raw: one SendEmail of rendered MIME an email; bulk: SendBulkEmail, up to 50 an call), and
-``go`` is aws-ses-sender-go. Per round and side:
+(raw: one SendEmail of rendered MIME an email; bulk: SendBulkEmail, up to 50 an call) and
+the production features on (open and click tracking, List-Unsubscribe); ``API:N:plain`` is
+the same with only what the Go service's emails carry (the open pixel); ``go`` is
+aws-ses-sender-go. Per round and side:
 
 * emails/s: (accepted - 1) / (last - first accept) as the stub timed them;
 * sends in flight (the pod's slots over its processes, the Go service's ``MAX_CONCURRENT``),
@@ -80,6 +82,10 @@ SPEC = {
     "tracking": {"opens": True, "clicks": True},
     "unsubscribe": {"enabled": True},
 }
+# ``API:N:plain``: what the Go service puts in an email and nothing more (the open pixel; no
+# click tracking, no List-Unsubscribe), for the like-for-like row; plain ``API:N`` keeps
+# SPEC, the production features on.
+PLAIN = {**SPEC, "tracking": {"opens": True, "clicks": False}, "unsubscribe": {"enabled": False}}
 POLL = 0.02
 SECTION = "## Side by side with aws-ses-sender-go (sender throughput)"
 NOTES = "<!-- notes below this line are kept when the benchmark rewrites the section -->"
@@ -88,23 +94,39 @@ GO_SIDE = "go"
 
 @dataclass(frozen=True)
 class Side:
-    """One contender: the Go service, or a pod of ``processes`` with ``ses.sendApi`` ``api``."""
+    """One contender: the Go service, or a pod of ``processes`` with ``ses.sendApi`` ``api``
+    (``plain``: the emails carry only what the Go service's do)."""
 
     api: str
     processes: int
+    plain: bool = False
 
     @property
     def name(self) -> str:
-        return GO_SIDE if self.api == GO_SIDE else f"{self.api}:{self.processes}"
+        if self.api == GO_SIDE:
+            return GO_SIDE
+        return f"{self.api}:{self.processes}" + (":plain" if self.plain else "")
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return {**(PLAIN if self.plain else SPEC), "ses": {"sendApi": self.api}}
 
     @staticmethod
     def parse(text: str) -> Side:
         if text == GO_SIDE:
             return Side(GO_SIDE, 1)
-        api, _, count = text.partition(":")
-        if api not in ("raw", "bulk") or not count.isdigit() or int(count) < 1:
-            raise argparse.ArgumentTypeError(f"side {text!r}: expected go, raw:N or bulk:N (N >= 1)")
-        return Side(api, int(count))
+        api, _, rest = text.partition(":")
+        count, _, variant = rest.partition(":")
+        if (
+            api not in ("raw", "bulk")
+            or not count.isdigit()
+            or int(count) < 1
+            or variant not in ("", "plain")
+        ):
+            raise argparse.ArgumentTypeError(
+                f"side {text!r}: expected go, raw:N or bulk:N (N >= 1), optionally :plain"
+            )
+        return Side(api, int(count), variant == "plain")
 
 
 @dataclass
@@ -136,6 +158,9 @@ class Round:
     background_cores: float
     exit: int
     flags: list[str] = field(default_factory=list)
+    # CPU-ms per email of each server the side used (postgres, sqs, stub): where the pipeline's
+    # share beyond the sender goes (JSON only).
+    servers_cpu_ms: dict[str, float] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- building
@@ -258,6 +283,7 @@ def measured(
         background_cores=background,
         exit=w.code,
         flags=flags,
+        servers_cpu_ms={name: w.servers[name] / n * 1000 for name in pipeline},
     )
 
 
@@ -301,7 +327,7 @@ def slots(args: argparse.Namespace, side: Side) -> int:
 
 def run_pod(args: argparse.Namespace, rnd: int, stub: Stub, pg: Any, servers: Servers, side: Side) -> Round:
     n = args.emails
-    plan_id = asyncio.run(make_plan(pg.url, n, rate=1e6, spec={**SPEC, "ses": {"sendApi": side.api}}))
+    plan_id = asyncio.run(make_plan(pg.url, n, rate=1e6, spec=side.spec))
     stub.reset()
     background = background_cores()
     cmd = [EXE, "worker", "--processes", str(side.processes)]
@@ -509,7 +535,8 @@ def parse_args() -> argparse.Namespace:
         nargs="+",
         type=Side.parse,
         default=[Side.parse(t) for t in ("raw:1", "raw:2", "bulk:2", GO_SIDE)],
-        help="go, raw:N, bulk:N (N worker processes); default raw:1 raw:2 bulk:2 go",
+        help="go, raw:N, bulk:N (N worker processes), raw:N:plain (only an open pixel, like the "
+        "Go service's emails); default raw:1 raw:2 bulk:2 go",
     )
     parser.add_argument("--in-flight", type=int, default=64, help="sends in flight, each side")
     parser.add_argument("--json", type=Path, default=None, help="also write the rounds as JSON here")

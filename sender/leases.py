@@ -96,12 +96,28 @@ class Leases:
         for i in ids:
             self._held.pop(i, None)
 
+    @property
+    def heartbeat_seconds(self) -> float:
+        """How often ``renew`` runs: a quarter of the lease."""
+        return max(0.25, self.lease_seconds / 4)
+
+    def due(self, now: float) -> list[int]:
+        """Ids whose lease may run out before the heartbeat after next, with one and a half
+        heartbeats to spare: only these are renewed. Most messages are sent within a couple of
+        seconds of their claim; renewing every held lease at every heartbeat rewrote about
+        one ledger row per email sent. A message not renewed now stays valid past the next
+        heartbeat, which renews it; if that one fails, the message waits (``STALE``) as before.
+        """
+        horizon = now + 1.5 * self.heartbeat_seconds
+        return [i for i, held in self._held.items() if held.valid_until < horizon]
+
     async def renew(self) -> list[int]:
-        """One heartbeat: extend every lease; returns the ids lost to other pods (dropped here)."""
-        ids = self.ids()
+        """One heartbeat: extend the leases that are due; returns the ids lost to other pods
+        (dropped here)."""
+        asked_at = time.monotonic()
+        ids = self.due(asked_at)
         if not ids:
             return []
-        asked_at = time.monotonic()
         kept = set(await claims.extend_lease(self._engine, ids, self.owner, self.lease_seconds))
         until = asked_at + self.lease_seconds - self.margin
         lost = []

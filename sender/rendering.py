@@ -24,6 +24,7 @@ an :class:`InvalidAddress` (the message fails alone, with that reason).
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import re
 import secrets
@@ -324,7 +325,13 @@ def _b64_lines(data: str) -> str:
 def click_url(public_url: str, sign: Signer, message_id: int, url: str) -> str:
     """The tracked redirect for ``url``; the token is bound to the URL (no open redirect)."""
     token = sign("click", message_id, url)
-    return f"{public_url}/v1/events/click?t={token}&u={quote(url, safe='')}"
+    return f"{public_url}/v1/events/click?t={token}&u={_quoted(url)}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _quoted(url: str) -> str:
+    """``url`` as a query value; a plan's links are the same for every recipient, quoted once."""
+    return quote(url, safe="")
 
 
 def open_url(public_url: str, sign: Signer, message_id: int) -> str:

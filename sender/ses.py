@@ -1,4 +1,4 @@
-"""SES v2 SendEmail (Raw) and SendBulkEmail over aiohttp, signed with AWS Signature Version 4.
+"""SES v2 SendEmail (Raw) and SendBulkEmail over a lean HTTP/1.1 client, signed with AWS SigV4.
 
 The generic botocore pipeline (parameter validation, serialization, event
 hooks, retries) costs more CPU per call than everything else the worker does;
@@ -6,7 +6,9 @@ SendEmail is one JSON POST, so we build it ourselves and keep what matters:
 botocore's credential chain (env, profile, IRSA web identity, with refresh).
 Signing this one fixed request shape is done by ``SigV4`` below (the day's
 signing key is cached; botocore's generic signer costs ~150 µs a call); a test
-checks it produces exactly botocore's signature. Errors are classified for the worker: throttling (slow down
+checks it produces exactly botocore's signature. The HTTP side is ``httppost.HttpPoster``
+(one bytes write per request on kept-alive connections; aiohttp's general machinery cost
+about a fifth of a raw worker's CPU). Errors are classified for the worker: throttling (slow down
 and retry, never a failure), paused or suspended account (stop sending for a while, never a
 failure), permanent (the message fails with the reason), transient (retry with backoff).
 Quota reads are rare and use the plain client.
@@ -22,14 +24,15 @@ import re
 import time
 import xml.etree.ElementTree as ET
 from base64 import b64encode
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import botocore.session
 import orjson
 
+from emailplan.sender.httppost import HttpPoster
 from emailplan.sender.rendering import RenderedEmail
 from emailplan.sender.settings import SenderSettings
 
@@ -96,8 +99,9 @@ class SesTransientError(SesError):
     """Network trouble or a 5xx: retry with backoff, up to the limit."""
 
 
-def _error_code(headers: Any, body: bytes) -> tuple[str, str]:
-    code = str(headers.get("x-amzn-ErrorType", "") or "")
+def _error_code(headers: Mapping[str, str], body: bytes) -> tuple[str, str]:
+    """SES's error code and message from a response (``headers`` with lower-cased names)."""
+    code = str(headers.get("x-amzn-errortype", "") or "")
     message = ""
     try:
         data = json.loads(body or b"{}")
@@ -253,6 +257,12 @@ def host_of(url: str) -> tuple[str, str]:
     return host, parts.path or "/"
 
 
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``: what one pool of connections serves."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 class SesClient:
     """Async SES v2 sender for one process; use as ``async with SesClient(settings) as ses``."""
 
@@ -271,7 +281,7 @@ class SesClient:
         self._credentials = self._botocore.get_credentials()
         if self._credentials is None:
             raise RuntimeError("no AWS credentials found (environment, profile or web identity)")
-        self._http: aiohttp.ClientSession | None = None
+        self._http: HttpPoster | None = None
         self._signer = SigV4("ses", self._region)
         self._send_host, self._send_path = host_of(self._url)
         self._bulk_url = f"{self._endpoint}/v2/email/outbound-bulk-emails"
@@ -280,18 +290,9 @@ class SesClient:
         self._templates_host = host_of(self._templates_url)
 
     async def __aenter__(self) -> SesClient:
-        # Keep-alive connections are reused (the connector keeps up to ``limit`` open, so no TCP
-        # or TLS handshake per send); no cookie jar, no automatic decompression and no default
-        # headers: SES sets no cookies and answers small uncompressed JSON.
-        self._http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=self._max_connections, ttl_dns_cache=300, keepalive_timeout=60
-            ),
-            timeout=aiohttp.ClientTimeout(total=30, connect=5),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            skip_auto_headers=("Accept-Encoding",),
-        )
+        # Keep-alive connections are reused (up to ``max_connections`` open, so no TCP or TLS
+        # handshake per send).
+        self._http = HttpPoster(origin_of(self._endpoint), limit=self._max_connections)
         return self
 
     async def __aexit__(
@@ -317,16 +318,16 @@ class SesClient:
 
     async def _post(
         self, url: str, host_path: tuple[str, str], payload: dict[str, Any]
-    ) -> tuple[int, Any, bytes]:
+    ) -> tuple[int, Mapping[str, str], bytes]:
         """One signed JSON POST: (status, response headers, body); network trouble is transient."""
         body = orjson.dumps(payload)
         headers = self._signed_headers(url, body, "application/json", host_path)
         assert self._http is not None, "use SesClient as an async context manager"
         try:
-            async with self._http.post(url, data=body, headers=headers) as response:
-                return response.status, response.headers, await response.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            answer = await self._http.post(host_path[1], body, headers)
+        except (TimeoutError, OSError) as exc:
             raise SesTransientError(type(exc).__name__, str(exc)[:200]) from exc
+        return answer.status, answer.headers, answer.body
 
     async def send(self, email: RenderedEmail) -> str:
         """Send one rendered message; returns the SES MessageId or raises a ``SesError`` kind."""
@@ -388,27 +389,32 @@ class SesClient:
         """
         url = self._endpoint + "/"  # where messages go (a separate SES endpoint, if set)
         body = b"Action=GetSendQuota&Version=2010-12-01"
-        headers = self._signed_headers(url, body, "application/x-www-form-urlencoded; charset=utf-8")
+        host_path = host_of(url)
+        headers = self._signed_headers(
+            url, body, "application/x-www-form-urlencoded; charset=utf-8", host_path
+        )
         assert self._http is not None, "use SesClient as an async context manager"
         try:
-            async with self._http.post(url, data=body, headers=headers) as response:
-                return f"SES answered HTTP {response.status}" if response.status >= 500 else None
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            answer = await self._http.post(host_path[1], body, headers)
+        except (TimeoutError, OSError, ValueError) as exc:  # ValueError: not an HTTP answer
             return f"cannot reach SES ({type(exc).__name__})"
+        return f"SES answered HTTP {answer.status}" if answer.status >= 500 else None
 
     async def max_send_rate(self) -> float | None:
         """The account's MaxSendRate (SES v1 GetSendQuota; moto implements it), or None if unknown."""
         url = (self._aws_endpoint or f"https://email.{self._region}.amazonaws.com").rstrip("/") + "/"
         body = b"Action=GetSendQuota&Version=2010-12-01"
         headers = self._signed_headers(url, body, "application/x-www-form-urlencoded; charset=utf-8")
-        assert self._http is not None, "use SesClient as an async context manager"
+        poster = HttpPoster(origin_of(url), limit=1)  # once at start-up: its own connection
         try:
-            async with self._http.post(url, data=body, headers=headers) as response:
-                if response.status != 200:
-                    return None
-                text = await response.read()
-        except (aiohttp.ClientError, TimeoutError, OSError):
+            answer = await poster.post(host_of(url)[1], body, headers)
+        except (TimeoutError, OSError):
             return None
+        finally:
+            await poster.close()
+        if answer.status != 200:
+            return None
+        text = answer.body
         try:
             root = ET.fromstring(text)  # noqa: S314 - SES's own response
         except ET.ParseError:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import struct
 
@@ -21,8 +20,10 @@ _ID = struct.Struct(">Q")
 
 
 def _mac(key: bytes, purpose: str, message_id: int, extra: str) -> bytes:
+    # hmac.digest: OpenSSL's one-shot HMAC, a third of the cost of an hmac.new object (a raw
+    # email signs up to three tokens, the pixel endpoint reads one per request).
     msg = b"%s\x00%d\x00%s" % (purpose.encode(), message_id, extra.encode())
-    return hmac.new(key, msg, hashlib.sha256).digest()[:_MAC_LEN]
+    return hmac.digest(key, msg, "sha256")[:_MAC_LEN]
 
 
 def make_token(key: bytes, purpose: str, message_id: int, extra: str = "") -> str:

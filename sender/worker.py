@@ -347,7 +347,7 @@ class Worker:
 
     async def heartbeat_loop(self) -> None:
         """Renew the ledger leases and the SQS visibility of everything held, every quarter lease."""
-        period = max(0.25, self.settings.lease_seconds / 4)
+        period = self.leases.heartbeat_seconds
         while not self.stopping.is_set():
             await pause(self.stopping, period)
             if self.stopping.is_set():

@@ -7,6 +7,7 @@ import uuid
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from emailplan.sender.store import shared
 from emailplan.sender.store.plans import PlanNotFoundError
 
 # One statement, one round trip: lock the bucket rows (account first, by key), refill them
@@ -33,13 +34,11 @@ _TAKE_TOKENS = text(
     g AS (SELECT greatest(0.0, floor(least(CAST(:want AS float8), min(avail)))) AS granted FROM r)
     UPDATE rate_buckets t SET tokens = r.avail - g.granted, updated_at = clock_timestamp()
     FROM r, g WHERE t.key = r.key
+        AND (SELECT count(*) FROM r) = cardinality(CAST(:keys AS text[]))
+        AND (SELECT rate FROM p) IS NOT NULL
     RETURNING g.granted, (SELECT rate FROM p) AS rate
     """
 )
-
-
-class _MissingBucketError(Exception):
-    """A bucket row does not exist yet (internal: rolls the grant back)."""
 
 
 _ENSURE_BUCKETS = text(
@@ -78,14 +77,11 @@ async def take_tokens(
         "want": max(0.0, want),
     }
     for _ in range(2):
-        try:
-            async with engine.begin() as conn:
-                rows = (await conn.execute(_TAKE_TOKENS, params)).all()
-                if len(rows) == len(keys) and rows[0][1] is not None:
-                    return float(rows[0][0]), float(rows[0][1])
-                raise _MissingBucketError  # roll back: nothing may be taken from half the buckets
-        except _MissingBucketError:
-            pass
+        # Autocommit: the statement takes nothing unless every bucket row and the plan are there.
+        async with shared.autocommit(engine) as conn:
+            rows = (await conn.execute(_TAKE_TOKENS, params)).all()
+        if len(rows) == len(keys):
+            return float(rows[0][0]), float(rows[0][1])
         # First grant for this plan or the account (no bucket row yet), or no such plan.
         async with engine.begin() as conn:
             exists = (await conn.execute(text("SELECT 1 FROM plans WHERE id = :p"), {"p": plan_id})).first()

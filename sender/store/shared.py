@@ -8,9 +8,10 @@ call these.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import text
@@ -18,6 +19,19 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from emailplan.sender.models import COUNTER_COLUMNS
+
+
+@contextlib.asynccontextmanager
+async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection whose every statement is its own transaction: one round trip each.
+
+    For the worker's hot statements, each written as one statement that does all its work
+    (``engine.begin()`` adds a BEGIN and a COMMIT round trip, and holds every row lock across
+    them). Errors are SQLAlchemy's as with ``engine.begin()``, so ``OUTAGE`` still covers them.
+    """
+    async with engine.connect() as conn:
+        yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+
 
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction may simply run again.
 RETRY_STATES = ("40P01", "40001")
