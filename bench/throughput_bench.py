@@ -491,7 +491,9 @@ def report(rounds: list[Round], args: argparse.Namespace, started: str, command:
         "",
         f"Run {started}, {args.rounds} interleaved rounds of {args.emails:,} emails per side, "
         f"{os.cpu_count()} cores, load average {load}. Sides: `raw:N` / `bulk:N` = `emailplan worker "
-        "--processes N` with `ses.sendApi` raw / bulk; `go` = aws-ses-sender-go. Command:",
+        "--processes N` with `ses.sendApi` raw / bulk, open and click tracking and List-Unsubscribe on; "
+        "`:plain` = only the open pixel, what the Go service's emails carry; `go` = aws-ses-sender-go. "
+        "Command:",
         "",
         f"    {command}",
         "",
