@@ -44,7 +44,6 @@ class JobState:
     job: Job
     outstanding: set[int] = field(default_factory=set)
     give_back: bool = False
-    visible_at: float = 0.0  # monotonic; when SQS may show it again unless its visibility is extended
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,6 @@ class Intake:
         self._jobs: list[JobState] = []
         self._by_id: dict[int, JobState] = {}
         self._unclaimed: list[Job] = []  # received, claim not finished: visible again if we stop now
-        self._visibility = int(max(1, self._lease))  # seconds SQS hides a received message
         self._finished: list[str] = []  # receipts of finished messages, deleted in batches
         self._finished_since = 0.0  # monotonic; when the oldest of them finished
 
@@ -95,7 +93,7 @@ class Intake:
         jobs = await self._queue.receive(
             self._plan_id,
             wait_seconds=self._poll_wait,
-            visibility=self._visibility,
+            visibility=int(max(1, self._lease)),
             max_messages=max(1, min(10, -(-room // loading.IDS_PER_QUEUE_MESSAGE))),
         )
         if not jobs:
@@ -125,12 +123,10 @@ class Intake:
             self._unclaimed.remove(job)
             # An id that came twice (SQS delivers at least once) belongs to the first message.
             mine = [by_id.pop(i) for i in job.ids if i in by_id]
-            await self._track(job, mine, waiting=any(i in waiting for i in job.ids), received_at=asked_at)
+            await self._track(job, mine, waiting=any(i in waiting for i in job.ids))
         return Taken(claimed, asked_at)
 
-    async def _track(
-        self, job: Job, claimed: list[claims.Claimed], *, waiting: bool, received_at: float
-    ) -> None:
+    async def _track(self, job: Job, claimed: list[claims.Claimed], *, waiting: bool) -> None:
         """Hold one SQS message until its claimed ids are written; settle it now if it has none."""
         if not claimed:
             if waiting:
@@ -138,9 +134,7 @@ class Intake:
             else:
                 await self._delete([job.receipt])  # every id is final or held by a live lease elsewhere
             return
-        state = JobState(
-            job, {c.id for c in claimed}, give_back=waiting, visible_at=received_at + self._visibility
-        )
+        state = JobState(job, {c.id for c in claimed}, give_back=waiting)
         self._jobs.append(state)
         for c in claimed:
             self._by_id[c.id] = state
@@ -194,18 +188,13 @@ class Intake:
             receipts, self._finished = self._finished[:whole], self._finished[whole:]
         await self._delete(receipts)
 
-    async def extend_visibility(self, due_before: float) -> None:
-        """Heartbeat for the SQS side: keep held work invisible for another lease, for the SQS
-        messages that SQS could show again before ``due_before`` (monotonic; the leases' own
-        renewal horizon: most messages are finished long before), and delete finished work
-        that has waited for its batch long enough."""
+    async def extend_visibility(self) -> None:
+        """Heartbeat for the SQS side: keep held work invisible for another lease (and delete
+        finished work that has waited for its batch long enough)."""
         await self.delete_finished(force=False)
-        due = [j for j in self._jobs if j.outstanding and j.visible_at < due_before]
-        if due:
-            asked_at = time.monotonic()
-            await self._queue.retry_later(self._plan_id, [j.job.receipt for j in due], delay=self._visibility)
-            for j in due:
-                j.visible_at = asked_at + self._visibility
+        receipts = [j.job.receipt for j in self._jobs if j.outstanding]
+        if receipts:
+            await self._queue.retry_later(self._plan_id, receipts, delay=int(max(1, self._lease)))
 
     async def give_back_all(self) -> None:
         """Shutdown: every SQS message not finished (or received and not claimed) visible again at once."""

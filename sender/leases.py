@@ -108,12 +108,8 @@ class Leases:
         one ledger row per email sent. A message not renewed now stays valid past the next
         heartbeat, which renews it; if that one fails, the message waits (``STALE``) as before.
         """
-        horizon = self.renew_before(now)
+        horizon = now + 1.5 * self.heartbeat_seconds
         return [i for i, held in self._held.items() if held.valid_until < horizon]
-
-    def renew_before(self, now: float) -> float:
-        """A heartbeat at ``now`` renews what could run out before this (monotonic) time."""
-        return now + 1.5 * self.heartbeat_seconds
 
     async def renew(self) -> list[int]:
         """One heartbeat: extend the leases that are due; returns the ids lost to other pods

@@ -155,21 +155,6 @@ def backlog_limit(plan_rate: float, sending_rate: float | None, floor: int) -> i
     return int(min(ceiling, max(floor, BACKLOG_SECONDS * sending_rate)))
 
 
-# A worker refills its backlog once this share of it is free, not one queue message at a time.
-REFILL_SHARE = 0.25
-
-
-def refill_room(limit: int, held: int) -> int:
-    """How many more messages to receive now: none until ``REFILL_SHARE`` of the backlog limit
-    is free, then all the free room. Receiving whenever one message's worth was free made one
-    ReceiveMessage per one or two SQS messages (three quarters of a raw pod's SQS calls);
-    waiting for a quarter of the backlog (half a second of sending) takes several a call,
-    while three quarters of the backlog still keep every send slot busy.
-    """
-    room = max(0, limit - held)
-    return room if room >= max(1, int(limit * REFILL_SHARE)) else 0
-
-
 @dataclass
 class Meter:
     """A worker's recent sending rate: sends per second, smoothed over samples of ``every`` s."""

@@ -46,7 +46,7 @@ from emailplan.sender.intake import Intake, Taken, pause
 from emailplan.sender.leases import Held, Leases
 from emailplan.sender.outage import OUTAGE, retry_forever, retry_until
 from emailplan.sender.pacer import Pacer
-from emailplan.sender.ratelimit import Meter, backlog_limit, refill_room
+from emailplan.sender.ratelimit import Meter, backlog_limit
 from emailplan.sender.rawsend import RawSender
 from emailplan.sender.rendering import (
     Campaign,
@@ -275,7 +275,7 @@ class Worker:
         work is not received (and its receive count raised towards the DLQ) only to be put back."""
         if not self.sendable() or self.compiled is None or time.monotonic() - self.plan_read_at > DB_QUIET:
             return 0
-        return refill_room(self.backlog_limit(), len(self.leases))
+        return max(0, self.backlog_limit() - len(self.leases))
 
     def _hold(self, taken: Taken) -> None:
         for held in self.leases.add(taken.claimed, taken.asked_at):
@@ -359,7 +359,7 @@ class Worker:
             except OUTAGE as exc:
                 log.warning("cannot renew leases", extra={"error": type(exc).__name__})
             try:
-                await self.intake.extend_visibility(self.leases.renew_before(time.monotonic()))
+                await self.intake.extend_visibility()
             except OUTAGE as exc:
                 log.warning("cannot extend SQS visibility", extra={"error": type(exc).__name__})
 

@@ -15,7 +15,6 @@ from emailplan.sender.ratelimit import (
     grant_size,
     grant_want,
     refill,
-    refill_room,
     take,
     wait_time,
 )
@@ -170,22 +169,6 @@ def test_backlog_is_a_second_of_the_plan_capped_by_two_seconds_of_sending(
     plan_rate: float, sending_rate: float | None, floor: int, limit: int
 ) -> None:
     assert backlog_limit(plan_rate, sending_rate, floor) == limit
-
-
-@pytest.mark.parametrize(
-    ("limit", "held", "room"),
-    [
-        (2000, 0, 2000),  # empty: fill it all
-        (2000, 1600, 0),  # a fifth free: wait, three quarters of the backlog still queued
-        (2000, 1500, 500),  # a quarter free: take it all, several SQS messages in one receive
-        (64, 48, 16),  # a small backlog (slow plan) refills in small steps
-        (64, 49, 0),
-        (3, 2, 1),  # never waits for less than one message
-        (100, 150, 0),  # over the limit (a sweep or a whole SQS message): nothing
-    ],
-)
-def test_the_backlog_is_refilled_a_quarter_at_a_time(limit: int, held: int, room: int) -> None:
-    assert refill_room(limit, held) == room
 
 
 def test_meter_smooths_whole_samples_and_ignores_a_counter_reset() -> None:
