@@ -78,6 +78,13 @@ def _was_false(status: Mapping[str, Any], kind: str) -> str | None:
     return None
 
 
+def still_shown(status: Mapping[str, Any]) -> bool:
+    """An account condition is still False on the plan: a plan that finished meanwhile (the
+    account recovered and it sent the rest before the next pass) is judged once more, so the
+    condition clears with its Normal Event instead of staying False on a completed plan."""
+    return any(_was_false(status, kind) is not None for kind in (QUOTA, HEALTHY))
+
+
 def judge(
     account: AccountView | None, status: Mapping[str, Any], now: datetime, generation: int
 ) -> AccountVerdict:

@@ -405,7 +405,7 @@ def _account_hold(p: _Pass) -> tuple[str, str] | None:
     """The SES account every plan shares (24-hour quota, SES's review): its conditions and Events
     go on plans with work left; the Ready reason and message when it holds this plan now."""
     o, out, view = p.o, p.out, p.o.view
-    active = not p.finished and out.phase is not Phase.FAILED
+    active = (not p.finished and out.phase is not Phase.FAILED) or accounts.still_shown(o.status)
     account = accounts.judge(
         view.account if view is not None and active else None, o.status, o.now, o.generation
     )

@@ -5,8 +5,9 @@ Every plan shares one SES account. The gate reads the account (``GetAccount``) e
 the pacer asks :meth:`AccountGate.allowance` before each grant from the shared bucket, so
 all plans together stop at ``Max24HourSend`` and start again by themselves when the
 oldest sends age out. Between two counts a pod spends at most what was left at the last
-one (it counts down its own grants); pods of plans sending at the same moment each see that
-same remainder, so together they can pass the quota by up to it until the next count. An
+one (it counts down its own grants); processes sending at the same moment (the processes of
+one pod, or pods of several plans) each see that same remainder, so together they can pass the
+quota by up to it until the next count. An
 exact shared reservation would need a row every grant updates (left for later).
 """
 

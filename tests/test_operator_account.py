@@ -138,3 +138,14 @@ def test_a_finished_plan_says_nothing_of_the_account() -> None:
     out = decide(observed(view=done))
     assert "AccountQuota" not in conds(dict(out.status))
     assert not [e for e in out.events if e.reason == "QuotaExhausted"]
+
+
+def test_a_plan_that_finished_right_after_the_account_recovered_clears_the_condition() -> None:
+    """SES says HEALTHY and the plan sends its rest before the next pass: the condition still
+    clears with its Normal Event (it used to stay False on the completed plan, no Event)."""
+    reviewed = acct(enforcement_status=EnforcementStatus.PROBATION)
+    paused = decide(observed(view=view(counts=SENDING).model_copy(update={"account": reviewed})))
+    done = view(state=PlanState.DONE, counts={"total": 3000, "sent": 3000})
+    out = decide(observed(view=done.model_copy(update={"account": acct()}), status=dict(paused.status)))
+    assert conds(dict(out.status))["AccountHealthy"] == ("True", "AccountHealthy")
+    assert said(out.events) == [("Normal", "AccountHealthy")]

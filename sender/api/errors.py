@@ -99,9 +99,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         headers = {k: exc.headers[k] for k in _KEEP_HEADERS if k in exc.headers}
         return error_response(exc.status, exc.reason, headers=headers)
-    except (asyncio.CancelledError, ConnectionResetError):
+    except asyncio.CancelledError:
         raise
     except Exception as exc:
+        if isinstance(exc, ConnectionResetError) and _client_gone(request):
+            raise  # the client hung up: nobody to answer (a reset from PostgreSQL is answered below)
         if database_unreachable(exc):
             log.warning("database unreachable", extra={"path": request.path, "error": type(exc).__name__})
             _report(request, Dependency.DATABASE, f"cannot connect ({type(exc).__name__})")
@@ -114,6 +116,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             return error_response(503, QUEUE_DOWN, headers={"Retry-After": "5"}, dependency=Dependency.QUEUE)
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
         return error_response(500, "internal error")
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _report(request: web.Request, dependency: Dependency, problem: str) -> None:

@@ -84,7 +84,10 @@ class Workers:
 
     def start(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([EXE, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        # Its own process group: a test can kill the whole pod (supervisor, forkserver, workers).
+        proc = subprocess.Popen(
+            [EXE, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.procs.append(proc)
         return proc
 
