@@ -33,6 +33,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from support.api import HEADERS, LiveApi, make_plan, start_api, stop_api
 from support.e2e import Stack, plan_yaml
+from support.worker import SENDER_HEADERS
 
 from devenv.kube import KubeCluster
 from devenv.moto import MotoServer
@@ -46,21 +47,6 @@ LONG_LOCAL = "a" * 65 + "@example.com"
 DEEP = b"[" * 5000 + b"]" * 5000
 DEEP_OBJECT = b'{"a":' * 5000 + b"1" + b"}" * 5000
 
-# Every header the sender writes; anything else in a sent message was injected.
-INTENDED = {
-    "from",
-    "to",
-    "subject",
-    "date",
-    "mime-version",
-    "x-emailplan-message-id",
-    "x-emailplan-plan-id",
-    "reply-to",
-    "list-unsubscribe",
-    "list-unsubscribe-post",
-    "content-type",
-    "content-transfer-encoding",
-}
 
 # Pieces of hostile header values: line breaks of every kind, control characters,
 # header syntax, address syntax, encoded words, and harmless text to mix them with.
@@ -570,7 +556,7 @@ async def _send_with_worker(live: LiveApi, plan_id: uuid.UUID, tmp: Path) -> Non
 
 def _assert_only_intended_headers(msg: EmailMessage, reply_to: bool) -> None:
     names = {k.lower() for k in msg}
-    assert names <= INTENDED, sorted(names - INTENDED)
+    assert names <= SENDER_HEADERS, sorted(names - SENDER_HEADERS)
     froms = msg.get_all("From") or []
     assert len(froms) == 1, froms
     addresses = msg["From"].addresses

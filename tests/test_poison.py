@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.worker import SPEC, Workers, raw_sent, wait_exit, worker_env
+from support.worker import SENDER_HEADERS, SPEC, Workers, raw_sent, wait_exit, worker_env
 
 from devenv.moto import MotoServer
 from emailplan.contract.headers import one_line
@@ -34,20 +34,7 @@ from emailplan.sender.settings import SenderSettings
 from emailplan.sender.store import loading, plans
 from emailplan.sender.workqueue import WorkQueue
 
-# Every header the sender writes in raw mode; anything else was added by user data.
-INTENDED = {
-    "from",
-    "to",
-    "subject",
-    "date",
-    "mime-version",
-    "x-emailplan-message-id",
-    "x-emailplan-plan-id",
-    "list-unsubscribe",
-    "list-unsubscribe-post",
-    "content-type",
-    "content-transfer-encoding",
-}
+INTENDED = SENDER_HEADERS - {"reply-to"}  # these plans set no replyTo
 PLAN = {**SPEC, "subject": "Hello {{ name }} {{ code }}"}
 
 

@@ -133,6 +133,26 @@ def raw_sent(aws: MotoServer) -> list[dict[str, Any]]:
     return list(stored if isinstance(stored, list) else stored.values())
 
 
+# Every header the sender writes in raw mode: any other header name in a sent message was
+# added by user data (a header injection).
+SENDER_HEADERS = frozenset(
+    {
+        "from",
+        "to",
+        "subject",
+        "date",
+        "mime-version",
+        "x-emailplan-message-id",
+        "x-emailplan-plan-id",
+        "reply-to",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+        "content-type",
+        "content-transfer-encoding",
+    }
+)
+
+
 def received(aws: MotoServer) -> list[EmailMessage]:
     out = []
     for stored in raw_sent(aws):
