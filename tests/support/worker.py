@@ -6,9 +6,11 @@ Shared by the worker, pod and fault tests (test modules never import each other)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -95,10 +97,12 @@ class Workers:
         return "\n".join(p.read_text()[-3000:] for p in sorted(self.tmp.glob("worker-*.log")))
 
     def stop_all(self) -> None:
+        """Kill each pod's whole process group, as a node does: a supervisor killed alone would
+        leave its forkserver and workers sending on (seen: orphans still running minutes later)."""
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
 
 async def wait_exit(procs: list[subprocess.Popen[bytes]], workers: Workers, timeout: float) -> None:
