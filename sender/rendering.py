@@ -42,6 +42,8 @@ from jinja2.sandbox import SandboxedEnvironment
 from emailplan.contract.addresses import AddressError, check_mailbox, normalize_address
 from emailplan.contract.cohorts import Split
 from emailplan.contract.headers import one_line
+from emailplan.contract.httpapi import CLICK, OPEN_PIXEL, UNSUBSCRIBE
+from emailplan.contract.route import VERSION_PREFIX
 
 _HTML_ENV = SandboxedEnvironment(autoescape=True)
 _TEXT_ENV = SandboxedEnvironment(autoescape=False)
@@ -322,10 +324,14 @@ def _b64_lines(data: str) -> str:
     return "\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)])
 
 
+# The tracking routes' paths, built once: every link of every message carries one.
+_CLICK_PATH, _OPEN_PATH, _UNSUBSCRIBE_PATH = CLICK.url(), OPEN_PIXEL.url(), UNSUBSCRIBE.url()
+
+
 def click_url(public_url: str, sign: Signer, message_id: int, url: str) -> str:
     """The tracked redirect for ``url``; the token is bound to the URL (no open redirect)."""
     token = sign("click", message_id, url)
-    return f"{public_url}/v1/events/click?t={token}&u={_quoted(url)}"
+    return f"{public_url}{_CLICK_PATH}?t={token}&u={_quoted(url)}"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -335,17 +341,17 @@ def _quoted(url: str) -> str:
 
 
 def open_url(public_url: str, sign: Signer, message_id: int) -> str:
-    return f"{public_url}/v1/events/open?requestId={sign('open', message_id)}"
+    return f"{public_url}{_OPEN_PATH}?requestId={sign('open', message_id)}"
 
 
 def unsubscribe_url(public_url: str, sign: Signer, message_id: int) -> str:
-    return f"{public_url}/v1/unsubscribe?t={sign('unsub', message_id)}"
+    return f"{public_url}{_UNSUBSCRIBE_PATH}?t={sign('unsub', message_id)}"
 
 
 def _rewrite_links(body: str, public_url: str, sign: Signer, message_id: int, skip: str) -> str:
     def repl(match: re.Match[str]) -> str:
         url = html.unescape(match.group(3))
-        if url == skip or url.startswith(public_url + "/v1/"):
+        if url == skip or url.startswith(public_url + VERSION_PREFIX + "/"):
             return match.group(0)
         tracked = html.escape(click_url(public_url, sign, message_id, url), quote=True)
         return f"{match.group(1)}{match.group(2)}{tracked}{match.group(2)}"
