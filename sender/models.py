@@ -34,7 +34,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from emailplan.contract.cohorts import BUCKET_SQL
-from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND
+from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND, PlanState
 
 # Message statuses; each has a column of the same name in plan_counters.
 MESSAGE_STATUSES = ("created", "processing", "sent", "failed", "stopped", "suppressed")
@@ -89,7 +89,7 @@ class Plan(Base):
         Float, nullable=False, server_default=text(f"{DEFAULT_RATE_PER_SECOND:g}")
     )
     start_at: Mapped[datetime | None] = _ts()
-    state: Mapped[str] = mapped_column(Text, nullable=False, server_default="loading")
+    state: Mapped[str] = mapped_column(Text, nullable=False, server_default=PlanState.LOADING.value)
     # The share of the list that may be sent now (rollout, A/B cohort); only ever raised.
     release_percent: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("100"))
     recipients_complete: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))

@@ -1,4 +1,4 @@
-"""The SQL that the ledger and the event store share: counters, suppressions, retries.
+"""The SQL that the ledger and the event store share: counters, suppressions, retries, plan states.
 
 A counter or a suppression written two ways drifts (one path lower-cases, the
 other does not; one whitelists columns, the other does not), so both modules
@@ -18,7 +18,31 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from emailplan.contract.plans import PlanState
 from emailplan.sender.models import COUNTER_COLUMNS
+
+
+def state_sql(*states: PlanState) -> str:
+    """Plan states as SQL: one quoted literal, or a parenthesised list for ``IN``.
+
+    SQL never spells a state itself (the store tests check): it is formatted from the enum,
+    whose values are plain lower-case words, so quoting them needs no escaping.
+    """
+    quoted = [f"'{s.value}'" for s in states]
+    return quoted[0] if len(states) == 1 else f"({', '.join(quoted)})"
+
+
+# The one rule of "finished": a complete list, still open, with nothing created or processing.
+# ``p`` is the plans row and ``{counts}`` the plan's counters (or a CTE with the same columns).
+_DONE_SQL = (
+    f"p.state IN {state_sql(PlanState.READY, PlanState.SUSPENDED)} AND p.recipients_complete "
+    "AND {counts}.created = 0 AND {counts}.processing = 0"
+)
+
+
+def done_when(counts: str) -> str:
+    """The condition under which plan ``p`` becomes done, with its counts read from ``counts``."""
+    return _DONE_SQL.format(counts=counts)
 
 
 @contextlib.asynccontextmanager
