@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Computed,
     DateTime,
     Float,
@@ -71,6 +72,16 @@ def _ts(nullable: bool = True) -> Mapped[datetime | None]:
     return mapped_column(DateTime(timezone=True), nullable=nullable)
 
 
+def state_sql(*states: PlanState) -> str:
+    """Plan states as SQL: one quoted literal, or a parenthesised list for ``IN``.
+
+    SQL never spells a state itself (the store tests check): it is formatted from the enum,
+    whose values are plain lower-case words, so quoting them needs no escaping.
+    """
+    quoted = [f"'{s.value}'" for s in states]
+    return quoted[0] if len(states) == 1 else f"({', '.join(quoted)})"
+
+
 class Plan(Base):
     """One EmailPlan, keyed by the resource's ``metadata.uid``.
 
@@ -80,6 +91,8 @@ class Plan(Base):
     """
 
     __tablename__ = "plans"
+    # Named "state" here, ck_plans_state in the database (NAMING); migration 0008 creates it.
+    __table_args__ = (CheckConstraint(f"state IN {state_sql(*PlanState)}", name="state"),)
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     name: Mapped[str] = mapped_column(Text, nullable=False)

@@ -4,17 +4,25 @@ A state written as a literal in one statement and as the enum in Python is how a
 renamed or added state ends up matched by half the code: a plan "done" to the
 worker but "ready" to the query that claims its rows. The SQL of ``sender/store``
 is read as source (string literals and the constant parts of f-strings) and every
-quoted literal is checked against the enum.
+quoted literal is checked against the enum. The database holds the same list: its CHECK
+constraint (migration 0008) must name exactly the enum's states.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import uuid
 from pathlib import Path
 
+import pytest
+from sqlalchemy import CheckConstraint, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from emailplan.contract.plans import LoadState, PlanState
-from emailplan.sender.models import MESSAGE_STATUSES
+from emailplan.sender.models import MESSAGE_STATUSES, Plan
+from emailplan.sender.store import plans
 from emailplan.sender.store.shared import done_when, state_sql
 
 STATES = {s.value for s in PlanState}
@@ -74,3 +82,30 @@ def test_state_sql_quotes_exactly_the_enums_values() -> None:
     assert state_sql(*PlanState) == "(" + ", ".join(f"'{s.value}'" for s in PlanState) + ")"
     assert all(re.fullmatch(r"[a-z_]+", s.value) for s in PlanState)  # safe to quote without escaping
     assert "'ready', 'suspended'" in done_when("c")
+
+
+async def test_the_database_refuses_a_state_the_enum_does_not_know(engine: AsyncEngine) -> None:
+    plan_id = uuid.uuid4()
+    await plans.upsert_plan(
+        engine, plan_id, name="p", namespace="n", spec={}, rate_per_second=1.0, start_at=None, suspended=False
+    )
+    with pytest.raises(IntegrityError, match="ck_plans_state"):
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE plans SET state = 'paused' WHERE id = :p"), {"p": plan_id})
+    async with engine.connect() as conn:
+        state = (
+            await conn.execute(text("SELECT state FROM plans WHERE id = :p"), {"p": plan_id})
+        ).scalar_one()
+    assert state == PlanState.LOADING  # unchanged
+
+
+async def test_the_migrated_check_and_the_model_list_exactly_the_enums_states(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        definition = (
+            await conn.execute(
+                text("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'ck_plans_state'")
+            )
+        ).scalar_one()
+    assert set(QUOTED.findall(definition)) == STATES, definition
+    (check,) = (c for c in Plan.__table__.constraints if isinstance(c, CheckConstraint))
+    assert set(QUOTED.findall(str(check.sqltext))) == STATES

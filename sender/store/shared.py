@@ -20,17 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from emailplan.contract.plans import PlanState
 from emailplan.sender.models import COUNTER_COLUMNS
-
-
-def state_sql(*states: PlanState) -> str:
-    """Plan states as SQL: one quoted literal, or a parenthesised list for ``IN``.
-
-    SQL never spells a state itself (the store tests check): it is formatted from the enum,
-    whose values are plain lower-case words, so quoting them needs no escaping.
-    """
-    quoted = [f"'{s.value}'" for s in states]
-    return quoted[0] if len(states) == 1 else f"({', '.join(quoted)})"
-
+from emailplan.sender.models import state_sql as state_sql  # the store's statements format states with it
 
 # The one rule of "finished": a complete list, still open, with nothing created or processing.
 # ``p`` is the plans row and ``{counts}`` the plan's counters (or a CTE with the same columns).
