@@ -19,6 +19,7 @@ from aiohttp.test_utils import make_mocked_request
 from support.api import API_KEY, TOKEN_KEY
 
 from emailplan.contract.httpapi import LIST_FAILURES, PLAN_COUNTS, ROUTES, SENT_COUNT
+from emailplan.contract.route import Method, Route, Tag
 from emailplan.sender.api.app import create_app
 from emailplan.sender.api.openapi import DOCUMENT
 from emailplan.sender.settings import SenderSettings
@@ -123,3 +124,10 @@ def test_no_api_path_is_written_outside_the_route_table(repo_root: str) -> None:
     assert not found, (
         "API paths written by hand (use the route in emailplan.contract.httpapi):\n" + "\n".join(found)
     )
+
+
+def test_a_route_is_refused_when_its_placeholders_and_parameters_disagree() -> None:
+    with pytest.raises(ValueError, match="placeholders"):
+        Route(Method.GET, "/v1/plans/{planId}", "getIt", "no path parameters declared", Tag.PLANS, {})
+    with pytest.raises(ValueError, match="keyed"):
+        Route(Method.GET, "/admin/x", "adminX", "a keyed route outside /v1", Tag.OPS, {}, keyed=True)

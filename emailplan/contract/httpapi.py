@@ -124,7 +124,7 @@ def _error(description: str) -> Reply:
 
 
 E400 = _error("Bad request (the field is named)")
-E401 = _error("Missing or wrong x-api-key")
+KEY_MISSING = _error("Missing or wrong x-api-key")  # every keyed route's 401 (the document adds it)
 E404 = _error("Unknown plan")
 E409 = _error("Plan is stopped or done")
 E413 = _error("Body too large")

@@ -17,11 +17,10 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from emailplan import __version__
 from emailplan.contract.addresses import ADDRESS_RULES
-from emailplan.contract.httpapi import LIST_FAILURES, ROUTES, ErrorBody
-from emailplan.contract.route import Reply, Route, model_reply
+from emailplan.contract.httpapi import KEY_MISSING, LIST_FAILURES, ROUTES
+from emailplan.contract.route import Reply, Route
 
 _REF = "#/components/schemas/{model}"
-_KEY_MISSING = model_reply(ErrorBody, "Missing or wrong x-api-key")  # every keyed route may answer it
 _Pair = tuple[type[BaseModel], JsonSchemaMode]
 
 
@@ -30,7 +29,7 @@ def _pairs() -> list[_Pair]:
     seen: dict[_Pair, None] = {}
     for route in ROUTES:
         bodies: list[tuple[Reply, JsonSchemaMode]] = [(route.body, "validation")] if route.body else []
-        bodies += [(reply, "serialization") for reply in (*route.responses.values(), _KEY_MISSING)]
+        bodies += [(reply, "serialization") for reply in (*route.responses.values(), KEY_MISSING)]
         for reply, mode in bodies:
             for content in reply.content:
                 seen.update(dict.fromkeys((model, mode) for model in content.models))
@@ -81,7 +80,7 @@ def _operation(route: Route) -> dict[str, Any]:
     responses = dict(route.responses)
     if route.keyed:
         op["security"] = KEYED
-        responses[401] = _KEY_MISSING
+        responses[401] = KEY_MISSING
     params = _parameters(route.path_params, "path") + _parameters(route.query, "query")
     if params:
         op["parameters"] = params
