@@ -28,8 +28,10 @@ from rich.table import Table
 
 from emailplan.contract import STATUS_COUNTS
 from emailplan.contract.failures import MAX_FAILURE_PAGE, FailedMessage, FailurePage
+from emailplan.contract.httpapi import LIST_FAILURES, PLAN_COUNTS, SUPPRESSIONS
 from emailplan.contract.plans import VariantCounts
 from emailplan.contract.recipients import Recipient, validate_row
+from emailplan.contract.route import Route
 
 BATCH = 1000
 
@@ -71,7 +73,9 @@ class ApiClient:
     def shown(self) -> str:
         return shown_url(self.url)
 
-    def call(self, method: str, path: str, body: Any | None = None) -> Any:
+    def call(self, route: Route, path: str, body: Any | None = None) -> Any:
+        """``route`` at ``path`` (its URL, from ``route.url``), with an optional JSON body."""
+        method = route.method
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(  # noqa: S310 - URL scheme checked in __init__
             self.url + path,
@@ -170,7 +174,7 @@ def import_suppressions(args: argparse.Namespace) -> int:
         received = added = 0
         for start in range(0, len(rows), BATCH):
             batch = rows[start : start + BATCH]
-            out = client.call("POST", "/v1/suppressions", {"emails": batch, "reason": args.reason})
+            out = client.call(SUPPRESSIONS, SUPPRESSIONS.url(), {"emails": batch, "reason": args.reason})
             received, added = received + int(out["received"]), added + int(out["added"])
             bar.update(task, advance=len(batch))
     print(json.dumps({"received": received, "added": added}))
@@ -201,10 +205,12 @@ def _checked_rows(path: Path, bar: Progress) -> list[str]:
     return good
 
 
-def plan_call(client: ApiClient, ref: str, plan_id: str, path: str) -> Any:
-    """GET ``path`` of one plan; a 404 says the data plane does not know the plan, and what to check."""
+def plan_call(
+    client: ApiClient, ref: str, plan_id: str, route: Route, query: dict[str, str | int] | None = None
+) -> Any:
+    """GET ``route`` of one plan; a 404 says the data plane does not know the plan, and what to check."""
     try:
-        return client.call("GET", path)
+        return client.call(route, route.url(query, planId=plan_id))
     except ApiAnswered as exc:
         if exc.status == 404:
             namespace = ref.partition("/")[0] if "/" in ref else "its namespace"
@@ -222,7 +228,7 @@ def show_counts(args: argparse.Namespace) -> int:
     client = ApiClient(args.api_url, args.api_key)
     ref = str(args.plan)
     plan_id = resolve_plan(ref)
-    counts = plan_call(client, ref, plan_id, f"/v1/results/count/{plan_id}")
+    counts = plan_call(client, ref, plan_id, PLAN_COUNTS)
     if args.json:
         print(json.dumps(counts))
         return 0
@@ -243,11 +249,9 @@ def failure_pages(client: ApiClient, ref: str, plan_id: str, limit: int | None) 
     left = limit
     while left is None or left > 0:
         size = MAX_FAILURE_PAGE if left is None else min(MAX_FAILURE_PAGE, left)
-        query = urllib.parse.urlencode({"limit": size, **({"after": after} if after else {})})
+        query: dict[str, str | int] = {"limit": size, **({"after": after} if after else {})}
         try:
-            page = FailurePage.model_validate(
-                plan_call(client, ref, plan_id, f"/v1/plans/{plan_id}/failures?{query}")
-            )
+            page = FailurePage.model_validate(plan_call(client, ref, plan_id, LIST_FAILURES, query))
         except ValidationError:
             raise AdminError(
                 f"the API at {client.shown} answered a failures page this CLI cannot read: "

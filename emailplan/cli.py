@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         "api",
         help="serve the events and stats HTTP API",
         description="Serve SNS results, open pixel, click redirects, unsubscribe, statistics, "
-        "plan administration, /healthz, /readyz, /metrics and /v1/openapi.json.",
+        "plan administration, /healthz, /readyz, /metrics, and the OpenAPI document of it all.",
     )
     api.add_argument("--host", default=None, help="listen address (default from settings)")
     api.add_argument("--port", type=int, default=None, help="listen port (default from settings)")

@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pydantic import TypeAdapter, ValidationError
 
+from emailplan.contract.httpapi import CLICK, OPEN_PIXEL, SNS_RESULT
 from emailplan.runtime.startup import DEV_MODE_ENV
 from emailplan.sender import sns
 from emailplan.sender.sesevents import PLAN_ID_HEADER
@@ -48,8 +49,8 @@ TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-events"  # the topic the local A
 KEY_FILE_ENV = "EMAILPLAN_DEV_SNS_KEY_FILE"  # the local SNS stand-in's private key (PEM)
 CERT_URL_ENV = "EMAILPLAN_DEV_SNS_CERT_URL"  # where the API fetches its certificate
 SES_URL_ENV = "EMAILPLAN_AWS_ENDPOINT_URL"  # moto, as SES, for the mail it accepted
-PIXEL = re.compile(r'src="(https?://[^"]*/v1/events/open\?requestId=[^"]+)"')
-LINK = re.compile(r'href="(https?://[^"]*/v1/events/click\?[^"]+)"')
+PIXEL = re.compile(r'src="(https?://[^"]*' + re.escape(OPEN_PIXEL.url()) + r'\?requestId=[^"]+)"')
+LINK = re.compile(r'href="(https?://[^"]*' + re.escape(CLICK.url()) + r'\?[^"]+)"')
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
 
 
@@ -243,10 +244,10 @@ def sent_mail(ses_url: str) -> list[SentMail]:
 def post_notification(api_url: str, doc: dict[str, Any]) -> None:
     """POST one SNS message to the API's result endpoint, as SNS does."""
     req = urllib.request.Request(  # noqa: S310 - a local development URL
-        api_url.rstrip("/") + "/v1/events/result",
+        api_url.rstrip("/") + SNS_RESULT.url(),
         data=json.dumps(doc).encode(),
         headers={"Content-Type": "text/plain; charset=UTF-8", "x-amz-sns-message-type": "Notification"},
-        method="POST",
+        method=SNS_RESULT.method,
     )
     with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310
         r.read()

@@ -43,6 +43,7 @@ from devenv.procs import stop_like_ctrl_c
 from devenv.stack import EMAILPLAN, LocalStack, StackOptions
 from emailplan import devsns
 from emailplan.contract import STATUS_COUNTS
+from emailplan.contract.httpapi import OPENAPI, SUPPRESSIONS
 from emailplan.sender.settings import SenderSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -250,7 +251,8 @@ class Demo:
         controlplane_bin()
         self.stack.start(progress=self.step)
         self.stack.kubectl("create", "namespace", NAMESPACE)
-        self.step(f"suppressing {len(SUPPRESSED)} addresses through the API (POST /v1/suppressions)")
+        via = f"{SUPPRESSIONS.method} {SUPPRESSIONS.path}"
+        self.step(f"suppressing {len(SUPPRESSED)} addresses through the API ({via})")
         self.stack.suppress(SUPPRESSED)
 
     def apply_and_watch(self, timeout: float, interactive: bool) -> dict[str, Any]:
@@ -366,7 +368,7 @@ class Demo:
             f"SES, SQS, SNS and S3 (moto): {st.moto.endpoint_url}; the mail SES accepted: "
             f"{st.moto.endpoint_url}/moto-api/data.json\n"
             f"PostgreSQL: {st.database_url}\n"
-            f"The API's OpenAPI document: {st.api_url}/v1/openapi.json; process logs: {st.base}\n"
+            f"The API's OpenAPI document: {st.api_url}{OPENAPI.path}; process logs: {st.base}\n"
             "ready: the stack keeps running",
             highlight=False,
             soft_wrap=True,

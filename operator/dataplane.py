@@ -16,7 +16,9 @@ import aiohttp
 from pydantic import SecretStr
 
 from emailplan.contract.health import ERROR_DEPENDENCY_KEY, Dependency
+from emailplan.contract.httpapi import GET_PLAN, LOAD_S3, PUT_PLAN, STOP_PLAN, UPLOAD_RECIPIENTS
 from emailplan.contract.plans import LoadJob, PlanPayload, PlanView, S3Source
+from emailplan.contract.route import Route
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,7 @@ class DataPlane:
 
     async def _call(
         self,
-        method: str,
+        route: Route,
         path: str,
         *,
         json_body: Any = None,
@@ -85,6 +87,7 @@ class DataPlane:
         allow_404: bool = False,
     ) -> Any:
         headers = {"content-type": content_type} if content_type else None
+        method = route.method
         try:
             async with self._client().request(
                 method, self._base + path, json=json_body, data=data, headers=headers
@@ -112,19 +115,21 @@ class DataPlane:
 
     async def put_plan(self, plan_id: str, plan: PlanPayload) -> PlanView:
         """Register or update the plan (idempotent by id); suspension rides in ``plan.suspended``."""
-        body = await self._call("PUT", f"/v1/plans/{plan_id}", json_body=plan.model_dump(mode="json"))
+        body = await self._call(
+            PUT_PLAN, PUT_PLAN.url(planId=plan_id), json_body=plan.model_dump(mode="json")
+        )
         return PlanView.model_validate(body)
 
     async def get_plan(self, plan_id: str) -> PlanView | None:
         """The plan view (state, counts, load job), or None when the data plane does not know the plan."""
-        body = await self._call("GET", f"/v1/plans/{plan_id}", allow_404=True)
+        body = await self._call(GET_PLAN, GET_PLAN.url(planId=plan_id), allow_404=True)
         return None if body is None else PlanView.model_validate(body)
 
     async def load_list(self, plan_id: str, chunks: Iterable[bytes], content_type: str) -> LoadJob:
         """Send the whole list; the data plane stores it, completes it and answers the load job."""
         body = await self._call(
-            "POST",
-            f"/v1/plans/{plan_id}/recipients?complete=true",
+            UPLOAD_RECIPIENTS,
+            UPLOAD_RECIPIENTS.url({"complete": "true"}, planId=plan_id),
             data=_iterate(chunks),
             content_type=content_type,
         )
@@ -133,13 +138,13 @@ class DataPlane:
     async def load_s3(self, plan_id: str, source: S3Source) -> LoadJob:
         """Have the data plane load (and complete) the list from S3 itself, as a job."""
         body = await self._call(
-            "POST", f"/v1/plans/{plan_id}/recipients/s3", json_body=source.model_dump(mode="json")
+            LOAD_S3, LOAD_S3.url(planId=plan_id), json_body=source.model_dump(mode="json")
         )
         return LoadJob.model_validate(body)
 
     async def stop(self, plan_id: str) -> None:
         """Stop the plan (a plan the data plane never knew needs nothing)."""
-        await self._call("POST", f"/v1/plans/{plan_id}/stop", allow_404=True)
+        await self._call(STOP_PLAN, STOP_PLAN.url(planId=plan_id), allow_404=True)
 
 
 def _dependency(body: Any) -> Dependency:

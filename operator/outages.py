@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from emailplan.contract.health import Dependency
+from emailplan.contract.httpapi import STOP_PLAN
 from emailplan.contract.plans import PlanView
 from emailplan.operator.rules import Event, format_time, parse_time
 
@@ -143,7 +144,7 @@ def deletion_step(
             f"{what} stayed unavailable for {int(waited.total_seconds())}s, so the finalizer was released "
             f"without stopping the plan in the data plane. Last known counts: {sent} of {total} sent, "
             f"{waiting} not sent and left in the ledger (no sender pod runs for them). When the data plane "
-            "is back, stop it there (POST /v1/plans/<uid>/stop) or leave it: nothing more is sent."
+            f"is back, stop it there ({STOP_PLAN.method} {STOP_PLAN.path}) or leave it: nothing more is sent."
         )
         return DeletionStep(release=True, event=Event("Warning", "FinalizerReleased", message[:1000]))
     delay = min(DELETE_MAX_BACKOFF_SECONDS, DELETE_BACKOFF_SECONDS * 2 ** min(attempt, 6), left)

@@ -29,7 +29,7 @@ import hashlib
 import html
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import orjson
 
@@ -39,14 +39,14 @@ from emailplan.contract.plans import SendApi
 from emailplan.sender.rendering import (
     _LINK,
     CompiledPlan,
+    RecipientArgs,
     RenderError,
-    Signer,
     _insert_before_body_end,
     address_header,
     click_url,
     compile_plan,
     open_url,
-    unsubscribe_url,
+    recipient_names,
 )
 
 # SendBulkEmail takes at most this many entries a call (SES v2 API reference).
@@ -165,22 +165,16 @@ def _prepare(namespace: str, value: str) -> str:
     return value
 
 
-def entry(
-    plan: BulkPlan,
-    *,
-    message_id: int,
-    email: str,
-    name: str | None,
-    variables: Mapping[str, Any],
-    public_url: str,
-    sign: Signer,
-) -> dict[str, Any]:
+def entry(plan: BulkPlan, **recipient: Unpack[RecipientArgs]) -> dict[str, Any]:
     """One BulkEmailEntry (SES v2 wire shape) for one recipient."""
-    public_url = public_url.rstrip("/")
     c = plan.compiled
-    unsub = unsubscribe_url(public_url, sign, message_id) if c.unsubscribe else ""
-    context: dict[str, Any] = {"plan": c.plan_name, "message_id": message_id, **variables}
-    context.update(name=name or "", email=email, unsubscribe_url=unsub)
+    public_url, unsub, context = recipient_names(c, recipient)
+    message_id, email, name, sign = (
+        recipient["message_id"],
+        recipient["email"],
+        recipient["name"],
+        recipient["sign"],
+    )
     data: dict[str, dict[str, str]] = {}
     for namespace, used in plan.names:
         values = {k: _prepare(namespace, str(context[k])) for k in used if k in context}

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Computed,
     DateTime,
     Float,
@@ -34,7 +35,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from emailplan.contract.cohorts import BUCKET_SQL
-from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND
+from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND, PlanState
 
 # Message statuses; each has a column of the same name in plan_counters.
 MESSAGE_STATUSES = ("created", "processing", "sent", "failed", "stopped", "suppressed")
@@ -71,6 +72,16 @@ def _ts(nullable: bool = True) -> Mapped[datetime | None]:
     return mapped_column(DateTime(timezone=True), nullable=nullable)
 
 
+def state_sql(*states: PlanState) -> str:
+    """Plan states as SQL: one quoted literal, or a parenthesised list for ``IN``.
+
+    SQL never spells a state itself (the store tests check): it is formatted from the enum,
+    whose values are plain lower-case words, so quoting them needs no escaping.
+    """
+    quoted = [f"'{s.value}'" for s in states]
+    return quoted[0] if len(states) == 1 else f"({', '.join(quoted)})"
+
+
 class Plan(Base):
     """One EmailPlan, keyed by the resource's ``metadata.uid``.
 
@@ -80,6 +91,8 @@ class Plan(Base):
     """
 
     __tablename__ = "plans"
+    # Named "state" here, ck_plans_state in the database (NAMING); migration 0008 creates it.
+    __table_args__ = (CheckConstraint(f"state IN {state_sql(*PlanState)}", name="state"),)
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     name: Mapped[str] = mapped_column(Text, nullable=False)
@@ -89,7 +102,7 @@ class Plan(Base):
         Float, nullable=False, server_default=text(f"{DEFAULT_RATE_PER_SECOND:g}")
     )
     start_at: Mapped[datetime | None] = _ts()
-    state: Mapped[str] = mapped_column(Text, nullable=False, server_default="loading")
+    state: Mapped[str] = mapped_column(Text, nullable=False, server_default=PlanState.LOADING.value)
     # The share of the list that may be sent now (rollout, A/B cohort); only ever raised.
     release_percent: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("100"))
     recipients_complete: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.header import Header
 from email.utils import formataddr, formatdate, parseaddr
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, Unpack
 from urllib.parse import quote
 
 from jinja2 import Template, TemplateError
@@ -42,6 +42,8 @@ from jinja2.sandbox import SandboxedEnvironment
 from emailplan.contract.addresses import AddressError, check_mailbox, normalize_address
 from emailplan.contract.cohorts import Split
 from emailplan.contract.headers import one_line
+from emailplan.contract.httpapi import CLICK, OPEN_PIXEL, UNSUBSCRIBE
+from emailplan.contract.route import VERSION_PREFIX
 
 _HTML_ENV = SandboxedEnvironment(autoescape=True)
 _TEXT_ENV = SandboxedEnvironment(autoescape=False)
@@ -60,6 +62,38 @@ class Signer(Protocol):
     """
 
     def __call__(self, purpose: str, message_id: int, extra: str = "") -> str: ...
+
+
+class RecipientArgs(TypedDict):
+    """One recipient of a message: the keyword arguments of ``render`` and ``bulkmail.entry``."""
+
+    message_id: int
+    email: str
+    name: str | None
+    variables: Mapping[str, Any]
+    public_url: str
+    sign: Signer
+
+
+def recipient_names(plan: CompiledPlan, recipient: RecipientArgs) -> tuple[str, str, dict[str, Any]]:
+    """The public URL, the unsubscribe URL ("" when off) and the names every template of one
+    recipient sees: the built-in ones a plan's validation promises, over the recipient's own
+    variables where they collide (``name``, ``email``, ``unsubscribe_url``), under them otherwise.
+
+    Raw and bulk sends both read this, so a recipient's mail says the same whichever API sent it.
+    """
+    public_url = recipient["public_url"].rstrip("/")
+    message_id = recipient["message_id"]
+    unsub = unsubscribe_url(public_url, recipient["sign"], message_id) if plan.unsubscribe else ""
+    names = {
+        "plan": plan.plan_name,
+        "message_id": message_id,
+        **recipient["variables"],
+        "name": recipient["name"] or "",
+        "email": recipient["email"],
+        "unsubscribe_url": unsub,
+    }
+    return public_url, unsub, names
 
 
 class RenderError(ValueError):
@@ -322,10 +356,14 @@ def _b64_lines(data: str) -> str:
     return "\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)])
 
 
+# The tracking routes' paths, built once: every link of every message carries one.
+_CLICK_PATH, _OPEN_PATH, _UNSUBSCRIBE_PATH = CLICK.url(), OPEN_PIXEL.url(), UNSUBSCRIBE.url()
+
+
 def click_url(public_url: str, sign: Signer, message_id: int, url: str) -> str:
     """The tracked redirect for ``url``; the token is bound to the URL (no open redirect)."""
     token = sign("click", message_id, url)
-    return f"{public_url}/v1/events/click?t={token}&u={_quoted(url)}"
+    return f"{public_url}{_CLICK_PATH}?t={token}&u={_quoted(url)}"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -335,17 +373,17 @@ def _quoted(url: str) -> str:
 
 
 def open_url(public_url: str, sign: Signer, message_id: int) -> str:
-    return f"{public_url}/v1/events/open?requestId={sign('open', message_id)}"
+    return f"{public_url}{_OPEN_PATH}?requestId={sign('open', message_id)}"
 
 
 def unsubscribe_url(public_url: str, sign: Signer, message_id: int) -> str:
-    return f"{public_url}/v1/unsubscribe?t={sign('unsub', message_id)}"
+    return f"{public_url}{_UNSUBSCRIBE_PATH}?t={sign('unsub', message_id)}"
 
 
 def _rewrite_links(body: str, public_url: str, sign: Signer, message_id: int, skip: str) -> str:
     def repl(match: re.Match[str]) -> str:
         url = html.unescape(match.group(3))
-        if url == skip or url.startswith(public_url + "/v1/"):
+        if url == skip or url.startswith(public_url + VERSION_PREFIX + "/"):
             return match.group(0)
         tracked = html.escape(click_url(public_url, sign, message_id, url), quote=True)
         return f"{match.group(1)}{match.group(2)}{tracked}{match.group(2)}"
@@ -353,28 +391,16 @@ def _rewrite_links(body: str, public_url: str, sign: Signer, message_id: int, sk
     return _LINK.sub(repl, body)
 
 
-def render(
-    plan: CompiledPlan,
-    *,
-    message_id: int,
-    email: str,
-    name: str | None,
-    variables: Mapping[str, Any],
-    public_url: str,
-    sign: Signer,
-) -> RenderedEmail:
+def render(plan: CompiledPlan, **recipient: Unpack[RecipientArgs]) -> RenderedEmail:
     """Render the MIME message for one recipient; ``RenderError`` if a template fails at runtime."""
-    public_url = public_url.rstrip("/")
-    unsub = unsubscribe_url(public_url, sign, message_id) if plan.unsubscribe else ""
-    context = {
-        **plan.template_globals,
-        "plan": plan.plan_name,  # the built-in names validation promises
-        "message_id": message_id,
-        **variables,
-        "name": name or "",
-        "email": email,
-        "unsubscribe_url": unsub,
-    }
+    public_url, unsub, names = recipient_names(plan, recipient)
+    context = {**plan.template_globals, **names}
+    message_id, email, name, sign = (
+        recipient["message_id"],
+        recipient["email"],
+        recipient["name"],
+        recipient["sign"],
+    )
     subject, html_body, text_body = _bodies(plan, context)
     if html_body is not None:
         html_body = _html_extras(plan, html_body, public_url, sign, message_id, unsub)

@@ -13,14 +13,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
 
 from emailplan.sender.failtext import failure_reason
 from emailplan.sender.leases import Held, Leases
 from emailplan.sender.pacer import Pacer
-from emailplan.sender.rendering import Signer
+from emailplan.sender.rendering import RecipientArgs, Signer
 from emailplan.sender.results import ResultWriter
 from emailplan.sender.ses import SesClient, SesError
 from emailplan.sender.sespolicy import Action, Decision, decide
@@ -28,17 +27,6 @@ from emailplan.sender.store import claims, sendresults
 from emailplan.sender.workermetrics import ACCOUNT_PAUSED, FAILED, PAUSED, RETRIES, SENT, THROTTLED
 
 log = logging.getLogger("emailplan.worker")
-
-
-class RecipientArgs(TypedDict):
-    """The per-recipient keyword arguments of ``rendering.render`` and ``bulkmail.entry``."""
-
-    message_id: int
-    email: str
-    name: str | None
-    variables: Mapping[str, Any]
-    public_url: str
-    sign: Signer
 
 
 @dataclass

@@ -39,6 +39,7 @@ from devenv.postgres import PostgresServer, pg_bin
 from devenv.procs import spawn, stop
 from devenv.runner import PodRunner
 from devenv.sns import CertServer, Identity, make_identity, notification
+from emailplan.contract.httpapi import PLAN_COUNTS, SNS_RESULT, SUPPRESSIONS
 
 VENV_BIN = Path(sys.executable).parent
 EMAILPLAN = str(VENV_BIN / "emailplan")
@@ -312,19 +313,19 @@ class LocalStack:
             return json.load(r)
 
     def counts_from_api(self, uid: str) -> dict[str, Any]:
-        return dict(self.api_call("GET", f"/v1/results/count/{uid}"))
+        return dict(self.api_call(PLAN_COUNTS.method, PLAN_COUNTS.url(planId=uid)))
 
     def suppress(self, emails: list[str], reason: str = "manual") -> None:
         """Put addresses on the suppression list through the administration API."""
-        self.api_call("POST", "/v1/suppressions", {"emails": emails, "reason": reason})
+        self.api_call(SUPPRESSIONS.method, SUPPRESSIONS.url(), {"emails": emails, "reason": reason})
 
     def post_sns(self, doc: dict[str, Any]) -> dict[str, Any]:
         """POST one SNS message to the API's result endpoint, as SNS does."""
         req = urllib.request.Request(
-            f"{self.api_url}/v1/events/result",
+            self.api_url + SNS_RESULT.url(),
             data=json.dumps(doc).encode(),
             headers={"Content-Type": "text/plain; charset=UTF-8", "x-amz-sns-message-type": "Notification"},
-            method="POST",
+            method=SNS_RESULT.method,
         )
         with urllib.request.urlopen(req, timeout=30) as r:
             return dict(json.load(r))

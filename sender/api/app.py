@@ -26,9 +26,12 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from emailplan.contract import httpapi
 from emailplan.contract.health import Dependency
+from emailplan.contract.route import VERSION_PREFIX, Route
 from emailplan.runtime.logsetup import setup_logging
 from emailplan.runtime.sentry import init_sentry
 from emailplan.sender import sns
@@ -47,8 +50,44 @@ from emailplan.sender.store import eventstore
 log = logging.getLogger(__name__)
 
 CLIENT_MAX_SIZE = 1024 * 1024  # bodies read whole; uploads stream and have their own limit
-ADMIN_PREFIX = "/v1"  # the admin sub-app's routes are relative to this
 DB_CHECK_SECONDS = 5.0  # how long start-up waits for the database to answer before warning
+
+
+HANDLERS: dict[Route, Handler] = {
+    httpapi.OPEN_PIXEL: tracking.open_pixel,
+    httpapi.CLICK: tracking.click,
+    httpapi.UNSUBSCRIBE_PAGE: tracking.unsubscribe_page,
+    httpapi.UNSUBSCRIBE: tracking.unsubscribe,
+    httpapi.SNS_RESULT: snsroute.sns_result,
+    httpapi.PLAN_COUNTS: stats.count,
+    httpapi.SENT_COUNT: stats.sent,
+    httpapi.SUPPRESSIONS: suppressions.add,
+    httpapi.PUT_PLAN: plans.put_plan,
+    httpapi.GET_PLAN: plans.get_plan,
+    httpapi.UPLOAD_RECIPIENTS: plans.upload,
+    httpapi.COMPLETE_RECIPIENTS: plans.complete,
+    httpapi.LOAD_S3: plans.load_s3,
+    httpapi.LIST_FAILURES: failures.list_failures,
+    httpapi.STOP_PLAN: plans.stop,
+    httpapi.HEALTHZ: health.healthz,
+    httpapi.READYZ: health.readyz,
+    httpapi.METRICS: health.metrics,
+    httpapi.OPENAPI: openapi.serve,
+}
+
+
+def add_routes(app: web.Application, admin: web.Application) -> None:
+    """Register every route of the table: keyed ones on the admin sub-app, the rest on ``app``.
+
+    A route without a handler stops start-up (a documented endpoint that answers 404 is a lie),
+    and no handler is registered except through the table, so the router and the generated
+    OpenAPI document hold the same paths.
+    """
+    missing = [route.operation_id for route in httpapi.ROUTES if route not in HANDLERS]
+    if missing:
+        raise RuntimeError(f"routes without a handler: {', '.join(missing)}")
+    for route in httpapi.ROUTES:
+        (admin if route.keyed else app).router.add_route(route.method, route.relative_path, HANDLERS[route])
 
 
 def client_ssl_context(settings: SenderSettings) -> ssl.SSLContext:
@@ -71,12 +110,9 @@ def create_app(
     settings = settings or SenderSettings()
     settings.require_secrets("token_key", "api_key")
     app = web.Application(middlewares=[error_middleware], client_max_size=CLIENT_MAX_SIZE)
-    for public in (tracking, snsroute, health, openapi):
-        public.add_routes(app)
     admin = web.Application(middlewares=[api_key_middleware], client_max_size=CLIENT_MAX_SIZE)
-    for module in (stats, plans, failures, suppressions):
-        module.add_routes(admin)
-    app.add_subapp(ADMIN_PREFIX, admin)
+    add_routes(app, admin)
+    app.add_subapp(VERSION_PREFIX, admin)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:

@@ -55,7 +55,3 @@ async def list_failures(request: web.Request) -> web.Response:
     except plans.PlanNotFoundError as exc:
         raise ApiError(404, "unknown plan", "planId") from exc
     return web.Response(text=page.model_dump_json(), content_type="application/json")
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/plans/{planId}/failures", list_failures, allow_head=False)

@@ -1,9 +1,10 @@
 """The OpenAPI 3.1 document of the whole API, served at ``/v1/openapi.json``.
 
-Paths are written as data so they are reviewed like code; the bodies that
-cross the operator / data-plane line are generated from the models of
-``emailplan.contract.plans``. Tests run schemathesis against it (every
-documented answer, no 5xx for any generated request).
+Generated from the route table (``emailplan.contract.httpapi``): paths,
+parameters, request and answer bodies all come from its routes and their
+pydantic models, so the document cannot drift from what the API registers,
+validates and answers. Tests run schemathesis against it (every documented
+answer, no 5xx for any generated request) and compare it with the router.
 """
 
 from __future__ import annotations
@@ -16,455 +17,92 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from emailplan import __version__
 from emailplan.contract.addresses import ADDRESS_RULES
-from emailplan.contract.failures import DEFAULT_FAILURE_PAGE, MAX_FAILURE_PAGE, FailurePage
-from emailplan.contract.plans import (
-    LoadJob,
-    LoadResult,
-    PlanCounts,
-    PlanPayload,
-    PlanView,
-    S3Source,
-    SuppressionImport,
-    VariantCounts,
-)
+from emailplan.contract.httpapi import KEY_MISSING, LIST_FAILURES, ROUTES
+from emailplan.contract.route import Reply, Route
 
-JSON = "application/json"
+_REF = "#/components/schemas/{model}"
+_Pair = tuple[type[BaseModel], JsonSchemaMode]
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+def _pairs() -> list[_Pair]:
+    """Every model a route names, with its side: requests are validated, answers serialized."""
+    seen: dict[_Pair, None] = {}
+    for route in ROUTES:
+        bodies: list[tuple[Reply, JsonSchemaMode]] = [(route.body, "validation")] if route.body else []
+        bodies += [(reply, "serialization") for reply in (*route.responses.values(), KEY_MISSING)]
+        for reply, mode in bodies:
+            for content in reply.content:
+                seen.update(dict.fromkeys((model, mode) for model in content.models))
+    return list(seen)
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": schema}}}
+_REFS, _GENERATED = models_json_schema(_pairs(), ref_template=_REF)
 
 
-def _err(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
+def _content(reply: Reply, mode: JsonSchemaMode) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for content in reply.content:
+        refs = [_REFS[(model, mode)] for model in content.models]
+        schema = dict(content.schema) if not refs else refs[0] if len(refs) == 1 else {"oneOf": refs}
+        out[content.media] = {"schema": schema, **({"example": content.example} if content.example else {})}
+    return out
 
 
-PLAN_ID = {
-    "name": "planId",
-    "in": "path",
-    "required": True,
-    "description": "The EmailPlan's metadata.uid",
-    "schema": {"type": "string", "format": "uuid"},
-}
-KEYED: list[dict[str, list[str]]] = [{"apiKey": []}]
-E400 = _err("Bad request (the field is named)")
-E401 = _err("Missing or wrong x-api-key")
-E404 = _err("Unknown plan")
-E409 = _err("Plan is stopped or done")
-E413 = _err("Body too large")
-E503 = _err("A dependency (database, SQS, S3) is unavailable")
+def _reply(reply: Reply) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": reply.description}
+    if reply.headers:
+        out["headers"] = {name: {"schema": {"type": "string"}} for name in reply.headers}
+    if reply.content:
+        out["content"] = _content(reply, "serialization")
+    return out
 
 
-def _plan_op(summary: str, op_id: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "summary": summary,
-        "operationId": op_id,
-        "tags": ["plans"],
-        "security": KEYED,
-        "parameters": [PLAN_ID],
-        "responses": {"200": _json(_ref("PlanView"), "The plan"), "400": E400, "401": E401, "404": E404},
-    }
-    if extra:
-        op.update(extra)
+def _parameters(model: type[BaseModel] | None, where: str) -> list[dict[str, Any]]:
+    """One OpenAPI parameter per field of ``model`` (named by its wire alias)."""
+    if model is None:
+        return []
+    schema = model.model_json_schema(mode="validation")
+    required = set(schema.get("required", []))
+    out: list[dict[str, Any]] = []
+    for name, prop in schema["properties"].items():
+        prop = {k: v for k, v in prop.items() if k != "title"}
+        description = prop.pop("description", None)
+        options = [o for o in prop.pop("anyOf", []) if o != {"type": "null"}]
+        if options:  # optional: the parameter is left out, never sent as null
+            prop = {**options[0], **{k: v for k, v in prop.items() if k != "default" or v is not None}}
+        param: dict[str, Any] = {"name": name, "in": where, "required": where == "path" or name in required}
+        out.append({**param, **({"description": description} if description else {}), "schema": prop})
+    return out
+
+
+def _operation(route: Route) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": route.summary, "operationId": route.operation_id, "tags": [route.tag]}
+    responses = dict(route.responses)
+    if route.keyed:
+        op["security"] = KEYED
+        responses[401] = KEY_MISSING
+    params = _parameters(route.path_params, "path") + _parameters(route.query, "query")
+    if params:
+        op["parameters"] = params
+    if route.body is not None:
+        body = {"required": True, "content": _content(route.body, "validation")}
+        op["requestBody"] = {
+            **({"description": route.body.description} if route.body.description else {}),
+            **body,
+        }
+    op["responses"] = {str(code): _reply(responses[code]) for code in sorted(responses)}
     return op
 
 
-# Bodies that cross the operator / data-plane line: schemas generated from the contract models,
-# so the document cannot drift from what the API validates and answers.
-_MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
-    (PlanPayload, "validation"),
-    (PlanView, "serialization"),
-    (PlanCounts, "serialization"),
-    (VariantCounts, "serialization"),
-    (FailurePage, "serialization"),
-    (LoadResult, "serialization"),
-    (LoadJob, "serialization"),
-    (S3Source, "validation"),
-    (SuppressionImport, "validation"),
-]
-_, _GENERATED = models_json_schema(_MODELS, ref_template="#/components/schemas/{model}")
+def paths() -> dict[str, dict[str, Any]]:
+    """The document's paths, in the order of the route table."""
+    out: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        out.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+    return out
 
-SCHEMAS: dict[str, Any] = {
-    **_GENERATED["$defs"],
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["message"],
-                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
-            }
-        },
-    },
-    "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
-}
 
-GIF_RESPONSE = {
-    "description": "Always a 1x1 transparent GIF, never cached",
-    "headers": {"Cache-Control": {"schema": {"type": "string"}}},
-    "content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}},
-}
-
-PATHS: dict[str, Any] = {
-    "/v1/events/open": {
-        "get": {
-            "summary": "Open-tracking pixel",
-            "operationId": "openPixel",
-            "tags": ["tracking"],
-            "parameters": [
-                {
-                    "name": "requestId",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "string"},
-                    "description": "signed open token",
-                }
-            ],
-            "responses": {"200": GIF_RESPONSE},
-        }
-    },
-    "/v1/events/click": {
-        "get": {
-            "summary": "Click redirect (only to the URL the token was signed for)",
-            "operationId": "clickRedirect",
-            "tags": ["tracking"],
-            "parameters": [
-                {"name": "t", "in": "query", "required": True, "schema": {"type": "string"}},
-                {"name": "u", "in": "query", "required": True, "schema": {"type": "string"}},
-            ],
-            "responses": {"302": {"description": "Redirect to the signed URL"}, "400": E400},
-        }
-    },
-    "/v1/unsubscribe": {
-        "get": {
-            "summary": "Unsubscribe confirmation page",
-            "operationId": "unsubscribePage",
-            "tags": ["tracking"],
-            "parameters": [{"name": "t", "in": "query", "required": True, "schema": {"type": "string"}}],
-            "responses": {
-                "200": {
-                    "description": "HTML page with a button that POSTs",
-                    "content": {"text/html": {"schema": {"type": "string"}}},
-                },
-                "400": E400,
-            },
-        },
-        "post": {
-            "summary": "RFC 8058 one-click unsubscribe",
-            "operationId": "unsubscribe",
-            "tags": ["tracking"],
-            "parameters": [{"name": "t", "in": "query", "required": True, "schema": {"type": "string"}}],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/x-www-form-urlencoded": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["List-Unsubscribe"],
-                            "properties": {"List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}},
-                        }
-                    }
-                },
-            },
-            "responses": {
-                "200": {
-                    "description": "Unsubscribed (JSON, or an HTML page for browsers)",
-                    "content": {
-                        JSON: {
-                            "schema": {"type": "object", "properties": {"unsubscribed": {"type": "boolean"}}}
-                        },
-                        "text/html": {"schema": {"type": "string"}},
-                    },
-                },
-                "400": E400,
-                "404": _err("The message is no longer known"),
-                "413": E413,
-                "503": E503,
-            },
-        },
-    },
-    "/v1/events/result": {
-        "post": {
-            "summary": "SNS endpoint for SES events (signature-verified)",
-            "operationId": "snsResult",
-            "tags": ["events"],
-            "requestBody": {
-                "required": True,
-                "description": "An SNS HTTP message: JSON sent as text/plain",
-                "content": {"text/plain": {"schema": {"type": "string"}}},
-            },
-            "responses": {
-                "200": _json(_ref("Status"), "recorded, duplicate, confirmed, acknowledged or ignored"),
-                "400": E400,
-                "403": _err("Not provably from SNS, or not an allowed topic"),
-                "413": E413,
-                "502": _err("Subscription could not be confirmed (SNS retries)"),
-                "503": E503,
-            },
-        }
-    },
-    "/v1/results/count/{planId}": {
-        "get": {
-            "summary": "Counts of one plan",
-            "operationId": "planCounts",
-            "tags": ["stats"],
-            "security": KEYED,
-            "parameters": [PLAN_ID],
-            "responses": {
-                "200": _json(
-                    {
-                        "allOf": [
-                            _ref("PlanCounts"),
-                            {
-                                "type": "object",
-                                "properties": {
-                                    "planId": {"type": "string"},
-                                    "variants": {
-                                        "type": "array",
-                                        "description": "Per-variant counts over the A/B test cohort "
-                                        "(only for a plan with variants)",
-                                        "items": _ref("VariantCounts"),
-                                    },
-                                },
-                            },
-                        ]
-                    },
-                    "Counters",
-                ),
-                "400": E400,
-                "401": E401,
-                "404": E404,
-            },
-        }
-    },
-    "/v1/results/sent": {
-        "get": {
-            "summary": "Messages sent in the last N hours (all plans)",
-            "operationId": "sentCount",
-            "tags": ["stats"],
-            "security": KEYED,
-            "parameters": [
-                {
-                    "name": "hours",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 168, "default": 24},
-                }
-            ],
-            "responses": {
-                "200": _json(
-                    {
-                        "type": "object",
-                        "required": ["count"],
-                        "properties": {"count": {"type": "integer"}, "hours": {"type": "integer"}},
-                    },
-                    "Count",
-                ),
-                "400": E400,
-                "401": E401,
-            },
-        }
-    },
-    "/v1/suppressions": {
-        "post": {
-            "summary": "Import addresses into the suppression list (never mailed again)",
-            "operationId": "addSuppressions",
-            "tags": ["suppressions"],
-            "security": KEYED,
-            "requestBody": {
-                "required": True,
-                "content": {JSON: {"schema": _ref("SuppressionImport")}},
-            },
-            "responses": {
-                "200": _json(
-                    {
-                        "type": "object",
-                        "required": ["received", "added"],
-                        "properties": {"received": {"type": "integer"}, "added": {"type": "integer"}},
-                    },
-                    "How many addresses were received and how many were new",
-                ),
-                "400": E400,
-                "401": E401,
-                "413": E413,
-            },
-        }
-    },
-    "/v1/plans/{planId}": {
-        "put": _plan_op(
-            "Register or update a plan (idempotent)",
-            "putPlan",
-            {
-                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("PlanPayload")}}},
-                "responses": {
-                    "200": _json(_ref("PlanView"), "Updated"),
-                    "201": _json(_ref("PlanView"), "Created"),
-                    "400": E400,
-                    "401": E401,
-                    "413": E413,
-                    "422": _err(
-                        "A template (of the plan or of a variant) does not compile; the field is named"
-                    ),
-                    "503": E503,
-                },
-            },
-        ),
-        "get": _plan_op("Plan view with counts and the recipient load job", "getPlan"),
-    },
-    "/v1/plans/{planId}/recipients": {
-        "post": _plan_op(
-            "Upload recipients (streamed NDJSON or CSV); with complete=true the whole list, as the load job",
-            "uploadRecipients",
-            {
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/x-ndjson": {
-                            "schema": {"type": "string"},
-                            "example": '{"email": "ann@example.com", "name": "Ann"}\n',
-                        },
-                        "text/csv": {
-                            "schema": {"type": "string"},
-                            "example": "email,name\nann@example.com,Ann\n",
-                        },
-                    },
-                },
-                "parameters": [
-                    PLAN_ID,
-                    {"name": "complete", "in": "query", "required": False, "schema": {"type": "boolean"}},
-                ],
-                "responses": {
-                    "200": _json(
-                        {"oneOf": [_ref("LoadResult"), _ref("LoadJob")]},
-                        "Rows accepted, refused and duplicate (by row); the load job when complete=true",
-                    ),
-                    "400": E400,
-                    "401": E401,
-                    "404": E404,
-                    "409": E409,
-                    "413": E413,
-                    "415": _err("Unsupported content type"),
-                },
-            },
-        ),
-    },
-    "/v1/plans/{planId}/recipients/complete": {
-        "post": _plan_op(
-            "Mark the list complete and enqueue it (idempotent)",
-            "completeRecipients",
-            {
-                "responses": {
-                    "200": _json(_ref("PlanView"), "The plan, with how many ids were enqueued"),
-                    "400": E400,
-                    "401": E401,
-                    "404": E404,
-                    "503": E503,
-                },
-            },
-        ),
-    },
-    "/v1/plans/{planId}/recipients/s3": {
-        "post": _plan_op(
-            "Load the list from S3 in the background, then complete it",
-            "loadRecipientsS3",
-            {
-                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("S3Source")}}},
-                "responses": {
-                    "202": _json(_ref("LoadJob"), "The load job (started, restarted or running)"),
-                    "400": E400,
-                    "401": E401,
-                    "404": E404,
-                    "409": E409,
-                    "413": E413,
-                    "503": E503,
-                },
-            },
-        ),
-    },
-    "/v1/plans/{planId}/failures": {
-        "get": _plan_op(
-            "Failed and suppressed addresses of the plan with reason, detail and time, paged",
-            "listFailures",
-            {
-                "parameters": [
-                    PLAN_ID,
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "required": False,
-                        "description": "addresses per page",
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": MAX_FAILURE_PAGE,
-                            "default": DEFAULT_FAILURE_PAGE,
-                        },
-                    },
-                    {
-                        "name": "after",
-                        "in": "query",
-                        "required": False,
-                        "description": "the next cursor of the page before (omit for the first page)",
-                        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
-                    },
-                ],
-                "responses": {
-                    "200": _json(_ref("FailurePage"), "One page; next is null on the last"),
-                    "400": _err(
-                        "Bad or unknown query parameter, or planId not a UUID (the parameter is named)"
-                    ),
-                    "401": E401,
-                    "404": E404,
-                },
-            },
-        )
-    },
-    "/v1/plans/{planId}/stop": {
-        "post": _plan_op("Stop for good; unsent messages become stopped", "stopPlan")
-    },
-    "/healthz": {
-        "get": {
-            "summary": "Liveness",
-            "operationId": "healthz",
-            "tags": ["ops"],
-            "responses": {"200": _json(_ref("Status"), "Alive")},
-        }
-    },
-    "/readyz": {
-        "get": {
-            "summary": "Readiness (database reachable)",
-            "operationId": "readyz",
-            "tags": ["ops"],
-            "responses": {"200": _json(_ref("Status"), "Ready"), "503": E503},
-        }
-    },
-    "/metrics": {
-        "get": {
-            "summary": "Prometheus metrics",
-            "operationId": "metrics",
-            "tags": ["ops"],
-            "responses": {
-                "200": {
-                    "description": "Prometheus text format",
-                    "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
-            },
-        }
-    },
-    "/v1/openapi.json": {
-        "get": {
-            "summary": "This document",
-            "operationId": "openapi",
-            "tags": ["ops"],
-            "responses": {"200": _json({"type": "object"}, "OpenAPI document")},
-        }
-    },
-}
+KEYED: list[dict[str, list[str]]] = [{"apiKey": []}]
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -478,11 +116,11 @@ DOCUMENT: dict[str, Any] = {
         " undetermined ones; openedMachine is opens by privacy proxies and scanners (not in opened);"
         " sesRejected is SES Reject events (rows refused at load are the load job's rejected)."
         " A plan view's failures are its top reasons of failed and suppressed messages;"
-        " /v1/plans/{planId}/failures lists the addresses.",
+        f" {LIST_FAILURES.path} lists the addresses.",
     },
-    "paths": PATHS,
+    "paths": paths(),
     "components": {
-        "schemas": SCHEMAS,
+        "schemas": _GENERATED["$defs"],
         "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
     },
 }
@@ -490,7 +128,3 @@ DOCUMENT: dict[str, Any] = {
 
 async def serve(request: web.Request) -> web.Response:
     return web.json_response(DOCUMENT)
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/openapi.json", serve, allow_head=False)

@@ -232,12 +232,3 @@ async def stop(request: web.Request) -> web.Response:
     except plans.PlanNotFoundError as exc:
         raise ApiError(404, "unknown plan", "planId") from exc
     return _json(await _view(state, plan_id))
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_put("/plans/{planId}", put_plan)
-    app.router.add_get("/plans/{planId}", get_plan, allow_head=False)
-    app.router.add_post("/plans/{planId}/recipients", upload)
-    app.router.add_post("/plans/{planId}/recipients/complete", complete)
-    app.router.add_post("/plans/{planId}/recipients/s3", load_s3)
-    app.router.add_post("/plans/{planId}/stop", stop)

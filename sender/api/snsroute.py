@@ -108,7 +108,3 @@ async def _notification(state: ApiState, msg: sns.SnsMessage) -> web.Response:
     metrics.SNS_MESSAGES.labels(outcome="duplicate" if result.duplicate else "recorded").inc()
     metrics.SES_EVENTS.labels(kind=event.kind.value, duplicate=str(result.duplicate).lower()).inc()
     return web.json_response({"status": "duplicate" if result.duplicate else "recorded"})
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/events/result", sns_result)

@@ -12,11 +12,10 @@ import uuid
 
 from aiohttp import web
 
+from emailplan.contract.httpapi import DEFAULT_HOURS, MAX_HOURS
 from emailplan.sender.api.errors import ApiError
 from emailplan.sender.api.state import state_of
 from emailplan.sender.store import plans
-
-MAX_HOURS = 168
 
 
 def plan_id_of(request: web.Request) -> uuid.UUID:
@@ -42,7 +41,7 @@ async def count(request: web.Request) -> web.Response:
 
 
 async def sent(request: web.Request) -> web.Response:
-    raw = request.query.get("hours", "24")
+    raw = request.query.get("hours", str(DEFAULT_HOURS))
     try:
         hours = int(raw)
     except ValueError as exc:
@@ -51,8 +50,3 @@ async def sent(request: web.Request) -> web.Response:
         raise ApiError(400, f"hours must be an integer from 1 to {MAX_HOURS}", "hours")
     n = await plans.sent_in_last_hours(state_of(request).engine, float(hours))
     return web.json_response({"count": n, "hours": hours})
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/results/count/{planId}", count, allow_head=False)
-    app.router.add_get("/results/sent", sent, allow_head=False)

@@ -47,7 +47,3 @@ async def add(request: web.Request) -> web.Response:
     emails, reason = parse_body(body)
     added = await loading.add_suppressions(state_of(request).engine, emails, reason)
     return web.json_response({"received": len(emails), "added": added}, status=200)
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/suppressions", add)

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 
+from emailplan.contract.httpapi import UNSUBSCRIBE
 from emailplan.sender.api import metrics
 from emailplan.sender.api.agents import is_machine_agent
 from emailplan.sender.api.errors import ApiError, read_body
@@ -100,7 +101,7 @@ def _page(title: str, body: str, status: int = 200) -> web.Response:
 async def unsubscribe_page(request: web.Request) -> web.Response:
     """``GET /v1/unsubscribe?t=``: a confirmation page (link scanners must not unsubscribe anyone)."""
     _unsub_id(request)
-    action = html.escape(f"/v1/unsubscribe?t={request.query.get('t', '')}", quote=True)
+    action = html.escape(f"{UNSUBSCRIBE.url()}?t={request.query.get('t', '')}", quote=True)
     body = (
         "<p>Do you want to stop receiving these emails?</p>"
         f'<form method="post" action="{action}">'
@@ -133,10 +134,3 @@ async def unsubscribe(request: web.Request) -> web.Response:
     if "text/html" in request.headers.get("Accept", ""):
         return _page("Unsubscribed", "<p>You will not receive these emails any more.</p>")
     return web.json_response({"unsubscribed": True}, headers=NO_STORE)
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/events/open", open_pixel, allow_head=False)
-    app.router.add_get("/v1/events/click", click, allow_head=False)
-    app.router.add_get("/v1/unsubscribe", unsubscribe_page, allow_head=False)
-    app.router.add_post("/v1/unsubscribe", unsubscribe)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from emailplan.contract.plans import SUPPRESSED_PREFIX
+from emailplan.contract.plans import SUPPRESSED_PREFIX, PlanState
 from emailplan.sender.store import shared
 from emailplan.sender.store.plans import _maybe_done
 
@@ -62,7 +62,7 @@ WITH c AS (
     LEFT JOIN suppressions s ON s.email = m.email
     WHERE {plan} AND {where}
       AND (m.status = 'created' OR (m.status = 'processing' AND m.lease_until < now()))
-      AND p.state = 'ready' AND (p.start_at IS NULL OR p.start_at <= now())
+      AND p.state = {ready} AND (p.start_at IS NULL OR p.start_at <= now())
     ORDER BY m.id
     LIMIT :limit
     FOR UPDATE OF m SKIP LOCKED
@@ -78,11 +78,15 @@ UPDATE messages m SET
 FROM c WHERE m.id = c.id
 RETURNING m.id, m.email, m.name, m.vars, m.attempts, m.bucket, c.old_status, c.outcome, m.reason
 """
+_READY = shared.state_sql(PlanState.READY)  # only a ready plan's rows are claimed
 CLAIM_IDS = text(
-    _CLAIM_SQL.format(plan="(m.plan_id = :plan) IS TRUE", where="m.id = ANY(CAST(:ids AS bigint[]))")
+    _CLAIM_SQL.format(
+        plan="(m.plan_id = :plan) IS TRUE", where="m.id = ANY(CAST(:ids AS bigint[]))", ready=_READY
+    )
 )
 _CLAIM_ORPHANS = text(
     _CLAIM_SQL.format(
+        ready=_READY,
         plan="m.plan_id = :plan",
         where="((m.status = 'processing') OR (m.status = 'created' AND (m.enqueued OR m.bucket < :below) "
         "AND m.updated_at < now() - make_interval(secs => :stale)))",
@@ -209,8 +213,8 @@ async def _ids(engine: AsyncEngine, sql: str, params: dict[str, Any], *, write: 
 
 
 RELEASE = text(
-    "UPDATE messages SET "
-    "status = CASE WHEN p.state = 'stopped' THEN 'stopped' ELSE 'created' END, "
+    "UPDATE messages SET "  # noqa: S608 - the plan state is formatted from PlanState
+    f"status = CASE WHEN p.state = {shared.state_sql(PlanState.STOPPED)} THEN 'stopped' ELSE 'created' END, "
     "lease_owner = NULL, lease_until = NULL, attempts = greatest(attempts - 1, 0), "
     "enqueued = enqueued AND NOT :unqueue, updated_at = now() FROM plans p "
     "WHERE p.id = messages.plan_id AND (messages.plan_id = :p) IS TRUE "

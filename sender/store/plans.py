@@ -126,9 +126,8 @@ async def _maybe_done(conn: AsyncConnection, plan_id: uuid.UUID) -> None:
     """
     await conn.execute(
         text(
-            "UPDATE plans p SET state = 'done', updated_at = now() FROM plan_counters c "
-            "WHERE p.id = :p AND c.plan_id = p.id AND p.state IN ('ready', 'suspended') "
-            "AND p.recipients_complete AND c.created = 0 AND c.processing = 0"
+            f"UPDATE plans p SET state = {shared.state_sql(PlanState.DONE)}, updated_at = now() "  # noqa: S608
+            f"FROM plan_counters c WHERE p.id = :p AND c.plan_id = p.id AND {shared.done_when('c')}"
         ),
         {"p": plan_id},
     )
@@ -142,21 +141,25 @@ async def _maybe_done(conn: AsyncConnection, plan_id: uuid.UUID) -> None:
 # tells a fresh insert from an update. The released share is only raised here while the list
 # is incomplete (nothing is queued yet); for a complete list ``release_share`` raises it once
 # the newly released rows are queued.
+_SUSPENDED, _LOADING, _READY = (
+    shared.state_sql(s) for s in (PlanState.SUSPENDED, PlanState.LOADING, PlanState.READY)
+)
+_FINISHED = shared.state_sql(*(s for s in PlanState if s.finished))
 _UPSERT_PLAN = text(
-    """
+    f"""
     INSERT INTO plans (id, name, namespace, spec, rate_per_second, start_at, state, release_percent)
     VALUES (:id, :name, :ns, CAST(:spec AS jsonb), :rate, :start,
-            CASE WHEN CAST(:suspended AS boolean) THEN 'suspended' ELSE 'loading' END, :release)
+            CASE WHEN CAST(:suspended AS boolean) THEN {_SUSPENDED} ELSE {_LOADING} END, :release)
     ON CONFLICT (id) DO UPDATE SET
         name = excluded.name, namespace = excluded.namespace, spec = excluded.spec,
         rate_per_second = excluded.rate_per_second, start_at = excluded.start_at, updated_at = now(),
         release_percent = CASE WHEN plans.recipients_complete THEN plans.release_percent
                                ELSE greatest(plans.release_percent, excluded.release_percent) END,
-        state = CASE WHEN plans.state IN ('stopped', 'done') THEN plans.state
-                     WHEN CAST(:suspended AS boolean) THEN 'suspended'
-                     WHEN plans.recipients_complete THEN 'ready' ELSE 'loading' END
+        state = CASE WHEN plans.state IN {_FINISHED} THEN plans.state
+                     WHEN CAST(:suspended AS boolean) THEN {_SUSPENDED}
+                     WHEN plans.recipients_complete THEN {_READY} ELSE {_LOADING} END
     RETURNING (xmax = 0) AS created
-    """
+    """  # noqa: S608 - plan states formatted from PlanState
 )
 
 
@@ -355,7 +358,8 @@ async def stop_plan(engine: AsyncEngine, plan_id: uuid.UUID, queue: QueueSink | 
         row = await _plan_row(conn, plan_id, lock=True)
         if row["state"] != PlanState.DONE:
             await conn.execute(
-                text("UPDATE plans SET state = 'stopped', updated_at = now() WHERE id = :p"), {"p": plan_id}
+                text("UPDATE plans SET state = :s, updated_at = now() WHERE id = :p"),
+                {"p": plan_id, "s": PlanState.STOPPED.value},
             )
         moved = (
             (

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emailplan.contract.failures import failure_reason
+from emailplan.contract.plans import PlanState
 from emailplan.sender.store import shared
 
 
@@ -38,7 +39,7 @@ class SendResult:
 # plan row. ``cnt`` returns the counters after this write, including any concurrent writer's
 # committed change (READ COMMITTED re-reads a row it waited for), which decides ``done``.
 RECORD_RESULTS = text(
-    """
+    f"""
     WITH r AS (
         SELECT DISTINCT ON (id) * FROM unnest(
             CAST(:ids AS bigint[]), CAST(:st AS text[]), CAST(:sid AS text[]),
@@ -84,13 +85,12 @@ RECORD_RESULTS = text(
         RETURNING 1
     ),
     done AS (
-        UPDATE plans p SET state = 'done', updated_at = now() FROM cnt
-        WHERE p.id = :p AND p.state IN ('ready', 'suspended') AND p.recipients_complete
-            AND cnt.created = 0 AND cnt.processing = 0
+        UPDATE plans p SET state = {shared.state_sql(PlanState.DONE)}, updated_at = now() FROM cnt
+        WHERE p.id = :p AND {shared.done_when("cnt")}
         RETURNING 1
     )
     SELECT (SELECT n FROM d), (SELECT count(*) FROM why), (SELECT count(*) FROM done)
-    """
+    """  # noqa: S608 - plan states formatted from PlanState
 )
 
 

@@ -1,4 +1,4 @@
-"""The SQL that the ledger and the event store share: counters, suppressions, retries.
+"""The SQL that the ledger and the event store share: counters, suppressions, retries, plan states.
 
 A counter or a suppression written two ways drifts (one path lower-cases, the
 other does not; one whitelists columns, the other does not), so both modules
@@ -18,7 +18,21 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from emailplan.contract.plans import PlanState
 from emailplan.sender.models import COUNTER_COLUMNS
+from emailplan.sender.models import state_sql as state_sql  # the store's statements format states with it
+
+# The one rule of "finished": a complete list, still open, with nothing created or processing.
+# ``p`` is the plans row and ``{counts}`` the plan's counters (or a CTE with the same columns).
+_DONE_SQL = (
+    f"p.state IN {state_sql(PlanState.READY, PlanState.SUSPENDED)} AND p.recipients_complete "
+    "AND {counts}.created = 0 AND {counts}.processing = 0"
+)
+
+
+def done_when(counts: str) -> str:
+    """The condition under which plan ``p`` becomes done, with its counts read from ``counts``."""
+    return _DONE_SQL.format(counts=counts)
 
 
 @contextlib.asynccontextmanager
