@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
+from emailplan.contract.followups import FromPlanSource
 from emailplan.contract.health import ERROR_DEPENDENCY_KEY, Dependency
 from emailplan.contract.plans import LoadJob, PlanPayload, PlanView, S3Source
 
@@ -134,6 +135,13 @@ class DataPlane:
         """Have the data plane load (and complete) the list from S3 itself, as a job."""
         body = await self._call(
             "POST", f"/v1/plans/{plan_id}/recipients/s3", json_body=source.model_dump(mode="json")
+        )
+        return LoadJob.model_validate(body)
+
+    async def load_from_plan(self, plan_id: str, source: FromPlanSource) -> LoadJob:
+        """Have the data plane take a follow-up's audience from the source plan (idempotent)."""
+        body = await self._call(
+            "POST", f"/v1/plans/{plan_id}/recipients/from-plan", json_body=source.model_dump(mode="json")
         )
         return LoadJob.model_validate(body)
 

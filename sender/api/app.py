@@ -33,7 +33,17 @@ from emailplan.runtime.logsetup import setup_logging
 from emailplan.runtime.sentry import init_sentry
 from emailplan.sender import sns
 from emailplan.sender.accountgate import AccountGate
-from emailplan.sender.api import failures, health, openapi, plans, snsroute, stats, suppressions, tracking
+from emailplan.sender.api import (
+    failures,
+    followups,
+    health,
+    openapi,
+    plans,
+    snsroute,
+    stats,
+    suppressions,
+    tracking,
+)
 from emailplan.sender.api.auth import api_key_middleware
 from emailplan.sender.api.dependencies import raising
 from emailplan.sender.api.errors import error_middleware
@@ -74,7 +84,7 @@ def create_app(
     for public in (tracking, snsroute, health, openapi):
         public.add_routes(app)
     admin = web.Application(middlewares=[api_key_middleware], client_max_size=CLIENT_MAX_SIZE)
-    for module in (stats, plans, failures, suppressions):
+    for module in (stats, plans, followups, failures, suppressions):
         module.add_routes(admin)
     app.add_subapp(ADMIN_PREFIX, admin)
 

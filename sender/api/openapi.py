@@ -17,6 +17,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from emailplan import __version__
 from emailplan.contract.addresses import ADDRESS_RULES
 from emailplan.contract.failures import DEFAULT_FAILURE_PAGE, MAX_FAILURE_PAGE, FailurePage
+from emailplan.contract.followups import FromPlanSource
 from emailplan.contract.plans import (
     LoadJob,
     LoadResult,
@@ -84,6 +85,7 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (LoadResult, "serialization"),
     (LoadJob, "serialization"),
     (S3Source, "validation"),
+    (FromPlanSource, "validation"),
     (SuppressionImport, "validation"),
 ]
 _, _GENERATED = models_json_schema(_MODELS, ref_template="#/components/schemas/{model}")
@@ -380,6 +382,24 @@ PATHS: dict[str, Any] = {
                     "401": E401,
                     "404": E404,
                     "409": E409,
+                    "413": E413,
+                    "503": E503,
+                },
+            },
+        ),
+    },
+    "/v1/plans/{planId}/recipients/from-plan": {
+        "post": _plan_op(
+            "Take a follow-up's audience from a finished plan's outcomes in the ledger and complete the list",
+            "loadRecipientsFromPlan",
+            {
+                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("FromPlanSource")}}},
+                "responses": {
+                    "200": _json(_ref("LoadJob"), "The load job (the audience taken now, or before)"),
+                    "400": E400,
+                    "401": E401,
+                    "404": E404,
+                    "409": _err("The follow-up is stopped, or the source plan is not finished"),
                     "413": E413,
                     "503": E503,
                 },
