@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
-from emailplan.contract.followups import FromPlanSource
+from emailplan.contract.followups import FromPlanSource, RetryRequest, RetryResult
 from emailplan.contract.health import ERROR_DEPENDENCY_KEY, Dependency
 from emailplan.contract.plans import LoadJob, PlanPayload, PlanView, S3Source
 
@@ -144,6 +144,13 @@ class DataPlane:
             "POST", f"/v1/plans/{plan_id}/recipients/from-plan", json_body=source.model_dump(mode="json")
         )
         return LoadJob.model_validate(body)
+
+    async def retry(self, plan_id: str, request: RetryRequest) -> RetryResult:
+        """Re-queue a done plan's transient failures and soft bounces once for the generation."""
+        body = await self._call(
+            "POST", f"/v1/plans/{plan_id}/retry", json_body=request.model_dump(mode="json")
+        )
+        return RetryResult.model_validate(body)
 
     async def stop(self, plan_id: str) -> None:
         """Stop the plan (a plan the data plane never knew needs nothing)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from emailplan.contract.followups import FromPlanSource
+from emailplan.contract.followups import FromPlanSource, RetryRequest
 from emailplan.contract.plans import (
     ALL_RELEASED,
     IDS_PER_QUEUE_MESSAGE,
@@ -25,6 +25,7 @@ from emailplan.contract.plans import (
     LoadState,
     PlanCounts,
     PlanPayload,
+    PlanState,
     PlanView,
     SesOptions,
     Unsubscribe,
@@ -69,6 +70,7 @@ class Decision:
     payload: PlanPayload | None = None  # PUT this plan (None: the registered one is current)
     load: LoadAction | None = None
     load_from: FromPlanSource | None = None  # the source and outcome of a fromPlan load
+    retry: RetryRequest | None = None  # ask the data plane to retry the done plan
     replicas: int = 0
     status: dict[str, Any] = field(default_factory=dict)  # the one status patch (only changes)
     events: list[Event] = field(default_factory=list)
@@ -213,6 +215,7 @@ def _steer(p: _Pass) -> None:
     p.suspended = p.paused or p.window_closed
     state = view.state if view is not None else None
     p.finished = state is not None and state.finished
+    out.retry = _retry(o)
     p.release = max(view.release_percent if view is not None else 0.0, steering.release_percent)
     from_plan = o.spec.recipients.from_plan
     p.gate = followup.gate(from_plan, o.source, o.now) if from_plan is not None else None
@@ -228,6 +231,14 @@ def _steer(p: _Pass) -> None:
     job = p.job = view.load if view is not None else None
     p.load_failed = job is not None and job.state is LoadState.FAILED and job.failure is not None
     p.load_final = p.load_failed and job is not None and job.failure is not None and job.failure.permanent
+
+
+def _retry(o: Observed) -> RetryRequest | None:
+    """A retry generation above the last one done, on a plan the ledger says is done."""
+    asked, view = o.spec.model.retry, o.view
+    if asked is None or view is None or view.state is not PlanState.DONE:
+        return None  # a retry asked while sending waits until the plan is done
+    return RetryRequest(generation=asked.generation) if asked.generation > view.retry_generation else None
 
 
 def _phase(p: _Pass) -> Phase:
@@ -420,8 +431,15 @@ def _status_patch(p: _Pass) -> None:
         )
     if out.phase in (Phase.SENDING, Phase.COMPLETED) or counts.sent > 0:
         desired["startedAt"] = o.status.get("startedAt") or d.format_time(o.now)
-    if p.finished:
-        desired["completedAt"] = o.status.get("completedAt") or d.format_time(o.now)
+    if p.finished:  # a retried plan completes again: its new completion time
+        again = o.status.get("phase") != Phase.COMPLETED.value
+        desired["completedAt"] = (not again and o.status.get("completedAt")) or d.format_time(o.now)
+    asked = o.spec.model.retry
+    if view is not None and (asked is not None or view.retry_generation):
+        desired["retry"] = {
+            "requested": asked.generation if asked else 0,
+            "generation": view.retry_generation,
+        }
     out.status = d.status_changes(dict(o.status), desired)
 
 

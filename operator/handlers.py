@@ -22,7 +22,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from emailplan.contract.followups import FromPlanSource
+from emailplan.contract.followups import FromPlanSource, RetryRequest
 from emailplan.contract.health import Dependency
 from emailplan.contract.plans import PlanView
 from emailplan.contract.recipients import first_recipient
@@ -313,6 +313,8 @@ async def _apply(
         mem.rejected = (generation, f"the data plane refused the plan: {exc}")
         mem.wake.set()  # report it at once
         return
+    if decision.retry is not None:
+        await _retry(ctx, mem, body, uid, decision.retry)
     if decision.load is not None:
         try:
             await _start_load(ctx, mem, uid, spec, decision.load, decision.load_from)
@@ -324,6 +326,22 @@ async def _apply(
     await _write_status(ctx, mem, name, namespace, decision.status)
     mem.interval = decision.requeue_after
     ctx.phases[uid] = decision.phase.value
+
+
+async def _retry(ctx: Context, mem: PlanMemory, body: kopf.Body, uid: str, asked: RetryRequest) -> None:
+    """Ask the data plane to retry the done plan, and say what it queued in an Event."""
+    name = str(body.meta.get("name"))
+    try:
+        result = await ctx.dataplane.retry(uid, asked)
+    except DataPlaneRejected as exc:  # the plan changed state since it was observed: the next pass sees it
+        log.warning("retry refused", extra={"plan": name, "error": str(exc)})
+        return
+    what = f"retry {result.generation}: {result.requeued} transient failures and soft bounces queued again"
+    kopf.event(body, type="Normal", reason="Retrying" if result.requeued else "NothingToRetry", message=what)
+    log.info(
+        "plan retried", extra={"plan": name, "generation": result.generation, "requeued": result.requeued}
+    )
+    mem.wake.set()  # show Sending at once
 
 
 async def _observe_view(

@@ -3,6 +3,10 @@
 A follow-up to the non-openers of a 1,000-recipient plan: opens are the pixel URLs of the
 emails moto stored, fetched like a mail client; some non-openers are suppressed meanwhile.
 The follow-up's ``after`` (48 hours) passes on the operator's test clock.
+
+A retry of a 1,000-recipient plan whose sends to some addresses SES answered with transient
+errors until the senders gave up (``support.flakyses`` in front of moto), and some of whose
+mails soft-bounced, hard-bounced or drew complaints (SES events signed as SNS signs them).
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from typing import Any
 import pytest
 from support.clock import ClockStack, start_clock_stack
 from support.e2e import apply_list, done, plan_yaml
+from support.flakyses import FlakySes
 
 from devenv.kube import KubeCluster
 from devenv.moto import MotoServer
 from devenv.postgres import PostgresServer
+from devenv.sns import ses_event
 from emailplan.operator import rules
 from emailplan.sender.settings import SenderSettings
 
@@ -39,10 +45,20 @@ PIXEL = re.compile(r'(http[^"\s]+/v1/events/open\?requestId=[^"\s&]+)')
 
 
 @pytest.fixture(scope="module")
+def flaky(moto_server: MotoServer) -> Iterator[FlakySes]:
+    proxy = FlakySes(moto_server.endpoint_url).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture(scope="module")
 def cst(
-    crd_installed: KubeCluster, postgres: PostgresServer, moto_server: MotoServer
+    crd_installed: KubeCluster, postgres: PostgresServer, moto_server: MotoServer, flaky: FlakySes
 ) -> Iterator[ClockStack]:
-    st = start_clock_stack(crd_installed, postgres, moto_server, "emailplan-e2e-followups-")
+    senders_env = {"EMAILPLAN_SES_ENDPOINT_URL": flaky.url}
+    st = start_clock_stack(crd_installed, postgres, moto_server, "emailplan-e2e-followups-", senders_env)
     try:
         yield st
     finally:
@@ -170,3 +186,74 @@ def test_follow_up_mails_exactly_the_non_openers_minus_new_suppressions_once(
     assert (job["accepted"], job["suppressed"]) == (len(expected), len(newly_suppressed))
     assert Counter(addressee(m) for m in mails(cst, marker, "Reminder")) == Counter(expected)
     assert cst.status(namespace, "reminder")["sent"] == len(expected)
+
+
+def test_retry_sends_only_the_transient_failures_and_soft_bounces_once(
+    cst: ClockStack, flaky: FlakySes, namespace: str
+) -> None:
+    marker = f"{namespace}-rt"
+    emails = [f"{marker}{i}@example.com" for i in range(RECIPIENTS)]
+    transient, soft, hard, complained = emails[:30], emails[30:50], emails[50:55], emails[55:60]
+    flaky.failing.update(transient)
+    apply_list(cst, namespace, "flaky-list", [f"{e},P{i},Rome" for i, e in enumerate(emails)])
+    doc = json.loads(plan_yaml("flaky", recipients_cm="flaky-list", rate=500, per_pod_rate=250))
+    doc["spec"]["subject"] = "Flaky {{ name }}"
+    cst.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc))
+    status = cst.wait_status(namespace, "flaky", done, "plan completed", timeout=300)
+    assert (status["sent"], status["failed"]) == (RECIPIENTS - len(transient), len(transient))
+    assert all(flaky.refused[a] >= 2 for a in transient)  # retried by the senders before they gave up
+    assert not set(Counter(addressee(m) for m in mails(cst, marker, "Flaky"))) & set(transient)
+
+    # SES reports soft bounces, hard bounces and complaints for some of the mails that left.
+    uid = json.loads(cst.kubectl("get", "eplan", "flaky", "-n", namespace, "-o", "json"))["metadata"]["uid"]
+    rows = cst.psql(f"SELECT email || ' ' || ses_message_id FROM messages WHERE plan_id = '{uid}'")
+    ses_ids = dict(line.split(" ", 1) for line in rows if " " in line)
+    reports = [
+        (soft, "Bounce", "Transient"),
+        (hard, "Bounce", "Permanent"),
+        (complained, "Complaint", "Permanent"),
+    ]
+    for group, kind, bounce_type in reports:
+        for addr in group:
+            event = cst.ses_notification(ses_event(kind, ses_ids[addr], [addr], bounce_type=bounce_type))
+            assert cst.post_sns(event)["status"] == "recorded"
+    reported = (len(soft), len(hard), len(complained))
+    cst.wait_status(
+        namespace,
+        "flaky",
+        lambda s: (s.get("softBounced"), s.get("bounced"), s.get("complained")) == reported,
+        "bounces and complaints counted",
+    )
+
+    # SES is healthy again; the user asks the finished plan to retry (generation 1).
+    flaky.failing.clear()
+    retry = '{"spec":{"retry":{"generation":1}}}'
+    cst.kubectl("patch", "eplan", "flaky", "-n", namespace, "--type=merge", "-p", retry)
+    status = cst.wait_status(
+        namespace,
+        "flaky",
+        lambda s: done(s) and (s.get("retry") or {}).get("generation") == 1 and s.get("sent") == RECIPIENTS,
+        "the retry sent and the plan completed again",
+        timeout=300,
+    )
+    assert (status["retried"], status["failed"]) == (len(transient) + len(soft), 0)
+    expected = Counter(emails) + Counter(soft)  # the soft-bounced got a second mail, the failed their first
+    assert Counter(addressee(m) for m in mails(cst, marker, "Flaky")) == expected
+    assert any(e["reason"] == "Retrying" for e in cst.events(namespace, "flaky"))
+
+    # The same generation again (with another change to the plan) sends nothing more.
+    slower = '{"spec":{"rate":{"perSecond":400}}}'
+    cst.kubectl("patch", "eplan", "flaky", "-n", namespace, "--type=merge", "-p", slower)
+    meta = json.loads(cst.kubectl("get", "eplan", "flaky", "-n", namespace, "-o", "json"))["metadata"]
+    status = cst.wait_status(
+        namespace,
+        "flaky",
+        lambda s: s.get("observedGeneration") == meta["generation"] and done(s),
+        "change seen",
+    )
+    assert cst.api_call("POST", f"/v1/plans/{uid}/retry", {"generation": 1}) == {
+        "generation": 1,
+        "requeued": 0,
+    }
+    assert status["retried"] == len(transient) + len(soft)
+    assert Counter(addressee(m) for m in mails(cst, marker, "Flaky")) == expected

@@ -191,3 +191,56 @@ def test_from_plan_excludes_every_other_source(other: dict[str, Any]) -> None:
 def test_bad_from_plan_names_the_field(block: dict[str, Any], words: str) -> None:
     with pytest.raises(ValidationError, match=words):
         EmailPlanSpec.model_validate({**SPEC, "recipients": {"fromPlan": block}})
+
+
+RETRY = {"retry": {"generation": 2}}
+
+
+@pytest.mark.parametrize(
+    ("state", "done_before", "patch", "asked"),
+    [
+        (PlanState.DONE, 1, RETRY, 2),  # a newer generation on a done plan: retry it
+        (PlanState.DONE, 2, RETRY, None),  # that generation ran already: nothing
+        (PlanState.DONE, 3, RETRY, None),  # a lower one: nothing either
+        (PlanState.READY, 0, RETRY, None),  # still sending: the retry waits until it is done
+        (PlanState.STOPPED, 0, RETRY, None),  # a stopped plan is never retried
+        (PlanState.DONE, 0, {}, None),  # no retry asked
+    ],
+)
+def test_a_retry_runs_once_per_generation_on_a_done_plan(
+    state: PlanState, done_before: int, patch: dict[str, Any], asked: int | None
+) -> None:
+    seen = view(state=state, counts={"total": 10, "sent": 8, "failed": 2}, spec=patch).model_copy(
+        update={"retry_generation": done_before}
+    )
+    out = decide(observed(spec_patch=patch, view=seen))
+    assert (out.retry.generation if out.retry is not None else None) == asked
+    if patch:
+        assert out.status["retry"] == {"requested": 2, "generation": done_before}
+
+
+def test_a_retried_plan_shows_sending_then_completes_again_with_a_new_time() -> None:
+    first_done = (NOW - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    completed = {"phase": "Completed", "completedAt": first_done, "startedAt": first_done}
+    sending = decide(
+        observed(
+            spec_patch=RETRY,
+            status=completed,
+            view=view(
+                state=PlanState.READY, counts={"total": 10, "sent": 8, "created": 2, "retried": 2}, spec=RETRY
+            ),
+        )
+    )
+    assert sending.phase is Phase.SENDING and sending.replicas >= 1 and sending.retry is None
+    assert sending.status["retried"] == 2
+    again = decide(
+        observed(
+            spec_patch=RETRY,
+            status={**completed, "phase": "Sending"},
+            view=view(
+                state=PlanState.DONE, counts={"total": 10, "sent": 10, "retried": 2}, spec=RETRY
+            ).model_copy(update={"retry_generation": 2}),
+        )
+    )
+    assert again.phase is Phase.COMPLETED and again.status["completedAt"] == "2026-05-01T12:00:00Z"
+    assert "Completed" in [e.reason for e in again.events]  # the completion is announced again

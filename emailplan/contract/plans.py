@@ -364,6 +364,7 @@ class PlanView(PlanPayload):
     counts: PlanCounts = Field(default_factory=PlanCounts)
     load: LoadJob | None = None
     released_backlog: int = 0  # created + processing among the released share
+    retry_generation: int = 0  # the last retry generation done (``POST .../retry``)
     variant_counts: list[VariantCounts] = Field(default_factory=list)
     # The most frequent reasons of failed and suppressed messages, most frequent first.
     failures: list[FailureReason] = Field(default_factory=list)

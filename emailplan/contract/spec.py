@@ -33,7 +33,7 @@ from emailplan.contract.plans import (
     Variant,
 )
 from emailplan.contract.spec_campaign import AbTestSpec, RolloutSpec, WindowSpec
-from emailplan.contract.spec_followup import FromPlanSpec
+from emailplan.contract.spec_followup import FromPlanSpec, RetrySpec
 from emailplan.contract.wire import Wire
 
 # Admission refuses what can never be sent: control characters (CR/LF would start
@@ -331,6 +331,7 @@ class EmailPlanSpec(Ruled):
     ab_test: AbTestSpec | None = None
     rollout: RolloutSpec | None = None
     safety: Safety = Field(default_factory=Safety)
+    retry: RetrySpec | None = None
 
     RULES = (
         Rule(

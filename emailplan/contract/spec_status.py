@@ -136,6 +136,13 @@ class AudienceStatus(Wire):
     taken_at: datetime | None = _time("when the audience was taken", nullable=True)
 
 
+class RetryStatus(Wire):
+    """Retries of the plan (``spec.retry``): the generation asked for and the last one done."""
+
+    requested: int | None = _nonneg_int("spec.retry.generation")
+    generation: int | None = _nonneg_int("the last retry generation the data plane ran")
+
+
 class EmailPlanStatus(StatusCounts):
     """Live progress, written by the operator."""
 
@@ -163,6 +170,7 @@ class EmailPlanStatus(StatusCounts):
     rollout: RolloutStatus | None = None
     window: WindowStatus | None = None
     audience: AudienceStatus | None = None
+    retry: RetryStatus | None = None
     kopf: dict[str, Any] | None = Field(
         None,
         description="operator framework bookkeeping",

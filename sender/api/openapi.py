@@ -17,7 +17,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from emailplan import __version__
 from emailplan.contract.addresses import ADDRESS_RULES
 from emailplan.contract.failures import DEFAULT_FAILURE_PAGE, MAX_FAILURE_PAGE, FailurePage
-from emailplan.contract.followups import FromPlanSource
+from emailplan.contract.followups import FromPlanSource, RetryRequest, RetryResult
 from emailplan.contract.plans import (
     LoadJob,
     LoadResult,
@@ -86,6 +86,8 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (LoadJob, "serialization"),
     (S3Source, "validation"),
     (FromPlanSource, "validation"),
+    (RetryRequest, "validation"),
+    (RetryResult, "serialization"),
     (SuppressionImport, "validation"),
 ]
 _, _GENERATED = models_json_schema(_MODELS, ref_template="#/components/schemas/{model}")
@@ -400,6 +402,26 @@ PATHS: dict[str, Any] = {
                     "401": E401,
                     "404": E404,
                     "409": _err("The follow-up is stopped, or the source plan is not finished"),
+                    "413": E413,
+                    "503": E503,
+                },
+            },
+        ),
+    },
+    "/v1/plans/{planId}/retry": {
+        "post": _plan_op(
+            "Queue a done plan's transient failures and soft bounces once more, once per generation",
+            "retryPlan",
+            {
+                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("RetryRequest")}}},
+                "responses": {
+                    "200": _json(
+                        _ref("RetryResult"), "What the retry queued (0 for a generation done before)"
+                    ),
+                    "400": E400,
+                    "401": E401,
+                    "404": E404,
+                    "409": _err("The plan is still sending, or stopped"),
                     "413": E413,
                     "503": E503,
                 },
