@@ -10,12 +10,12 @@ last attempt, fails the message with ``gave up after N attempts``. Clearing
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import threading
-import urllib.error
-import urllib.request
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 HOP_HEADERS = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
 
@@ -24,7 +24,8 @@ class FlakySes:
     """A local HTTP server; ``url`` is the SES endpoint to give the senders."""
 
     def __init__(self, upstream: str) -> None:
-        self.upstream = upstream.rstrip("/")
+        self.upstream = urlsplit(upstream)
+        self._local = threading.local()  # one kept-alive connection to moto per serving thread
         self.failing: set[str] = set()
         self.refused: Counter[str] = Counter()  # sends answered with a 500, by address
         self._lock = threading.Lock()
@@ -86,14 +87,19 @@ class FlakySes:
 
             def _forward(self, method: str, body: bytes | None) -> None:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
-                req = urllib.request.Request(
-                    flaky.upstream + self.path, data=body, method=method, headers=headers
-                )
+                conn = getattr(flaky._local, "conn", None)
+                if conn is None:
+                    conn = flaky._local.conn = http.client.HTTPConnection(
+                        flaky.upstream.hostname or "127.0.0.1", flaky.upstream.port, timeout=30
+                    )
                 try:
-                    with urllib.request.urlopen(req, timeout=30) as r:
-                        self._answer(r.status, dict(r.headers.items()), r.read())
-                except urllib.error.HTTPError as exc:
-                    self._answer(exc.code, dict(exc.headers.items()), exc.read())
+                    conn.request(method, self.path, body=body, headers=headers)
+                    r = conn.getresponse()
+                    data = r.read()
+                except (OSError, http.client.HTTPException):
+                    conn.close()  # reconnects on the next request
+                    raise
+                self._answer(r.status, dict(r.getheaders()), data)
 
             def _answer(self, status: int, headers: dict[str, str], data: bytes) -> None:
                 self.send_response(status)
