@@ -48,6 +48,7 @@ COLUMNS = [
     col("Unsubscribed", ".status.unsubscribed", priority=1),
     col("Suppressed", ".status.suppressed", priority=1),
     col("Stopped", ".status.stopped", priority=1),
+    col("Retried", ".status.retried", priority=1, desc="messages queued again by spec.retry"),
     col("Replicas", ".status.replicas", priority=1),
     col("Rate", ".spec.rate.perSecond", "number", priority=1, desc="emails per second"),
     col("Suspended", ".spec.suspend", "boolean", priority=1),

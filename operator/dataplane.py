@@ -15,8 +15,17 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
+from emailplan.contract.followups import FromPlanSource, RetryRequest, RetryResult
 from emailplan.contract.health import ERROR_DEPENDENCY_KEY, Dependency
-from emailplan.contract.httpapi import GET_PLAN, LOAD_S3, PUT_PLAN, STOP_PLAN, UPLOAD_RECIPIENTS
+from emailplan.contract.httpapi import (
+    GET_PLAN,
+    LOAD_FROM_PLAN,
+    LOAD_S3,
+    PUT_PLAN,
+    RETRY_PLAN,
+    STOP_PLAN,
+    UPLOAD_RECIPIENTS,
+)
 from emailplan.contract.plans import LoadJob, PlanPayload, PlanView, S3Source
 from emailplan.contract.route import Route
 
@@ -141,6 +150,20 @@ class DataPlane:
             LOAD_S3, LOAD_S3.url(planId=plan_id), json_body=source.model_dump(mode="json")
         )
         return LoadJob.model_validate(body)
+
+    async def load_from_plan(self, plan_id: str, source: FromPlanSource) -> LoadJob:
+        """Have the data plane take a follow-up's audience from the source plan (idempotent)."""
+        body = await self._call(
+            LOAD_FROM_PLAN, LOAD_FROM_PLAN.url(planId=plan_id), json_body=source.model_dump(mode="json")
+        )
+        return LoadJob.model_validate(body)
+
+    async def retry(self, plan_id: str, request: RetryRequest) -> RetryResult:
+        """Re-queue a done plan's transient failures and soft bounces once for the generation."""
+        body = await self._call(
+            RETRY_PLAN, RETRY_PLAN.url(planId=plan_id), json_body=request.model_dump(mode="json")
+        )
+        return RetryResult.model_validate(body)
 
     async def stop(self, plan_id: str) -> None:
         """Stop the plan (a plan the data plane never knew needs nothing)."""

@@ -13,41 +13,34 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from enum import StrEnum
+from datetime import datetime
 from typing import Any
 
+from emailplan.contract.followups import FromPlanSource, RetryRequest
 from emailplan.contract.plans import (
     ALL_RELEASED,
     IDS_PER_QUEUE_MESSAGE,
     FailureReason,
     LoadJob,
-    LoadSourceKind,
     LoadState,
     PlanCounts,
     PlanPayload,
+    PlanState,
     PlanView,
-    S3Source,
     SesOptions,
     Unsubscribe,
 )
 from emailplan.contract.spec_status import Phase as Phase  # the one definition; re-exported for callers
 from emailplan.operator import account as accounts
-from emailplan.operator import campaign, outages
+from emailplan.operator import campaign, followup, loads, outages
 from emailplan.operator import rules as d
+from emailplan.operator.loads import EVENT_ROWS_CHARS, FINAL_LOAD_WORDS, load_summary, rejected_rows_message
+from emailplan.operator.loads import LoadAction as LoadAction  # re-exported for callers
+from emailplan.operator.loads import s3_source as s3_source
 from emailplan.operator.planspec import PlanSpec, Templates
 from emailplan.operator.rules import Event
 
 SENDING_INTERVAL_SECONDS = 1.0  # while sending, status.sent lags the ledger by about this much
-LOAD_STALE_AFTER = timedelta(seconds=45)  # a load with no heartbeat this long is started again
-MAX_LOAD_BACKOFF_SECONDS = 300.0
-EVENT_ROWS_CHARS = 900  # Event messages are cut at 1 KiB by the API server
-FINAL_LOAD_WORDS = "not retried: fix the list, then change the plan's spec to load it again"
-
-
-class LoadAction(StrEnum):
-    UPLOAD = "upload"  # inline list or ConfigMap: the operator posts it whole
-    S3 = "s3"  # the data plane reads the object itself
 
 
 @dataclass(frozen=True)
@@ -69,12 +62,15 @@ class Observed:
     backlog_per_replica: int = IDS_PER_QUEUE_MESSAGE
     status_interval: float = 5.0
     outage: outages.Outage | None = None  # the data plane did not answer (view is then None)
+    source: followup.SourcePlan | None = None  # a follow-up's source plan (None: absent or no follow-up)
 
 
 @dataclass
 class Decision:
     payload: PlanPayload | None = None  # PUT this plan (None: the registered one is current)
     load: LoadAction | None = None
+    load_from: FromPlanSource | None = None  # the source and outcome of a fromPlan load
+    retry: RetryRequest | None = None  # ask the data plane to retry the done plan
     replicas: int = 0
     status: dict[str, Any] = field(default_factory=dict)  # the one status patch (only changes)
     events: list[Event] = field(default_factory=list)
@@ -112,72 +108,11 @@ def payload_for(
     )
 
 
-def s3_source(spec: PlanSpec) -> S3Source:
-    s3 = spec.recipients.s3
-    assert s3 is not None
-    return S3Source(bucket=s3.bucket, key=s3.key, format=s3.format.value)
-
-
-def load_action(o: Observed) -> LoadAction | None:
-    """Start a load when none ran, retry a failed one with backoff, restart a silent one."""
-    view = o.view
-    if view is not None and view.recipients_loaded:
-        return None
-    action = LoadAction.S3 if o.spec.recipients_source == "s3" else LoadAction.UPLOAD
-    job = view.load if view is not None else None
-    if job is None:
-        return action
-    since = (o.now - job.updated_at) if job.updated_at else LOAD_STALE_AFTER * 2
-    if job.state is LoadState.FAILED and job.failure is not None and job.failure.permanent:
-        # Never again by itself: once the failure was shown, only a spec change tries again.
-        shown = _previous(o.status, "LoadFailed")
-        return action if shown.get("status") == "True" and _generation(shown) < o.generation else None
-    if job.state is LoadState.FAILED:
-        wait = min(MAX_LOAD_BACKOFF_SECONDS, 2.0 ** min(job.attempts, 9))
-        return action if since.total_seconds() >= wait else None
-    if job.state is LoadState.LOADED:
-        return action  # loaded but not completed: completing again is idempotent
-    if job.source is LoadSourceKind.UPLOAD:
-        return action  # an upload runs inside one pass: one still open was cut short
-    return action if since > LOAD_STALE_AFTER else None
-
-
-def load_summary(job: LoadJob | None, total: int) -> str:
-    if job is None:
-        return f"recipients loaded: {total} total"
-    return (
-        f"recipients loaded: {job.accepted} accepted, {job.rejected} rejected, "
-        f"{job.duplicates} duplicates, {job.suppressed} suppressed, {total} total"
-    )
-
-
-def rejected_rows_message(job: LoadJob) -> str:
-    """The first rejected rows by number and reason, as many as fit an Event."""
-    head = f"{job.rejected} rows rejected"
-    parts: list[str] = []
-    size = len(head)
-    for p in job.rejected_rows:
-        text = f"row {p.row}: {p.message}"
-        if size + len(text) + 2 > EVENT_ROWS_CHARS:
-            parts.append(f"... ({job.rejected - len(parts)} more)")
-            break
-        parts.append(text)
-        size += len(text) + 2
-    return head + (": " + "; ".join(parts) if parts else "")
-
-
 def _previous(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     for c in status.get("conditions") or []:
         if isinstance(c, Mapping) and c.get("type") == kind:
             return c
     return {}
-
-
-def _generation(condition: Mapping[str, Any]) -> int:
-    try:
-        return int(condition.get("observedGeneration") or 0)
-    except (TypeError, ValueError):
-        return 0
 
 
 def _was(status: Mapping[str, Any], kind: str) -> bool:
@@ -204,6 +139,7 @@ class _Pass:
     job: LoadJob | None = None
     load_failed: bool = False
     load_final: bool = False
+    gate: followup.Gate | None = None  # a follow-up's wait for its source plan
     conditions: list[dict[str, Any]] = field(default_factory=list)
     message: str = ""  # the status message, set by _summary_conditions
 
@@ -279,15 +215,30 @@ def _steer(p: _Pass) -> None:
     p.suspended = p.paused or p.window_closed
     state = view.state if view is not None else None
     p.finished = state is not None and state.finished
+    out.retry = _retry(o)
     p.release = max(view.release_percent if view is not None else 0.0, steering.release_percent)
+    from_plan = o.spec.recipients.from_plan
+    p.gate = followup.gate(from_plan, o.source, o.now) if from_plan is not None else None
     payload = payload_for(o, p.suspended, release_percent=p.release, winner=steering.winner)
     if view is None or (not p.finished and (view.payload() != payload or not o.registered_here)):
         out.payload = payload
-    out.load = None if p.finished else load_action(o)
+    out.load = None if p.finished else loads.load_action(view, o.spec, o.status, o.now, o.generation)
+    if out.load is LoadAction.FROM_PLAN and (p.gate is None or not p.gate.ready):
+        out.load = None  # the source plan has not finished, or ``after`` has not passed
+    if out.load is LoadAction.FROM_PLAN and p.gate is not None:
+        out.load_from = p.gate.source
     p.loaded = view is not None and view.recipients_loaded
     job = p.job = view.load if view is not None else None
     p.load_failed = job is not None and job.state is LoadState.FAILED and job.failure is not None
     p.load_final = p.load_failed and job is not None and job.failure is not None and job.failure.permanent
+
+
+def _retry(o: Observed) -> RetryRequest | None:
+    """A retry generation above the last one done, on a plan the ledger says is done."""
+    asked, view = o.spec.model.retry, o.view
+    if asked is None or view is None or view.state is not PlanState.DONE:
+        return None  # a retry asked while sending waits until the plan is done
+    return RetryRequest(generation=asked.generation) if asked.generation > view.retry_generation else None
 
 
 def _phase(p: _Pass) -> Phase:
@@ -299,6 +250,8 @@ def _phase(p: _Pass) -> Phase:
         return Phase.PENDING
     if p.load_final and not p.loaded:
         return Phase.FAILED
+    if not p.loaded and p.gate is not None and not p.gate.ready:
+        return Phase.SCHEDULED
     if not p.loaded:
         return Phase.LOADING
     if p.paused:
@@ -331,7 +284,8 @@ def _replicas(p: _Pass) -> None:
     )
     if out.phase is Phase.SENDING:
         out.requeue_after = min(o.status_interval, SENDING_INTERVAL_SECONDS)
-    for moment in (steering.wake_at, steering.window.next_change if steering.window else None):
+    takes_at = p.gate.takes_at if p.gate is not None and not p.loaded else None
+    for moment in (steering.wake_at, steering.window.next_change if steering.window else None, takes_at):
         if moment is not None and not p.finished:  # a window change or a hold's end: be there on time
             out.requeue_after = max(0.1, min(out.requeue_after, (moment - o.now).total_seconds()))
 
@@ -419,7 +373,8 @@ def _account_hold(p: _Pass) -> tuple[str, str] | None:
 def _summary_conditions(p: _Pass) -> None:
     """Ready, Reconciling, Stalled and Complete (kstatus), with the outage's word where one shows."""
     o, out, job, outage, cond, steering = p.o, p.out, p.job, p.outage, p.cond, p.steer
-    message = _message(o, out.phase, p.counts, job, steering)
+    source_wait = p.gate.message if p.gate is not None and not p.gate.ready and not p.loaded else None
+    message = source_wait or _message(o, out.phase, p.counts, job, steering)
     load_stalled = p.load_failed and not p.loaded
     stalled = load_stalled or (steering.pause is not None and not p.finished)
     stalled_reason = (
@@ -469,10 +424,22 @@ def _status_patch(p: _Pass) -> None:
         desired["failures"] = [f.model_dump() for f in view.failures]
     desired["recipientsLoaded"] = p.loaded
     desired.update(p.steer.status)
+    if p.gate is not None and o.spec.recipients.from_plan is not None:
+        shown = o.status.get("audience")
+        desired["audience"] = followup.audience_status(
+            o.spec.recipients.from_plan, p.gate, p.job, shown if isinstance(shown, Mapping) else None
+        )
     if out.phase in (Phase.SENDING, Phase.COMPLETED) or counts.sent > 0:
         desired["startedAt"] = o.status.get("startedAt") or d.format_time(o.now)
-    if p.finished:
-        desired["completedAt"] = o.status.get("completedAt") or d.format_time(o.now)
+    if p.finished:  # a retried plan completes again: its new completion time
+        again = o.status.get("phase") != Phase.COMPLETED.value
+        desired["completedAt"] = (not again and o.status.get("completedAt")) or d.format_time(o.now)
+    asked = o.spec.model.retry
+    if view is not None and (asked is not None or view.retry_generation):
+        desired["retry"] = {
+            "requested": asked.generation if asked else 0,
+            "generation": view.retry_generation,
+        }
     out.status = d.status_changes(dict(o.status), desired)
 
 
@@ -552,6 +519,9 @@ def _source_words(spec: PlanSpec) -> str:
         return f"s3://{s3.bucket}/{s3.key}"
     if spec.recipients.config_map_ref is not None:
         return f"ConfigMap {spec.recipients.config_map_ref.name}"
+    if spec.recipients.from_plan is not None:
+        source = spec.recipients.from_plan
+        return f"the {source.outcome.value} recipients of EmailPlan {source.name}"
     return "the inline list"
 
 

@@ -22,10 +22,12 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
+from emailplan.contract.followups import FromPlanSource, RetryRequest
 from emailplan.contract.health import Dependency
 from emailplan.contract.plans import PlanView
 from emailplan.contract.recipients import first_recipient
-from emailplan.operator import clock, metrics, outages
+from emailplan.contract.spec import RecipientSource
+from emailplan.operator import clock, followup, metrics, outages
 from emailplan.operator import decide as plan_decide
 from emailplan.operator.dataplane import DataPlane, DataPlaneRejected, DataPlaneUnavailable
 from emailplan.operator.deployment import deployment_name, render_deployment
@@ -252,6 +254,8 @@ async def reconcile(ctx: Context, body: kopf.Body, mem: PlanMemory) -> None:
     # --- observe
     problems: list[str] = []
     reason = "InvalidSpec"
+    if spec.recipients.from_plan is not None and spec.recipients.from_plan.name == name:
+        problems.append("recipients.fromPlan.name: a follow-up cannot take its audience from itself")
     templates: Templates | None = None
     try:
         templates = await _validate(ctx, mem, namespace, generation, spec)
@@ -260,6 +264,10 @@ async def reconcile(ctx: Context, body: kopf.Body, mem: PlanMemory) -> None:
     if not problems and mem.rejected is not None and mem.rejected[0] == generation:
         problems, reason = [mem.rejected[1]], "RejectedByDataPlane"
     view, outage = await _observe_view(ctx, mem, uid, name) if not problems else (None, None)
+    from_plan = spec.recipients.from_plan
+    source = None
+    if from_plan is not None and not problems and not (view is not None and view.recipients_loaded):
+        source = followup.read_source(await ctx.kube.plan(namespace, from_plan.name))
     if not mem.deployment_observed:
         mem.replicas = await ctx.kube.deployment_replicas(namespace, deployment_name(name))
         mem.deployment_observed = True
@@ -279,6 +287,7 @@ async def reconcile(ctx: Context, body: kopf.Body, mem: PlanMemory) -> None:
         backlog_per_replica=ctx.settings.backlog_per_replica,
         status_interval=ctx.settings.status_interval_seconds,
         outage=outage,
+        source=source,
     )
 
     # --- decide
@@ -304,9 +313,11 @@ async def _apply(
         mem.rejected = (generation, f"the data plane refused the plan: {exc}")
         mem.wake.set()  # report it at once
         return
+    if decision.retry is not None:
+        await _retry(ctx, mem, body, uid, decision.retry)
     if decision.load is not None:
         try:
-            await _start_load(ctx, mem, uid, spec, decision.load)
+            await _start_load(ctx, mem, uid, spec, decision.load, decision.load_from)
         except DataPlaneRejected as exc:  # the load job records why; the next pass shows it
             log.warning("recipient list refused", extra={"plan": name, "error": str(exc)})
     await _scale(ctx, mem, name, namespace, uid, decision.replicas)
@@ -315,6 +326,22 @@ async def _apply(
     await _write_status(ctx, mem, name, namespace, decision.status)
     mem.interval = decision.requeue_after
     ctx.phases[uid] = decision.phase.value
+
+
+async def _retry(ctx: Context, mem: PlanMemory, body: kopf.Body, uid: str, asked: RetryRequest) -> None:
+    """Ask the data plane to retry the done plan, and say what it queued in an Event."""
+    name = str(body.meta.get("name"))
+    try:
+        result = await ctx.dataplane.retry(uid, asked)
+    except DataPlaneRejected as exc:  # the plan changed state since it was observed: the next pass sees it
+        log.warning("retry refused", extra={"plan": name, "error": str(exc)})
+        return
+    what = f"retry {result.generation}: {result.requeued} transient failures and soft bounces queued again"
+    kopf.event(body, type="Normal", reason="Retrying" if result.requeued else "NothingToRetry", message=what)
+    log.info(
+        "plan retried", extra={"plan": name, "generation": result.generation, "requeued": result.requeued}
+    )
+    mem.wake.set()  # show Sending at once
 
 
 async def _observe_view(
@@ -333,11 +360,20 @@ async def _observe_view(
 
 
 async def _start_load(
-    ctx: Context, mem: PlanMemory, uid: str, spec: PlanSpec, action: plan_decide.LoadAction
+    ctx: Context,
+    mem: PlanMemory,
+    uid: str,
+    spec: PlanSpec,
+    action: plan_decide.LoadAction,
+    source: FromPlanSource | None,
 ) -> None:
     """Start the load the decision asked for: the data plane reads S3 itself, lists the operator sends."""
     if action is plan_decide.LoadAction.S3:
         await ctx.dataplane.load_s3(uid, plan_decide.s3_source(spec))
+        return
+    if action is plan_decide.LoadAction.FROM_PLAN:
+        assert source is not None, "a fromPlan load names its source"
+        await ctx.dataplane.load_from_plan(uid, source)
         return
     recipients = spec.recipients
     if recipients.inline is not None:
@@ -432,8 +468,8 @@ async def _sample_recipient(
                 problems.append("recipients.configMapRef: the list has no valid recipient")
             else:
                 sample = first.as_context()
-    elif source != "s3":
-        problems.append("recipients: set exactly one of inline, configMapRef or s3")
+    elif source not in (RecipientSource.S3, RecipientSource.FROM_PLAN):
+        problems.append("recipients: set exactly one of inline, configMapRef, s3 or fromPlan")
     return sample
 
 

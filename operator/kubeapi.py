@@ -85,6 +85,18 @@ class KubeApi:
             raise
         return True
 
+    async def plan(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """An EmailPlan (a follow-up's source) as a dict, or None when it does not exist."""
+        try:
+            obj = await asyncio.to_thread(
+                self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], obj)
+
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the EmailPlan's status subresource."""
         await asyncio.to_thread(

@@ -51,7 +51,9 @@ EVENT_COUNTERS = (
     "unsubscribed",
     "sesRejected",  # SES Reject events; rows refused at load are ``rejected`` of the load job
 )
-COUNTER_COLUMNS = ("total", *MESSAGE_STATUSES, *EVENT_COUNTERS)
+# Messages a retry queued again (they leave ``sent``/``failed`` and are counted again when handled).
+RETRY_COUNTERS = ("retried",)
+COUNTER_COLUMNS = ("total", *MESSAGE_STATUSES, *EVENT_COUNTERS, *RETRY_COUNTERS)
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -106,6 +108,8 @@ class Plan(Base):
     # The share of the list that may be sent now (rollout, A/B cohort); only ever raised.
     release_percent: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("100"))
     recipients_complete: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    # The last retry generation done (spec.retry.generation); a request at or below it changes nothing.
+    retry_generation: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
@@ -202,6 +206,7 @@ class PlanCounters(Base):
     ses_rejected: Mapped[int] = mapped_column(
         "sesRejected", BigInteger, nullable=False, server_default=text("0")
     )
+    retried: Mapped[int] = _counter()
 
 
 class PlanFailureReason(Base):

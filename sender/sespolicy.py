@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
+from emailplan.contract.followups import TRANSIENT_FAILURE_PREFIX
 from emailplan.contract.headers import one_line
 from emailplan.sender.failtext import reason_text
 from emailplan.sender.ratelimit import backoff
@@ -60,7 +61,7 @@ def decide(
         return Decision(Action.FAIL, reason=reason_text(str(error)), label=error.code)
     tries = failed_before + 1
     if tries >= max_attempts:
-        reason = reason_text(f"gave up after {tries} attempts: {error}")
+        reason = reason_text(f"{TRANSIENT_FAILURE_PREFIX}{tries} attempts: {error}")  # what a retry retries
         return Decision(Action.FAIL, reason=reason, label="transient")
     return Decision(Action.RETRY_TRANSIENT, backoff(tries, base=0.5, cap=30, rng=rng))
 

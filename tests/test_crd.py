@@ -58,7 +58,7 @@ INVALID = [
     (
         "two recipient sources",
         plan(recipients={"inline": [{"email": "a@example.com"}], "s3": {"bucket": "lists", "key": "a.csv"}}),
-        "exactly one of recipients.inline, recipients.configMapRef or recipients.s3",
+        "exactly one of recipients.inline, recipients.configMapRef, recipients.s3 or recipients.fromPlan",
     ),
     ("empty recipient source", plan(recipients={}), "spec.recipients"),
     (
@@ -260,6 +260,7 @@ def test_printer_columns_show_patched_status(crd_installed: KubeCluster, namespa
         "unsubscribed": 2,
         "suppressed": 5,
         "stopped": 0,
+        "retried": 4,
         "replicas": 2,
         "message": "sending",
         "abTest": {"winner": "bold", "reason": "best uniqueOpens: plain 10.00%, bold 14.00%"},
@@ -289,6 +290,7 @@ def test_printer_columns_show_patched_status(crd_installed: KubeCluster, namespa
     assert row["DELIVERED"] == "800" and row["BOUNCED"] == "7" and row["COMPLAINED"] == "1"
     assert row["CLICKED"] == "55" and row["REPLICAS"] == "2" and row["RATE"] == "14"
     assert row["WINNER"] == "bold"  # the A/B test's winner (issue 15)
+    assert row["RETRIED"] == "4"  # queued again by spec.retry (issue 24)
     assert header[-1] == "MESSAGE" and row["MESSAGE"] == "sending"  # what the plan does or what is wrong
 
 

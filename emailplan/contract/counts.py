@@ -32,6 +32,10 @@ class StatusCounts(Wire):
     failed: int = _count("messages SES refused permanently or that ran out of retries")
     stopped: int = _count("messages that will not be sent because the plan was stopped or deleted")
     suppressed: int = _count("recipients skipped because the address is on the suppression list")
+    retried: int = _count(
+        "messages queued once more by a retry (spec.retry): transient failures and soft bounces; each "
+        "leaves sent or failed when queued and is counted again where its new attempt ends"
+    )
     delivered: int = _count("SES delivery events")
     bounced: int = _count(
         "hard bounces (SES bounce type Permanent); they suppress the address and feed the breaker"

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field
 
 from emailplan.contract.failures import DEFAULT_FAILURE_PAGE, MAX_FAILURE_PAGE, FailurePage
+from emailplan.contract.followups import FromPlanSource, RetryRequest, RetryResult
 from emailplan.contract.plans import (
     LoadJob,
     LoadResult,
@@ -356,6 +357,42 @@ LOAD_S3 = Route(
     path_params=PlanPath,
     body=model_reply(S3Source, ""),
 )
+LOAD_FROM_PLAN = Route(
+    Method.POST,
+    "/v1/plans/{planId}/recipients/from-plan",
+    "loadRecipientsFromPlan",
+    "Take a follow-up's audience from a finished plan's outcomes in the ledger and complete the list",
+    Tag.PLANS,
+    {
+        200: model_reply(LoadJob, "The load job (the audience taken now, or before)"),
+        400: E400,
+        404: E404,
+        409: _error("The follow-up is stopped, or the source plan is not finished"),
+        413: E413,
+        503: E503,
+    },
+    keyed=True,
+    path_params=PlanPath,
+    body=model_reply(FromPlanSource, ""),
+)
+RETRY_PLAN = Route(
+    Method.POST,
+    "/v1/plans/{planId}/retry",
+    "retryPlan",
+    "Queue a done plan's transient failures and soft bounces once more, once per generation",
+    Tag.PLANS,
+    {
+        200: model_reply(RetryResult, "What the retry queued (0 for a generation done before)"),
+        400: E400,
+        404: E404,
+        409: _error("The plan is still sending, or stopped"),
+        413: E413,
+        503: E503,
+    },
+    keyed=True,
+    path_params=PlanPath,
+    body=model_reply(RetryRequest, ""),
+)
 LIST_FAILURES = Route(
     Method.GET,
     "/v1/plans/{planId}/failures",
@@ -396,6 +433,8 @@ ROUTES: tuple[Route, ...] = (
     UPLOAD_RECIPIENTS,
     COMPLETE_RECIPIENTS,
     LOAD_S3,
+    LOAD_FROM_PLAN,
+    RETRY_PLAN,
     LIST_FAILURES,
     STOP_PLAN,
     HEALTHZ,

@@ -19,6 +19,7 @@ from emailplan.contract.account import AccountView
 from emailplan.contract.addresses import Mailbox
 from emailplan.contract.bulktemplates import bulk_template_problems
 from emailplan.contract.counts import STATUS_COUNTS, StatusCounts
+from emailplan.contract.followups import FromPlanSource
 from emailplan.contract.headers import HeaderValue
 from emailplan.contract.health import DependencyHealth
 from emailplan.contract.kubemarks import matches
@@ -75,6 +76,7 @@ class SuppressionReason(StrEnum):
 class LoadSourceKind(StrEnum):
     UPLOAD = "upload"
     S3 = "s3"
+    FROM_PLAN = "fromPlan"  # a follow-up's audience, computed from another plan in the ledger
 
 
 class Tracking(Wire):
@@ -315,6 +317,7 @@ class LoadJob(LoadResult):
     state: LoadState = LoadState.PENDING
     source: LoadSourceKind = LoadSourceKind.UPLOAD
     s3: S3Source | None = None
+    from_plan: FromPlanSource | None = None
     failure: LoadFailure | None = None
     attempts: int = 0
     updated_at: datetime | None = None
@@ -361,6 +364,7 @@ class PlanView(PlanPayload):
     counts: PlanCounts = Field(default_factory=PlanCounts)
     load: LoadJob | None = None
     released_backlog: int = 0  # created + processing among the released share
+    retry_generation: int = 0  # the last retry generation done (``POST .../retry``)
     variant_counts: list[VariantCounts] = Field(default_factory=list)
     # The most frequent reasons of failed and suppressed messages, most frequent first.
     failures: list[FailureReason] = Field(default_factory=list)

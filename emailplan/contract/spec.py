@@ -33,6 +33,7 @@ from emailplan.contract.plans import (
     Variant,
 )
 from emailplan.contract.spec_campaign import AbTestSpec, RolloutSpec, WindowSpec
+from emailplan.contract.spec_followup import FromPlanSpec, RetrySpec
 from emailplan.contract.wire import Wire
 
 # Admission refuses what can never be sent: control characters (CR/LF would start
@@ -130,6 +131,7 @@ class RecipientSource(StrEnum):
     INLINE = "inline"
     CONFIG_MAP = "configMapRef"
     S3 = "s3"
+    FROM_PLAN = "fromPlan"
 
 
 class Recipients(Ruled):
@@ -140,11 +142,14 @@ class Recipients(Ruled):
     )
     config_map_ref: ConfigMapList | None = None
     s3: S3List | None = None
+    from_plan: FromPlanSpec | None = None
 
     RULES = (
         Rule(
-            "[has(self.inline), has(self.configMapRef), has(self.s3)].filter(x, x).size() == 1",
-            "set exactly one of recipients.inline, recipients.configMapRef or recipients.s3",
+            "[has(self.inline), has(self.configMapRef), has(self.s3), has(self.fromPlan)]"
+            ".filter(x, x).size() == 1",
+            "set exactly one of recipients.inline, recipients.configMapRef, recipients.s3 or "
+            "recipients.fromPlan (a follow-up's audience comes from its source plan alone)",
             lambda r: len(r.sources()) == 1,
         ),
     )
@@ -156,6 +161,7 @@ class Recipients(Ruled):
         given: dict[RecipientSource, object] = {RecipientSource.INLINE: self.inline}
         given[RecipientSource.CONFIG_MAP] = self.config_map_ref
         given[RecipientSource.S3] = self.s3
+        given[RecipientSource.FROM_PLAN] = self.from_plan
         return [source for source, value in given.items() if value is not None]
 
     @property
@@ -325,6 +331,7 @@ class EmailPlanSpec(Ruled):
     ab_test: AbTestSpec | None = None
     rollout: RolloutSpec | None = None
     safety: Safety = Field(default_factory=Safety)
+    retry: RetrySpec | None = None
 
     RULES = (
         Rule(

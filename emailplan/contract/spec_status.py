@@ -121,6 +121,28 @@ class WindowStatus(Wire):
     schedule: str | None = Field(None, description="the window, e.g. Mon,Tue 09:00-17:00 Europe/Berlin")
 
 
+class AudienceStatus(Wire):
+    """A follow-up's audience (``recipients.fromPlan``): when it is taken and how many it matched."""
+
+    plan: str | None = Field(None, description="the source plan")
+    outcome: str | None = Field(None, description="the outcome selected (notOpened, ...)")
+    takes_at: datetime | None = _time(
+        "when the audience is taken: the source plan's completion plus fromPlan.after", nullable=True
+    )
+    matched: int | None = _nonneg_int(
+        "source recipients with the outcome when the audience was taken", int64=True
+    )
+    suppressed: int | None = _nonneg_int("of them, suppressed or unsubscribed since (not mailed)", int64=True)
+    taken_at: datetime | None = _time("when the audience was taken", nullable=True)
+
+
+class RetryStatus(Wire):
+    """Retries of the plan (``spec.retry``): the generation asked for and the last one done."""
+
+    requested: int | None = _nonneg_int("spec.retry.generation")
+    generation: int | None = _nonneg_int("the last retry generation the data plane ran")
+
+
 class EmailPlanStatus(StatusCounts):
     """Live progress, written by the operator."""
 
@@ -147,6 +169,8 @@ class EmailPlanStatus(StatusCounts):
     ab_test: AbTestStatus | None = None
     rollout: RolloutStatus | None = None
     window: WindowStatus | None = None
+    audience: AudienceStatus | None = None
+    retry: RetryStatus | None = None
     kopf: dict[str, Any] | None = Field(
         None,
         description="operator framework bookkeeping",

@@ -36,7 +36,17 @@ from emailplan.runtime.logsetup import setup_logging
 from emailplan.runtime.sentry import init_sentry
 from emailplan.sender import sns
 from emailplan.sender.accountgate import AccountGate
-from emailplan.sender.api import failures, health, openapi, plans, snsroute, stats, suppressions, tracking
+from emailplan.sender.api import (
+    failures,
+    followups,
+    health,
+    openapi,
+    plans,
+    snsroute,
+    stats,
+    suppressions,
+    tracking,
+)
 from emailplan.sender.api.auth import api_key_middleware
 from emailplan.sender.api.dependencies import raising
 from emailplan.sender.api.errors import error_middleware
@@ -67,6 +77,8 @@ HANDLERS: dict[Route, Handler] = {
     httpapi.UPLOAD_RECIPIENTS: plans.upload,
     httpapi.COMPLETE_RECIPIENTS: plans.complete,
     httpapi.LOAD_S3: plans.load_s3,
+    httpapi.LOAD_FROM_PLAN: followups.load_from_plan,
+    httpapi.RETRY_PLAN: followups.retry,
     httpapi.LIST_FAILURES: failures.list_failures,
     httpapi.STOP_PLAN: plans.stop,
     httpapi.HEALTHZ: health.healthz,

@@ -243,6 +243,7 @@ async def describe_plan(engine: AsyncEngine, plan_id: uuid.UUID) -> contract.Pla
             "state": row["state"],
             "recipientsLoaded": bool(row["recipients_complete"]),
             "releasePercent": release,
+            "retryGeneration": int(row["retry_generation"]),
             "counts": counts,
             "load": load,
             "releasedBacklog": backlog,
