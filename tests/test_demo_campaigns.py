@@ -69,8 +69,10 @@ def check_counts(final: dict[str, Any], campaign: str) -> None:
     bounces = every_nth(size, demo_campaigns.CAMPAIGNS[campaign].bounce_every)
     assert final["simulatedBounces"] == final["bounced"] == bounces
     assert final["simulatedDeliveries"] == final["delivered"] == size - bounces
-    assert final["simulatedOpens"] == final["opened"] > 0
-    assert final["simulatedClicks"] == final["clicked"] > 0
+    assert final["simulatedOpens"] == final["opened"]
+    assert final["simulatedClicks"] == final["clicked"]
+    if demo_campaigns.CAMPAIGNS[campaign].open_percent:  # the example tracks opens and clicks
+        assert final["opened"] > 0 and final["clicked"] > 0
 
 
 def test_ab_walkthrough_names_the_winner_and_why(repo_root: str, tmp_path: Path) -> None:
@@ -85,7 +87,9 @@ def test_ab_walkthrough_names_the_winner_and_why(repo_root: str, tmp_path: Path)
         assert rows[name]["opened"] == final["simulatedOpensByVariant"][name]
         assert re.search(rf"variant {name}: {rows[name]['sent']} sent, {rows[name]['opened']} opened", text)
     assert re.search(r"the test cohort is sent: \d+ of 2400 recipients \(20 % of the list\)", text)
-    assert re.search(r"the clock jumps 4h\b.* ahead", text), "decideAfter passed on the test clock"
+    assert re.search(r"the clock jumps \d.* ahead .*abTest\.decideAfter: 4h", text), (
+        "decideAt on the test clock"
+    )
     assert re.search(r"winner: question, because best uniqueOpens: plain \d+\.\d+%, question \d+\.\d+%", text)
     # Nobody outside the test cohort was sent anything before the winner was chosen.
     cohort = sum(r["sent"] for r in rows.values())
