@@ -328,6 +328,7 @@ def walk_abtest(w: Walk) -> dict[str, Any]:
         f"{int(status.get('total') or 0) - int(status.get('sent') or 0)} wait for the winner"
     )
     status = w.settle()
+    cohort_opens = dict(w.readers.opens_by_variant)  # only the cohort has been sent so far
     for row in ab_rows(status):
         w.say(
             f"variant {row['name']}: {row['sent']} sent, {row['opened']} opened ({row['openRate']:.1%}), "
@@ -344,6 +345,7 @@ def walk_abtest(w: Walk) -> dict[str, Any]:
     w.say(f"the rest of the list ({rest} recipients) now gets {ab['winner']}")
     final = w.finish()
     final["winner"] = ab["winner"]
+    final["simulatedCohortOpensByVariant"] = cohort_opens
     return final
 
 
