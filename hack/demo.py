@@ -226,7 +226,7 @@ def events_shown(status: dict[str, Any], audience: Audience) -> bool:
 
 
 class Demo:
-    def __init__(self, console: Console, base: Path) -> None:
+    def __init__(self, console: Console, base: Path, operator_env: dict[str, str] | None = None) -> None:
         self.console = console
         self.base = base
         options = StackOptions(
@@ -239,6 +239,7 @@ class Demo:
             },
             # Every namespace: a plan applied to `default` (or any other) is sent too.
             operator_namespaces=[],
+            operator_env=dict(operator_env or {}),
         )
         self.stack = LocalStack(base / "logs", options)
         self.audience = Audience(self.stack)
@@ -346,10 +347,10 @@ class Demo:
             self.console.print(f"[dim]RecipientsRejected Event: {detail}[/]")
         return {**status, "rejected": rejected, "sesReceived": received, **self.audience.summary()}
 
-    def explore(self) -> None:
+    def explore(self, name: str = PLAN) -> None:
         """What to type in another terminal while the stack keeps running."""
         st = self.stack
-        plan = f"{NAMESPACE}/{PLAN}"
+        plan = f"{NAMESPACE}/{name}"
         self.console.print(
             "\n[bold]The stack keeps running[/] (Ctrl-C here stops every process). In another terminal:\n"
             f"  export KUBECONFIG={st.kubeconfig}\n"
@@ -360,7 +361,7 @@ class Demo:
             "The operator watches every namespace: apply plans to `demo`, `default` or one you create.\n"
             "Then try:\n"
             f"  kubectl get emailplans -A -o wide\n"
-            f"  kubectl describe emailplan {PLAN} -n {NAMESPACE}      # conditions and Events\n"
+            f"  kubectl describe emailplan {name} -n {NAMESPACE}      # conditions and Events\n"
             f"  emailplan stats {plan}\n"
             f"  emailplan sns bounce {plan} --count 2     # SES events, signed as SNS signs them\n"
             f"  emailplan sns open {plan} --count 5       # readers: open, click\n"
@@ -392,6 +393,11 @@ def main() -> int:
     parser.add_argument("--non-interactive", action="store_true", help="plain log lines, no live bar")
     parser.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     parser.add_argument("--json", type=Path, help="write the final status as JSON to this file")
+    parser.add_argument(
+        "--campaign",
+        choices=("abtest", "rollout", "window"),
+        help="instead: walk examples/emailplan-<campaign>.yaml through with a fast clock, narrated",
+    )
     args = parser.parse_args()
     stop_like_ctrl_c()  # SIGTERM, SIGHUP, the parent's death: the same clean stop as Ctrl-C
     console = Console()
@@ -405,22 +411,32 @@ def main() -> int:
         path.chmod(0o711)
     os.environ["TMPDIR"] = str(tmp)
     tempfile.tempdir = None  # read TMPDIR again
-    demo = Demo(console, base)
+    clock = None
+    if args.campaign:
+        # The walk-throughs' one dependency on this module is loaded as `demo` (this file).
+        sys.modules.setdefault("demo", sys.modules[__name__])
+        import demo_campaigns
+
+        clock = demo_campaigns.TestClock(base / "clock-offset")
+    demo = Demo(console, base, operator_env=clock.env() if clock else None)
     ok = False
     failed = True  # keep the logs to look at, unless the demo completed or was told to stop
     try:
-        demo.start()
-        status = demo.apply_and_watch(
-            args.timeout, interactive=not args.non_interactive and console.is_terminal
-        )
-        final = demo.report(status)
+        if args.campaign and clock:
+            final = demo_campaigns.run(demo, args.campaign, clock)
+        else:
+            demo.start()
+            status = demo.apply_and_watch(
+                args.timeout, interactive=not args.non_interactive and console.is_terminal
+            )
+            final = demo.report(status)
         if args.json:
             args.json.write_text(json.dumps(final, indent=2))
-        ok = status.get("phase") == "Completed"
+        ok = final.get("phase") == "Completed" and "walkFailed" not in final
         failed = not ok
         console.print("[bold green]demo completed[/]" if ok else "[bold red]demo did not complete[/]")
         if args.keep:
-            demo.explore()
+            demo.explore(str(final.get("plan") or PLAN))
             signal.pause()
         else:
             console.print("To explore the stack with kubectl and the API afterwards: ./hack/demo.sh --keep")
