@@ -389,6 +389,7 @@ state = "{self.base / "containerd-state"}"
             _stop_all_containers(self.socket)
         for name in ("kube-proxy", "kube-scheduler", "containerd"):
             stop(self.procs.pop(name, None))
+        _kill_containers(self.base)
         _kill_shims(self.socket)
         for part in (self.kube, self.moto, self.postgres):
             if part is not None:
@@ -424,10 +425,32 @@ def _kill_shims(socket: Path) -> None:
         except OSError:
             continue
         if b"containerd-shim" in cmdline and marker in cmdline:
-            try:
-                os.kill(int(proc.name), 9)
-            except ProcessLookupError:
-                pass
+            _kill(int(proc.name))
+
+
+def _kill_containers(base: Path) -> None:
+    """End every container process of this run: its root file system lies below ``base``.
+
+    Killing a shim does not end its container; after a SIGKILLed ``up`` nobody else would
+    (containerd is gone), so they are found by where their root is.
+    """
+    prefix = str(base) + "/"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            root = os.readlink(proc / "root")
+        except OSError:
+            continue
+        if root.startswith(prefix):
+            _kill(int(proc.name))
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
 
 
 def _unmount_under(base: Path) -> None:
@@ -459,11 +482,12 @@ def next_steps(cluster: NodeCluster, bins: Path) -> str:
     ns, repo = "emailplan-system", HERE.parent.parent
     secret = f"kubectl -n {ns} create secret generic"
     tag = cluster.images["IMAGE"].rsplit(":", 1)[1]
+    venv = Path(sys.executable).parent  # the project's virtualenv (`emailplan stats` in the chart's notes)
     return f"""
 Node cluster running in network namespace {cluster.netns}; everything is reachable only inside it.
-Enter it (kubectl, and helm on PATH):
+Enter it (kubectl, helm and the emailplan command on PATH), in another terminal, as root:
 
-  ip netns exec {cluster.netns} env KUBECONFIG={cluster.kube.kubeconfig} PATH="{bins}:$PATH" bash
+  ip netns exec {cluster.netns} env KUBECONFIG={cluster.kube.kubeconfig} PATH="{bins}:{venv}:$PATH" bash
 
 Then, in that shell, install the product as a real cluster would run it:
 
@@ -488,6 +512,7 @@ Ctrl-C (or SIGTERM) stops it all."""
 
 def reap(base: Path, netns: str) -> None:
     """What a SIGKILLed ``up`` leaves that is not a process group or a directory (the watchdog runs it)."""
+    _kill_containers(base)
     _kill_shims(base / "containerd.sock")
     _unmount_under(base)
     subprocess.run(["ip", "netns", "delete", netns], capture_output=True)
