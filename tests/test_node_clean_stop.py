@@ -75,6 +75,22 @@ def still_running(procs: dict[int, str]) -> list[int]:
     return left
 
 
+def socket_files(pids: list[int]) -> set[str]:
+    """The paths of the Unix sockets these processes hold (containerd's shims bind theirs in /run)."""
+    paths: set[str] = set()
+    for pid in pids:
+        try:
+            held = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+            table = Path(f"/proc/{pid}/net/unix").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in table:
+            fields = line.split()
+            if len(fields) == 8 and f"socket:[{fields[6]}]" in held and fields[7].startswith("/"):
+                paths.add(fields[7])
+    return paths
+
+
 def netns_of(pid: int) -> str:
     """The name under /run/netns of the network namespace ``pid`` runs in."""
     inode = os.stat(f"/proc/{pid}/ns/net").st_ino
@@ -134,6 +150,8 @@ def test_node_up_stops_clean(sig: signal.Signals, tmp: Path) -> None:
         assert containers, f"no container runs below {base}:\n{describe(sorted(procs))}"
         assert mounts_of(base, netns), "the run has no mounts (container root file systems)?"
         assert list(base.rglob("*.key")), "no private keys in the run's directory?"
+        sockets = socket_files(sorted(procs))
+        assert any(not path.startswith(str(base)) for path in sockets), f"no shim sockets? {sockets}"
 
         proc.send_signal(sig)
         proc.wait(180)
@@ -146,5 +164,7 @@ def test_node_up_stops_clean(sig: signal.Signals, tmp: Path) -> None:
         assert netns not in netns_list(), f"{sig.name} left the network namespace {netns}"
         assert mounts_of(base, netns) == [], f"{sig.name} left mounts:\n" + "\n".join(mounts_of(base, netns))
         assert files_under(tmp) == [], f"{sig.name} left files (keys, data) in TMPDIR"
+        left = sorted(path for path in sockets if os.path.lexists(path))
+        assert left == [], f"{sig.name} left socket files: {left}"
     finally:
         end(proc, signal.SIGKILL)

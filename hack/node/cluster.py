@@ -269,6 +269,8 @@ state = "{self.base / "containerd-state"}"
       runtime_type = "io.containerd.runc.v2"
       [{cri}.containerd.runtimes.runc.options]
         SystemdCgroup = false
+        # runc's state of the containers stays in this run's directory (default: /run/containerd/runc).
+        Root = "{self.base / "runc"}"
 """
         )
         self._spawn("containerd", ["containerd", "--config", str(config)])
@@ -415,7 +417,11 @@ def _stop_all_containers(socket: Path) -> None:
 
 
 def _kill_shims(socket: Path) -> None:
-    """containerd's runc shims detach from it; end the ones that served this containerd."""
+    """containerd's runc shims detach from it; end the ones that served this containerd.
+
+    A shim binds its socket in /run/containerd/s (containerd 1.6 fixes that place) and removes
+    it only when it exits by itself, so the sockets are removed here.
+    """
     marker = str(socket).encode()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -425,7 +431,25 @@ def _kill_shims(socket: Path) -> None:
         except OSError:
             continue
         if b"containerd-shim" in cmdline and marker in cmdline:
+            bound = _bound_sockets(proc)
             _kill(int(proc.name))
+            for path in bound:
+                Path(path).unlink(missing_ok=True)
+
+
+def _bound_sockets(proc: Path) -> list[str]:
+    """Paths of the Unix sockets the process holds (from its network namespace's table)."""
+    try:
+        held = {os.readlink(fd) for fd in (proc / "fd").iterdir()}
+        table = (proc / "net" / "unix").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    rows = [line.split() for line in table]
+    return [
+        r[7]
+        for r in rows
+        if len(r) == 8 and f"socket:[{r[6]}]" in held and r[7].startswith("/run/containerd/")
+    ]
 
 
 def _kill_containers(base: Path) -> None:
