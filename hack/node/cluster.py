@@ -46,6 +46,8 @@ NODE_IP = "172.31.213.1"
 POD_SUBNET = "10.88.0.0/24"
 NODE_NAME = "emailplan-node"
 CLONE_NEWNET = 0x40000000
+# The kubelet binds its device-plugin socket here whatever --root-dir says (a fixed path).
+KUBELET_FIXED_SOCKET = Path("/var/lib/kubelet/device-plugins/kubelet.sock")
 
 
 class NodeError(RuntimeError):
@@ -391,12 +393,12 @@ state = "{self.base / "containerd-state"}"
             _stop_all_containers(self.socket)
         for name in ("kube-proxy", "kube-scheduler", "containerd"):
             stop(self.procs.pop(name, None))
-        _kill_containers(self.base)
         _kill_shims(self.socket)
         for part in (self.kube, self.moto, self.postgres):
             if part is not None:
                 part.stop()
         _unmount_under(self.base)
+        _remove_kubelet_socket()
         self._leave_namespace()
 
     def cleanup(self) -> None:
@@ -417,24 +419,36 @@ def _stop_all_containers(socket: Path) -> None:
 
 
 def _kill_shims(socket: Path) -> None:
-    """containerd's runc shims detach from it; end the ones that served this containerd.
+    """containerd's runc shims detach from it; end the ones that served this containerd, and
+    their containers first (killing a shim does not end its container; after a SIGKILLed ``up``
+    no containerd is left to do it).
 
     A shim binds its socket in /run/containerd/s (containerd 1.6 fixes that place) and removes
     it only when it exits by itself, so the sockets are removed here.
     """
     marker = str(socket).encode()
+    parent: dict[int, int] = {}
+    shims: list[int] = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
+            parent[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
             cmdline = (proc / "cmdline").read_bytes()
         except OSError:
             continue
         if b"containerd-shim" in cmdline and marker in cmdline:
-            bound = _bound_sockets(proc)
-            _kill(int(proc.name))
-            for path in bound:
-                Path(path).unlink(missing_ok=True)
+            shims.append(int(proc.name))
+    below = set(shims)
+    while grown := {pid for pid, ppid in parent.items() if ppid in below} - below:
+        below |= grown
+    for pid in below - set(shims):
+        _kill(pid)
+    for shim in shims:
+        bound = _bound_sockets(Path(f"/proc/{shim}"))
+        _kill(shim)
+        for path in bound:
+            Path(path).unlink(missing_ok=True)
 
 
 def _bound_sockets(proc: Path) -> list[str]:
@@ -452,29 +466,21 @@ def _bound_sockets(proc: Path) -> list[str]:
     ]
 
 
-def _kill_containers(base: Path) -> None:
-    """End every container process of this run: its root file system lies below ``base``.
-
-    Killing a shim does not end its container; after a SIGKILLed ``up`` nobody else would
-    (containerd is gone), so they are found by where their root is.
-    """
-    prefix = str(base) + "/"
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            root = os.readlink(proc / "root")
-        except OSError:
-            continue
-        if root.startswith(prefix):
-            _kill(int(proc.name))
-
-
 def _kill(pid: int) -> None:
     try:
         os.kill(pid, 9)
     except ProcessLookupError:
         pass
+
+
+def _remove_kubelet_socket() -> None:
+    """The kubelet's socket outside this run's directory, and its directories if nothing else is there."""
+    KUBELET_FIXED_SOCKET.unlink(missing_ok=True)
+    for directory in (KUBELET_FIXED_SOCKET.parent, KUBELET_FIXED_SOCKET.parent.parent):
+        try:
+            directory.rmdir()
+        except OSError:  # not empty (a real kubelet's files) or already gone
+            return
 
 
 def _unmount_under(base: Path) -> None:
@@ -536,9 +542,9 @@ Ctrl-C (or SIGTERM) stops it all."""
 
 def reap(base: Path, netns: str) -> None:
     """What a SIGKILLed ``up`` leaves that is not a process group or a directory (the watchdog runs it)."""
-    _kill_containers(base)
     _kill_shims(base / "containerd.sock")
     _unmount_under(base)
+    _remove_kubelet_socket()
     subprocess.run(["ip", "netns", "delete", netns], capture_output=True)
 
 
