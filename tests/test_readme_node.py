@@ -14,9 +14,13 @@ It also checks what the README promises about that shell (``KUBECONFIG`` set, ``
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,18 +69,31 @@ def completed_row(output: Output) -> dict[str, str]:
 
 
 def in_namespace(enter: str, script: str) -> str:
-    """Run ``script`` in the shell that the printed ``enter`` command opens; its output."""
-    proc = subprocess.run(
-        ["bash", "-c", enter],
-        cwd=REPO,
-        input=script,
-        capture_output=True,
-        text=True,
-        env=user_env(),
-        timeout=120,
-    )
-    assert proc.returncode == 0, f"{script!r} in the node's shell failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
+    """Run ``script`` in the shell that the printed ``enter`` command opens; its output.
+
+    What it leaves running in the background (a port-forward) is ended with it.
+    """
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(
+            ["bash", "-c", enter],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=user_env(),
+            start_new_session=True,
+        )
+        try:
+            proc.communicate(script, timeout=180)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+        out.seek(0)
+        text = out.read()
+    assert proc.returncode == 0, f"{script!r} in the node's shell failed:\n{text}"
+    return text
 
 
 def test_readme_node_mode_sends_a_plan_with_real_pods(launched: list[subprocess.Popen[str]]) -> None:
@@ -118,3 +135,8 @@ def test_readme_node_mode_sends_a_plan_with_real_pods(launched: list[subprocess.
     }
     senders = [name for name in started if name.startswith(f"emailplan-{row['NAME']}-sender-")]
     assert senders, f"no sender Pod of {row['NAME']} was started by the kubelet: {sorted(started)}"
+
+    # Then the API, as the printed text (and the chart's notes) say: its counts agree.
+    assert len(blocks) >= 3, f"no commands printed to reach the API from the node's shell:\n{printed}"
+    stats = in_namespace(enter, blocks[2] + "\n")
+    assert re.search(rf"\bsent\b\W+{row['SENT']}\b", stats), f"the API's counts:\n{stats}"

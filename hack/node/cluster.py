@@ -34,6 +34,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `devenv` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import yaml
+
 from devenv import reaper
 from devenv.kube import KubeCluster, controlplane_bin
 from devenv.moto import CREDENTIALS, MotoServer
@@ -45,6 +47,7 @@ HERE = Path(__file__).resolve().parent
 NODE_IP = "172.31.213.1"
 POD_SUBNET = "10.88.0.0/24"
 NODE_NAME = "emailplan-node"
+FIRST_PLAN = "examples/emailplan-inline.yaml"  # the plan the printed steps apply
 CLONE_NEWNET = 0x40000000
 # The kubelet binds its device-plugin socket here whatever --root-dir says (a fixed path).
 KUBELET_FIXED_SOCKET = Path("/var/lib/kubelet/device-plugins/kubelet.sock")
@@ -513,6 +516,8 @@ def next_steps(cluster: NodeCluster, bins: Path) -> str:
     secret = f"kubectl -n {ns} create secret generic"
     tag = cluster.images["IMAGE"].rsplit(":", 1)[1]
     venv = Path(sys.executable).parent  # the project's virtualenv (`emailplan stats` in the chart's notes)
+    api_key = f"kubectl -n {ns} get secret emailplan-api-key -o jsonpath='{{.data.EMAILPLAN_API_KEY}}'"
+    plan = yaml.safe_load((repo / FIRST_PLAN).read_text())["metadata"]["name"]
     return f"""
 Node cluster running in network namespace {cluster.netns}; everything is reachable only inside it.
 Enter it (kubectl, helm and the emailplan command on PATH), in another terminal, as root:
@@ -529,8 +534,17 @@ Then, in that shell, install the product as a real cluster would run it:
   helm install emailplan {repo}/charts/emailplan -n {ns} --wait \\
     -f {repo}/charts/emailplan/ci/values-local.yaml --set image.tag={tag} \\
     --set aws.endpointUrl={cluster.moto.pod_url()}
-  kubectl apply -n {ns} -f {repo}/examples/emailplan-inline.yaml
+  kubectl apply -n {ns} -f {repo / FIRST_PLAN}
   kubectl get emailplans -n {ns} -w
+
+When it shows Completed, stop the watch (Ctrl-C) and ask the API for the plan's counts (as the
+chart's notes say: the API answers inside the cluster only, so forward a port to it):
+
+  kubectl -n {ns} port-forward svc/emailplan-api 8080:80 >/dev/null &
+  sleep 3
+  export EMAILPLAN_API_URL=http://127.0.0.1:8080
+  export EMAILPLAN_API_KEY="$({api_key} | base64 -d)"
+  emailplan stats {ns}/{plan}
 
 The examples' sender domain example.com is verified in SES (moto) already.
 image:      {cluster.images["IMAGE"]}
