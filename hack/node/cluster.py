@@ -34,6 +34,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `devenv` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import yaml
+
 from devenv import reaper
 from devenv.kube import KubeCluster, controlplane_bin
 from devenv.moto import CREDENTIALS, MotoServer
@@ -45,7 +47,10 @@ HERE = Path(__file__).resolve().parent
 NODE_IP = "172.31.213.1"
 POD_SUBNET = "10.88.0.0/24"
 NODE_NAME = "emailplan-node"
+FIRST_PLAN = "examples/emailplan-inline.yaml"  # the plan the printed steps apply
 CLONE_NEWNET = 0x40000000
+# The kubelet binds its device-plugin socket here whatever --root-dir says (a fixed path).
+KUBELET_FIXED_SOCKET = Path("/var/lib/kubelet/device-plugins/kubelet.sock")
 
 
 class NodeError(RuntimeError):
@@ -269,6 +274,8 @@ state = "{self.base / "containerd-state"}"
       runtime_type = "io.containerd.runc.v2"
       [{cri}.containerd.runtimes.runc.options]
         SystemdCgroup = false
+        # runc's state of the containers stays in this run's directory (default: /run/containerd/runc).
+        Root = "{self.base / "runc"}"
 """
         )
         self._spawn("containerd", ["containerd", "--config", str(config)])
@@ -394,6 +401,7 @@ state = "{self.base / "containerd-state"}"
             if part is not None:
                 part.stop()
         _unmount_under(self.base)
+        _remove_kubelet_socket()
         self._leave_namespace()
 
     def cleanup(self) -> None:
@@ -414,20 +422,68 @@ def _stop_all_containers(socket: Path) -> None:
 
 
 def _kill_shims(socket: Path) -> None:
-    """containerd's runc shims detach from it; end the ones that served this containerd."""
+    """containerd's runc shims detach from it; end the ones that served this containerd, and
+    their containers first (killing a shim does not end its container; after a SIGKILLed ``up``
+    no containerd is left to do it).
+
+    A shim binds its socket in /run/containerd/s (containerd 1.6 fixes that place) and removes
+    it only when it exits by itself, so the sockets are removed here.
+    """
     marker = str(socket).encode()
+    parent: dict[int, int] = {}
+    shims: list[int] = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
+            parent[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
             cmdline = (proc / "cmdline").read_bytes()
         except OSError:
             continue
         if b"containerd-shim" in cmdline and marker in cmdline:
-            try:
-                os.kill(int(proc.name), 9)
-            except ProcessLookupError:
-                pass
+            shims.append(int(proc.name))
+    below = set(shims)
+    while grown := {pid for pid, ppid in parent.items() if ppid in below} - below:
+        below |= grown
+    for pid in below - set(shims):
+        _kill(pid)
+    for shim in shims:
+        bound = _bound_sockets(Path(f"/proc/{shim}"))
+        _kill(shim)
+        for path in bound:
+            Path(path).unlink(missing_ok=True)
+
+
+def _bound_sockets(proc: Path) -> list[str]:
+    """Paths of the Unix sockets the process holds (from its network namespace's table)."""
+    try:
+        held = {os.readlink(fd) for fd in (proc / "fd").iterdir()}
+        table = (proc / "net" / "unix").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    rows = [line.split() for line in table]
+    return [
+        r[7]
+        for r in rows
+        if len(r) == 8 and f"socket:[{r[6]}]" in held and r[7].startswith("/run/containerd/")
+    ]
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+
+
+def _remove_kubelet_socket() -> None:
+    """The kubelet's socket outside this run's directory, and its directories if nothing else is there."""
+    KUBELET_FIXED_SOCKET.unlink(missing_ok=True)
+    for directory in (KUBELET_FIXED_SOCKET.parent, KUBELET_FIXED_SOCKET.parent.parent):
+        try:
+            directory.rmdir()
+        except OSError:  # not empty (a real kubelet's files) or already gone
+            return
 
 
 def _unmount_under(base: Path) -> None:
@@ -459,11 +515,14 @@ def next_steps(cluster: NodeCluster, bins: Path) -> str:
     ns, repo = "emailplan-system", HERE.parent.parent
     secret = f"kubectl -n {ns} create secret generic"
     tag = cluster.images["IMAGE"].rsplit(":", 1)[1]
+    venv = Path(sys.executable).parent  # the project's virtualenv (`emailplan stats` in the chart's notes)
+    api_key = f"kubectl -n {ns} get secret emailplan-api-key -o jsonpath='{{.data.EMAILPLAN_API_KEY}}'"
+    plan = yaml.safe_load((repo / FIRST_PLAN).read_text())["metadata"]["name"]
     return f"""
 Node cluster running in network namespace {cluster.netns}; everything is reachable only inside it.
-Enter it (kubectl, and helm on PATH):
+Enter it (kubectl, helm and the emailplan command on PATH), in another terminal, as root:
 
-  ip netns exec {cluster.netns} env KUBECONFIG={cluster.kube.kubeconfig} PATH="{bins}:$PATH" bash
+  ip netns exec {cluster.netns} env KUBECONFIG={cluster.kube.kubeconfig} PATH="{bins}:{venv}:$PATH" bash
 
 Then, in that shell, install the product as a real cluster would run it:
 
@@ -475,8 +534,17 @@ Then, in that shell, install the product as a real cluster would run it:
   helm install emailplan {repo}/charts/emailplan -n {ns} --wait \\
     -f {repo}/charts/emailplan/ci/values-local.yaml --set image.tag={tag} \\
     --set aws.endpointUrl={cluster.moto.pod_url()}
-  kubectl apply -n {ns} -f {repo}/examples/emailplan-inline.yaml
+  kubectl apply -n {ns} -f {repo / FIRST_PLAN}
   kubectl get emailplans -n {ns} -w
+
+When it shows Completed, stop the watch (Ctrl-C) and ask the API for the plan's counts (as the
+chart's notes say: the API answers inside the cluster only, so forward a port to it):
+
+  kubectl -n {ns} port-forward svc/emailplan-api 8080:80 >/dev/null &
+  sleep 3
+  export EMAILPLAN_API_URL=http://127.0.0.1:8080
+  export EMAILPLAN_API_KEY="$({api_key} | base64 -d)"
+  emailplan stats {ns}/{plan}
 
 The examples' sender domain example.com is verified in SES (moto) already.
 image:      {cluster.images["IMAGE"]}
@@ -490,6 +558,7 @@ def reap(base: Path, netns: str) -> None:
     """What a SIGKILLed ``up`` leaves that is not a process group or a directory (the watchdog runs it)."""
     _kill_shims(base / "containerd.sock")
     _unmount_under(base)
+    _remove_kubelet_socket()
     subprocess.run(["ip", "netns", "delete", netns], capture_output=True)
 
 

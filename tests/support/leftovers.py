@@ -142,5 +142,17 @@ class Output:
                 return found
         raise AssertionError(f"no line matching {pattern!r}; output:\n{''.join(self.lines)[-6000:]}")
 
+    def until_quiet(self, quiet: float) -> str:
+        """Collect lines until none came for ``quiet`` seconds (or the output ended); all so far."""
+        while True:
+            try:
+                line = self._queue.get(timeout=quiet)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.lines.append(line)
+        return self.text()
+
     def text(self) -> str:
         return "".join(self.lines)
