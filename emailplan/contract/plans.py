@@ -63,6 +63,7 @@ class LoadFailureReason(StrEnum):
     NOT_A_LIST = "NotAList"
     EMPTY_LIST = "EmptyList"
     UNAVAILABLE = "Unavailable"
+    SUPPRESSION_LIST_UNAVAILABLE = "SuppressionListUnavailable"  # SES's account list unread: retried
 
 
 class SuppressionReason(StrEnum):

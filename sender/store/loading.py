@@ -47,6 +47,7 @@ async def insert_recipients(
     rows: Iterable[RowInput] | AsyncIterable[RowInput],
     *,
     batch_size: int = INSERT_BATCH,
+    account_suppressed: Mapping[str, str] | None = None,
 ) -> LoadResult:
     """Store recipient rows in big batches; refused rows and duplicates are counted apart.
 
@@ -55,7 +56,8 @@ async def insert_recipients(
     Each batch is one INSERT over arrays in its own transaction with the counter
     update. An address already in the plan (this upload or an earlier one) is a
     duplicate, so re-uploading the same rows adds nothing; a suppressed address
-    is stored as ``suppressed`` and never sent.
+    (ours, or in ``account_suppressed``: the SES account's list by lower-cased
+    address, with its reason) is stored as ``suppressed`` and never sent.
     """
     async with engine.connect() as conn:
         row = await _plan_row(conn, plan_id)
@@ -73,7 +75,8 @@ async def insert_recipients(
             await pending
             pending = None
         if batch:
-            pending = asyncio.create_task(_insert_batch(engine, plan_id, list(batch.values()), result))
+            ready = list(batch.values())
+            pending = asyncio.create_task(_insert_batch(engine, plan_id, ready, result, account_suppressed))
             batch.clear()
 
     def take(item: RowInput) -> bool:
@@ -107,12 +110,13 @@ _INSERT_SQL = text(
     """
     WITH input AS (
         SELECT * FROM unnest(CAST(:rows AS int[]), CAST(:emails AS text[]), CAST(:names AS text[]),
-                             CAST(:vars AS text[])) AS t(row_no, email, name, vars)
+                             CAST(:vars AS text[]), CAST(:account AS text[]))
+                             AS t(row_no, email, name, vars, account)
     ), ins AS (
         INSERT INTO messages (plan_id, row_no, email, name, vars, status, reason)
         SELECT CAST(:plan AS uuid), i.row_no, i.email, i.name, CAST(i.vars AS jsonb),
-               CASE WHEN s.email IS NULL THEN 'created' ELSE 'suppressed' END,
-               CAST(:supp AS text) || s.reason
+               CASE WHEN s.email IS NULL AND i.account IS NULL THEN 'created' ELSE 'suppressed' END,
+               CAST(:supp AS text) || coalesce(s.reason, i.account)
         FROM input i LEFT JOIN suppressions s ON s.email = i.email
         ON CONFLICT (plan_id, email) DO NOTHING
         RETURNING row_no, status, reason
@@ -123,7 +127,11 @@ _INSERT_SQL = text(
 
 
 async def _insert_batch(
-    engine: AsyncEngine, plan_id: uuid.UUID, batch: list[Recipient], result: LoadResult
+    engine: AsyncEngine,
+    plan_id: uuid.UUID,
+    batch: list[Recipient],
+    result: LoadResult,
+    account: Mapping[str, str] | None,
 ) -> None:
     params = {
         "plan": plan_id,
@@ -131,6 +139,7 @@ async def _insert_batch(
         "emails": [r.email for r in batch],
         "names": [r.name for r in batch],
         "vars": [r.vars_json for r in batch],
+        "account": [account.get(r.email.lower()) if account else None for r in batch],
         "supp": SUPPRESSED_PREFIX,
     }
     async with engine.begin() as conn:
