@@ -83,9 +83,9 @@ class Decision:
 
 
 def payload_for(
-    o: Observed, suspended: bool, *, release_percent: float = ALL_RELEASED, winner: str | None = None
+    o: Observed, suspended: bool, *, release: float = ALL_RELEASED, steer: campaign.Steering | None = None
 ) -> PlanPayload:
-    """The plan PUT: the spec's message and options plus what this pass steers (share, winner, pause)."""
+    """The plan PUT: spec message and options plus what this pass steers (share, winner, zones, pause)."""
     spec, templates = o.spec, o.templates
     assert templates is not None
     ab = spec.ab_test
@@ -107,8 +107,9 @@ def payload_for(
         ),
         variants=list(spec.variants),
         test_percent=ab.test_percent if ab is not None else 0.0,
-        winner=winner,
-        release_percent=release_percent,
+        winner=steer.winner if steer is not None else None,
+        release_percent=release,
+        open_zones=None if steer is None or steer.open_zones is None else list(steer.open_zones),
     )
 
 
@@ -280,7 +281,7 @@ def _steer(p: _Pass) -> None:
     state = view.state if view is not None else None
     p.finished = state is not None and state.finished
     p.release = max(view.release_percent if view is not None else 0.0, steering.release_percent)
-    payload = payload_for(o, p.suspended, release_percent=p.release, winner=steering.winner)
+    payload = payload_for(o, p.suspended, release=p.release, steer=steering)
     if view is None or (not p.finished and (view.payload() != payload or not o.registered_here)):
         out.payload = payload
     out.load = None if p.finished else load_action(o)
@@ -314,9 +315,8 @@ def _replicas(p: _Pass) -> None:
     """The Deployment's replicas and when to look again."""
     o, out, view, steering = p.o, p.out, p.o.view, p.steer
     # Below 100 % only the released rows may be sent: pods for them, not for the whole list.
-    released_backlog = (
-        p.counts.backlog if p.release >= ALL_RELEASED or view is None else view.released_backlog
-    )
+    whole = p.release >= ALL_RELEASED and steering.open_zones is None  # per-recipient window: open zones
+    released_backlog = p.counts.backlog if whole or view is None else view.released_backlog
     out.replicas = d.desired_replicas(
         now=o.now,
         start_at=o.spec.start_at,

@@ -104,6 +104,7 @@ async def put_plan(request: web.Request) -> web.Response:
         start_at=plan.start_at,
         suspended=plan.suspended,
         release_percent=plan.release_percent,
+        open_zones=plan.open_zones,
     )
     if registered.recipients_complete and not PlanState(registered.state).finished:
         await loading.release_share(state.engine, plan_id, plan.release_percent, _queue(state))
