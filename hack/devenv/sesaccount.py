@@ -114,9 +114,13 @@ def _bad_request(message: str) -> web.Response:
 
 
 def main(argv: list[str]) -> None:
-    """``python hack/devenv/sesaccount.py PORT [unlimited]``: the stub as its own process (e2e, stack)."""
-    stub = AccountStub(UNLIMITED_ACCOUNT if argv[2:] == ["unlimited"] else None)
-    web.run_app(stub.app(), host="127.0.0.1", port=int(argv[1]), print=None)
+    """``python hack/devenv/sesaccount.py PORT [unlimited] [HOST]``: the stub as its own process.
+
+    The stack and node mode run it ``unlimited`` (no quota); node mode on ``0.0.0.0`` for Pods.
+    """
+    stub = AccountStub(UNLIMITED_ACCOUNT if "unlimited" in argv[2:] else None)
+    host = next((a for a in argv[2:] if a != "unlimited"), "127.0.0.1")
+    web.run_app(stub.app(), host=host, port=int(argv[1]), print=None)
 
 
 if __name__ == "__main__":
