@@ -95,6 +95,34 @@ def window_state(window: SendWindow, now: datetime) -> WindowState:
     return WindowState(False, None)
 
 
+FALLBACK_ZONE = ""  # how the data plane names the zone of rows that carry none (the window's fallback)
+
+
+@dataclass(frozen=True)
+class LocalWindows:
+    """A per-recipient window at one instant: the zones open now, and when the next one opens or closes."""
+
+    open_zones: tuple[str, ...]  # as the data plane names them (``FALLBACK_ZONE`` included), sorted
+    next_change: datetime | None  # None: no zone known, or none ever opens
+
+
+def local_windows(window: SendWindow, zones: Sequence[str], now: datetime) -> LocalWindows:
+    """Which of ``zones`` (the recipients' zones) have ``window`` open at ``now``, read in each zone.
+
+    A zone that is not a zone the tz database knows cannot reach here (the list's reader
+    refuses the row); ``FALLBACK_ZONE`` reads the window in ``window.time_zone``.
+    """
+    opened: list[str] = []
+    change: datetime | None = None
+    for zone in sorted(set(zones)):
+        state = window_state(window.in_zone(zone or window.time_zone), now)
+        if state.open:
+            opened.append(zone)
+        if state.next_change is not None and (change is None or state.next_change < change):
+            change = state.next_change
+    return LocalWindows(tuple(opened), change)
+
+
 def open_seconds(window: SendWindow | None, start: datetime, end: datetime) -> float:
     """Seconds of ``[start, end)`` inside the window (all of them without a window)."""
     if end <= start:
@@ -390,6 +418,7 @@ class Steering:
     holding: bool = False  # a rollout hold or the wait for the A/B decision: no pods
     pause: Trip | None = None  # a person must act (gate failed, winner needed): suspended, Stalled
     window: WindowState | None = None
+    open_zones: tuple[str, ...] | None = None  # a per-recipient window: the zones that may send now
     wake_at: datetime | None = None
     message: str = ""
     events: list[Event] = field(default_factory=list)
@@ -402,11 +431,13 @@ def steer(
     """Release share, winner, holds and pauses from the spec, the last status and the data plane's view."""
     out = Steering()
     if spec.window is not None:
-        out.window = window_state(spec.window, now)
+        waiting = _steer_window(out, spec.window, view, now)
+        assert out.window is not None
         out.status["window"] = {
             "open": out.window.open,
             "nextChange": format_time(out.window.next_change) if out.window.next_change else None,
             "schedule": spec.window.describe(),
+            **({} if out.open_zones is None else {"waiting": waiting, "openZones": len(out.open_zones)}),
         }
     if view is not None and view.state.finished:
         prior = status.get("rollout")
@@ -421,6 +452,22 @@ def steer(
     if spec.rollout is not None:
         _steer_rollout(out, spec, spec.rollout, status, counts, loaded, applied, released_backlog, now)
     return out
+
+
+def _steer_window(out: Steering, window: SendWindow, view: PlanView | None, now: datetime) -> int:
+    """The window now; per recipient: the zones open now and how many rows wait for theirs.
+
+    A per-recipient window is open while any zone with rows to send is; before the list
+    is loaded no zone is known, and the plan is not held (loading goes on, nothing is queued).
+    """
+    if not window.per_recipient:
+        out.window = window_state(window, now)
+        return 0
+    backlog = (view.zone_backlog if view is not None else None) or {}
+    local = local_windows(window, list(backlog), now)
+    out.open_zones = local.open_zones
+    out.window = WindowState(bool(local.open_zones) or not backlog, local.next_change)
+    return sum(n for zone, n in backlog.items() if zone not in local.open_zones)
 
 
 def _steer_ab(

@@ -79,9 +79,9 @@ class Decision:
 
 
 def payload_for(
-    o: Observed, suspended: bool, *, release_percent: float = ALL_RELEASED, winner: str | None = None
+    o: Observed, suspended: bool, *, release: float = ALL_RELEASED, steer: campaign.Steering | None = None
 ) -> PlanPayload:
-    """The plan PUT: the spec's message and options plus what this pass steers (share, winner, pause)."""
+    """The plan PUT: spec message and options plus what this pass steers (share, winner, zones, pause)."""
     spec, templates = o.spec, o.templates
     assert templates is not None
     ab = spec.ab_test
@@ -103,8 +103,9 @@ def payload_for(
         ),
         variants=list(spec.variants),
         test_percent=ab.test_percent if ab is not None else 0.0,
-        winner=winner,
-        release_percent=release_percent,
+        winner=steer.winner if steer is not None else None,
+        release_percent=release,
+        open_zones=None if steer is None or steer.open_zones is None else list(steer.open_zones),
     )
 
 
@@ -219,7 +220,7 @@ def _steer(p: _Pass) -> None:
     p.release = max(view.release_percent if view is not None else 0.0, steering.release_percent)
     from_plan = o.spec.recipients.from_plan
     p.gate = followup.gate(from_plan, o.source, o.now) if from_plan is not None else None
-    payload = payload_for(o, p.suspended, release_percent=p.release, winner=steering.winner)
+    payload = payload_for(o, p.suspended, release=p.release, steer=steering)
     if view is None or (not p.finished and (view.payload() != payload or not o.registered_here)):
         out.payload = payload
     out.load = None if p.finished else loads.load_action(view, o.spec, o.status, o.now, o.generation)
@@ -267,9 +268,8 @@ def _replicas(p: _Pass) -> None:
     """The Deployment's replicas and when to look again."""
     o, out, view, steering = p.o, p.out, p.o.view, p.steer
     # Below 100 % only the released rows may be sent: pods for them, not for the whole list.
-    released_backlog = (
-        p.counts.backlog if p.release >= ALL_RELEASED or view is None else view.released_backlog
-    )
+    whole = p.release >= ALL_RELEASED and steering.open_zones is None  # per-recipient window: open zones
+    released_backlog = p.counts.backlog if whole or view is None else view.released_backlog
     out.replicas = d.desired_replicas(
         now=o.now,
         start_at=o.spec.start_at,

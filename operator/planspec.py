@@ -9,7 +9,7 @@ filled here from the settings, so the chart's values reach every plan that says 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from emailplan.contract.plans import Tracking, Variant
 from emailplan.contract.spec import EmailPlanSpec, Recipients, RecipientSource, SesSpec, TemplateRef
 from emailplan.contract.spec_campaign import (
+    RECIPIENT_ZONE,
     WEEKDAYS,
     AbFallback,
     AbMetric,
@@ -63,11 +64,17 @@ class SendWindow:
     days: frozenset[int]  # datetime.weekday() numbers
     start: time
     end: time
-    time_zone: str
+    time_zone: str  # the plan's zone; with ``per_recipient`` the fallback zone of rows without one
+    per_recipient: bool = False  # schedule.window.timeZone recipient: each row in its own zone
 
     def describe(self) -> str:
         days = ",".join(WEEKDAYS[d] for d in sorted(self.days))
-        return f"{days} {self.start:%H:%M}-{self.end:%H:%M} {self.time_zone}"
+        zone = f"recipient's zone (fallback {self.time_zone})" if self.per_recipient else self.time_zone
+        return f"{days} {self.start:%H:%M}-{self.end:%H:%M} {zone}"
+
+    def in_zone(self, zone: str) -> SendWindow:
+        """The same window read in ``zone`` (one recipient's)."""
+        return replace(self, time_zone=zone, per_recipient=False)
 
 
 @dataclass(frozen=True)
@@ -232,9 +239,11 @@ def _window(model: EmailPlanSpec) -> SendWindow | None:
     start, end = parse_clock(window.start), parse_clock(window.end)
     if start is None or end is None:
         return None
+    per_recipient = window.time_zone == RECIPIENT_ZONE
     return SendWindow(
         days=frozenset(WEEKDAYS.index(d) for d in window.days or WEEKDAYS),
         start=start,
         end=end,
-        time_zone=window.time_zone,
+        time_zone=window.fallback_time_zone if per_recipient else window.time_zone,
+        per_recipient=per_recipient,
     )

@@ -109,7 +109,8 @@ def check_campaign(spec: PlanSpec, templates: Templates, recipient: dict[str, An
         )
         problems += [f"variants[{i}] ({variant.name}).{p}" for p in check_templates(merged, recipient)]
     if spec.window is not None:
-        problems += check_time_zone(spec.window.time_zone)
+        what = "schedule.window.fallbackTimeZone" if spec.window.per_recipient else "schedule.window.timeZone"
+        problems += check_time_zone(spec.window.time_zone, what)
     if spec.ses.send_api is SendApi.BULK:  # SES fills the stored template, not our Jinja2
         problems += [
             f"ses.sendApi bulk: {p}"

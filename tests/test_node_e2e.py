@@ -189,6 +189,8 @@ def _install_args(node: Node, *extra: str) -> list[str]:
         f"image.tag={node.cluster.images['IMAGE'].rsplit(':', 1)[1]}",
         "--set",
         f"aws.endpointUrl={node.moto.pod_url()}",
+        "--set",
+        f"aws.sesAccountEndpointUrl={node.cluster.account_pod_url()}",
         "--wait",
         f"--timeout={int(TIMEOUT)}s",
         *extra,

@@ -64,6 +64,7 @@ class LoadFailureReason(StrEnum):
     NOT_A_LIST = "NotAList"
     EMPTY_LIST = "EmptyList"
     UNAVAILABLE = "Unavailable"
+    SUPPRESSION_LIST_UNAVAILABLE = "SuppressionListUnavailable"  # SES's account list unread: retried
 
 
 class SuppressionReason(StrEnum):
@@ -153,6 +154,9 @@ class Variant(Wire):
     )
 
 
+MAX_OPEN_ZONES = 1000  # the tz database has about 600 names
+
+
 class PlanPayload(Wire):
     """``PUT /v1/plans/{planId}``: everything the data plane needs to send the plan.
 
@@ -181,6 +185,9 @@ class PlanPayload(Wire):
     # The share of the list that may be sent now (rollout steps, the A/B cohort). The data
     # plane never lowers it: rows once queued cannot be called back.
     release_percent: float = Field(ALL_RELEASED, ge=0, le=100)
+    # Local-time delivery: the recipients' zones whose send window is open now ("" stands for
+    # rows without a zone); only their rows are queued and claimed. None: no such window.
+    open_zones: list[str] | None = Field(None, max_length=MAX_OPEN_ZONES)
 
     @field_validator("start_at")
     @classmethod
@@ -363,8 +370,10 @@ class PlanView(PlanPayload):
     recipients_loaded: bool = False
     counts: PlanCounts = Field(default_factory=PlanCounts)
     load: LoadJob | None = None
-    released_backlog: int = 0  # created + processing among the released share
+    released_backlog: int = 0  # created + processing among the released share (in open zones)
     retry_generation: int = 0  # the last retry generation done (``POST .../retry``)
+    # With open_zones: rows still to send per recipient zone ("" = none), to judge their windows.
+    zone_backlog: dict[str, int] | None = None
     variant_counts: list[VariantCounts] = Field(default_factory=list)
     # The most frequent reasons of failed and suppressed messages, most frequent first.
     failures: list[FailureReason] = Field(default_factory=list)

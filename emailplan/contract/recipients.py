@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from emailplan.contract import jsonbounds
 from emailplan.contract.addresses import AddressError, normalize_address
@@ -30,6 +31,8 @@ MAX_NAME_LEN = 256
 MAX_VARS_BYTES = 16 * 1024
 MAX_RECORD_BYTES = 1024 * 1024
 RESERVED_COLUMNS = ("email", "name")
+TIME_ZONE_FIELD = "timeZone"  # a row's IANA zone: a field, a var, or a CSV column (any case)
+MAX_ZONE_LEN = 64
 BOM = b"\xef\xbb\xbf"
 
 
@@ -67,6 +70,7 @@ class Recipient:
     name: str | None = None
     vars: dict[str, Any] = field(default_factory=dict)
     vars_json: str = "{}"  # serialized once here, stored as-is (jsonb)
+    time_zone: str | None = None  # the recipient's IANA zone (local-time windows); None: the fallback
 
     def as_context(self) -> dict[str, Any]:
         """The row as template validation sees it (``email``, ``name``, ``vars``)."""
@@ -96,8 +100,33 @@ def storable(text: str, *, is_json: bool = False) -> bool:
     return True
 
 
+def time_zone_problem(value: object) -> str | None:
+    """Why ``value`` is not a time zone this reader accepts (an IANA name zoneinfo knows), or None."""
+    text = value.strip() if isinstance(value, str) else None
+    if text is None or len(text) > MAX_ZONE_LEN:
+        return f"{TIME_ZONE_FIELD} must be an IANA time zone name (e.g. Europe/Berlin)"
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        shown = text[:MAX_ZONE_LEN]
+        return f"{TIME_ZONE_FIELD} {shown!r} is not an IANA time zone (e.g. Europe/Berlin, Asia/Tokyo)"
+    return None
+
+
+def _row_zone(data: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(zone, problem): the row's ``timeZone`` field, else its ``timeZone`` var (any case); blank is none."""
+    value = data.get(TIME_ZONE_FIELD)
+    variables = data.get("vars")
+    if value is None and isinstance(variables, Mapping):
+        value = next((v for k, v in variables.items() if str(k).lower() == TIME_ZONE_FIELD.lower()), None)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, None
+    problem = time_zone_problem(value)
+    return (None, problem) if problem else (str(value).strip(), None)
+
+
 def validate_row(row: int, data: Mapping[str, Any]) -> Row:
-    """Validate one parsed row (``{email, name?, vars?}``)."""
+    """Validate one parsed row (``{email, name?, vars?, timeZone?}``)."""
     if not isinstance(data, Mapping):
         return RowError(row, "", "row must be an object with an email field")
     email = data.get("email")
@@ -118,9 +147,12 @@ def validate_row(row: int, data: Mapping[str, Any]) -> Row:
             return RowError(row, "name", "name contains a NUL or an invalid Unicode character")
         if name is not None and (len(name) > MAX_NAME_LEN or header_problem(name)):
             return RowError(row, "name", f"name must be one line of at most {MAX_NAME_LEN} characters")
+    zone, zone_problem = _row_zone(data)
+    if zone_problem:
+        return RowError(row, TIME_ZONE_FIELD, zone_problem)
     variables = data.get("vars")
     if not variables:
-        return Recipient(row=row, email=normalized, name=name)
+        return Recipient(row=row, email=normalized, name=name, time_zone=zone)
     if not isinstance(variables, Mapping) or not all(isinstance(k, str) for k in variables):
         return RowError(row, "vars", "vars must be an object with string keys")
     encoded = json.dumps(dict(variables), default=str, ensure_ascii=False)
@@ -128,7 +160,9 @@ def validate_row(row: int, data: Mapping[str, Any]) -> Row:
         return RowError(row, "vars", "vars contain a NUL or an invalid Unicode character")
     if len(encoded) > MAX_VARS_BYTES:
         return RowError(row, "vars", f"vars larger than {MAX_VARS_BYTES} bytes")
-    return Recipient(row=row, email=normalized, name=name, vars=dict(variables), vars_json=encoded)
+    return Recipient(
+        row=row, email=normalized, name=name, vars=dict(variables), vars_json=encoded, time_zone=zone
+    )
 
 
 class RecipientReader:

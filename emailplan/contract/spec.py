@@ -107,6 +107,11 @@ class InlineRecipient(Wire):
     vars: dict[str, Annotated[str, Field(max_length=4096)]] | None = Field(
         None, max_length=64, description="template variables for this recipient"
     )
+    time_zone: str | None = Field(
+        None,
+        max_length=64,
+        description="the recipient's IANA time zone, e.g. Asia/Tokyo (schedule.window.timeZone recipient)",
+    )
 
 
 class ConfigMapList(Wire):

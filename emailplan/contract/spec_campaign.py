@@ -20,6 +20,7 @@ DURATION_PATTERN = r"^([0-9]+(h|m|s))+$"  # Go-style, whole units: 4h, 15m, 1h30
 CLOCK_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"  # HH:MM, 24-hour
 MAX_ROLLOUT_STEPS = 10
 DEFAULT_TIME_ZONE = "UTC"
+RECIPIENT_ZONE = "recipient"  # schedule.window.timeZone: each recipient's own zone (local-time delivery)
 
 
 class Weekday(StrEnum):
@@ -202,7 +203,15 @@ class WindowSpec(Ruled):
         DEFAULT_TIME_ZONE,
         min_length=1,
         max_length=64,
-        description="IANA time zone, e.g. Europe/Berlin (DST handled)",
+        description="IANA time zone, e.g. Europe/Berlin (DST handled); or recipient: each recipient "
+        "inside the window of their own timeZone (list column, field or var), fallbackTimeZone for "
+        "those without one",
+    )
+    fallback_time_zone: str = Field(
+        DEFAULT_TIME_ZONE,
+        min_length=1,
+        max_length=64,
+        description="with timeZone recipient: the IANA zone of recipients that have none",
     )
 
     RULES = (

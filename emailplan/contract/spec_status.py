@@ -119,6 +119,10 @@ class WindowStatus(Wire):
     open: bool | None = None
     next_change: datetime | None = _time("when it next opens or closes", nullable=True)
     schedule: str | None = Field(None, description="the window, e.g. Mon,Tue 09:00-17:00 Europe/Berlin")
+    waiting: int | None = _nonneg_int(
+        "timeZone recipient: recipients still to send whose own window is closed now"
+    )
+    open_zones: int | None = _nonneg_int("timeZone recipient: recipients' zones whose window is open now")
 
 
 class AudienceStatus(Wire):

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devenv import sesaccount
 from devenv.kube import KubeCluster
 from devenv.moto import CREDENTIALS, MotoServer
 from devenv.ports import free_port, port_open, wait_for
@@ -93,6 +94,11 @@ class LocalStack:
         return f"http://127.0.0.1:{self.api_port}"
 
     @property
+    def account_url(self) -> str:
+        """The SES account stub (``PUT {account_url}/_stub/suppressed`` sets the suppression list)."""
+        return f"http://127.0.0.1:{self.account_port}"
+
+    @property
     def kubeconfig(self) -> Path:
         return self.kube.kubeconfig
 
@@ -115,6 +121,14 @@ class LocalStack:
         self.ident: Identity = make_identity()
         self._stack.callback(shutil.rmtree, self.ident.dir, True)  # SNS's stand-in private key
         self.certs: CertServer = self._own(CertServer(self.ident).start(), "stop")
+        # moto answers neither GetAccount nor ListSuppressedDestinations: the stub does (no quota).
+        self.account_port = free_port()
+        account = spawn(
+            [sys.executable, str(Path(sesaccount.__file__)), str(self.account_port), "unlimited"],
+            self.base / "sesaccount.log",
+        )
+        self._stack.callback(stop, account)
+        wait_for(lambda: port_open(self.account_port), 30, "SES account stub")
 
         subprocess.run(
             [
@@ -143,6 +157,7 @@ class LocalStack:
             # moto's GetSendQuota answers the sandbox rate (1/s): give the account a real cap.
             "EMAILPLAN_MAX_SEND_RATE": "2000",
             "EMAILPLAN_LOG_LEVEL": "INFO",
+            "EMAILPLAN_SES_ACCOUNT_ENDPOINT_URL": self.account_url,
             **self.options.data_env,
         }
         progress("migrating the ledger (emailplan db upgrade)")

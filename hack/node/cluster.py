@@ -36,10 +36,10 @@ if __package__ in (None, ""):  # run as a script: make `devenv` importable
 
 import yaml
 
-from devenv import reaper
+from devenv import reaper, sesaccount
 from devenv.kube import KubeCluster, controlplane_bin
 from devenv.moto import CREDENTIALS, MotoServer
-from devenv.ports import free_port, wait_for
+from devenv.ports import free_port, port_open, wait_for
 from devenv.postgres import PostgresServer, pg_bin
 from devenv.procs import spawn, stop, stop_like_ctrl_c
 
@@ -140,6 +140,7 @@ class NodeCluster:
     kube: KubeCluster | None = None
     postgres: NodePostgres | None = None
     moto: NodeMoto | None = None
+    account_port: int = 0  # the SES account stub (GetAccount, ListSuppressedDestinations), for Pods
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _home_ns: int | None = None
 
@@ -170,6 +171,12 @@ class NodeCluster:
         self.moto = NodeMoto(base=self.base / "moto")
         self.moto.base.mkdir(parents=True, exist_ok=True)
         self.moto.start()
+        self.account_port = free_port()  # SES GetAccount / ListSuppressedDestinations (moto has neither)
+        self.procs["sesaccount"] = spawn(
+            [sys.executable, sesaccount.__file__, str(self.account_port), "unlimited", "0.0.0.0"],
+            self.base / "sesaccount.log",
+        )
+        wait_for(lambda: port_open(self.account_port), 30, "SES account stub")
         self.kube = KubeCluster(base=self.base / "kube", bin_dir=bins, node_address=NODE_IP)
         self.kube.base.mkdir(parents=True, exist_ok=True)
         self.kube.start()
@@ -389,12 +396,16 @@ state = "{self.base / "containerd-state"}"
     def logs(self) -> str:
         return "\n".join(f"--- {n}.log ---\n{_tail(self.base / f'{n}.log', 1500)}" for n in self.procs)
 
+    def account_pod_url(self) -> str:
+        """The SES account stub as Pods reach it (the node address)."""
+        return f"http://{NODE_IP}:{self.account_port}"
+
     def stop(self) -> None:
         """Stop every part; containers first (the kubelet's Pods), the namespace last."""
         stop(self.procs.pop("kubelet", None))
         if "containerd" in self.procs and self.socket.exists():
             _stop_all_containers(self.socket)
-        for name in ("kube-proxy", "kube-scheduler", "containerd"):
+        for name in ("kube-proxy", "kube-scheduler", "containerd", "sesaccount"):
             stop(self.procs.pop(name, None))
         _kill_shims(self.socket)
         for part in (self.kube, self.moto, self.postgres):
@@ -533,7 +544,8 @@ Then, in that shell, install the product as a real cluster would run it:
   {secret} emailplan-aws --from-literal=AWS_ACCESS_KEY_ID=testing --from-literal=AWS_SECRET_ACCESS_KEY=testing
   helm install emailplan {repo}/charts/emailplan -n {ns} --wait \\
     -f {repo}/charts/emailplan/ci/values-local.yaml --set image.tag={tag} \\
-    --set aws.endpointUrl={cluster.moto.pod_url()}
+    --set aws.endpointUrl={cluster.moto.pod_url()} \\
+    --set aws.sesAccountEndpointUrl={cluster.account_pod_url()}
   kubectl apply -n {ns} -f {repo / FIRST_PLAN}
   kubectl get emailplans -n {ns} -w
 

@@ -32,6 +32,7 @@ from emailplan.contract.plans import (
     S3Source,
 )
 from emailplan.contract.recipients import ListError, ListFormat
+from emailplan.sender import loader
 from emailplan.sender.api import jsonbody, metrics, s3load
 from emailplan.sender.api.errors import ApiError
 from emailplan.sender.api.state import ApiState, state_of
@@ -103,6 +104,7 @@ async def put_plan(request: web.Request) -> web.Response:
         start_at=plan.start_at,
         suspended=plan.suspended,
         release_percent=plan.release_percent,
+        open_zones=plan.open_zones,
     )
     if registered.recipients_complete and not PlanState(registered.state).finished:
         await loading.release_share(state.engine, plan_id, plan.release_percent, _queue(state))
@@ -146,9 +148,10 @@ async def upload(request: web.Request) -> web.Response:
         queue = _queue(state)
         await loading.reset_recipients(state.engine, plan_id)
         await loading.save_load(state.engine, plan_id, LoadJob(state=LoadState.LOADING))
+    account = await _account_list(state, plan_id, whole=whole)
     rows = read_rows(request.content.iter_chunked(256 * 1024), fmt, limit)
     try:
-        result = await _ingest(state, plan_id, rows)
+        result = await _ingest(state, plan_id, rows, account)
     except ApiError as exc:
         if whole and exc.status in (400, 413):  # the list itself is wrong: the job says why
             failure = LoadFailure(reason=LoadFailureReason.NOT_A_LIST, message=exc.message)
@@ -163,9 +166,34 @@ async def upload(request: web.Request) -> web.Response:
     return _json(job)
 
 
-async def _ingest(state: ApiState, plan_id: uuid.UUID, rows: object) -> LoadResult:
+async def _account_list(state: ApiState, plan_id: uuid.UUID, *, whole: bool) -> dict[str, str] | None:
+    """The SES account's suppression list, read before any row is stored (None: this API has no AWS).
+
+    Unreadable: 503 naming SES, and for the operator's whole-list upload a failed,
+    transient load job saying why, so the plan shows it and the operator retries.
+    """
+    if state.account is None:
+        return None
     try:
-        result = await loading.insert_recipients(state.engine, plan_id, rows)  # type: ignore[arg-type]
+        return await loader.account_suppressions(state.settings)
+    except loader.AccountListUnavailableError as exc:
+        log.warning("account suppression list unreadable", extra={"plan": str(plan_id), "error": str(exc)})
+        if whole:
+            failure = loader.failure(exc, "", "")
+            await loading.save_load(state.engine, plan_id, LoadJob(state=LoadState.FAILED, failure=failure))
+        raise ApiError(503, str(exc), dependency=Dependency.SES) from exc
+
+
+async def _ingest(
+    state: ApiState, plan_id: uuid.UUID, rows: object, account: dict[str, str] | None
+) -> LoadResult:
+    try:
+        result = await loading.insert_recipients(
+            state.engine,
+            plan_id,
+            rows,  # type: ignore[arg-type]
+            account_suppressed=account,
+        )
     except TooLarge as exc:
         raise ApiError(413, str(exc)) from exc
     except ListError as exc:

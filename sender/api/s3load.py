@@ -70,8 +70,11 @@ async def run(state: ApiState, plan_id: uuid.UUID, job: LoadJob) -> None:
         await loading.save_load(state.engine, plan_id, job)
         if await loading.reset_recipients(state.engine, plan_id):
             log.info("loading recipients from S3", extra=extra)
+            account = await loader.account_suppressions(state.settings) if state.account else None
             async with loader.s3_chunks(state.settings, bucket=s3.bucket, key=s3.key) as chunks:
-                result = await loading.insert_recipients(state.engine, plan_id, read_rows(chunks, s3.format))
+                result = await loading.insert_recipients(
+                    state.engine, plan_id, read_rows(chunks, s3.format), account_suppressed=account
+                )
             if result.accepted + result.rejected + result.duplicates + result.suppressed == 0:
                 raise EmptyListError("no rows")
         else:  # stored and completed by an earlier attempt that failed while enqueueing: finish that

@@ -62,7 +62,7 @@ WITH c AS (
     LEFT JOIN suppressions s ON s.email = m.email
     WHERE {plan} AND {where}
       AND (m.status = 'created' OR (m.status = 'processing' AND m.lease_until < now()))
-      AND p.state = {ready} AND (p.start_at IS NULL OR p.start_at <= now())
+      AND p.state = {ready} AND (p.start_at IS NULL OR p.start_at <= now()) AND {zone_open}
     ORDER BY m.id
     LIMIT :limit
     FOR UPDATE OF m SKIP LOCKED
@@ -81,7 +81,10 @@ RETURNING m.id, m.email, m.name, m.vars, m.attempts, m.bucket, c.old_status, c.o
 _READY = shared.state_sql(PlanState.READY)  # only a ready plan's rows are claimed
 CLAIM_IDS = text(
     _CLAIM_SQL.format(
-        plan="(m.plan_id = :plan) IS TRUE", where="m.id = ANY(CAST(:ids AS bigint[]))", ready=_READY
+        plan="(m.plan_id = :plan) IS TRUE",
+        where="m.id = ANY(CAST(:ids AS bigint[]))",
+        ready=_READY,
+        zone_open=shared.ZONE_OPEN,
     )
 )
 _CLAIM_ORPHANS = text(
@@ -90,6 +93,7 @@ _CLAIM_ORPHANS = text(
         plan="m.plan_id = :plan",
         where="((m.status = 'processing') OR (m.status = 'created' AND (m.enqueued OR m.bucket < :below) "
         "AND m.updated_at < now() - make_interval(secs => :stale)))",
+        zone_open=shared.ZONE_OPEN,
     )
 )
 
@@ -192,9 +196,11 @@ async def claim_orphans(
     )
 
 
+# A row taken off the queue (its zone's window closed, its variant undecided) is not waiting for
+# this work: the SQS message goes, and the row is queued again when it may be sent.
 STILL_CREATED = (
     "SELECT id FROM messages WHERE (plan_id = :p) IS TRUE AND id = ANY(CAST(:ids AS bigint[])) "
-    "AND status = 'created'"
+    "AND status = 'created' AND enqueued"
 )
 
 

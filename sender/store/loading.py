@@ -47,21 +47,21 @@ async def insert_recipients(
     rows: Iterable[RowInput] | AsyncIterable[RowInput],
     *,
     batch_size: int = INSERT_BATCH,
+    account_suppressed: Mapping[str, str] | None = None,
 ) -> LoadResult:
     """Store recipient rows in big batches; refused rows and duplicates are counted apart.
 
-    ``rows`` come from ``emailplan.contract.recipients.RecipientReader`` (already
-    validated) or as ``(row_no, {email, name?, vars?})`` pairs, validated here.
-    Each batch is one INSERT over arrays in its own transaction with the counter
-    update. An address already in the plan (this upload or an earlier one) is a
-    duplicate, so re-uploading the same rows adds nothing; a suppressed address
-    is stored as ``suppressed`` and never sent.
+    ``rows`` come from ``RecipientReader`` (validated) or as ``(row_no, {email, ...})``
+    pairs, validated here. Each batch is one INSERT over arrays in its own transaction with
+    the counter update. An address already in the plan is a duplicate (re-uploading adds
+    nothing); a suppressed address (ours, or in ``account_suppressed``: SES's account list
+    by lower-cased address, with its reason) is stored ``suppressed`` and never sent.
     """
     async with engine.connect() as conn:
         row = await _plan_row(conn, plan_id)
     if row["state"] in (PlanState.STOPPED, PlanState.DONE):
         raise PlanClosedError(f"plan is {row['state']}")
-    result = LoadResult()
+    result, account = LoadResult(), account_suppressed
     batch: dict[str, Recipient] = {}
     pending: asyncio.Task[None] | None = None
 
@@ -73,7 +73,7 @@ async def insert_recipients(
             await pending
             pending = None
         if batch:
-            pending = asyncio.create_task(_insert_batch(engine, plan_id, list(batch.values()), result))
+            pending = asyncio.create_task(_insert_batch(engine, plan_id, [*batch.values()], result, account))
             batch.clear()
 
     def take(item: RowInput) -> bool:
@@ -107,12 +107,13 @@ _INSERT_SQL = text(
     """
     WITH input AS (
         SELECT * FROM unnest(CAST(:rows AS int[]), CAST(:emails AS text[]), CAST(:names AS text[]),
-                             CAST(:vars AS text[])) AS t(row_no, email, name, vars)
+                             CAST(:vars AS text[]), CAST(:account AS text[]), CAST(:zones AS text[]))
+                             AS t(row_no, email, name, vars, account, time_zone)
     ), ins AS (
-        INSERT INTO messages (plan_id, row_no, email, name, vars, status, reason)
+        INSERT INTO messages (plan_id, row_no, email, name, vars, status, reason, time_zone)
         SELECT CAST(:plan AS uuid), i.row_no, i.email, i.name, CAST(i.vars AS jsonb),
-               CASE WHEN s.email IS NULL THEN 'created' ELSE 'suppressed' END,
-               CAST(:supp AS text) || s.reason
+               CASE WHEN s.email IS NULL AND i.account IS NULL THEN 'created' ELSE 'suppressed' END,
+               CAST(:supp AS text) || coalesce(s.reason, i.account), i.time_zone
         FROM input i LEFT JOIN suppressions s ON s.email = i.email
         ON CONFLICT (plan_id, email) DO NOTHING
         RETURNING row_no, status, reason
@@ -123,7 +124,11 @@ _INSERT_SQL = text(
 
 
 async def _insert_batch(
-    engine: AsyncEngine, plan_id: uuid.UUID, batch: list[Recipient], result: LoadResult
+    engine: AsyncEngine,
+    plan_id: uuid.UUID,
+    batch: list[Recipient],
+    result: LoadResult,
+    account: Mapping[str, str] | None,
 ) -> None:
     params = {
         "plan": plan_id,
@@ -131,6 +136,8 @@ async def _insert_batch(
         "emails": [r.email for r in batch],
         "names": [r.name for r in batch],
         "vars": [r.vars_json for r in batch],
+        "account": [account.get(r.email.lower()) if account else None for r in batch],
+        "zones": [r.time_zone for r in batch],
         "supp": SUPPRESSED_PREFIX,
     }
     async with engine.begin() as conn:
@@ -198,6 +205,14 @@ async def release_share(engine: AsyncEngine, plan_id: uuid.UUID, percent: float,
     return total
 
 
+_RELEASED_WAITING_SQL = """
+    SELECT m.id FROM messages m JOIN plans p ON p.id = m.plan_id
+    WHERE m.plan_id = :p AND m.status = 'created' AND NOT m.enqueued AND m.bucket < :below
+      AND {zone_open} AND m.id > :last ORDER BY m.id LIMIT :n
+    """
+_RELEASED_WAITING = text(_RELEASED_WAITING_SQL.format(zone_open=shared.ZONE_OPEN))
+
+
 async def _enqueue_released(engine: AsyncEngine, plan_id: uuid.UUID, queue: QueueSink, below: int) -> int:
     """Put every waiting message whose bucket is below ``below`` on the work queue (the one enqueue path).
 
@@ -214,10 +229,7 @@ async def _enqueue_released(engine: AsyncEngine, plan_id: uuid.UUID, queue: Queu
             ids = list(
                 (
                     await conn.execute(
-                        text(
-                            "SELECT id FROM messages WHERE plan_id = :p AND status = 'created' "
-                            "AND NOT enqueued AND bucket < :below AND id > :last ORDER BY id LIMIT :n"
-                        ),
+                        _RELEASED_WAITING,
                         {"p": plan_id, "below": below, "last": last_id, "n": ENQUEUE_CHUNK},
                     )
                 ).scalars()

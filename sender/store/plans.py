@@ -147,11 +147,14 @@ _SUSPENDED, _LOADING, _READY = (
 _FINISHED = shared.state_sql(*(s for s in PlanState if s.finished))
 _UPSERT_PLAN = text(
     f"""
-    INSERT INTO plans (id, name, namespace, spec, rate_per_second, start_at, state, release_percent)
+    INSERT INTO plans (id, name, namespace, spec, rate_per_second, start_at, state, release_percent,
+                       open_zones)
     VALUES (:id, :name, :ns, CAST(:spec AS jsonb), :rate, :start,
-            CASE WHEN CAST(:suspended AS boolean) THEN {_SUSPENDED} ELSE {_LOADING} END, :release)
+            CASE WHEN CAST(:suspended AS boolean) THEN {_SUSPENDED} ELSE {_LOADING} END, :release,
+            CAST(:zones AS text[]))
     ON CONFLICT (id) DO UPDATE SET
         name = excluded.name, namespace = excluded.namespace, spec = excluded.spec,
+        open_zones = excluded.open_zones,
         rate_per_second = excluded.rate_per_second, start_at = excluded.start_at, updated_at = now(),
         release_percent = CASE WHEN plans.recipients_complete THEN plans.release_percent
                                ELSE greatest(plans.release_percent, excluded.release_percent) END,
@@ -161,6 +164,18 @@ _UPSERT_PLAN = text(
     RETURNING (xmax = 0) AS created
     """  # noqa: S608 - plan states formatted from PlanState
 )
+
+
+_UNQUEUE_CLOSED_SQL = """
+    UPDATE messages m SET enqueued = false, updated_at = now() FROM plans p
+    WHERE p.id = m.plan_id AND m.plan_id = :p AND m.status = 'created' AND m.enqueued AND NOT {zone_open}
+    """
+_UNQUEUE_CLOSED = text(_UNQUEUE_CLOSED_SQL.format(zone_open=shared.ZONE_OPEN))
+_RELEASED_BACKLOG_SQL = """
+    SELECT count(*) FROM messages m JOIN plans p ON p.id = m.plan_id
+    WHERE m.plan_id = :p AND m.bucket < :below AND m.status IN ('created', 'processing') AND {zone_open}
+    """
+_RELEASED_BACKLOG = text(_RELEASED_BACKLOG_SQL.format(zone_open=shared.ZONE_OPEN))
 
 
 async def upsert_plan(
@@ -174,13 +189,17 @@ async def upsert_plan(
     start_at: datetime | None = None,
     suspended: bool = False,
     release_percent: float = contract.ALL_RELEASED,
+    open_zones: Sequence[str] | None = None,
 ) -> tuple[LedgerPlan, bool]:
     """Create the plan or update it (idempotent PUT by EmailPlan uid); returns (view, created).
 
     ``spec`` is the sending spec in camelCase (from, replyTo, subject, html, text,
     tracking, unsubscribe, ses). ``suspended`` toggles ``suspended`` ↔ the state the
     plan would otherwise have (``loading`` until the list is complete, then ``ready``);
-    a stopped or done plan keeps its state.
+    a stopped or done plan keeps its state. ``open_zones`` (local-time delivery) are the
+    zones whose window is open: in the same transaction, waiting rows of every other zone
+    leave the work queue (a claim would skip them; they are queued again when their zone
+    opens, by the enqueue path every PUT runs).
     """
     if rate_per_second <= 0:
         raise ValueError("rate_per_second must be positive")
@@ -197,9 +216,12 @@ async def upsert_plan(
                     "start": start_at,
                     "suspended": suspended,
                     "release": release_percent,
+                    "zones": None if open_zones is None else sorted(open_zones),
                 },
             )
         ).scalar_one()
+        if open_zones is not None:
+            await conn.execute(_UNQUEUE_CLOSED, {"p": plan_id})
         await conn.execute(
             text("INSERT INTO plan_counters (plan_id) VALUES (:p) ON CONFLICT DO NOTHING"), {"p": plan_id}
         )
@@ -228,7 +250,9 @@ async def describe_plan(engine: AsyncEngine, plan_id: uuid.UUID) -> contract.Pla
         load = await _load(conn, plan_id)
         spec = dict(row["spec"] or {})
         release = float(row["release_percent"])
-        backlog = await _released_backlog(conn, plan_id, release, counts)
+        zones = row["open_zones"]
+        backlog = await _released_backlog(conn, plan_id, release, counts, gated=zones is not None)
+        zone_backlog = None if zones is None else await _zone_backlog(conn, plan_id)
         variants = await _variant_counts(conn, plan_id, spec)
         failures = await top_failure_reasons(conn, plan_id)
     return contract.PlanView.model_validate(
@@ -247,6 +271,8 @@ async def describe_plan(engine: AsyncEngine, plan_id: uuid.UUID) -> contract.Pla
             "counts": counts,
             "load": load,
             "releasedBacklog": backlog,
+            "openZones": None if zones is None else list(zones),
+            "zoneBacklog": zone_backlog,
             "variantCounts": variants,
             "failures": failures,
             "createdAt": row["created_at"],
@@ -269,22 +295,39 @@ async def top_failure_reasons(
     return [contract.FailureReason(reason=reason, count=int(n)) for reason, n in rows]
 
 
+async def _zone_backlog(conn: AsyncConnection, plan_id: uuid.UUID) -> dict[str, int]:
+    """Rows still to send per recipient zone ("" = none): what the operator judges windows for."""
+    rows = await conn.execute(
+        text(
+            "SELECT coalesce(time_zone, '') AS zone, count(*) FROM messages "
+            "WHERE plan_id = :p AND status IN ('created', 'processing') GROUP BY 1"
+        ),
+        {"p": plan_id},
+    )
+    return {zone: int(n) for zone, n in rows}
+
+
 async def _released_backlog(
-    conn: AsyncConnection, plan_id: uuid.UUID, release_percent: float, counts: Mapping[str, int]
+    conn: AsyncConnection,
+    plan_id: uuid.UUID,
+    release_percent: float,
+    counts: Mapping[str, int],
+    *,
+    gated: bool = False,
 ) -> int:
-    """Messages of the released share still to send (waiting or claimed): what pods are needed for."""
+    """Messages of the released share still to send (waiting or claimed): what pods are needed for.
+
+    ``gated`` (local-time delivery): only rows whose zone's window is open count.
+    """
     below = cutoff(release_percent)
-    if below >= BUCKETS:
+    if below >= BUCKETS and not gated:
         return int(counts.get("created", 0)) + int(counts.get("processing", 0))
     if below <= 0:
         return 0
     return int(
         (
             await conn.execute(
-                text(
-                    "SELECT count(*) FROM messages WHERE plan_id = :p AND bucket < :below "
-                    "AND status IN ('created', 'processing')"
-                ),
+                _RELEASED_BACKLOG,
                 {"p": plan_id, "below": below},
             )
         ).scalar_one()

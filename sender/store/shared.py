@@ -50,6 +50,11 @@ async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction may simply run again.
 RETRY_STATES = ("40P01", "40001")
 
+# Local-time delivery: a message (alias ``m``) of a plan (alias ``p``) may be queued and claimed
+# only while its zone's window is open; NULL ``open_zones`` is a plan without such a window. A
+# row without a zone is named "" (the window's fallback zone) in ``open_zones``.
+ZONE_OPEN = "(p.open_zones IS NULL OR coalesce(m.time_zone, '') = ANY(p.open_zones))"
+
 
 async def bump(conn: AsyncConnection, plan_id: uuid.UUID, deltas: Mapping[str, int]) -> None:
     """Add ``deltas`` to the plan's counters (in the caller's transaction); names are whitelisted."""

@@ -76,6 +76,7 @@ class LiveApi:
     engine: Any
     certs: CertServer
     ident: Identity
+    account_stub: Any = None  # the SES account stub this helper started (with_aws and no endpoint given)
 
     def token(self, purpose: str, message_id: int, extra: str = "") -> str:
         from emailplan.sender.tokens import make_token
@@ -108,6 +109,14 @@ async def start_api(database_url: str, ident: Identity, **overrides: Any) -> Liv
     from emailplan.sender.settings import SenderSettings
 
     with_aws = bool(overrides.pop("with_aws", False))
+    stub = None
+    if with_aws and "ses_account_endpoint_url" not in overrides:
+        # moto answers neither GetAccount nor ListSuppressedDestinations: as in the dev stack, the
+        # stub does (an account without quota and an empty suppression list).
+        from devenv.sesaccount import UNLIMITED_ACCOUNT, AccountStub
+
+        stub = await AccountStub(UNLIMITED_ACCOUNT).__aenter__()
+        overrides["ses_account_endpoint_url"] = stub.url
     certs = CertServer(ident).start()
     values: dict[str, Any] = {
         "database_url": database_url,
@@ -125,13 +134,17 @@ async def start_api(database_url: str, ident: Identity, **overrides: Any) -> Liv
     app = create_app(settings, engine=engine, with_aws=with_aws)
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
-    return LiveApi(client=client, settings=settings, engine=engine, certs=certs, ident=ident)
+    return LiveApi(
+        client=client, settings=settings, engine=engine, certs=certs, ident=ident, account_stub=stub
+    )
 
 
 async def stop_api(api: LiveApi) -> None:
     await api.client.close()
     await api.engine.dispose()
     api.certs.stop()
+    if api.account_stub is not None:
+        await api.account_stub.__aexit__()
 
 
 async def make_plan(

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from emailplan.contract.plans import LoadJob, LoadSourceKind, LoadState, PlanState, PlanView
+from emailplan.operator.campaign import Steering
 from emailplan.operator.decide import Observed, payload_for
 from emailplan.operator.planspec import Templates, read_spec
 from emailplan.operator.settings import OperatorSettings
@@ -58,7 +59,7 @@ def view(
 ) -> PlanView:
     """The plan view the data plane would answer after registering ``payload_for`` of the spec."""
     o = observed(spec_patch=spec or {})
-    payload = payload_for(o, suspended=suspended, release_percent=release, winner=winner)
+    payload = payload_for(o, suspended=suspended, release=release, steer=Steering(winner=winner))
     return PlanView.model_validate(
         {
             **payload.model_dump(mode="json"),
