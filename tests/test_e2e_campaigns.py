@@ -10,99 +10,37 @@ seconds it adds to real time, and the tests move it forward; nothing sleeps for 
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
-import re
-import tempfile
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from support.e2e import API_KEY, Stack, apply_list, done, plan_yaml
+from support.clock import MACHINE_OPEN_WINDOW, ClockStack, addressee, mails, open_pixel, start_clock_stack
+from support.e2e import Stack, apply_list, done, plan_yaml
 
 from devenv.kube import KubeCluster
 from devenv.moto import MotoServer
 from devenv.ports import wait_for
 from devenv.postgres import PostgresServer
 from devenv.sns import ses_event
-from devenv.stack import StackOptions
 from emailplan.contract.cohorts import cutoff
-from emailplan.sender.settings import SenderSettings
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
-
-HUMAN_UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15 Version/17.0 Safari/605.1.15"
-# The data plane's default: a pixel hit this soon after the send is a mail proxy's, not a person's.
-MACHINE_OPEN_WINDOW = float(SenderSettings.model_fields["open_machine_window_seconds"].default)
-PIXEL = re.compile(r'(http[^"\s]+/v1/events/open\?requestId=[^"\s&]+)')
-
-
-class ClockStack(Stack):
-    """The stack with the operator's test clock, moved forward by the tests."""
-
-    clock_file: Path
-
-    def operator_now(self) -> datetime:
-        return datetime.now(UTC) + timedelta(seconds=self._offset())
-
-    def advance(self, seconds: float) -> None:
-        self.clock_file.write_text(str(self._offset() + seconds))
-
-    def _offset(self) -> float:
-        return float(self.clock_file.read_text() or 0) if self.clock_file.exists() else 0.0
 
 
 @pytest.fixture(scope="module")
 def cst(
     crd_installed: KubeCluster, postgres: PostgresServer, moto_server: MotoServer
 ) -> Iterator[ClockStack]:
-    base = Path(tempfile.mkdtemp(prefix="emailplan-e2e-campaigns-"))
-    clock_file = base / "clock-offset"
-    clock_file.write_text("0")
-    options = StackOptions(
-        api_key=API_KEY,
-        operator_env={"EMAILPLAN_CLOCK_OFFSET_FILE": str(clock_file), "EMAILPLAN_DEV_MODE": "1"},
-    )
-    st = ClockStack(base, options, postgres=postgres, moto=moto_server, kube=crd_installed)
-    st.clock_file = clock_file
-    st.start()
+    st = start_clock_stack(crd_installed, postgres, moto_server, "emailplan-e2e-campaigns-")
     try:
         yield st
     finally:
         st.stop()
-        print(f"e2e logs kept in {base}")
-
-
-def mails(st: Stack, marker: str) -> list[EmailMessage]:
-    """Every email moto accepted for an address containing ``marker``, parsed."""
-    out = []
-    for item in st.moto.sent_emails():
-        raw = item.get("raw_data")
-        if raw and marker in raw:
-            msg = email.message_from_string(raw, policy=email.policy.default)
-            assert isinstance(msg, EmailMessage)
-            out.append(msg)
-    return out
-
-
-def addressee(msg: EmailMessage) -> str:
-    return str(msg["To"].addresses[0].addr_spec).lower()
-
-
-def open_pixel(msg: EmailMessage) -> None:
-    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
-    url = PIXEL.search(html)
-    assert url is not None, "the email has no open pixel"
-    req = urllib.request.Request(url.group(1).replace("&amp;", "&"), headers={"User-Agent": HUMAN_UA})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        assert r.status == 200
+        print(f"e2e logs kept in {st.base}")
 
 
 def manifest(name: str, list_name: str, rate: float = 200, **spec: Any) -> str:

@@ -11,20 +11,15 @@ mails soft-bounced, hard-bounced or drew complaints (SES events signed as SNS si
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
-import re
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from email.message import EmailMessage
 
 import pytest
-from support.clock import ClockStack, start_clock_stack
+from support.clock import MACHINE_OPEN_WINDOW, ClockStack, addressee, mails, open_pixel, start_clock_stack
 from support.e2e import apply_list, done, plan_yaml
 from support.flakyses import FlakySes
 
@@ -33,14 +28,10 @@ from devenv.moto import MotoServer
 from devenv.postgres import PostgresServer
 from devenv.sns import ses_event
 from emailplan.operator import rules
-from emailplan.sender.settings import SenderSettings
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
 RECIPIENTS = 1000
-HUMAN_UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15 Version/17.0 Safari/605.1.15"
-MACHINE_OPEN_WINDOW = float(SenderSettings.model_fields["open_machine_window_seconds"].default)
-PIXEL = re.compile(r'(http[^"\s]+/v1/events/open\?requestId=[^"\s&]+)')
 
 
 @pytest.fixture(scope="module")
@@ -65,35 +56,9 @@ def cst(
         print(f"e2e logs kept in {st.base}")
 
 
-def mails(st: ClockStack, marker: str, subject: str) -> list[EmailMessage]:
-    """Every email moto accepted for an address containing ``marker``, its subject starting ``subject``."""
-    out = []
-    for item in st.moto.sent_emails():
-        raw = item.get("raw_data")
-        if raw and marker in raw:
-            msg = email.message_from_string(raw, policy=email.policy.default)
-            assert isinstance(msg, EmailMessage)
-            if str(msg["Subject"]).startswith(subject):
-                out.append(msg)
-    return out
-
-
-def addressee(msg: EmailMessage) -> str:
-    return str(msg["To"].addresses[0].addr_spec).lower()
-
-
 # One sender pod per plan in this module: with two, a pod slowed down by the shared machine can
 # lose messages it holds to the other (their leases run out), and what it had in flight then
 # leaves twice, which the exact per-address counts below would see.
-
-
-def open_pixel(msg: EmailMessage) -> None:
-    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
-    url = PIXEL.search(html)
-    assert url is not None, "the email has no open pixel"
-    req = urllib.request.Request(url.group(1).replace("&amp;", "&"), headers={"User-Agent": HUMAN_UA})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        assert r.status == 200
 
 
 def follow_up(name: str, source: str, subject: str) -> str:

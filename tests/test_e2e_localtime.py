@@ -11,21 +11,19 @@ exactly that zone's group has been mailed, the others wait (and the status says 
 from __future__ import annotations
 
 import json
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from support.e2e import API_KEY, Stack, done, plan_yaml
+from support.clock import ClockStack, start_clock_stack
+from support.e2e import Stack, done, plan_yaml
 
 from devenv.kube import KubeCluster
 from devenv.moto import MotoServer
 from devenv.postgres import PostgresServer
-from devenv.stack import StackOptions
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -33,40 +31,16 @@ ZONES = ("Asia/Tokyo", "Europe/Berlin", "America/New_York")
 PER_ZONE = 15
 
 
-class ClockStack(Stack):
-    """The stack with the operator's test clock."""
-
-    clock_file: Path
-
-    def operator_now(self) -> datetime:
-        return datetime.now(UTC) + timedelta(seconds=self._offset())
-
-    def advance_to(self, instant: datetime) -> None:
-        self.clock_file.write_text(str(self._offset() + (instant - self.operator_now()).total_seconds()))
-
-    def _offset(self) -> float:
-        return float(self.clock_file.read_text() or 0) if self.clock_file.exists() else 0.0
-
-
 @pytest.fixture(scope="module")
 def cst(
     crd_installed: KubeCluster, postgres: PostgresServer, moto_server: MotoServer
 ) -> Iterator[ClockStack]:
-    base = Path(tempfile.mkdtemp(prefix="emailplan-e2e-localtime-"))
-    clock_file = base / "clock-offset"
-    clock_file.write_text("0")
-    options = StackOptions(
-        api_key=API_KEY,
-        operator_env={"EMAILPLAN_CLOCK_OFFSET_FILE": str(clock_file), "EMAILPLAN_DEV_MODE": "1"},
-    )
-    st = ClockStack(base, options, postgres=postgres, moto=moto_server, kube=crd_installed)
-    st.clock_file = clock_file
-    st.start()
+    st = start_clock_stack(crd_installed, postgres, moto_server, "emailplan-e2e-localtime-")
     try:
         yield st
     finally:
         st.stop()
-        print(f"e2e logs kept in {base}")
+        print(f"e2e logs kept in {st.base}")
 
 
 def next_local(zone: str, clock: time, after: datetime) -> datetime:
