@@ -31,7 +31,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from emailplan.contract.cohorts import BUCKET_SQL
@@ -110,6 +110,9 @@ class Plan(Base):
     recipients_complete: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     # The last retry generation done (spec.retry.generation); a request at or below it changes nothing.
     retry_generation: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # With a window in each recipient's zone: the zones whose window is open now ("" = rows
+    # without a zone); NULL when the plan has no such window (every row may go).
+    open_zones: Mapped[list[str] | None] = mapped_column(ARRAY(Text), nullable=True)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
@@ -152,6 +155,8 @@ class Message(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)  # the whole failure text
     # The short class of a failure (``emailplan.contract.failures``) or ``Suppressed: <why>``.
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The recipient's IANA zone (``schedule.window.timeZone: recipient``); NULL: the fallback zone.
+    time_zone: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     lease_owner: Mapped[str | None] = mapped_column(Text, nullable=True)
     lease_until: Mapped[datetime | None] = _ts()
