@@ -236,14 +236,22 @@ def test_upgrade_rewrites_stored_idn_addresses_so_old_suppressions_still_match(d
     upgrade_to(database_url, "0006_count_names")
 
     async def before() -> uuid.UUID:
+        # Rows as that revision stores them, in SQL of its schema: the store's statements of
+        # today write columns later migrations add.
         engine = make_engine(url=database_url, pool_size=2)
+        plan_id = uuid.uuid4()
         try:
-            plan_id, _ = await plan_with(
-                engine, [{"email": "keep@bücher.example"}, {"email": "ok@example.com"}]
-            )
             async with engine.begin() as conn:
                 await conn.execute(
-                    text("UPDATE messages SET email = 'keep@bücher.example' WHERE email LIKE 'keep@%'")
+                    text("INSERT INTO plans (id, name, namespace) VALUES (:p, 'poison', 'ns')"),
+                    {"p": plan_id},
+                )
+                await conn.execute(
+                    text(
+                        "INSERT INTO messages (plan_id, row_no, email) VALUES "
+                        "(:p, 1, 'keep@bücher.example'), (:p, 2, 'ok@example.com')"
+                    ),
+                    {"p": plan_id},
                 )
                 await conn.execute(
                     text(

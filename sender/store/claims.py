@@ -200,7 +200,7 @@ async def claim_orphans(
 # this work: the SQS message goes, and the row is queued again when it may be sent.
 STILL_CREATED = (
     "SELECT id FROM messages WHERE (plan_id = :p) IS TRUE AND id = ANY(CAST(:ids AS bigint[])) "
-    "AND status = 'created' AND enqueued"
+    "AND (status = 'created' AND enqueued) IS TRUE"  # by id: no index on the plan or the status
 )
 
 
