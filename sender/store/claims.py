@@ -224,8 +224,9 @@ RELEASE = text(
     "lease_owner = NULL, lease_until = NULL, attempts = greatest(attempts - 1, 0), "
     "enqueued = enqueued AND NOT :unqueue, updated_at = now() FROM plans p "
     "WHERE p.id = messages.plan_id AND (messages.plan_id = :p) IS TRUE "
-    "AND messages.id = ANY(CAST(:ids AS bigint[])) AND messages.status = 'processing' "
-    "AND messages.lease_owner = :o RETURNING messages.status"
+    "AND messages.id = ANY(CAST(:ids AS bigint[])) "
+    "AND (messages.status = 'processing' AND messages.lease_owner = :o) IS TRUE "  # by id, not status
+    "RETURNING messages.status"
 )
 
 
