@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.e2e import API_KEY, Stack, apply_list, done, plan_yaml
+from support.e2e import API_KEY, Stack, apply_list, done, plan_yaml, wait_event
 
 from devenv import sesaccount
 from devenv.kube import KubeCluster
@@ -100,17 +100,6 @@ def _plan(st: Stack, ns: str, name: str, n: int) -> list[str]:
     return emails
 
 
-def _warned(st: Stack, ns: str, name: str, kind: str, reason: str) -> dict[str, Any]:
-    found: list[dict[str, Any]] = []
-
-    def seen() -> bool:
-        found[:] = [e for e in st.events(ns, name) if e["type"] == kind and e["reason"] == reason]
-        return bool(found)
-
-    wait_for(seen, 90, f"{kind} Event {reason}")
-    return found[0]
-
-
 def test_second_plan_waits_for_the_quota_window_then_finishes(
     st: Stack, stub: StubProcess, namespace: str
 ) -> None:
@@ -127,7 +116,7 @@ def test_second_plan_waits_for_the_quota_window_then_finishes(
     assert _condition(status, "Ready")["status"] == "False"
     assert _condition(status, "Ready")["reason"] == "QuotaExhausted"
     assert "resumes by itself at" in status["message"] and status["phase"] == "Sending", status
-    _warned(st, namespace, "second", "Warning", "QuotaExhausted")
+    wait_event(st, namespace, "second", "Warning", "QuotaExhausted")
     status = st.wait_status(
         namespace, "second", done, "second plan Completed after the window moved", timeout=300
     )
@@ -149,8 +138,8 @@ def test_account_under_review_pauses_the_plan_with_a_condition_and_event(
     emails = _plan(st, namespace, "reviewed", 10)
     status = st.wait_status(namespace, "reviewed", _is("AccountHealthy", "False", reason), reason)
     assert _condition(status, "Ready")["reason"] == reason and status.get("sent", 0) == 0
-    _warned(st, namespace, "reviewed", "Warning", reason)
+    wait_event(st, namespace, "reviewed", "Warning", reason)
     stub.set(EnforcementStatus="HEALTHY")
     st.wait_status(namespace, "reviewed", done, "Completed once SES says HEALTHY")
-    _warned(st, namespace, "reviewed", "Normal", "AccountHealthy")
+    wait_event(st, namespace, "reviewed", "Normal", "AccountHealthy")
     assert set(st.received(f"{namespace}-reviewed")) == set(emails)

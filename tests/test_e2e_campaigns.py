@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from support.clock import MACHINE_OPEN_WINDOW, ClockStack, addressee, mails, open_pixel, start_clock_stack
+from support.clock import MACHINE_OPEN_WINDOW, ClockStack, addressee, clock_stack, mails, open_pixel
 from support.e2e import Stack, apply_list, done, plan_yaml
 
 from devenv.kube import KubeCluster
@@ -35,12 +35,8 @@ pytestmark = [pytest.mark.kube, pytest.mark.slow]
 def cst(
     crd_installed: KubeCluster, postgres: PostgresServer, moto_server: MotoServer
 ) -> Iterator[ClockStack]:
-    st = start_clock_stack(crd_installed, postgres, moto_server, "emailplan-e2e-campaigns-")
-    try:
+    with clock_stack(crd_installed, postgres, moto_server, "emailplan-e2e-campaigns-") as st:
         yield st
-    finally:
-        st.stop()
-        print(f"e2e logs kept in {st.base}")
 
 
 def manifest(name: str, list_name: str, rate: float = 200, **spec: Any) -> str:

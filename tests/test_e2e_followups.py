@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-from support.clock import MACHINE_OPEN_WINDOW, ClockStack, addressee, mails, open_pixel, start_clock_stack
+from support.clock import MACHINE_OPEN_WINDOW, ClockStack, addressee, clock_stack, mails, open_pixel
 from support.e2e import apply_list, done, plan_yaml
 from support.flakyses import FlakySes
 
@@ -48,12 +48,8 @@ def cst(
     crd_installed: KubeCluster, postgres: PostgresServer, moto_server: MotoServer, flaky: FlakySes
 ) -> Iterator[ClockStack]:
     senders_env = {"EMAILPLAN_SES_ENDPOINT_URL": flaky.url}
-    st = start_clock_stack(crd_installed, postgres, moto_server, "emailplan-e2e-followups-", senders_env)
-    try:
+    with clock_stack(crd_installed, postgres, moto_server, "emailplan-e2e-followups-", senders_env) as st:
         yield st
-    finally:
-        st.stop()
-        print(f"e2e logs kept in {st.base}")
 
 
 # One sender pod per plan in this module: with two, a pod slowed down by the shared machine can

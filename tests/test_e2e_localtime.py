@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from support.clock import ClockStack, start_clock_stack
+from support.clock import ClockStack, clock_stack
 from support.e2e import Stack, done, plan_yaml
 
 from devenv.kube import KubeCluster
@@ -35,12 +35,8 @@ PER_ZONE = 15
 def cst(
     crd_installed: KubeCluster, postgres: PostgresServer, moto_server: MotoServer
 ) -> Iterator[ClockStack]:
-    st = start_clock_stack(crd_installed, postgres, moto_server, "emailplan-e2e-localtime-")
-    try:
+    with clock_stack(crd_installed, postgres, moto_server, "emailplan-e2e-localtime-") as st:
         yield st
-    finally:
-        st.stop()
-        print(f"e2e logs kept in {st.base}")
 
 
 def next_local(zone: str, clock: time, after: datetime) -> datetime:

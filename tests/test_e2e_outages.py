@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.e2e import API_KEY, Stack, apply_list, done, plan_yaml
+from support.e2e import API_KEY, Stack, apply_list, done, plan_yaml, wait_event
 
 from devenv.kube import KubeCluster
 from devenv.moto import MotoServer
@@ -57,17 +57,6 @@ def _down(reason: str) -> Any:
     return check
 
 
-def _event(st: Stack, ns: str, name: str, kind: str, reason: str) -> dict[str, Any]:
-    found: list[dict[str, Any]] = []
-
-    def seen() -> bool:
-        found[:] = [e for e in st.events(ns, name) if e["type"] == kind and e["reason"] == reason]
-        return bool(found)
-
-    wait_for(seen, 90, f"{kind} Event {reason}")
-    return found[0]
-
-
 def _sending_plan(st: Stack, ns: str, name: str, n: int) -> list[str]:
     marker = f"{ns}-{name}"
     emails = [f"{marker}{i}@example.com" for i in range(n)]
@@ -100,13 +89,13 @@ def test_database_outage_mid_send_is_shown_and_clears(st: Stack, namespace: str)
     assert ready["status"] == "False" and ready["reason"] == "DatabaseUnavailable"
     assert "database" in status["message"] and " since " in status["message"], status["message"]
     assert status["phase"] == "Sending"
-    warning = _event(st, namespace, "dbdown", "Warning", "DatabaseUnavailable")
+    warning = wait_event(st, namespace, "dbdown", "Warning", "DatabaseUnavailable")
     assert "database" in warning["message"]
 
     status = _completes_exactly_once(st, namespace, "dbdown", emails)
     assert _condition(status, "DataPlaneAvailable")["status"] == "True"
     assert _condition(status, "Ready")["status"] == "True"
-    recovered = _event(st, namespace, "dbdown", "Normal", "DataPlaneRecovered")
+    recovered = wait_event(st, namespace, "dbdown", "Normal", "DataPlaneRecovered")
     assert "recovered after" in recovered["message"]
     assert len([e for e in st.events(namespace, "dbdown") if e["reason"] == "DatabaseUnavailable"]) == 1
 
@@ -122,10 +111,10 @@ def test_api_stopped_mid_send_is_shown_and_clears(st: Stack, namespace: str) -> 
         st.start_api()
     assert _condition(status, "Ready")["reason"] == "DataPlaneUnreachable"
     assert "data-plane API" in status["message"] and " since " in status["message"]
-    _event(st, namespace, "apidown", "Warning", "DataPlaneUnreachable")
+    wait_event(st, namespace, "apidown", "Warning", "DataPlaneUnreachable")
     status = _completes_exactly_once(st, namespace, "apidown", emails)
     assert _condition(status, "DataPlaneAvailable")["status"] == "True"
-    _event(st, namespace, "apidown", "Normal", "DataPlaneRecovered")
+    wait_event(st, namespace, "apidown", "Normal", "DataPlaneRecovered")
 
 
 def test_deleting_a_plan_while_the_api_is_gone_releases_the_finalizer(st: Stack, namespace: str) -> None:
@@ -137,11 +126,11 @@ def test_deleting_a_plan_while_the_api_is_gone_releases_the_finalizer(st: Stack,
     stop(st.api)
     try:
         st.kubectl("delete", "eplan", "orphan", "-n", namespace, "--wait=false")
-        waiting = _event(st, namespace, "orphan", "Warning", "DeletionWaiting")
+        waiting = wait_event(st, namespace, "orphan", "Warning", "DeletionWaiting")
         assert "data-plane API" in waiting["message"] and "released" in waiting["message"]
         assert st.plan(namespace, "orphan") is not None  # still held while within the bound
         wait_for(lambda: st.plan(namespace, "orphan") is None, DELETION_TIMEOUT + 120, "plan deleted")
-        released = _event(st, namespace, "orphan", "Warning", "FinalizerReleased")
+        released = wait_event(st, namespace, "orphan", "Warning", "FinalizerReleased")
         assert "0 of 1 sent" in released["message"] and "1 not sent" in released["message"]
     finally:
         st.start_api()

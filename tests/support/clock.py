@@ -13,6 +13,8 @@ import email.policy
 import re
 import tempfile
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -48,13 +50,15 @@ class ClockStack(Stack):
         return float(self.clock_file.read_text() or 0) if self.clock_file.exists() else 0.0
 
 
-def start_clock_stack(
+@contextmanager
+def clock_stack(
     kube: KubeCluster,
     postgres: PostgresServer,
     moto: MotoServer,
     prefix: str,
     data_env: dict[str, str] | None = None,
-) -> ClockStack:
+) -> Iterator[ClockStack]:
+    """The stack on a test clock, started for the block and stopped after it (logs kept)."""
     base = Path(tempfile.mkdtemp(prefix=prefix))
     clock_file = base / "clock-offset"
     clock_file.write_text("0")
@@ -66,7 +70,11 @@ def start_clock_stack(
     st = ClockStack(base, options, postgres=postgres, moto=moto, kube=kube)
     st.clock_file = clock_file
     st.start()
-    return st
+    try:
+        yield st
+    finally:
+        st.stop()
+        print(f"e2e logs kept in {base}")
 
 
 def mails(st: Stack, marker: str, subject: str = "") -> list[EmailMessage]:

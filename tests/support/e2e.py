@@ -14,6 +14,7 @@ from typing import Any
 
 from devenv.kube import KubeCluster
 from devenv.moto import MotoServer
+from devenv.ports import wait_for
 from devenv.postgres import PostgresServer
 from devenv.stack import VENV_BIN, LocalStack, StackOptions
 
@@ -77,3 +78,15 @@ def apply_list(st: Stack, ns: str, name: str, rows: list[str]) -> None:
 
 def done(s: dict[str, Any]) -> bool:
     return s.get("phase") == "Completed"
+
+
+def wait_event(st: Stack, ns: str, name: str, kind: str, reason: str) -> dict[str, Any]:
+    """The first Event of ``kind`` (Normal, Warning) and ``reason`` on the plan, once it appears."""
+    found: list[dict[str, Any]] = []
+
+    def seen() -> bool:
+        found[:] = [e for e in st.events(ns, name) if e["type"] == kind and e["reason"] == reason]
+        return bool(found)
+
+    wait_for(seen, 90, f"{kind} Event {reason}")
+    return found[0]
