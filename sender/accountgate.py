@@ -4,11 +4,9 @@ Every plan shares one SES account. The gate reads the account (``GetAccount``) e
 ``account_poll_seconds`` and the ledger's window count every :data:`USAGE_SECONDS`;
 the pacer asks :meth:`AccountGate.allowance` before each grant from the shared bucket, so
 all plans together stop at ``Max24HourSend`` and start again by themselves when the
-oldest sends age out. Between two counts a pod spends at most what was left at the last
-one (it counts down its own grants); processes sending at the same moment (the processes of
-one pod, or pods of several plans) each see that same remainder, so together they can pass the
-quota by up to it until the next count. An
-exact shared reservation would need a row every grant updates (left for later).
+oldest sends age out. Counting sends is not enough when processes send at the same moment
+(each would spend what the last count left), so every grant is also *reserved* in the
+ledger (:meth:`AccountGate.reserve`, ``store.quota.reserve``), which every pod shares.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ from emailplan.contract.account import AccountView
 from emailplan.sender.outage import OUTAGE
 from emailplan.sender.sesaccount import SesAccount, account_view, may_send, read_account
 from emailplan.sender.settings import SenderSettings
-from emailplan.sender.store.quota import window_usage
+from emailplan.sender.store import quota
 
 log = logging.getLogger("emailplan.account")
 
@@ -41,9 +39,9 @@ class AccountGate:
         self._settings = settings
         self.account: SesAccount | None = None
         self.view: AccountView | None = None
-        self._left = UNLIMITED
         self._read_at = -float("inf")
         self._failing = ""  # the kind of the last GetAccount failure ("" while it answers)
+        self._full_until = 0.0  # a reservation found the quota used up: no grants before (monotonic)
 
     async def refresh(self) -> AccountView | None:
         """Read SES (when due) and the ledger; keep the last view when either is away."""
@@ -67,25 +65,42 @@ class AccountGate:
             return self.view
         limit = None if self.account.max_24_hour_send is None else int(self.account.max_24_hour_send)
         try:
-            usage = await window_usage(self._engine, self._settings.quota_window_seconds, limit)
+            usage = await quota.window_usage(self._engine, self._settings.quota_window_seconds, limit)
         except OUTAGE:
             return self.view
         before = self.view
         self.view = account_view(self.account, usage, self._settings.quota_window_seconds)
-        self._left = UNLIMITED if self.view.quota_left is None else self.view.quota_left
         if self.view.exhausted and (before is None or not before.exhausted):
             log.warning("account quota used up", extra={"resumes_at": str(self.view.resumes_at)})
         return self.view
 
     def allowance(self) -> int:
         """Permits the account allows now (0 while paused)."""
-        if not may_send(self.view, datetime.now(UTC)):
+        if not may_send(self.view, datetime.now(UTC)) or time.monotonic() < self._full_until:
             return 0
-        return self._left if self.view is not None and not self.view.exhausted else UNLIMITED
+        if self.view is None or self.view.quota_left is None:
+            return UNLIMITED
+        return self.view.quota_left
 
-    def spent(self, permits: int) -> None:
-        """Count down a grant taken, until the next ledger count."""
-        self._left = max(0, self._left - permits)
+    async def reserve(self, permits: int, *, held_seconds: float) -> int:
+        """Reserve ``permits`` taken from the rate bucket against the quota; returns how many
+        may be spent (the rest go back). ``held_seconds``: how long a permit may wait before
+        it is spent; with the SES request's own time it is how long after its grant a permit
+        can still become a send SES counts."""
+        limit = None if self.account is None else self.account.max_24_hour_send
+        if limit is None or permits < 1:
+            return permits
+        got = await quota.reserve(
+            self._engine,
+            permits,
+            limit=int(limit),
+            floor=0 if self.view is None else self.view.sent_in_window,
+            window_seconds=self._settings.quota_window_seconds,
+            slack_seconds=held_seconds + self._settings.send_timeout_seconds,
+        )
+        if got < 1:  # used up: ask again after the next count, not at every grant
+            self._full_until = time.monotonic() + USAGE_SECONDS
+        return got
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Refresh until ``stopping``; often enough that a quota freeing up is seen within seconds."""

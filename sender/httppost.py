@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 MAX_HEAD = 64 * 1024  # response status line and headers
 MAX_BODY = 16 * 1024 * 1024
 KEEPALIVE = 30.0  # seconds a connection may sit idle and still be reused
+GRACE = 1.0  # the last part of a request's deadline, always time the process ran (``_expire``)
 
 
 class HttpError(ConnectionError):
@@ -65,6 +66,37 @@ class _Protocol(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.closed = False
         self.error: Exception | None = None
+        self.timed_out = False
+        self._graced = False
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def arm(self, seconds: float) -> None:
+        """Start the request's deadline: after ``seconds``, waiting for bytes raises TimeoutError."""
+        self.timed_out = self._graced = False
+        self._deadline = asyncio.get_running_loop().call_later(max(0.0, seconds - GRACE), self._expire)
+
+    def disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        """The deadline: first a warning shot, then, :data:`GRACE` later, the real one.
+
+        A process that was not running for a while (stopped, frozen, starved of CPU) wakes
+        with its deadlines past and the answers that came meanwhile still in its sockets; a
+        stopped and continued process may even run its timers before its next poll. Giving up
+        on such an answer would send the email again: SES took the first one. The last
+        :data:`GRACE` seconds of a deadline are therefore measured from when the process ran
+        its first part, so they are always time in which the answer can be read.
+        """
+        if not self._graced:
+            self._graced = True
+            self._deadline = asyncio.get_running_loop().call_later(GRACE, self._expire)
+            return
+        self._deadline = None
+        self.timed_out = True
+        self._wake()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not subclasses of asyncio.Transport, but have its methods.
@@ -90,6 +122,8 @@ class _Protocol(asyncio.Protocol):
 
     async def more(self) -> None:
         """Wait for more bytes (or the end); raises if the connection ended first."""
+        if self.timed_out:
+            raise TimeoutError("no answer within the request's deadline")
         if self.closed:
             raise HttpError(f"connection closed mid-response: {self.error or 'EOF'}")
         self.waiter = asyncio.get_running_loop().create_future()
@@ -97,6 +131,8 @@ class _Protocol(asyncio.Protocol):
             await self.waiter
         finally:
             self.waiter = None
+        if self.timed_out:
+            raise TimeoutError("no answer within the request's deadline")
 
     async def answer(self) -> tuple[Answer, bool]:
         """Read one response; (answer, whether the connection may be reused)."""
@@ -199,14 +235,16 @@ class HttpPoster:
         request = "".join(head).encode("latin-1") + body
         async with self._slots:
             protocol = self._idle_connection() or await self._connect()
+            protocol.arm(self._timeout)
             try:
-                async with asyncio.timeout(self._timeout):
-                    assert protocol.transport is not None
-                    protocol.transport.write(request)
-                    answer, keep = await protocol.answer()
+                assert protocol.transport is not None
+                protocol.transport.write(request)
+                answer, keep = await protocol.answer()
             except BaseException:
                 self._drop(protocol)
                 raise
+            finally:
+                protocol.disarm()
             if keep:
                 self._idle.append((protocol, time.monotonic()))
             else:

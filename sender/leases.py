@@ -1,6 +1,6 @@
 """Messages this pod holds under a lease, and the heartbeat that keeps the leases short.
 
-A lease is short (``lease_seconds``, 10 s by default) and renewed every quarter of
+A lease is short (``lease_seconds``, 30 s by default) and renewed every quarter of
 it, so a pod that dies gives its messages back to the others within about one lease
 (their orphan sweep reclaims them). The pod also keeps its own, conservative idea of
 how long each lease is certainly valid: the time it *asked* for the claim or the
@@ -22,6 +22,7 @@ from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from emailplan.sender.settings import lease_margin
 from emailplan.sender.store import claims
 from emailplan.sender.workermetrics import LEASES_LOST
 
@@ -50,7 +51,7 @@ class Leases:
         self._plan_id = plan_id
         self.owner = owner
         self.lease_seconds = float(lease_seconds)
-        self.margin = self.lease_seconds / 3
+        self.margin = lease_margin(self.lease_seconds)
         self._held: dict[int, Held] = {}
 
     def __len__(self) -> int:

@@ -284,6 +284,19 @@ class Suppression(Base):
     )
 
 
+class QuotaSlice(Base):
+    """Permits of the account's 24-hour quota reserved in one slice of time, by every pod.
+
+    ``sender.store.quota.reserve`` adds to the current slice and sums the window under one
+    advisory lock, so processes sending at the same moment never pass ``Max24HourSend``.
+    """
+
+    __tablename__ = "quota_slices"
+
+    slice: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    permits: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
 class RateBucket(Base):
     """A token bucket shared by every worker process (key ``plan:<uuid>`` or ``account``).
 

@@ -180,12 +180,19 @@ class Pacer:
                 return False  # the account's quota is used up or SES paused it: ask again later
             want = min(want, float(allowed))
         back, self._give_back = self._give_back, 0
+        got = 0.0
         try:
             t0 = time.monotonic()
             got, rate = await pacing.take_tokens(
                 self._engine, self._plan_id, want, account_rate=self.account_rate, give_back=back
             )
+            if self._gate is not None:
+                # The account's quota, shared by every pod: what it does not allow goes back.
+                cut = int(got) - await self._gate.reserve(int(got), held_seconds=TOKEN_TTL)
+                self._give_back += cut
+                got -= cut
         except OUTAGE as exc:
+            self._give_back += int(got)
             self._give_back += back
             log.warning("rate bucket unavailable, retrying", extra={"error": type(exc).__name__})
             return False
@@ -195,8 +202,6 @@ class Pacer:
         self.stats["grant_seconds"] += took
         self.stats["grants"] += 1
         self.stats["granted"] += got
-        if self._gate is not None:
-            self._gate.spent(int(got))
         self.set_plan_rate(rate)
         self._tokens += got
         self._tokens_until = time.monotonic() + TOKEN_TTL

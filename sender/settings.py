@@ -25,6 +25,16 @@ DEV_KEYS = {"token_key": "dev-token-key-change-me", "api_key": "dev-api-key-chan
 Secret = Literal["token_key", "api_key"]
 
 
+def lease_margin(lease_seconds: float) -> float:
+    """How long before the ledger's lease runs out a pod stops counting on it.
+
+    Also the longest one SES request may take (:attr:`SenderSettings.send_timeout_seconds`):
+    a send started under a surely valid lease is answered, or given up, before the lease
+    can pass to another pod.
+    """
+    return lease_seconds / 3
+
+
 class SenderSettings(BaseSettings):
     """Everything the data plane reads from its environment (prefix ``EMAILPLAN_``)."""
 
@@ -56,7 +66,10 @@ class SenderSettings(BaseSettings):
     plan_id: str | None = None
     worker_concurrency: int = 32
     flush_rows: int = 1000  # most results per write (a write starts as soon as one is waiting)
-    lease_seconds: int = 10  # a dead pod's messages go back to the others after about this long
+    # A dead pod's messages go back to the others after about this long. Long enough that a
+    # live pod starved of CPU for seconds (its heartbeat late) keeps its leases: a lease lost
+    # while its send is in flight is an email sent twice.
+    lease_seconds: int = 30
     sweep_seconds: float = 2.0  # period of the orphan sweep (expired leases, lost queue work)
     max_attempts: int = 5
     ses_paused_backoff_seconds: float = 300.0  # SES account paused/suspended: wait this long, then try again
@@ -77,6 +90,11 @@ class SenderSettings(BaseSettings):
     open_flush_seconds: float = 2.0  # longest a pixel hit waits in memory
     open_machine_window_seconds: float = 3.0  # an open this soon after sending is a machine's
     sns_write_concurrency: int = 1  # SES event batches written at once (1 = biggest batches, best here)
+
+    @property
+    def send_timeout_seconds(self) -> float:
+        """The longest one SES request may take: the lease's margin (:func:`lease_margin`)."""
+        return lease_margin(self.lease_seconds)
 
     @model_validator(mode="after")
     def _dev_keys(self) -> Self:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import signal
 import subprocess
 import uuid
@@ -73,6 +74,39 @@ async def test_sigkill_five_times_loses_nothing_and_repeats_only_what_was_in_fli
     repeated = sum(v - 1 for v in to.values())
     # each kill may repeat at most the sends in flight in the killed pod at that instant
     assert repeated <= kills * CONCURRENCY, f"{repeated} repeats after {kills} kills"
+    counts = await plans.get_counts(engine, plan_id) or {}
+    assert counts["sent"] == n
+    assert_sums(counts)
+
+
+async def test_a_pod_frozen_for_seconds_mid_send_sends_nobody_twice(
+    engine: AsyncEngine, migrated: str, aws: MotoServer, ses_identity: None, workers: Workers
+) -> None:
+    """A live pod that stops running for a while (CPU starved, a VM or cgroup freeze) while its
+    sends are in flight keeps its leases: the other pod must not take over and send again."""
+    n = 3000
+    plan_id = await make_plan(engine, emails(n), rate=300)
+    env = fault_env(migrated, plan_id)
+    frozen, other = workers.start(env), workers.start(env)
+    await wait_counts(engine, plan_id, lambda c: c["sent"] >= n // 4, 300, workers)
+    os.killpg(frozen.pid, signal.SIGSTOP)  # the whole pod: supervisor, forkserver, workers
+    try:
+        await asyncio.sleep(10)
+    finally:
+        os.killpg(frozen.pid, signal.SIGCONT)
+    await wait_exit([frozen, other], workers, 600)
+
+    to = collections.Counter(addressee(m) for m in received(aws))
+    assert set(to) == set(emails(n)), f"{len(set(emails(n)) - set(to))} recipients lost"
+    twice = sorted(a for a, v in to.items() if v > 1)
+    assert not twice, f"{len(twice)} recipients got two emails, e.g. {twice[:3]}"
+    async with engine.connect() as conn:
+        # What kept it so: the live pod took none of the frozen pod's messages over (a message
+        # taken over while its send was in flight is sent twice).
+        retaken = await conn.scalar(
+            text("SELECT count(*) FROM messages WHERE plan_id = :p AND attempts > 1"), {"p": plan_id}
+        )
+    assert retaken == 0, f"{retaken} messages were taken over from the frozen pod"
     counts = await plans.get_counts(engine, plan_id) or {}
     assert counts["sent"] == n
     assert_sums(counts)

@@ -10,6 +10,12 @@ connection instead of opening one per email.
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -121,3 +127,81 @@ async def test_a_server_that_is_not_http_is_an_oserror() -> None:
         await poster.close()
         server.close()
         await server.wait_closed()
+
+
+class _ThreadServer:
+    """An HTTP server on its own thread: it answers while the test's event loop is frozen."""
+
+    def __init__(self, delay: float) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.delay = delay
+        self.requested = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(4096)
+            self.requested.set()
+            time.sleep(self.delay)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nsent")
+            conn.recv(1)  # until the client goes
+
+    def close(self) -> None:
+        self.sock.close()
+        self.thread.join(5)
+
+
+FROZEN_CLIENT = """
+import asyncio, sys, uvloop
+from emailplan.sender.httppost import HttpPoster
+
+async def main():
+    poster = HttpPoster("http://127.0.0.1:" + sys.argv[1], timeout=float(sys.argv[2]))
+    try:
+        answer = await poster.post("/", b"{}", {})
+        print(answer.status, answer.body.decode(), flush=True)
+    except TimeoutError:
+        print("timeout", flush=True)
+    await poster.close()
+
+uvloop.run(main())
+"""
+
+
+@pytest.mark.parametrize("server_delay", [0.5, 1.5])
+def test_an_answer_that_came_while_the_process_was_stopped_is_read_not_timed_out(
+    server_delay: float,
+) -> None:
+    """A pod stopped past a request's deadline (SIGSTOP, a cgroup or VM freeze, CPU starvation)
+    finds SES's answer in its socket when it runs again: giving up on it would send the email
+    twice. The server answers while the client is stopped (just after the request, or later)."""
+    server = _ThreadServer(server_delay)
+    client = subprocess.Popen(
+        [sys.executable, "-c", FROZEN_CLIENT, str(server.port), "1.2"], stdout=subprocess.PIPE
+    )
+    try:
+        server.requested.wait(30)  # the request is written: the client waits for its answer
+        client.send_signal(signal.SIGSTOP)
+        time.sleep(2.5)  # the deadline passes while the client is stopped; the answer arrives
+        client.send_signal(signal.SIGCONT)
+        out, _ = client.communicate(timeout=30)
+        assert out.decode().strip() == "200 sent"
+    finally:
+        client.kill()
+        server.close()
+
+
+async def test_a_server_that_never_answers_times_out() -> None:
+    server = _ThreadServer(5.0)
+    poster = HttpPoster(f"http://127.0.0.1:{server.port}", timeout=0.2)
+    try:
+        with pytest.raises(TimeoutError):
+            await poster.post("/", b"{}", {})
+    finally:
+        await poster.close()
+        server.close()

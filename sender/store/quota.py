@@ -4,6 +4,13 @@ SES counts ``Max24HourSend`` over a rolling window for the whole account; the le
 knows every send's ``sent_at`` (indexed), so it can say how many fell in the window and
 when enough of the oldest age out for ``limit`` to be free again. PostgreSQL's clock is
 the one every pod shares, so the window is measured there.
+
+Counting sends cannot keep pods that send at the same moment under the quota: each sees
+the same count. So permits are also *reserved* here before they are spent
+(:func:`reserve`): every grant adds its permits to the current slice of
+``quota_slices`` under one advisory lock, and is cut to what the window's slices leave.
+A permit counts from its grant until ``slack`` after the window (it is spent or returned
+within that), so the slices over-count, never under-count, what SES saw.
 """
 
 from __future__ import annotations
@@ -13,6 +20,19 @@ from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+SLICES_PER_WINDOW = 1000  # a window's sum reads at most about this many rows
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('emailplan:quota', 0))"
+_USED = text(
+    "SELECT coalesce(sum(permits), 0) FROM quota_slices "
+    "WHERE slice > clock_timestamp() - make_interval(secs => :span)"
+)
+_ADD = text(
+    "INSERT INTO quota_slices (slice, permits) "
+    "VALUES (date_bin(make_interval(secs => :width), clock_timestamp(), timestamptz 'epoch'), :n) "
+    "ON CONFLICT (slice) DO UPDATE SET permits = quota_slices.permits + excluded.permits"
+)
+_FORGET = text("DELETE FROM quota_slices WHERE slice < clock_timestamp() - make_interval(secs => :span)")
 
 
 @dataclass(frozen=True)
@@ -48,3 +68,24 @@ async def window_usage(engine: AsyncEngine, window_seconds: int, limit: int | No
             {"w": window_seconds, "skip": sent - limit},
         )
         return WindowUsage(sent, now, frees)
+
+
+async def reserve(
+    engine: AsyncEngine, want: int, *, limit: int, floor: int, window_seconds: float, slack_seconds: float
+) -> int:
+    """Reserve up to ``want`` permits of the account's ``limit``; returns how many were reserved.
+
+    Used is the larger of the window's reserved permits and ``floor`` (the last count of
+    sends, the ledger's or SES's, which may include sends made elsewhere). One transaction
+    under an advisory lock, so concurrent reservations of every pod are serialized.
+    """
+    width = window_seconds / SLICES_PER_WINDOW
+    span = window_seconds + slack_seconds + width
+    async with engine.begin() as conn:
+        await conn.execute(text(_LOCK))
+        used = int(await conn.scalar(_USED, {"span": span}) or 0)
+        got = max(0, min(want, limit - max(used, floor)))
+        if got:
+            await conn.execute(_ADD, {"width": width, "n": got})
+        await conn.execute(_FORGET, {"span": 2 * span})
+    return got
