@@ -19,7 +19,7 @@ from typing import Any
 from emailplan.contract.followups import FromPlanSource, RetryRequest
 from emailplan.contract.plans import (
     ALL_RELEASED,
-    IDS_PER_QUEUE_MESSAGE,
+    BACKLOG_PER_REPLICA,
     FailureReason,
     LoadJob,
     LoadState,
@@ -59,7 +59,7 @@ class Observed:
     view: PlanView | None = None
     replicas: int = 0  # the Deployment's spec.replicas (0 when absent)
     registered_here: bool = True  # False on this process's first pass: register once anyway
-    backlog_per_replica: int = IDS_PER_QUEUE_MESSAGE
+    backlog_per_replica: int = BACKLOG_PER_REPLICA
     status_interval: float = 5.0
     outage: outages.Outage | None = None  # the data plane did not answer (view is then None)
     source: followup.SourcePlan | None = None  # a follow-up's source plan (None: absent or no follow-up)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from emailplan.contract import STATUS_COUNTS
-from emailplan.contract.plans import IDS_PER_QUEUE_MESSAGE
+from emailplan.contract.plans import BACKLOG_PER_REPLICA
 
 # Counts shown in status, in the order of DESIGN.md.
 COUNT_FIELDS = STATUS_COUNTS
@@ -64,7 +64,7 @@ def desired_replicas(
     rate_per_second: float,
     per_pod_rate: float,
     max_replicas: int,
-    backlog_per_replica: int = IDS_PER_QUEUE_MESSAGE,
+    backlog_per_replica: int = BACKLOG_PER_REPLICA,
     current: int = 0,
 ) -> int:
     """How many sender pods the plan needs right now.

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND, IDS_PER_QUEUE_MESSAGE
+from emailplan.contract.plans import BACKLOG_PER_REPLICA, DEFAULT_RATE_PER_SECOND
 from emailplan.runtime.startup import missing_secret
 
 DEV_API_KEY = "dev-api-key-change-me"  # with dev_mode only; the data plane's development key
@@ -57,7 +57,7 @@ class OperatorSettings(BaseSettings):
     # Scaling and safety defaults when the plan does not say.
     default_per_pod_rate: float = Field(DEFAULT_RATE_PER_SECOND, gt=0)
     default_max_replicas: int = Field(4, ge=1, le=100)
-    backlog_per_replica: int = Field(IDS_PER_QUEUE_MESSAGE, ge=1)  # a replica's share: one SQS message
+    backlog_per_replica: int = Field(BACKLOG_PER_REPLICA, ge=1)
     breaker_min_sample: int = Field(100, ge=1)
     default_max_bounce_rate: float = 0.05  # SES puts accounts under review at 5 % bounces
     default_max_complaint_rate: float = 0.001  # and at 0.1 % complaints

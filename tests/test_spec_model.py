@@ -19,7 +19,7 @@ from pydantic_core import PydanticUndefined
 from support.decisions import SPEC
 
 from emailplan.contract import STATUS_COUNTS
-from emailplan.contract.plans import IDS_PER_QUEUE_MESSAGE, PlanCounts
+from emailplan.contract.plans import BACKLOG_PER_REPLICA, PlanCounts
 from emailplan.contract.spec import EmailPlanSpec
 from emailplan.operator.planspec import read_spec
 from emailplan.operator.settings import OperatorSettings
@@ -148,10 +148,10 @@ def test_examples_parse_into_the_model(repo_root: str) -> None:
 
 
 def test_facts_stated_once() -> None:
-    """Count names, ids per queue message: one definition, imported everywhere."""
+    """Count names, backlog per replica: one definition, imported everywhere."""
     assert tuple(PlanCounts.model_fields)[: len(STATUS_COUNTS)] == tuple(PlanCounts.model_fields)[:14]
     assert set(STATUS_COUNTS) <= {f.alias for f in PlanCounts.model_fields.values()}
-    assert OperatorSettings(dev_mode=True).backlog_per_replica == IDS_PER_QUEUE_MESSAGE
+    assert OperatorSettings(dev_mode=True).backlog_per_replica == BACKLOG_PER_REPLICA
     crd = yaml.safe_load(outputs()[next(iter(outputs()))].split("\n", 1)[1])
     status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert set(STATUS_COUNTS) <= set(status)
