@@ -194,8 +194,10 @@ class Bench:
         await engine.dispose()
         return plan_id
 
-    def start_pod(self, plan_id: uuid.UUID) -> subprocess.Popen[bytes]:
+    def start_pod(self, plan_id: uuid.UUID, slot: int) -> subprocess.Popen[bytes]:
+        """Pod ``slot``: a restart keeps its name, as Kubernetes restarts a killed container."""
         env = {
+            "EMAILPLAN_POD_NAME": f"bench-sender-{slot}",
             **os.environ,
             "EMAILPLAN_DATABASE_URL": self.pg.url,
             "EMAILPLAN_PLAN_ID": str(plan_id),
@@ -251,7 +253,7 @@ class Bench:
         reached = set(after["accepted"]) | set(before["pending"]) | set(after["pending"])
         run.in_flight += len(held & reached)
         run.unanswered += len(held & set(before["pending"]))
-        pods[i] = self.start_pod(plan_id)
+        pods[i] = self.start_pod(plan_id, i)
 
     async def one(self, fault: str) -> Run:
         await self.ses.call("/config", {"reset": True})
@@ -260,7 +262,7 @@ class Bench:
         run = Run(fault)
         n, args = self.args.n, self.args
         t0 = time.monotonic()
-        pods = [self.start_pod(plan_id) for _ in range(args.pods)]
+        pods = [self.start_pod(plan_id, i) for i in range(args.pods)]
         try:
             action = FAULT_ACTIONS[fault]
             await action(self, engine, pods, plan_id, run)

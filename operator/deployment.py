@@ -62,9 +62,14 @@ def labels(plan_name: str, plan_uid: str) -> dict[str, str]:
 
 def _container(plan_uid: str, settings: OperatorSettings) -> dict[str, Any]:
     """The sender container: ``emailplan worker`` for the plan, locked down, with its env and limits."""
-    env: list[dict[str, Any]] = [{"name": "EMAILPLAN_PLAN_ID", "value": plan_uid}]
+    env: list[dict[str, Any]] = [
+        {"name": "EMAILPLAN_PLAN_ID", "value": plan_uid},
+        {"name": "EMAILPLAN_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
     env += [
-        {"name": k, "value": v} for k, v in sorted(settings.sender_env.items()) if k != "EMAILPLAN_PLAN_ID"
+        {"name": k, "value": v}
+        for k, v in sorted(settings.sender_env.items())
+        if k not in ("EMAILPLAN_PLAN_ID", "EMAILPLAN_POD_NAME")
     ]
     env_from: list[dict[str, Any]] = [{"secretRef": {"name": n}} for n in settings.sender_secret_name]
     env_from += [{"configMapRef": {"name": n}} for n in settings.sender_config_map_name]

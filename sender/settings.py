@@ -64,6 +64,11 @@ class SenderSettings(BaseSettings):
 
     # worker
     plan_id: str | None = None
+    # The Pod's name (the operator sets it from the downward API): unique among live pods, and
+    # kept when Kubernetes restarts the pod's container. With the slot below it names a worker
+    # slot, so a restarted worker takes back at once what its dead predecessor held.
+    pod_name: str | None = None
+    pod_child: int = 0  # the worker process slot in its pod (set by the pod supervisor)
     worker_concurrency: int = 32
     flush_rows: int = 1000  # most results per write (a write starts as soon as one is waiting)
     # A dead pod's messages go back to the others after about this long. Long enough that a

@@ -75,6 +75,7 @@ T = TypeVar("T")
 NEVER_STALE = 10 * 365 * 86400.0
 # The plan loop reads the plan every second; no answer for this long means the database is away.
 DB_QUIET = 3.0
+SWEEP_AGAIN_SECONDS = 0.2  # after a sweep that took something: the next one this soon
 # A wrongly released cohort gives back many rows: one warning (with the running total) this often.
 UNDECIDED_LOG_SECONDS = 10.0
 ACCOUNT_FIRST_READ_SECONDS = 10.0  # the first GetAccount read before sending; after it, sending starts anyway
@@ -98,7 +99,9 @@ class Worker:
         self.engine = engine
         self.ses = ses
         self.exit_when_idle = exit_when_idle
-        self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        # ``<pod>/<slot>/`` first when the pod is named: what ``take_back_slot`` looks for.
+        self.slot = f"{settings.pod_name}/{settings.pod_child}/" if settings.pod_name else None
+        self.owner = f"{self.slot or ''}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.plan: plans.LedgerPlan | None = None
         self.compiled: Campaign | None = None
         self._compiled_for: Any = None
@@ -310,8 +313,10 @@ class Worker:
 
     async def sweep_loop(self) -> None:
         """On its own short period: reclaim what dead pods held; exit when idle if asked to."""
+        delay = self.settings.sweep_seconds
         while not self.stopping.is_set():
-            await pause(self.stopping, self.settings.sweep_seconds)
+            await pause(self.stopping, delay)
+            delay = self.settings.sweep_seconds
             room = self._room()
             try:
                 if room and self.db_settled():
@@ -322,6 +327,9 @@ class Worker:
                     )
                     self._hold(taken)
                     if taken.claimed:
+                        # More may be waiting (a dead pod held many): again as soon as there is
+                        # room, not a whole period later, so they go at the plan's rate.
+                        delay = SWEEP_AGAIN_SECONDS
                         continue
                 if self.queue_empty or not self.sendable():
                     await self.exit_if_finished()
@@ -499,6 +507,18 @@ class Worker:
 
     # ------------------------------------------------------------------ lifecycle
 
+    async def take_back_slot(self) -> None:
+        """A restarted worker (its container or its process in the pod) frees what the dead one
+        held, so it is sent again within a sweep instead of after a whole lease."""
+        if self.slot is None:
+            return
+        taken = await claims.expire_slot(self.engine, self.plan_id, self.slot, self.owner)
+        if taken:
+            log.warning(
+                "a previous process of this worker slot died holding messages; reclaiming them",
+                extra={"count": taken, "slot": self.slot},
+            )
+
     async def run(self) -> None:
         if self.pacer.account_rate is None:
             self.pacer.account_rate = await self.ses.max_send_rate()
@@ -507,6 +527,7 @@ class Worker:
             extra={"plan": str(self.plan_id), "owner": self.owner, "account_rate": self.pacer.account_rate},
         )
         await retry_forever(self.refresh_plan, "read plan", self.stopping)
+        await retry_forever(self.take_back_slot, "take back the slot's leases", self.stopping)
         with contextlib.suppress(TimeoutError):  # the account first: a used-up quota sends nothing
             await asyncio.wait_for(self.account.refresh(), timeout=ACCOUNT_FIRST_READ_SECONDS)
         tasks = [

@@ -37,6 +37,7 @@ from support.worker import (
 from devenv.moto import MotoServer
 from devenv.postgres import PostgresServer
 from devenv.suspend import set_suspended
+from emailplan.contract.plans import IDS_PER_QUEUE_MESSAGE
 from emailplan.sender.db import make_engine
 from emailplan.sender.migrate import upgrade_to
 from emailplan.sender.store import plans
@@ -143,6 +144,75 @@ async def test_worker_killed_mid_plan_then_restarted_loses_nothing(
     assert repeated <= in_flight_at_kill - counts_at_kill["sent"]
     counts = await plans.get_counts(engine, plan_id)
     assert counts is not None and (counts["sent"], counts["processing"], counts["created"]) == (n, 0, 0)
+
+
+async def holding(engine: AsyncEngine, plan_id: object, owner_prefix: str) -> int:
+    async with engine.connect() as conn:
+        return int(
+            await conn.scalar(
+                text(
+                    "SELECT count(*) FROM messages WHERE plan_id = :p AND status = 'processing' "
+                    "AND starts_with(lease_owner, :o)"
+                ),
+                {"p": plan_id, "o": owner_prefix},
+            )
+            or 0
+        )
+
+
+async def test_a_restarted_worker_slot_takes_back_what_its_dead_process_held_and_nothing_else(
+    engine: AsyncEngine, migrated: str, aws: MotoServer, ses_identity: None, workers: Workers
+) -> None:
+    """Kubernetes restarts a killed container under the same Pod name: the new process frees
+    what the dead one held at once (not a whole lease later), and never touches another pod's."""
+    n = 3 * IDS_PER_QUEUE_MESSAGE  # three work messages: one for each pod, one left
+    plan_id = await make_plan(engine, emails(n), rate=100)
+    one = {"EMAILPLAN_WORKER_PROCESSES": "1"}
+    pod = worker_env(migrated, plan_id, EMAILPLAN_POD_NAME="sender-a", **one)
+    first = workers.start(pod)
+    await wait_counts(engine, plan_id, lambda c: c["sent"] >= 50, 60, workers)
+    neighbour = workers.start(worker_env(migrated, plan_id, EMAILPLAN_POD_NAME="sender-b", **one))
+    while not await holding(engine, plan_id, "sender-b/"):
+        assert neighbour.poll() is None, workers.logs()
+        await asyncio.sleep(0.1)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(10)
+    await asyncio.sleep(0.5)  # a request written just before the kill may still be in moto's hands
+    in_flight_at_kill = len(raw_sent(aws))
+    counts_at_kill = await plans.get_counts(engine, plan_id) or {}
+    async with engine.connect() as conn:
+        held = (
+            await conn.execute(
+                text(
+                    "SELECT id, lease_until FROM messages WHERE plan_id = :p AND status = 'processing' "
+                    "AND starts_with(lease_owner, 'sender-a/0/')"
+                ),
+                {"p": plan_id},
+            )
+        ).all()
+    assert held, "the killed worker held nothing: the test proves nothing"
+    runs_out = min(until for _, until in held)
+
+    await wait_exit([workers.start(pod), neighbour], workers, 120)
+    async with engine.connect() as conn:
+        # Every message the dead process held was sent again before its lease would have run out.
+        sent_at = (
+            await conn.execute(
+                text("SELECT max(sent_at) FROM messages WHERE id = ANY(:ids)"), {"ids": [i for i, _ in held]}
+            )
+        ).scalar_one()
+        # No message held by a live pod was taken from it (a taken message is claimed twice).
+        twice = await conn.scalar(
+            text(
+                "SELECT count(*) FROM messages WHERE plan_id = :p AND attempts > 1 AND NOT (id = ANY(:ids))"
+            ),
+            {"p": plan_id, "ids": [i for i, _ in held]},
+        )
+    assert sent_at < runs_out, "the dead process's messages waited for their leases to run out"
+    assert twice == 0
+    to = collections.Counter(addressee(m) for m in received(aws))
+    assert set(to) == set(emails(n)), "a recipient was lost"
+    assert sum(v - 1 for v in to.values()) <= in_flight_at_kill - counts_at_kill["sent"]
 
 
 async def test_sigterm_finishes_in_flight_releases_the_rest_and_exits(

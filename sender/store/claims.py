@@ -262,6 +262,24 @@ async def release(
     return len(statuses)
 
 
+async def expire_slot(engine: AsyncEngine, plan_id: uuid.UUID, slot: str, owner: str) -> int:
+    """Expire the leases of this worker slot's earlier processes (owners starting with
+    ``slot``); returns how many. Only a dead process leaves them: a pod's container and a
+    supervisor's child slot each run one process at a time. The orphan sweep then reclaims
+    them at once, instead of a whole lease later, with its usual care (an event proves a
+    send; a suppressed address is not sent)."""
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            text(
+                "UPDATE messages SET lease_until = now() - interval '1 second' "
+                "WHERE plan_id = :p AND status = 'processing' AND starts_with(lease_owner, :slot) "
+                "AND lease_owner <> :o AND lease_until >= now()"
+            ),
+            {"p": plan_id, "slot": slot, "o": owner},
+        )
+    return result.rowcount
+
+
 async def extend_lease(
     engine: AsyncEngine, ids: Sequence[int], owner: str, lease_seconds: float
 ) -> list[int]:
