@@ -96,7 +96,7 @@ class AccountGate:
             limit=int(limit),
             floor=0 if self.view is None else self.view.sent_in_window,
             window_seconds=self._settings.quota_window_seconds,
-            slack_seconds=held_seconds + self._settings.send_timeout_seconds,
+            slack_seconds=held_seconds + self._settings.ses_timeout_seconds,
         )
         if got < 1:  # used up: ask again after the next count, not at every grant
             self._full_until = time.monotonic() + USAGE_SECONDS

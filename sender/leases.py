@@ -22,7 +22,6 @@ from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from emailplan.sender.settings import lease_margin
 from emailplan.sender.store import claims
 from emailplan.sender.workermetrics import LEASES_LOST
 
@@ -51,7 +50,7 @@ class Leases:
         self._plan_id = plan_id
         self.owner = owner
         self.lease_seconds = float(lease_seconds)
-        self.margin = lease_margin(self.lease_seconds)
+        self.margin = self.lease_seconds / 3
         self._held: dict[int, Held] = {}
 
     def __len__(self) -> int:

@@ -277,7 +277,7 @@ class SesClient:
         self._url = f"{self._endpoint}/v2/email/outbound-emails"
         self._aws_endpoint = settings.aws_endpoint_url
         self._max_connections = max_connections
-        self._timeout = settings.send_timeout_seconds
+        self._timeout = settings.ses_timeout_seconds
         self._botocore = botocore.session.get_session()
         self._credentials = self._botocore.get_credentials()
         if self._credentials is None:
@@ -293,8 +293,6 @@ class SesClient:
     async def __aenter__(self) -> SesClient:
         # Keep-alive connections are reused (up to ``max_connections`` open, so no TCP or TLS
         # handshake per send).
-        # A request ends (answered or given up) within the lease's margin: an SES answer slower
-        # than that could arrive after another pod took the message over and sent it again.
         self._http = HttpPoster(origin_of(self._endpoint), limit=self._max_connections, timeout=self._timeout)
         return self
 

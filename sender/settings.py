@@ -25,16 +25,6 @@ DEV_KEYS = {"token_key": "dev-token-key-change-me", "api_key": "dev-api-key-chan
 Secret = Literal["token_key", "api_key"]
 
 
-def lease_margin(lease_seconds: float) -> float:
-    """How long before the ledger's lease runs out a pod stops counting on it.
-
-    Also the longest one SES request may take (:attr:`SenderSettings.send_timeout_seconds`):
-    a send started under a surely valid lease is answered, or given up, before the lease
-    can pass to another pod.
-    """
-    return lease_seconds / 3
-
-
 class SenderSettings(BaseSettings):
     """Everything the data plane reads from its environment (prefix ``EMAILPLAN_``)."""
 
@@ -48,6 +38,10 @@ class SenderSettings(BaseSettings):
     )
     aws_endpoint_url: str | None = None
     ses_endpoint_url: str | None = None  # a separate SES endpoint (benchmarks, throttling proxy)
+    # The longest one SES request may take. Generous on purpose: a request given up is retried,
+    # and SES may have taken the first one (an email sent twice); while SES is slow the
+    # heartbeat keeps the message's lease, so waiting costs nothing but a send slot.
+    ses_timeout_seconds: float = 30.0
     ses_account_endpoint_url: str | None = None  # where GetAccount is read (tests: the local stub)
     account_poll_seconds: float = 30.0  # how often the account's quota and standing are read
     quota_window_seconds: int = QUOTA_WINDOW_SECONDS  # SES's 24 h; shorter only in dev_mode (tests)
@@ -95,11 +89,6 @@ class SenderSettings(BaseSettings):
     open_flush_seconds: float = 2.0  # longest a pixel hit waits in memory
     open_machine_window_seconds: float = 3.0  # an open this soon after sending is a machine's
     sns_write_concurrency: int = 1  # SES event batches written at once (1 = biggest batches, best here)
-
-    @property
-    def send_timeout_seconds(self) -> float:
-        """The longest one SES request may take: the lease's margin (:func:`lease_margin`)."""
-        return lease_margin(self.lease_seconds)
 
     @model_validator(mode="after")
     def _dev_keys(self) -> Self:
