@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emailplan.contract.account import AccountView
 from emailplan.sender.outage import OUTAGE
+from emailplan.sender.ratelimit import TOKEN_TTL
 from emailplan.sender.sesaccount import SesAccount, account_view, may_send, read_account
 from emailplan.sender.settings import SenderSettings
 from emailplan.sender.store import quota
@@ -42,6 +43,9 @@ class AccountGate:
         self._read_at = -float("inf")
         self._failing = ""  # the kind of the last GetAccount failure ("" while it answers)
         self._full_until = 0.0  # a reservation found the quota used up: no grants before (monotonic)
+        # How long after its grant a permit can still become a send SES counts: it is spent
+        # within the pacer's token TTL, and SES has it within one request.
+        self._slack = TOKEN_TTL + settings.ses_timeout_seconds
 
     async def refresh(self) -> AccountView | None:
         """Read SES (when due) and the ledger; keep the last view when either is away."""
@@ -65,7 +69,9 @@ class AccountGate:
             return self.view
         limit = None if self.account.max_24_hour_send is None else int(self.account.max_24_hour_send)
         try:
-            usage = await quota.window_usage(self._engine, self._settings.quota_window_seconds, limit)
+            usage = await quota.window_usage(
+                self._engine, self._settings.quota_window_seconds, limit, slack_seconds=self._slack
+            )
         except OUTAGE:
             return self.view
         before = self.view
@@ -82,11 +88,9 @@ class AccountGate:
             return UNLIMITED
         return self.view.quota_left
 
-    async def reserve(self, permits: int, *, held_seconds: float) -> int:
+    async def reserve(self, permits: int) -> int:
         """Reserve ``permits`` taken from the rate bucket against the quota; returns how many
-        may be spent (the rest go back). ``held_seconds``: how long a permit may wait before
-        it is spent; with the SES request's own time it is how long after its grant a permit
-        can still become a send SES counts."""
+        may be spent (the rest go back)."""
         limit = None if self.account is None else self.account.max_24_hour_send
         if limit is None or permits < 1:
             return permits
@@ -96,7 +100,7 @@ class AccountGate:
             limit=int(limit),
             floor=0 if self.view is None else self.view.sent_in_window,
             window_seconds=self._settings.quota_window_seconds,
-            slack_seconds=held_seconds + self._settings.ses_timeout_seconds,
+            slack_seconds=self._slack,
         )
         if got < 1:  # used up: ask again after the next count, not at every grant
             self._full_until = time.monotonic() + USAGE_SECONDS

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from emailplan.contract.plans import DEFAULT_RATE_PER_SECOND
 from emailplan.sender.accountgate import AccountGate
 from emailplan.sender.outage import OUTAGE
-from emailplan.sender.ratelimit import Bucket, SendLimit, grant_want, refill, take, wait_time
+from emailplan.sender.ratelimit import TOKEN_TTL, Bucket, SendLimit, grant_want, refill, take, wait_time
 from emailplan.sender.store import pacing
 from emailplan.sender.workermetrics import FACTOR, RATE
 
@@ -28,10 +28,9 @@ log = logging.getLogger("emailplan.worker")
 
 # Shared-bucket grants: about GRANT_HORIZON seconds of the plan's rate at a time, at most one
 # grant per GRAB_INTERVAL while the bucket is drained, unused tokens returned to the bucket
-# after TOKEN_TTL. Together they bound how far pods can burst above the rate.
+# after TOKEN_TTL (ratelimit). Together they bound how far pods can burst above the rate.
 GRANT_HORIZON = 0.2
 GRAB_INTERVAL = 0.05
-TOKEN_TTL = 0.25
 
 
 class Pacer:
@@ -188,7 +187,7 @@ class Pacer:
             )
             if self._gate is not None:
                 # The account's quota, shared by every pod: what it does not allow goes back.
-                cut = int(got) - await self._gate.reserve(int(got), held_seconds=TOKEN_TTL)
+                cut = int(got) - await self._gate.reserve(int(got))
                 self._give_back += cut
                 got -= cut
         except OUTAGE as exc:

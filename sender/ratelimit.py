@@ -133,6 +133,8 @@ class SendLimit:
 
 # A worker holds at most this many claimed, unsent messages, and at most about this many
 # seconds of what it actually sends: every held row is rewritten by each lease renewal.
+# Tokens of a shared-bucket grant not spent within this long go back to the bucket (the pacer).
+TOKEN_TTL = 0.25
 BACKLOG_MAX = 5000
 BACKLOG_SECONDS = 2.0
 

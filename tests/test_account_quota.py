@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import uuid
+from datetime import timedelta
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from support.worker import Workers, addressee, emails, make_plan, received, wait
 
 from devenv.moto import MotoServer
 from devenv.sesaccount import AccountStub
-from emailplan.sender.store import plans
+from emailplan.sender.store import plans, quota
 
 WINDOW = 8  # seconds: the test's "24 hours"
 
@@ -107,6 +108,23 @@ async def test_plans_sending_at_the_same_moment_share_the_quota_without_passing_
     each_once(aws, *lists)
     busiest = await busiest_window(engine)
     assert busiest <= quota, f"{busiest} sends within one window, quota {quota}"
+
+
+async def test_permits_reserved_but_not_sent_hold_the_quota_and_say_when_it_frees(
+    engine: AsyncEngine, migrated: str
+) -> None:
+    """Grants count against the quota from the moment they are taken, sent or not: the account
+    view shows the quota used up (so the plan says ``QuotaExhausted``) and when it frees."""
+    window = {"window_seconds": WINDOW, "slack_seconds": 1.0}
+    assert await quota.reserve(engine, 25, limit=30, floor=0, **window) == 25
+    assert await quota.reserve(engine, 10, limit=30, floor=0, **window) == 5, "cut to what is left"
+    assert await quota.reserve(engine, 1, limit=30, floor=0, **window) == 0
+    usage = await quota.window_usage(engine, WINDOW, 30, slack_seconds=1.0)
+    assert usage.sent == 30, "nothing sent yet, but every permit is spoken for"
+    assert usage.frees_at is not None and usage.now < usage.frees_at <= usage.now + timedelta(
+        seconds=WINDOW + 2
+    )
+    assert await quota.reserve(engine, 5, limit=40, floor=0, **window) == 5, "a larger quota leaves more"
 
 
 @pytest.mark.parametrize("standing", ["PROBATION", "SHUTDOWN"])

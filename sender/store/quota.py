@@ -37,37 +37,55 @@ _FORGET = text("DELETE FROM quota_slices WHERE slice < clock_timestamp() - make_
 
 @dataclass(frozen=True)
 class WindowUsage:
-    """Sends in the window (all plans) and, when at or over ``limit``, when one slot frees."""
+    """What the window holds against the quota (all plans) and, when at or over ``limit``,
+    when one slot frees."""
 
-    sent: int
+    sent: int  # the larger of the sends in the window and the permits reserved for it
     now: datetime
     frees_at: datetime | None = None
 
 
-async def window_usage(engine: AsyncEngine, window_seconds: int, limit: int | None) -> WindowUsage:
-    """Count the window's sends; with ``limit`` reached, when the ``sent - limit + 1``-th oldest ages out."""
+def _span(window_seconds: float, slack_seconds: float) -> float:
+    """How far back a reserved slice still counts: the window, the slack, one slice."""
+    return window_seconds + slack_seconds + window_seconds / SLICES_PER_WINDOW
+
+
+_SENT = text(
+    "SELECT count(*) AS sent, now() AS now FROM messages WHERE sent_at > now() - make_interval(secs => :w)"
+)
+_RESERVED = text(
+    "SELECT coalesce(sum(permits), 0) FROM quota_slices WHERE slice > now() - make_interval(secs => :span)"
+)
+_SEND_FREES = text(
+    "SELECT sent_at + make_interval(secs => :w) FROM messages "
+    "WHERE sent_at > now() - make_interval(secs => :w) ORDER BY sent_at OFFSET :skip LIMIT 1"
+)
+_SLICE_FREES = text(
+    "SELECT slice + make_interval(secs => :span) FROM (SELECT slice, sum(permits) OVER (ORDER BY slice) "
+    "AS upto FROM quota_slices WHERE slice > now() - make_interval(secs => :span)) AS s "
+    "WHERE upto >= :need ORDER BY slice LIMIT 1"
+)
+
+
+async def window_usage(
+    engine: AsyncEngine, window_seconds: int, limit: int | None, *, slack_seconds: float
+) -> WindowUsage:
+    """The window's sends, or the permits reserved for it when more (the ones a grant holds
+    and the ones it gave back unspent, which count until they age out); with ``limit``
+    reached, when enough of the oldest age out for one more."""
+    span = _span(window_seconds, slack_seconds)
     async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                text(
-                    "SELECT count(*) AS sent, now() AS now FROM messages "
-                    "WHERE sent_at > now() - make_interval(secs => :w)"
-                ),
-                {"w": window_seconds},
-            )
-        ).one()
+        row = (await conn.execute(_SENT, {"w": window_seconds})).one()
         sent, now = int(row.sent), row.now
-        if limit is None or sent < limit:
-            return WindowUsage(sent, now)
-        frees = await conn.scalar(
-            text(
-                "SELECT sent_at + make_interval(secs => :w) FROM messages "
-                "WHERE sent_at > now() - make_interval(secs => :w) "
-                "ORDER BY sent_at OFFSET :skip LIMIT 1"
-            ),
-            {"w": window_seconds, "skip": sent - limit},
-        )
-        return WindowUsage(sent, now, frees)
+        reserved = int(await conn.scalar(_RESERVED, {"span": span}) or 0)
+        used = max(sent, reserved)
+        if limit is None or used < limit:
+            return WindowUsage(used, now)
+        if reserved >= sent:
+            frees = await conn.scalar(_SLICE_FREES, {"span": span, "need": used - limit + 1})
+        else:
+            frees = await conn.scalar(_SEND_FREES, {"w": window_seconds, "skip": sent - limit})
+        return WindowUsage(used, now, frees)
 
 
 async def reserve(
@@ -80,7 +98,7 @@ async def reserve(
     under an advisory lock, so concurrent reservations of every pod are serialized.
     """
     width = window_seconds / SLICES_PER_WINDOW
-    span = window_seconds + slack_seconds + width
+    span = _span(window_seconds, slack_seconds)
     async with engine.begin() as conn:
         await conn.execute(text(_LOCK))
         used = int(await conn.scalar(_USED, {"span": span}) or 0)
