@@ -14,6 +14,8 @@ same message after an outage.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -26,6 +28,16 @@ from emailplan.sender.store import claims
 from emailplan.sender.workermetrics import LEASES_LOST
 
 log = logging.getLogger("emailplan.worker")
+
+
+SLOT_END = "/"  # ``<pod>/<slot>/`` starts the owner of a named pod's worker slot
+
+
+def lease_owner(pod_name: str | None, pod_child: int) -> str:
+    """The owner this process's leases carry: ``<pod>/<slot>/`` first when the pod is named
+    (what :meth:`Leases.take_back_slot` looks for), then host, pid and a nonce."""
+    slot = f"{pod_name}/{pod_child}{SLOT_END}" if pod_name else ""
+    return f"{slot}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 class LeaseState(StrEnum):
@@ -110,6 +122,19 @@ class Leases:
         """
         horizon = now + 1.5 * self.heartbeat_seconds
         return [i for i, held in self._held.items() if held.valid_until < horizon]
+
+    async def take_back_slot(self) -> None:
+        """A restarted worker (its container or its process in the pod) frees what the dead one
+        of its slot held, so the sweep sends it again at once instead of a whole lease later."""
+        slot, sep, _ = self.owner.rpartition(SLOT_END)
+        if not sep:
+            return  # an unnamed pod: its slot cannot be told from another pod's
+        taken = await claims.expire_slot(self._engine, self._plan_id, slot + sep, self.owner)
+        if taken:
+            log.warning(
+                "a previous process of this worker slot died holding messages; reclaiming them",
+                extra={"count": taken, "slot": slot},
+            )
 
     async def renew(self) -> list[int]:
         """One heartbeat: extend the leases that are due; returns the ids lost to other pods

@@ -28,8 +28,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
-import socket
 import time
 import uuid
 from collections.abc import Sequence
@@ -43,7 +41,7 @@ from emailplan.sender.bulkmail import MAX_ENTRIES, BulkPlan, compile_bulk, uses_
 from emailplan.sender.bulksend import BulkSender
 from emailplan.sender.failtext import failure_reason
 from emailplan.sender.intake import Intake, Taken, pause
-from emailplan.sender.leases import Held, Leases
+from emailplan.sender.leases import Held, Leases, lease_owner
 from emailplan.sender.outage import OUTAGE, retry_forever, retry_until
 from emailplan.sender.pacer import Pacer
 from emailplan.sender.ratelimit import Meter, backlog_limit
@@ -99,9 +97,7 @@ class Worker:
         self.engine = engine
         self.ses = ses
         self.exit_when_idle = exit_when_idle
-        # ``<pod>/<slot>/`` first when the pod is named: what ``take_back_slot`` looks for.
-        self.slot = f"{settings.pod_name}/{settings.pod_child}/" if settings.pod_name else None
-        self.owner = f"{self.slot or ''}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.owner = lease_owner(settings.pod_name, settings.pod_child)
         self.plan: plans.LedgerPlan | None = None
         self.compiled: Campaign | None = None
         self._compiled_for: Any = None
@@ -507,18 +503,6 @@ class Worker:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def take_back_slot(self) -> None:
-        """A restarted worker (its container or its process in the pod) frees what the dead one
-        held, so it is sent again within a sweep instead of after a whole lease."""
-        if self.slot is None:
-            return
-        taken = await claims.expire_slot(self.engine, self.plan_id, self.slot, self.owner)
-        if taken:
-            log.warning(
-                "a previous process of this worker slot died holding messages; reclaiming them",
-                extra={"count": taken, "slot": self.slot},
-            )
-
     async def run(self) -> None:
         if self.pacer.account_rate is None:
             self.pacer.account_rate = await self.ses.max_send_rate()
@@ -527,7 +511,7 @@ class Worker:
             extra={"plan": str(self.plan_id), "owner": self.owner, "account_rate": self.pacer.account_rate},
         )
         await retry_forever(self.refresh_plan, "read plan", self.stopping)
-        await retry_forever(self.take_back_slot, "take back the slot's leases", self.stopping)
+        await retry_forever(self.leases.take_back_slot, "take back the slot's leases", self.stopping)
         with contextlib.suppress(TimeoutError):  # the account first: a used-up quota sends nothing
             await asyncio.wait_for(self.account.refresh(), timeout=ACCOUNT_FIRST_READ_SECONDS)
         tasks = [
