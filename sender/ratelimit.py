@@ -131,10 +131,11 @@ class SendLimit:
         return replace(self, limit=limit, window_start=now, accepted=0, throttled=0)
 
 
-# A worker holds at most this many claimed, unsent messages, and at most about this many
-# seconds of what it actually sends: every held row is rewritten by each lease renewal.
 # Tokens of a shared-bucket grant not spent within this long go back to the bucket (the pacer).
 TOKEN_TTL = 0.25
+
+# A worker holds at most this many claimed, unsent messages, and at most about this many
+# seconds of what it actually sends: every held row is rewritten by each lease renewal.
 BACKLOG_MAX = 5000
 BACKLOG_SECONDS = 2.0
 

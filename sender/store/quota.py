@@ -22,10 +22,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 SLICES_PER_WINDOW = 1000  # a window's sum reads at most about this many rows
-_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('emailplan:quota', 0))"
-_USED = text(
-    "SELECT coalesce(sum(permits), 0) FROM quota_slices "
-    "WHERE slice > clock_timestamp() - make_interval(secs => :span)"
+_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended('emailplan:quota', 0))")
+# Slices still counting. ``now()`` is when the transaction began: in ``reserve`` that is before
+# the lock was waited for, so a wait only makes the sum count more, never less.
+_RESERVED = text(
+    "SELECT coalesce(sum(permits), 0) FROM quota_slices WHERE slice > now() - make_interval(secs => :span)"
 )
 _ADD = text(
     "INSERT INTO quota_slices (slice, permits) "
@@ -52,9 +53,6 @@ def _span(window_seconds: float, slack_seconds: float) -> float:
 
 _SENT = text(
     "SELECT count(*) AS sent, now() AS now FROM messages WHERE sent_at > now() - make_interval(secs => :w)"
-)
-_RESERVED = text(
-    "SELECT coalesce(sum(permits), 0) FROM quota_slices WHERE slice > now() - make_interval(secs => :span)"
 )
 _SEND_FREES = text(
     "SELECT sent_at + make_interval(secs => :w) FROM messages "
@@ -100,8 +98,8 @@ async def reserve(
     width = window_seconds / SLICES_PER_WINDOW
     span = _span(window_seconds, slack_seconds)
     async with engine.begin() as conn:
-        await conn.execute(text(_LOCK))
-        used = int(await conn.scalar(_USED, {"span": span}) or 0)
+        await conn.execute(_LOCK)
+        used = int(await conn.scalar(_RESERVED, {"span": span}) or 0)
         got = max(0, min(want, limit - max(used, floor)))
         if got:
             await conn.execute(_ADD, {"width": width, "n": got})
