@@ -26,11 +26,12 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 # Dependency metadata first so the wheel cache layer survives source-only changes.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY emailplan ./emailplan
 COPY operator ./operator
 COPY sender ./sender
-RUN pip wheel --wheel-dir /wheels .
+# constraints.txt: the dependency versions the tests passed with, not the index's newest.
+RUN pip wheel --wheel-dir /wheels -c constraints.txt .
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="emailplan" \

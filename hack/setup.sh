@@ -71,12 +71,12 @@ python_env() {
   local py="${PYTHON:-python3}"
   [ -x .venv/bin/python ] || "$py" -m venv .venv
   # The dev install includes everything the runtime one has: either stamp satisfies the demo.
-  local hash; hash="$(sha1sum pyproject.toml | cut -c1-12)"
+  local hash; hash="$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)"
   if [ -f ".venv/.installed-$hash-dev" ] || [ -f ".venv/.installed-$hash-$EXTRA" ]; then
     echo "ok: dependencies unchanged since last install"; return 0
   fi
   .venv/bin/pip install -q --disable-pip-version-check -U pip setuptools wheel
-  .venv/bin/pip install --disable-pip-version-check --progress-bar off -e ".[$EXTRA]"
+  .venv/bin/pip install --disable-pip-version-check --progress-bar off -c constraints.txt -e ".[$EXTRA]"
   rm -f .venv/.installed-*; touch ".venv/.installed-$hash-$EXTRA"
   echo "ok: .venv with .[$EXTRA]"
 }

@@ -27,9 +27,9 @@ from support.leftovers import (
     Output,
     describe,
     files_under,
-    listening,
     listening_of,
     marked_processes,
+    wait_closed,
     wait_gone,
 )
 
@@ -57,7 +57,7 @@ class Launched:
         self.proc.wait(120)
         left = wait_gone(self.mark)
         assert left == [], f"{sig.name} left processes behind:\n{describe(left)}"
-        still = listening(set(ports))
+        still = wait_closed(set(ports))
         assert still == {}, f"{sig.name} left ports listening: {sorted(still.values())}"
         assert files_under(self.tmp) == [], f"{sig.name} left temporary files (keys, data) behind"
         assert files_under(where) == [], f"{sig.name} left {where} behind"

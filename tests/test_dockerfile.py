@@ -158,6 +158,7 @@ def test_dockerignore_sends_only_the_package_sources() -> None:
     ]
     for needed in (
         "pyproject.toml",
+        "constraints.txt",
         "README.md",
         "emailplan/cli.py",
         "operator/__init__.py",

@@ -180,3 +180,32 @@ print(len(names), "modules")
     proc = _run(installed, str(installed / "bin" / "python"), "-c", code, site, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "modules" in proc.stdout
+
+
+def test_the_tests_run_with_the_pinned_versions() -> None:
+    """constraints.txt pins what every install gets (setup, image); it must be what was tested.
+
+    A dependency added to pyproject.toml, or upgraded in .venv, without refreshing the file
+    would install a version nobody ran the tests with: a new release on the index then breaks
+    a fresh machine (it did: sentry-sdk 3.0 changed ``init()``).
+    """
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    pinned: dict[str, str] = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            req = Requirement(line)
+            pinned[req.name.lower().replace("_", "-")] = str(req.specifier).removeprefix("==")
+    installed = {
+        (d.metadata["Name"] or "").lower().replace("_", "-"): d.version for d in metadata.distributions()
+    }
+    unpinned = sorted(
+        f"{name}=={version}"
+        for name, version in installed.items()
+        if name not in ("emailplan", "pip", "setuptools", "wheel") and pinned.get(name) != version
+    )
+    assert not unpinned, (
+        f"installed but not pinned so in constraints.txt (refresh it, see its header): {unpinned}"
+    )

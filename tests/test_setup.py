@@ -35,6 +35,7 @@ def scratch(tmp_path: Path, deps: str) -> Path:
     (tmp_path / "hack" / "node").mkdir()
     (tmp_path / "hack" / "node" / "setup.sh").write_text('echo "ok: node mode (stub)"\n')
     (tmp_path / "pyproject.toml").write_text(PYPROJECT.format(deps=deps))
+    (tmp_path / "constraints.txt").write_text("")
     return tmp_path
 
 

@@ -35,7 +35,7 @@ BASE="$(bash "$ROOT/hack/node/base-image.sh" | tail -1)"
 # Key: the base image and every file the Dockerfile copies (the .dockerignore allow-list),
 # except README.md, which only becomes the package's long description.
 KEY="$(cd "$ROOT" && { echo "$BASE"; cat Dockerfile .dockerignore;
-  git ls-files -co --exclude-standard -- pyproject.toml emailplan operator sender \
+  git ls-files -co --exclude-standard -- pyproject.toml constraints.txt emailplan operator sender \
     | grep -v -e '__pycache__' -e '\.pyc$' | sort | xargs sha1sum; } | sha1sum | cut -c1-12)"
 IMAGE="localhost/emailplan:local-$KEY"
 ARCHIVE="$DIR/emailplan-$KEY.tar"

@@ -90,6 +90,20 @@ def listening(inodes: set[str] | None = None) -> dict[str, int]:
     return found
 
 
+def wait_closed(inodes: set[str], timeout: float = 30.0) -> dict[str, int]:
+    """Wait until none of these sockets listens; returns those still listening.
+
+    A killed multi-threaded server (etcd, kube-apiserver) shows as a zombie, and so drops out
+    of :func:`marked_processes`, as soon as its main thread is gone, while its other threads,
+    which share its open files, may still be exiting on a loaded machine. A socket only a
+    leaked process holds listens for ever, so the wait cannot hide one.
+    """
+    deadline = time.monotonic() + timeout
+    while (still := listening(inodes)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return still
+
+
 def listening_of(pids: list[int]) -> dict[str, int]:
     """The listening TCP sockets these processes hold: inode -> port."""
     inodes: set[str] = set()
