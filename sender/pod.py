@@ -52,6 +52,8 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from emailplan.runtime.eventloop import install_fast_loop
+
 log = logging.getLogger("emailplan.pod")
 
 CGROUP = Path("/sys/fs/cgroup")
@@ -433,15 +435,6 @@ async def supervise(settings: PodSettings, processes: int, child_args: argparse.
 def child_args(args: argparse.Namespace) -> argparse.Namespace:
     """The arguments of one child: this same ``emailplan worker``, one process."""
     return argparse.Namespace(**{**vars(args), "processes": 1, "func": None})
-
-
-def install_fast_loop() -> None:
-    """uvloop for the worker's event loop when it is installed (it is a dependency; a source
-    checkout without it still runs on the standard loop)."""
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def main(args: argparse.Namespace) -> int:

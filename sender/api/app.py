@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from emailplan.contract import httpapi
 from emailplan.contract.health import Dependency
 from emailplan.contract.route import VERSION_PREFIX, Route
+from emailplan.runtime.eventloop import install_fast_loop
 from emailplan.runtime.logsetup import setup_logging
 from emailplan.runtime.sentry import init_sentry
 from emailplan.sender import sns
@@ -277,6 +278,7 @@ def main(args: argparse.Namespace) -> int:
     host = getattr(args, "host", None) or settings.host
     port = getattr(args, "port", None) or settings.port
     log.info("api listening", extra={"host": host, "port": port})
+    install_fast_loop()
     app = create_app(settings)
     app.on_startup.append(_freeze_heap)  # after cleanup_ctx has opened the resources
     web.run_app(
