@@ -417,6 +417,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "cpus": os.cpu_count(),
             "rounds": rounds,
             "load_before": os.getloadavg()[0],
+            "started": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
             **{phase: [] for phase in PHASES},
         }
         api_pid, base_pid, db_pid = procs[0].pid, procs[1].pid, pg.proc.pid
@@ -491,7 +492,7 @@ def report(r: dict[str, Any]) -> str:
     lines = [
         "## API",
         "",
-        "`python bench/api_bench.py` (one `emailplan api` process, real PostgreSQL, loopback only; "
+        f"Run {r['started']} UTC. `python bench/api_bench.py` (one `emailplan api` process, real PostgreSQL, loopback only; "
         f"{r['cpus']} cores shared by server, load generator and database; {r['rounds']} interleaved "
         f"rounds of {r['duration']:.0f} s per server; load by {pa[0]['tool']} for the pixel, "
         f"{sa[0]['tool']} for SNS; both servers on the same event loop; load average "
