@@ -492,7 +492,8 @@ def report(r: dict[str, Any]) -> str:
     lines = [
         "## API",
         "",
-        f"Run {r['started']} UTC. `python bench/api_bench.py` (one `emailplan api` process, real PostgreSQL, loopback only; "
+        f"Run {r['started']} UTC. `python bench/api_bench.py` (one `emailplan api` process, "
+        "real PostgreSQL, loopback only; "
         f"{r['cpus']} cores shared by server, load generator and database; {r['rounds']} interleaved "
         f"rounds of {r['duration']:.0f} s per server; load by {pa[0]['tool']} for the pixel, "
         f"{sa[0]['tool']} for SNS; both servers on the same event loop; load average "
