@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -130,13 +130,21 @@ class Audience:
         # People read their mail a few seconds after it arrives: a pixel fetched within the data
         # plane's machine-open window of the send is a mail proxy's, and counts apart.
         due = [a for a, (at, _) in self._arrived.items() if now - at >= READ_AFTER_SECONDS]
-        new = []
-        for address in due:
-            _, mail = self._arrived.pop(address)
-            self.seen.add(address)
-            new.append(mail)
-        list(self._pool.map(self._mailbox, new))
+        self.handle([self._arrived.pop(address)[1] for address in due])
         return len(stored)
+
+    def handle(self, mails: list[devsns.SentMail]) -> None:
+        """Let each mailbox act on its message; raises the first mailbox's error, if any.
+
+        A message is *seen* only once its mailbox is done: ``caught_up`` takes "everyone has
+        read their mail" to mean their events are posted, and then compares the status with
+        the counts. A failed mailbox is seen too: posting its events again would count twice.
+        """
+        done = wait([self._pool.submit(self._mailbox, mail) for mail in mails]).done
+        self.seen.update(mail.address for mail in mails)
+        errors = [error for future in done if (error := future.exception()) is not None]
+        if errors:
+            raise errors[0]
 
     def _mailbox(self, mail: devsns.SentMail) -> None:
         address = mail.address
