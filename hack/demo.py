@@ -60,6 +60,14 @@ READ_SECONDS = 1.0  # how often the audience looks for new mail (moto exports al
 # Readers act this long after a message arrives: later than the data plane's machine-open window.
 READ_AFTER_SECONDS = float(SenderSettings.model_fields["open_machine_window_seconds"].default) + 1.0
 SETTLE_SECONDS = 60  # after Completed, the longest wait for the last events to reach the status
+# Who does what, by a hash of the address (``bucket``): per mille of messages SES reports as
+# hard bounces / reports at all (deliveries in between); percent of the delivered who open,
+# who click (of those), and the one percent bucket that unsubscribes.
+BOUNCED_PER_MILLE = 2
+REPORTED_PER_MILLE = 850
+OPENED_PERCENT = 30
+CLICKED_PERCENT = 10
+UNSUBSCRIBE_BUCKET = 99
 
 
 def bucket(address: str, size: int) -> int:
@@ -71,10 +79,11 @@ class Audience:
     """The recipients and their mailbox providers, simulated from the mail SES (moto) accepted.
 
     For each new message, decided by a hash of the address so the expected counts are known:
-    SES reports a hard bounce (0.2 %) or a delivery (85 %) through a signed SNS notification,
-    as a configuration set's event destination would; of the delivered mail about 30 % is
-    opened (the tracking pixel), 10 % clicked and 1 % unsubscribed with one click (RFC 8058,
-    as a mailbox provider does); one delivered recipient complains, late in the plan.
+    SES reports a hard bounce or a delivery through a signed SNS notification, as a
+    configuration set's event destination would; of the delivered mail a share is opened (the
+    tracking pixel), clicked, or unsubscribed with one click (RFC 8058, as a mailbox provider
+    does), in the shares the constants above give; one delivered recipient complains, late
+    in the plan.
     """
 
     def __init__(self, stack: LocalStack) -> None:
@@ -148,23 +157,23 @@ class Audience:
 
     def _mailbox(self, mail: devsns.SentMail) -> None:
         address = mail.address
-        if bucket(address, 1000) < 2:
+        if bucket(address, 1000) < BOUNCED_PER_MILLE:
             self._ses("Bounce", mail)
             self._count("bounces")
             return
-        if bucket(address, 1000) >= 850:
+        if bucket(address, 1000) >= REPORTED_PER_MILLE:
             return  # SES has not reported these (yet): they stay "sent"
         self._ses("Delivery", mail)
         self._count("deliveries")
         share = bucket(address, 100)
-        if share == 99:
+        if share == UNSUBSCRIBE_BUCKET:
             if self._unsubscribe(str(mail.message.get("List-Unsubscribe", ""))):
                 self._count("unsubscribes")
         elif self._complaint_due():
             self._ses("Complaint", mail)
-        if share >= 30:
+        if share >= OPENED_PERCENT:
             return
-        if share < 10 and mail.link:
+        if share < CLICKED_PERCENT and mail.link:
             devsns.visit(mail.link)
             self._count("clicks")
             self._count("opens")

@@ -198,11 +198,13 @@ def play_with_events(output: Output, env: dict[str, str], final: dict[str, Any])
     # Recipients the simulated readers left alone: SES reported nothing for the first two (they
     # stay "sent"), the third was delivered but not opened.
     addresses = [m.address for m in devsns.sent_mail(ses_url.group(1))]
-    unreported = [a for a in addresses if demo_script.bucket(a, 1000) >= 850]
+    d = demo_script
+    unreported = [a for a in addresses if d.bucket(a, 1000) >= d.REPORTED_PER_MILLE]
     unopened = [
         a
         for a in addresses
-        if 2 <= demo_script.bucket(a, 1000) < 850 and 30 <= demo_script.bucket(a, 100) < 99
+        if d.BOUNCED_PER_MILLE <= d.bucket(a, 1000) < d.REPORTED_PER_MILLE
+        and d.OPENED_PERCENT <= d.bucket(a, 100) < d.UNSUBSCRIBE_BUCKET
     ]
     for event, address, count in (
         ("bounce", unreported[0], "bounced"),

@@ -27,6 +27,7 @@ class HeldPoster:
         self.release = threading.Event()
         self.waiting = threading.Event()
         self.posted = 0
+        self._lock = threading.Lock()  # mailboxes post from several threads at once
 
     def ses_notification(self, event: dict[str, Any]) -> dict[str, Any]:
         return event
@@ -34,7 +35,8 @@ class HeldPoster:
     def post_sns(self, doc: dict[str, Any]) -> dict[str, Any]:
         self.waiting.set()
         assert self.release.wait(30), "never released"
-        self.posted += 1
+        with self._lock:
+            self.posted += 1
         return {"status": "recorded"}
 
 
@@ -43,7 +45,8 @@ def delivered_addresses(n: int) -> list[str]:
     found = []
     for i in range(10_000):
         address = f"reader{i}@example.com"
-        if 2 <= demo.bucket(address, 1000) < 850 and 30 <= demo.bucket(address, 100) < 99:
+        reported = demo.BOUNCED_PER_MILLE <= demo.bucket(address, 1000) < demo.REPORTED_PER_MILLE
+        if reported and demo.OPENED_PERCENT <= demo.bucket(address, 100) < demo.UNSUBSCRIBE_BUCKET:
             found.append(address)
         if len(found) == n:
             return found
