@@ -81,15 +81,24 @@ def socket_files(pids: list[int]) -> set[str]:
     paths: set[str] = set()
     for pid in pids:
         try:
-            held = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
             table = Path(f"/proc/{pid}/net/unix").read_text().splitlines()[1:]
         except OSError:
             continue
+        held = {target for target in map(_readlink, fds) if target}
         for line in table:
             fields = line.split()
             if len(fields) == 8 and f"socket:[{fields[6]}]" in held and fields[7].startswith("/"):
                 paths.add(fields[7])
     return paths
+
+
+def _readlink(fd: Path) -> str:
+    """Where an open file descriptor points; empty once the process closed it."""
+    try:
+        return os.readlink(fd)
+    except OSError:
+        return ""
 
 
 def netns_of(pid: int) -> str:

@@ -51,6 +51,9 @@ FIRST_PLAN = "examples/emailplan-inline.yaml"  # the plan the printed steps appl
 CLONE_NEWNET = 0x40000000
 # The kubelet binds its device-plugin socket here whatever --root-dir says (a fixed path).
 KUBELET_FIXED_SOCKET = Path("/var/lib/kubelet/device-plugins/kubelet.sock")
+# Below a run's directory: containerd's socket and its state (the tasks' bundles).
+CONTAINERD_SOCKET, CONTAINERD_STATE = "containerd.sock", "containerd-state"
+SHIM_SOCKET_DIR = Path("/run/containerd/s")  # where containerd 1.6's shims bind, whatever its config says
 
 
 class NodeError(RuntimeError):
@@ -146,7 +149,7 @@ class NodeCluster:
 
     @property
     def socket(self) -> Path:
-        return self.base / "containerd.sock"
+        return self.base / CONTAINERD_SOCKET
 
     def start(self) -> NodeCluster:
         try:
@@ -258,7 +261,7 @@ class NodeCluster:
         config.write_text(
             f"""version = 2
 root = "{self.base / "containerd-root"}"
-state = "{self.base / "containerd-state"}"
+state = "{self.base / CONTAINERD_STATE}"
 [grpc]
   address = "{self.socket}"
 [ttrpc]
@@ -407,7 +410,7 @@ state = "{self.base / "containerd-state"}"
             _stop_all_containers(self.socket)
         for name in ("kube-proxy", "kube-scheduler", "containerd", "sesaccount"):
             stop(self.procs.pop(name, None))
-        _kill_shims(self.socket)
+        _kill_shims(self.base)
         for part in (self.kube, self.moto, self.postgres):
             if part is not None:
                 part.stop()
@@ -432,15 +435,19 @@ def _stop_all_containers(socket: Path) -> None:
         time.sleep(0.5)
 
 
-def _kill_shims(socket: Path) -> None:
-    """containerd's runc shims detach from it; end the ones that served this containerd, and
-    their containers first (killing a shim does not end its container; after a SIGKILLed ``up``
-    no containerd is left to do it).
+def _kill_shims(base: Path) -> None:
+    """containerd's runc shims detach from it; end the ones that served this run's containerd,
+    and their containers first (killing a shim does not end its container; after a SIGKILLed
+    ``up`` no containerd is left to do it). Then remove the shims' sockets.
 
-    A shim binds its socket in /run/containerd/s (containerd 1.6 fixes that place) and removes
-    it only when it exits by itself, so the sockets are removed here.
+    A shim binds its socket in /run/containerd/s (containerd 1.6 fixes that place) and removes it
+    only when containerd shuts it down. The sockets are read from the bundles' ``address`` files
+    before anything is killed (see ``_shim_sockets``), so one is removed even if its shim died
+    already; reading a shim's file table instead raced with the shim closing files as its
+    container died, and once left a socket behind.
     """
-    marker = str(socket).encode()
+    sockets = _shim_sockets(base / CONTAINERD_STATE)
+    marker = str(base / CONTAINERD_SOCKET).encode()
     parent: dict[int, int] = {}
     shims: list[int] = []
     for proc in Path("/proc").iterdir():
@@ -459,25 +466,26 @@ def _kill_shims(socket: Path) -> None:
     for pid in below - set(shims):
         _kill(pid)
     for shim in shims:
-        bound = _bound_sockets(Path(f"/proc/{shim}"))
         _kill(shim)
-        for path in bound:
-            Path(path).unlink(missing_ok=True)
+    for path in sockets:
+        path.unlink(missing_ok=True)
 
 
-def _bound_sockets(proc: Path) -> list[str]:
-    """Paths of the Unix sockets the process holds (from its network namespace's table)."""
-    try:
-        held = {os.readlink(fd) for fd in (proc / "fd").iterdir()}
-        table = (proc / "net" / "unix").read_text().splitlines()[1:]
-    except OSError:
-        return []
-    rows = [line.split() for line in table]
-    return [
-        r[7]
-        for r in rows
-        if len(r) == 8 and f"socket:[{r[6]}]" in held and r[7].startswith("/run/containerd/")
-    ]
+def _shim_sockets(state: Path) -> set[Path]:
+    """The sockets of this run's shims: each task's bundle in containerd's state directory holds
+    its shim's address (the record containerd itself reads to reconnect to its shims after a
+    restart). Only paths in /run/containerd/s count, so a damaged file cannot remove anything else.
+    """
+    found: set[Path] = set()
+    for record in state.glob("io.containerd.runtime.v2.task/*/*/address"):
+        try:
+            address = record.read_text().strip()
+        except OSError:
+            continue
+        path = Path(address.removeprefix("unix://"))
+        if address.startswith("unix://") and path.parent == SHIM_SOCKET_DIR and path.name.isalnum():
+            found.add(path)
+    return found
 
 
 def _kill(pid: int) -> None:
@@ -568,7 +576,7 @@ Ctrl-C (or SIGTERM) stops it all."""
 
 def reap(base: Path, netns: str) -> None:
     """What a SIGKILLed ``up`` leaves that is not a process group or a directory (the watchdog runs it)."""
-    _kill_shims(base / "containerd.sock")
+    _kill_shims(base)
     _unmount_under(base)
     _remove_kubelet_socket()
     subprocess.run(["ip", "netns", "delete", netns], capture_output=True)
