@@ -24,6 +24,10 @@ from emailplan.sender.store.plans import PlanClosedError, QueueSink, _maybe_done
 
 INSERT_BATCH = 5000
 ENQUEUE_CHUNK = 10_000
+# Rows validated between two turns of the event loop when the rows come from a plain iterable:
+# without a turn the batch insert in flight (several round trips) waits for the whole next batch
+# to be validated, and PostgreSQL and Python never work at the same time.
+YIELD_EVERY = 250
 # Ids per SQS work message. Bigger messages are fewer receives, claims and deletes per email,
 # but a receive takes whole messages: with 500 a pod claimed 500 rows whatever its room (about a
 # second of the plan's rate), a starved pod could not send them within its lease, another pod
@@ -90,14 +94,20 @@ async def insert_recipients(
         batch[checked.email] = checked
         return len(batch) >= batch_size
 
+    async def taken(item: RowInput, count: int) -> None:
+        if take(item):
+            await flush()
+        elif count % YIELD_EVERY == 0:
+            await asyncio.sleep(0)  # the insert in flight takes its next round trip
+
     if isinstance(rows, AsyncIterable):
+        count = 0
         async for item in rows:
-            if take(item):
-                await flush()
+            count += 1
+            await taken(item, count)
     else:
-        for item in rows:
-            if take(item):
-                await flush()
+        for count, item in enumerate(rows, 1):
+            await taken(item, count)
     await flush()
     await flush()
     return result
