@@ -89,6 +89,11 @@ class RowError:
 Row = Recipient | RowError
 
 
+# One encoder for every row: ``json.dumps`` with options builds a new encoder per call, which was
+# half the cost of encoding a row's vars (6.2 vs 2.9 µs per row).
+_encode_vars = json.JSONEncoder(default=str, ensure_ascii=False).encode
+
+
 def storable(text: str, *, is_json: bool = False) -> bool:
     """PostgreSQL cannot store NUL (in JSON: ``\\u0000``); UTF-8 cannot carry lone surrogates."""
     if "\x00" in text or (is_json and "\\u0000" in text):
@@ -155,7 +160,7 @@ def validate_row(row: int, data: Mapping[str, Any]) -> Row:
         return Recipient(row=row, email=normalized, name=name, time_zone=zone)
     if not isinstance(variables, Mapping) or not all(isinstance(k, str) for k in variables):
         return RowError(row, "vars", "vars must be an object with string keys")
-    encoded = json.dumps(dict(variables), default=str, ensure_ascii=False)
+    encoded = _encode_vars(dict(variables))
     if not storable(encoded, is_json=True):
         return RowError(row, "vars", "vars contain a NUL or an invalid Unicode character")
     if len(encoded) > MAX_VARS_BYTES:
