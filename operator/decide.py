@@ -242,6 +242,16 @@ def _retry(o: Observed) -> RetryRequest | None:
     return RetryRequest(generation=asked.generation) if asked.generation > view.retry_generation else None
 
 
+def _retry_waits(o: Observed) -> str | None:
+    """Why an asked retry has not run (it runs once the plan is done; see ``_retry``), or None."""
+    asked, view = o.spec.model.retry, o.view
+    if asked is None or view is None or asked.generation <= view.retry_generation:
+        return None
+    if view.state.finished:
+        return None  # done: it runs in this pass; stopped: the plan is being deleted
+    return f"retry {asked.generation} waits until this send is done"
+
+
 def _phase(p: _Pass) -> Phase:
     """The one word for where the plan is; the first that holds wins."""
     o = p.o
@@ -375,6 +385,8 @@ def _summary_conditions(p: _Pass) -> None:
     o, out, job, outage, cond, steering = p.o, p.out, p.job, p.outage, p.cond, p.steer
     source_wait = p.gate.message if p.gate is not None and not p.gate.ready and not p.loaded else None
     message = source_wait or _message(o, out.phase, p.counts, job, steering)
+    if (waits := _retry_waits(o)) is not None:
+        message = f"{message}; {waits}"
     load_stalled = p.load_failed and not p.loaded
     stalled = load_stalled or (steering.pause is not None and not p.finished)
     stalled_reason = (

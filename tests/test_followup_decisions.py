@@ -219,6 +219,30 @@ def test_a_retry_runs_once_per_generation_on_a_done_plan(
         assert out.status["retry"] == {"requested": 2, "generation": done_before}
 
 
+@pytest.mark.parametrize(
+    ("state", "done_before", "words"),
+    [
+        (PlanState.READY, 0, "retry 2 waits until this send is done"),  # asked while still sending
+        (PlanState.SUSPENDED, 1, "retry 2 waits until this send is done"),
+        (PlanState.READY, 2, None),  # the retry itself is sending
+        (PlanState.DONE, 1, None),  # asked of a done plan: it runs in this pass
+    ],
+)
+def test_a_retry_that_cannot_run_yet_says_why_in_the_message(
+    state: PlanState, done_before: int, words: str | None
+) -> None:
+    seen = view(state=state, counts={"total": 10, "sent": 6, "created": 4}, spec=RETRY).model_copy(
+        update={"retry_generation": done_before}
+    )
+    out = decide(observed(spec_patch=RETRY, view=seen))
+    message = out.status["message"]
+    ready = next(c for c in out.status["conditions"] if c["type"] == "Ready")
+    if words is None:
+        assert "retry" not in message
+    else:
+        assert words in message and words in ready["message"], message
+
+
 def test_a_retried_plan_shows_sending_then_completes_again_with_a_new_time() -> None:
     first_done = (NOW - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     completed = {"phase": "Completed", "completedAt": first_done, "startedAt": first_done}
@@ -228,10 +252,11 @@ def test_a_retried_plan_shows_sending_then_completes_again_with_a_new_time() -> 
             status=completed,
             view=view(
                 state=PlanState.READY, counts={"total": 10, "sent": 8, "created": 2, "retried": 2}, spec=RETRY
-            ),
+            ).model_copy(update={"retry_generation": 2}),
         )
     )
     assert sending.phase is Phase.SENDING and sending.replicas >= 1 and sending.retry is None
+    assert "waits" not in sending.status["message"]  # the retry is what sends
     assert sending.status["retried"] == 2
     again = decide(
         observed(
