@@ -42,10 +42,14 @@ def _record(base: Path, task_id: str, address: Path) -> None:
 
 @pytest.fixture
 def sockets() -> Iterator[list[Path]]:
+    """The socket files a test makes; removed afterwards, with the shims' directory if the test made it."""
     made: list[Path] = []
+    existed = SHIM_SOCKETS.exists()
     yield made
     for path in made:
         path.unlink(missing_ok=True)
+    if not existed:
+        SHIM_SOCKETS.rmdir()
 
 
 def test_reap_removes_the_sockets_of_this_runs_shims_and_nobody_elses(
