@@ -272,10 +272,12 @@ def ingest_child(url: str, n: int, mode: str) -> None:
 
             table, columns = "copy_baseline", ["row_no", "email", "name", "vars"]
             prefix: tuple[Any, ...] = ()
+            suffix: tuple[Any, ...] = ()
             if mode == "copy-ledger":
                 plan_id = uuid.uuid4()
                 await plans.upsert_plan(engine, plan_id, name="ingest", namespace="b", spec=SPEC)
-                table, columns, prefix = "messages", ["plan_id", *columns, "status"], (plan_id,)
+                table, columns = "messages", ["plan_id", *columns, "status"]
+                prefix, suffix = (plan_id,), ("created",)
             async with engine.connect() as conn:
                 raw = await conn.get_raw_connection()
                 pg = raw.driver_connection
@@ -285,7 +287,6 @@ def ingest_child(url: str, n: int, mode: str) -> None:
                 )
                 await conn.commit()
                 batch: list[tuple[Any, ...]] = []
-                suffix = ("created",) if mode == "copy-ledger" else ()
                 for i, r in rows:
                     batch.append((*prefix, i, r["email"], r["name"], _json.dumps(r["vars"]), *suffix))
                     if len(batch) == loading.INSERT_BATCH:

@@ -75,6 +75,12 @@ def bucket(address: str, size: int) -> int:
     return int(hashlib.sha256(address.encode()).hexdigest(), 16) % size
 
 
+def delivered_unopened(address: str) -> bool:
+    """A reader whose mail SES reports delivered and who neither opens nor unsubscribes."""
+    reported = BOUNCED_PER_MILLE <= bucket(address, 1000) < REPORTED_PER_MILLE
+    return reported and OPENED_PERCENT <= bucket(address, 100) < UNSUBSCRIBE_BUCKET
+
+
 class Audience:
     """The recipients and their mailbox providers, simulated from the mail SES (moto) accepted.
 

@@ -234,22 +234,26 @@ def _steer(p: _Pass) -> None:
     p.load_final = p.load_failed and job is not None and job.failure is not None and job.failure.permanent
 
 
-def _retry(o: Observed) -> RetryRequest | None:
-    """A retry generation above the last one done, on a plan the ledger says is done."""
-    asked, view = o.spec.model.retry, o.view
-    if asked is None or view is None or view.state is not PlanState.DONE:
-        return None  # a retry asked while sending waits until the plan is done
-    return RetryRequest(generation=asked.generation) if asked.generation > view.retry_generation else None
-
-
-def _retry_waits(o: Observed) -> str | None:
-    """Why an asked retry has not run (it runs once the plan is done; see ``_retry``), or None."""
+def _retry_asked(o: Observed) -> tuple[int, PlanState] | None:
+    """A retry generation above the last one done, with the plan's state in the ledger."""
     asked, view = o.spec.model.retry, o.view
     if asked is None or view is None or asked.generation <= view.retry_generation:
         return None
-    if view.state.finished:
+    return asked.generation, view.state
+
+
+def _retry(o: Observed) -> RetryRequest | None:
+    """The asked retry, once the ledger says the plan is done (while sending it waits)."""
+    asked = _retry_asked(o)
+    return RetryRequest(generation=asked[0]) if asked is not None and asked[1] is PlanState.DONE else None
+
+
+def _retry_waits(o: Observed) -> str | None:
+    """What the message adds while an asked retry waits for the send to finish, or None."""
+    asked = _retry_asked(o)
+    if asked is None or asked[1].finished:
         return None  # done: it runs in this pass; stopped: the plan is being deleted
-    return f"retry {asked.generation} waits until this send is done"
+    return f"retry {asked[0]} waits until this send is done"
 
 
 def _phase(p: _Pass) -> Phase:

@@ -200,12 +200,7 @@ def play_with_events(output: Output, env: dict[str, str], final: dict[str, Any])
     addresses = [m.address for m in devsns.sent_mail(ses_url.group(1))]
     d = demo_script
     unreported = [a for a in addresses if d.bucket(a, 1000) >= d.REPORTED_PER_MILLE]
-    unopened = [
-        a
-        for a in addresses
-        if d.BOUNCED_PER_MILLE <= d.bucket(a, 1000) < d.REPORTED_PER_MILLE
-        and d.OPENED_PERCENT <= d.bucket(a, 100) < d.UNSUBSCRIBE_BUCKET
-    ]
+    unopened = [a for a in addresses if d.delivered_unopened(a)]
     for event, address, count in (
         ("bounce", unreported[0], "bounced"),
         ("delivery", unreported[1], "delivered"),

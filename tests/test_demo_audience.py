@@ -45,8 +45,7 @@ def delivered_addresses(n: int) -> list[str]:
     found = []
     for i in range(10_000):
         address = f"reader{i}@example.com"
-        reported = demo.BOUNCED_PER_MILLE <= demo.bucket(address, 1000) < demo.REPORTED_PER_MILLE
-        if reported and demo.OPENED_PERCENT <= demo.bucket(address, 100) < demo.UNSUBSCRIBE_BUCKET:
+        if demo.delivered_unopened(address):
             found.append(address)
         if len(found) == n:
             return found
