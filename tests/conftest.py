@@ -28,6 +28,21 @@ os.environ.setdefault(
 )  # built-in development keys for every process the tests start
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Which tests share a pytest-xdist worker under ``-n`` (hack/test.sh, ``--dist loadgroup``).
+
+    Node-mode tests share one machine-wide containerd directory (/run/containerd/s) and the
+    network namespaces' names, so they run one after another on one worker. The tests of a
+    module that starts one local stack for all of them (``stack``) stay together, so the stack
+    starts once. Everything else spreads over the workers test by test.
+    """
+    for item in items:
+        if item.get_closest_marker("node"):
+            item.add_marker(pytest.mark.xdist_group("node"))
+        elif "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     server = PostgresServer().start()
