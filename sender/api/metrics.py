@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Gauge, Histogram
 
 PIXEL_REQUESTS = Counter("emailplan_api_pixel_requests_total", "Open pixel requests", ["result"])
@@ -13,6 +15,20 @@ OPEN_BUFFER = Gauge("emailplan_api_open_buffer_size", "Pixel hits waiting to be 
 OPEN_FLUSH_SECONDS = Histogram("emailplan_api_open_flush_seconds", "Time to write one batch of opens")
 SNS_MESSAGES = Counter("emailplan_api_sns_messages_total", "SNS messages by outcome", ["outcome"])
 SES_EVENTS = Counter("emailplan_api_ses_events_total", "SES events recorded", ["kind", "duplicate"])
+
+
+# The SNS endpoint counts every message: a labelled child is looked up once per label set and
+# kept (``labels()`` validates and locks on each call, a tenth of the handler's own time).
+@functools.cache
+def sns_outcome(outcome: str) -> Counter:
+    """The counter of SNS messages with this outcome."""
+    return SNS_MESSAGES.labels(outcome=outcome)
+
+
+@functools.cache
+def ses_event(kind: str, duplicate: bool) -> Counter:
+    """The counter of SES events of this kind, new or already recorded."""
+    return SES_EVENTS.labels(kind=kind, duplicate=str(duplicate).lower())
 CLICKS = Counter("emailplan_api_clicks_total", "Click redirects", ["result"])
 UNSUBSCRIBES = Counter("emailplan_api_unsubscribes_total", "Unsubscribe requests", ["result"])
 UPLOAD_ROWS = Counter("emailplan_api_upload_rows_total", "Recipient rows uploaded", ["result"])

@@ -42,7 +42,7 @@ async def sns_result(request: web.Request) -> web.Response:
     try:
         body = await read_body(request, sns.MAX_BODY_BYTES)
     except ApiError:
-        metrics.SNS_MESSAGES.labels(outcome="too_large").inc()
+        metrics.sns_outcome("too_large").inc()
         raise
     try:
         msg = sns.parse_message(body)
@@ -50,12 +50,12 @@ async def sns_result(request: web.Request) -> web.Response:
         if header_type is not None and header_type != msg.type:
             raise sns.SnsError("malformed", "x-amz-sns-message-type does not match the body")
     except sns.SnsError as exc:
-        metrics.SNS_MESSAGES.labels(outcome=exc.reason).inc()
+        metrics.sns_outcome(exc.reason).inc()
         raise ApiError(400, exc.message, "body") from exc
     try:
         await state.verifier.verify(msg)
     except sns.SnsError as exc:
-        metrics.SNS_MESSAGES.labels(outcome=exc.reason).inc()
+        metrics.sns_outcome(exc.reason).inc()
         log.warning(
             "refused SNS message", extra={"reason": exc.reason, "sns_message_id": msg.message_id[:100]}
         )
@@ -63,7 +63,7 @@ async def sns_result(request: web.Request) -> web.Response:
     if msg.type == sns.SUBSCRIPTION_CONFIRMATION:
         return await _confirm(state, msg)
     if msg.type == sns.UNSUBSCRIBE_CONFIRMATION:
-        metrics.SNS_MESSAGES.labels(outcome="unsubscribe_confirmation").inc()
+        metrics.sns_outcome("unsubscribe_confirmation").inc()
         log.warning("SNS subscription removed", extra={"topic": msg.topic_arn})
         return web.json_response({"status": "acknowledged"})
     return await _notification(state, msg)
@@ -79,9 +79,9 @@ async def _confirm(state: ApiState, msg: sns.SnsMessage) -> web.Response:
     except (aiohttp.ClientError, TimeoutError):
         ok = False
     if not ok:
-        metrics.SNS_MESSAGES.labels(outcome="confirm_failed").inc()
+        metrics.sns_outcome("confirm_failed").inc()
         raise ApiError(502, "could not confirm the subscription; SNS will retry")
-    metrics.SNS_MESSAGES.labels(outcome="subscription_confirmed").inc()
+    metrics.sns_outcome("subscription_confirmed").inc()
     log.info("SNS subscription confirmed", extra={"topic": msg.topic_arn})
     return web.json_response({"status": "confirmed"})
 
@@ -91,20 +91,20 @@ async def _notification(state: ApiState, msg: sns.SnsMessage) -> web.Response:
         event = parse_ses_message(msg.message)
     except SesEventError as exc:
         # Authentic but not an SES event: acknowledge so SNS stops retrying it.
-        metrics.SNS_MESSAGES.labels(outcome="not_ses").inc()
+        metrics.sns_outcome("not_ses").inc()
         log.warning(
             "ignored SNS notification", extra={"reason": str(exc), "sns_message_id": msg.message_id[:100]}
         )
         return web.json_response({"status": "ignored"})
     if event is None:
-        metrics.SNS_MESSAGES.labels(outcome="ignored").inc()
+        metrics.sns_outcome("ignored").inc()
         return web.json_response({"status": "ignored"})
     try:
         result = await state.events.record(eventstore.SesRecord(msg.message_id, event, msg.message))
     except Exception as exc:
-        metrics.SNS_MESSAGES.labels(outcome="db_error").inc()
+        metrics.sns_outcome("db_error").inc()
         log.exception("recording an SES event failed", extra={"sns_message_id": msg.message_id[:100]})
         raise ApiError(503, "event not recorded; SNS will retry") from exc
-    metrics.SNS_MESSAGES.labels(outcome="duplicate" if result.duplicate else "recorded").inc()
-    metrics.SES_EVENTS.labels(kind=event.kind.value, duplicate=str(result.duplicate).lower()).inc()
+    metrics.sns_outcome("duplicate" if result.duplicate else "recorded").inc()
+    metrics.ses_event(event.kind.value, result.duplicate).inc()
     return web.json_response({"status": "duplicate" if result.duplicate else "recorded"})
