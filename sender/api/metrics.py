@@ -29,6 +29,8 @@ def sns_outcome(outcome: str) -> Counter:
 def ses_event(kind: str, duplicate: bool) -> Counter:
     """The counter of SES events of this kind, new or already recorded."""
     return SES_EVENTS.labels(kind=kind, duplicate=str(duplicate).lower())
+
+
 CLICKS = Counter("emailplan_api_clicks_total", "Click redirects", ["result"])
 UNSUBSCRIBES = Counter("emailplan_api_unsubscribes_total", "Unsubscribe requests", ["result"])
 UPLOAD_ROWS = Counter("emailplan_api_upload_rows_total", "Recipient rows uploaded", ["result"])

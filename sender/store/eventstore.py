@@ -106,6 +106,7 @@ class HotConnections:
                 conn = await self.engine.connect()
                 try:
                     pg = (await conn.get_raw_connection()).driver_connection
+                    assert pg is not None  # a connection just opened has its asyncpg connection
                     await pg.execute(GENERIC_PLANS)
                 except BaseException:
                     await conn.close()
