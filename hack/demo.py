@@ -59,7 +59,8 @@ POLL_SECONDS = 0.5  # how often the bar reads the plan's status
 READ_SECONDS = 1.0  # how often the audience looks for new mail (moto exports all of it each time)
 # Readers act this long after a message arrives: later than the data plane's machine-open window.
 READ_AFTER_SECONDS = float(SenderSettings.model_fields["open_machine_window_seconds"].default) + 1.0
-SETTLE_SECONDS = 180  # after Completed, the longest wait for the readers and their events (a loaded machine needs minutes)
+# After Completed, the longest wait for the readers and their events (a loaded machine needs minutes).
+SETTLE_SECONDS = 180
 # Who does what, by a hash of the address (``bucket``): per mille of messages SES reports as
 # hard bounces / reports at all (deliveries in between); percent of the delivered who open,
 # who click (of those), and the one percent bucket that unsubscribes.
