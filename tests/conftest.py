@@ -32,15 +32,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Which tests share a pytest-xdist worker under ``-n`` (hack/test.sh, ``--dist loadgroup``).
 
     Node-mode tests share one machine-wide containerd directory (/run/containerd/s) and the
-    network namespaces' names, so they run one after another on one worker. The tests of a
-    module that starts one local stack for all of them (``stack``) stay together, so the stack
-    starts once. Everything else spreads over the workers test by test.
+    network namespaces' names, so they run one after another on one worker. The tests that use
+    a module-scoped fixture (a local stack, a Helm release, a built wheel) stay with their
+    module, so it starts once. Everything else spreads over the workers test by test.
     """
     for item in items:
         if item.get_closest_marker("node"):
             item.add_marker(pytest.mark.xdist_group("node"))
-        elif "stack" in getattr(item, "fixturenames", ()):
+        elif _uses_module_fixture(item):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+
+
+def _uses_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)  # pytest's resolved fixtures of a test function
+    return info is not None and any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values())
 
 
 @pytest.fixture(scope="session")
