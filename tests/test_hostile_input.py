@@ -191,6 +191,30 @@ async def test_case2_upload_rejects_a_65_character_local_part_with_its_reason(ap
     assert error["row"] == 1 and error["field"] == "email" and "64" in error["message"], error
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+async def test_an_ndjson_row_with_a_non_json_number_is_refused_alone(api: LiveApi, constant: str) -> None:
+    """``NaN`` and ``Infinity`` are not JSON (RFC 8259), and PostgreSQL cannot store them in jsonb.
+
+    Python's JSON parser accepts them, so such a row once reached the database and failed the
+    whole batch; it must be refused with its number and field, and the rest of the list loaded.
+    """
+    plan_id = uuid.uuid4()
+    resp = await api.client.put(f"/v1/plans/{plan_id}", json=plan_body(), headers=HEADERS)
+    assert resp.status == 201, await resp.text()
+    rows = ['{"email": "a@example.com"}', f'{{"email": "b@example.com", "vars": {{"score": {constant}}}}}']
+    rows += ['{"email": "c@example.com", "vars": {"score": 1.5}}']
+    resp = await api.client.post(
+        f"/v1/plans/{plan_id}/recipients",
+        data="\n".join(rows) + "\n",
+        headers={**HEADERS, "Content-Type": "application/x-ndjson"},
+    )
+    assert resp.status == 200, await resp.text()
+    result = await resp.json()
+    assert (result["accepted"], result["rejected"]) == (2, 1), result
+    (error,) = result["rejectedRows"]
+    assert error["row"] == 2 and constant.lstrip("-") in error["message"], error
+
+
 async def test_case2_suppressions_and_from_refuse_a_65_character_local_part(api: LiveApi) -> None:
     resp = await api.client.post("/v1/suppressions", json={"emails": [LONG_LOCAL]}, headers=HEADERS)
     assert resp.status == 400, await resp.text()

@@ -94,6 +94,83 @@ async def test_upload_reports_bad_rows_duplicates_and_suppressed(engine: AsyncEn
     assert (counts["total"], counts["created"], counts["suppressed"]) == (3, 2, 1)
 
 
+async def test_an_address_seen_batches_earlier_is_a_duplicate_and_every_later_row_is_still_stored(
+    engine: AsyncEngine,
+) -> None:
+    """Batches are stored with COPY until one meets an address the plan has; the load goes on.
+
+    The earlier row of a duplicate pair is the one kept, whichever path stored it, and the
+    rows after the conflict are stored, counted and suppressed as before it.
+    """
+    plan_id = await new_plan(engine)
+    await loading.add_suppressions(engine, ["late@example.com"], "bounce")
+    rows = [(i, {"email": f"u{i}@example.com", "name": f"first {i}"}) for i in range(1, 11)]
+    rows += [(11, {"email": "U2@example.com", "name": "second"})]  # row 2's address, three batches on
+    rows += [(i, {"email": f"u{i}@example.com"}) for i in range(12, 16)]
+    rows += [(16, {"email": "late@example.com"}), (17, {"email": "u12@example.com"})]
+    result = await loading.insert_recipients(engine, plan_id, rows, batch_size=3)
+    assert (result.accepted, result.suppressed, result.duplicates) == (14, 1, 2)
+    assert [(p.row, p.field) for p in result.duplicate_rows] == [(11, "email"), (17, "email")]
+    async with engine.connect() as conn:
+        found = await conn.execute(
+            text("SELECT row_no, name FROM messages WHERE plan_id = :p"), {"p": plan_id}
+        )
+        stored = {row_no: name for row_no, name in found}
+        reason = (
+            await conn.execute(text("SELECT reason FROM messages WHERE email = 'late@example.com'"))
+        ).scalar_one()
+    assert sorted(stored) == [*range(1, 11), *range(12, 17)] and stored[2] == "first 2"
+    assert reason == SUPPRESSED_PREFIX + "bounce"
+    counts = await plans.get_counts(engine, plan_id)
+    assert counts is not None
+    assert (counts["total"], counts["created"], counts["suppressed"]) == (15, 14, 1)
+
+
+async def test_deleting_a_plan_row_deletes_its_messages_and_a_load_for_it_stores_nothing(
+    engine: AsyncEngine,
+) -> None:
+    """What an administrator's ``DELETE FROM plans`` leaves: no message of that plan, none orphaned."""
+    kept, gone = await new_plan(engine), await new_plan(engine)
+    for plan_id in (kept, gone):
+        await loading.insert_recipients(
+            engine, plan_id, [(1, {"email": "a@example.com"}), (2, {"email": "b@x.org"})]
+        )
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM plans WHERE id = :p"), {"p": gone})
+    async with engine.connect() as conn:
+        left = [
+            tuple(r) for r in await conn.execute(text("SELECT plan_id, count(*) FROM messages GROUP BY 1"))
+        ]
+    assert left == [(kept, 2)]
+    with pytest.raises(plans.PlanNotFoundError):
+        await loading.insert_recipients(engine, gone, [(1, {"email": "c@example.com"})])
+
+
+async def test_an_ses_event_finds_its_message_by_the_ses_id_index(engine: AsyncEngine) -> None:
+    """Only sent rows have an SES id, and the event store's lookup by it reads that index, never the plan."""
+    plan_id = await new_plan(engine)
+    await loading.insert_recipients(
+        engine, plan_id, ((i, {"email": f"u{i}@example.com"}) for i in range(1, 5001))
+    )
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE messages SET ses_message_id = 'ses-' || id WHERE id % 10 = 0"))
+        await conn.execute(text("ANALYZE messages"))
+        plan = "\n".join(
+            (
+                await conn.execute(
+                    text(
+                        "EXPLAIN SELECT a.id FROM unnest(CAST(:ids AS text[])) AS i(ses_id) "
+                        "LEFT JOIN messages a ON a.ses_message_id = i.ses_id"
+                    ),
+                    {"ids": ["ses-10", "ses-20"]},
+                )
+            ).scalars()
+        )
+        with pytest.raises(Exception, match="uq_messages_ses_message_id"):
+            await conn.execute(text("UPDATE messages SET ses_message_id = 'ses-10' WHERE id = 11"))
+    assert "uq_messages_ses_message_id" in plan and "Seq Scan on messages" not in plan, plan
+
+
 async def test_complete_enqueue_claim_lease_and_results(engine: AsyncEngine, aws: MotoServer) -> None:
     plan_id = await new_plan(engine)
     await loading.insert_recipients(

@@ -42,6 +42,20 @@ def deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
+class _NotJsonError(ValueError):
+    """A token Python's parser takes that JSON has not."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJsonError(f"{name} is not a JSON number (RFC 8259), and the database cannot store it")
+
+
+# ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON, but ``json.loads`` takes them; a recipient's
+# vars holding one reached jsonb and failed the whole batch. One decoder, built once, refuses them
+# (``parse_constant`` is called for those tokens only, so other text parses as fast as before).
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     """``json.loads``, but bad UTF-8 and nesting deeper than ``max_depth`` raise :class:`JsonBoundsError`."""
     if isinstance(raw, bytes):
@@ -53,9 +67,11 @@ def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
         text = raw
     too_deep = f"nested deeper than {max_depth} levels"
     try:
-        value = json.loads(text)
+        value = _DECODER.decode(text)
     except RecursionError as exc:
         raise JsonBoundsError(too_deep, "", 0) from exc
+    except _NotJsonError as exc:
+        raise JsonBoundsError(f"not valid JSON: {exc}", "", 0) from exc
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise JsonBoundsError(f"not valid JSON: {exc.msg} at {where}", "", exc.pos) from exc

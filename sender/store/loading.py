@@ -10,17 +10,19 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
+import asyncpg
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from emailplan.contract import plans as contract
 from emailplan.contract.cohorts import cutoff
 from emailplan.contract.plans import SUPPRESSED_PREFIX, LoadJob, LoadResult, PlanState, RowProblem
 from emailplan.contract.recipients import Recipient, Row, RowError, validate_row
 from emailplan.sender.store import shared
-from emailplan.sender.store.plans import PlanClosedError, QueueSink, _maybe_done, _plan_row
+from emailplan.sender.store.plans import PlanClosedError, PlanNotFoundError, QueueSink, _maybe_done, _plan_row
 
 INSERT_BATCH = 5000
 ENQUEUE_CHUNK = 10_000
@@ -89,6 +91,7 @@ class _Batches:
         self.batch: dict[str, Recipient] = {}
         self.pending: asyncio.Task[None] | None = None
         self.seen = 0
+        self.copy = _CopyFirst()
 
     async def add(self, item: RowInput) -> None:
         """Validate a row into the batch: a full batch starts its insert, else the one in flight goes on."""
@@ -124,27 +127,39 @@ class _Batches:
         if self.batch:
             rows = [*self.batch.values()]
             self.pending = asyncio.create_task(
-                _insert_batch(self.engine, self.plan_id, rows, self.result, self.account)
+                _insert_batch(self.engine, self.plan_id, rows, self.result, self.account, self.copy)
             )
             self.batch.clear()
 
 
+class _Stored(NamedTuple):
+    """One row as a batch stores it; the field order is the column order of the COPY."""
+
+    plan_id: uuid.UUID
+    row_no: int
+    email: str
+    name: str | None
+    vars: str
+    status: str
+    reason: str | None
+    time_zone: str | None
+
+
+# Taken once per batch: a plan cannot be deleted under a load (the lock a foreign key's check
+# took for every row, migration 0012), and a batch for a plan that is gone stores nothing.
+_HOLD_PLAN = text("SELECT 1 FROM plans WHERE id = :p FOR KEY SHARE")
+_SUPPRESSED = text("SELECT email, reason FROM suppressions WHERE email = ANY(CAST(:emails AS text[]))")
+# The slow path: rows of the batch may be in the plan already (a duplicate beyond this batch, a
+# second upload); those are skipped and reported.
 _INSERT_SQL = text(
     """
-    WITH input AS (
-        SELECT * FROM unnest(CAST(:rows AS int[]), CAST(:emails AS text[]), CAST(:names AS text[]),
-                             CAST(:vars AS text[]), CAST(:account AS text[]), CAST(:zones AS text[]))
-                             AS t(row_no, email, name, vars, account, time_zone)
-    ), ins AS (
-        INSERT INTO messages (plan_id, row_no, email, name, vars, status, reason, time_zone)
-        SELECT CAST(:plan AS uuid), i.row_no, i.email, i.name, CAST(i.vars AS jsonb),
-               CASE WHEN s.email IS NULL AND i.account IS NULL THEN 'created' ELSE 'suppressed' END,
-               CAST(:supp AS text) || coalesce(s.reason, i.account), i.time_zone
-        FROM input i LEFT JOIN suppressions s ON s.email = i.email
-        ON CONFLICT (plan_id, email) DO NOTHING
-        RETURNING row_no, status, reason
-    )
-    SELECT row_no, status, reason FROM ins
+    INSERT INTO messages (plan_id, row_no, email, name, vars, status, reason, time_zone)
+    SELECT CAST(:plan AS uuid), t.row_no, t.email, t.name, CAST(t.vars AS jsonb), t.status, t.reason, t.zone
+    FROM unnest(CAST(:rows AS int[]), CAST(:emails AS text[]), CAST(:names AS text[]), CAST(:vars AS text[]),
+                CAST(:statuses AS text[]), CAST(:reasons AS text[]), CAST(:zones AS text[]))
+         AS t(row_no, email, name, vars, status, reason, zone)
+    ON CONFLICT (plan_id, email) DO NOTHING
+    RETURNING row_no
     """
 )
 
@@ -155,35 +170,93 @@ async def _insert_batch(
     batch: list[Recipient],
     result: LoadResult,
     account: Mapping[str, str] | None,
+    copy: _CopyFirst,
 ) -> None:
-    params = {
-        "plan": plan_id,
-        "rows": [r.row for r in batch],
-        "emails": [r.email for r in batch],
-        "names": [r.name for r in batch],
-        "vars": [r.vars_json for r in batch],
-        "account": [account.get(r.email.lower()) if account else None for r in batch],
-        "zones": [r.time_zone for r in batch],
-        "supp": SUPPRESSED_PREFIX,
-    }
     async with engine.begin() as conn:
-        inserted = (await conn.execute(_INSERT_SQL, params)).all()
-        statuses = Counter(status for _, status, _ in inserted)
+        if (await conn.execute(_HOLD_PLAN, {"p": plan_id})).first() is None:
+            raise PlanNotFoundError(str(plan_id))
+        found = await conn.execute(_SUPPRESSED, {"emails": [r.email for r in batch]})
+        ours: dict[str, str] = {email: reason for email, reason in found}
+        rows = [
+            _row(plan_id, r, ours.get(r.email) or (account.get(r.email.lower()) if account else None))
+            for r in batch
+        ]
+        copy.on = copy.on and await _copied(conn, rows)
+        stored = rows if copy.on else await _inserted(conn, plan_id, rows)
+        statuses = Counter(r.status for r in stored)
         await shared.bump(
             conn,
             plan_id,
-            {"total": len(inserted), "created": statuses["created"], "suppressed": statuses["suppressed"]},
+            {"total": len(stored), "created": statuses["created"], "suppressed": statuses["suppressed"]},
         )
-        await shared.bump_reasons(conn, plan_id, (reason for _, _, reason in inserted))
+        await shared.bump_reasons(conn, plan_id, (r.reason for r in stored))
     result.accepted += statuses["created"]
     result.suppressed += statuses["suppressed"]
-    if len(inserted) < len(batch):
-        stored = {row_no for row_no, _, _ in inserted}
-        for r in batch:
-            if r.row not in stored:
+    if len(stored) < len(rows):
+        kept = {r.row_no for r in stored}
+        for r in rows:
+            if r.row_no not in kept:
                 result.add_duplicate(
-                    RowProblem(row=r.row, field="email", message="address already in this plan")
+                    RowProblem(row=r.row_no, field="email", message="address already in this plan")
                 )
+
+
+def _row(plan_id: uuid.UUID, r: Recipient, suppressed_for: str | None) -> _Stored:
+    """The stored row: ``suppressed`` (never sent) with its reason when the address is suppressed."""
+    if suppressed_for is None:
+        return _Stored(plan_id, r.row, r.email, r.name, r.vars_json, "created", None, r.time_zone)
+    return _Stored(
+        plan_id,
+        r.row,
+        r.email,
+        r.name,
+        r.vars_json,
+        "suppressed",
+        SUPPRESSED_PREFIX + suppressed_for,
+        r.time_zone,
+    )
+
+
+@dataclass
+class _CopyFirst:
+    """Whether a load still tries COPY first: it stops after the first batch that met a stored address."""
+
+    on: bool = True
+
+
+async def _copied(conn: AsyncConnection, rows: list[_Stored]) -> bool:
+    """COPY the rows into the ledger, or nothing when one of them is in the plan already (False).
+
+    COPY is the cheapest way PostgreSQL stores rows (about a fifth less than an INSERT over
+    arrays), but it cannot skip a conflicting row: the whole batch is rolled back to a
+    savepoint and the caller takes the INSERT path.
+    """
+    savepoint = await conn.begin_nested()
+    raw = (await conn.get_raw_connection()).driver_connection
+    assert raw is not None  # a connection in a transaction has its asyncpg connection
+    try:
+        await raw.copy_records_to_table("messages", records=rows, columns=_Stored._fields)
+    except asyncpg.UniqueViolationError:
+        await savepoint.rollback()
+        return False
+    await savepoint.commit()
+    return True
+
+
+async def _inserted(conn: AsyncConnection, plan_id: uuid.UUID, rows: list[_Stored]) -> list[_Stored]:
+    """INSERT the rows whose address is not in the plan yet; returns those stored."""
+    params = {
+        "plan": plan_id,
+        "rows": [r.row_no for r in rows],
+        "emails": [r.email for r in rows],
+        "names": [r.name for r in rows],
+        "vars": [r.vars for r in rows],
+        "statuses": [r.status for r in rows],
+        "reasons": [r.reason for r in rows],
+        "zones": [r.time_zone for r in rows],
+    }
+    kept = set((await conn.execute(_INSERT_SQL, params)).scalars())
+    return [r for r in rows if r.row_no in kept]
 
 
 async def complete_recipients(engine: AsyncEngine, plan_id: uuid.UUID, queue: QueueSink) -> int:
