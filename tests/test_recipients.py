@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -57,11 +58,27 @@ def test_valid_addresses_are_normalized(data: dict[str, Any], email: str) -> Non
         ({"email": "a@example.com", "name": "bad \udc80"}, "name"),
         ({"email": "a@example.com", "vars": {"k": "\x00"}}, "vars"),
         ({"email": "a@example.com", "vars": {"k": "\ud800"}}, "vars"),
+        ({"email": "a@example.com", "vars": {1: "x"}}, "vars"),
+        ({"email": "a@example.com", "vars": {"k": {"\ud800": 1}}}, "vars"),
     ],
 )
 def test_invalid_rows_name_the_field(data: dict[str, Any], field: str) -> None:
     result = validate_row(7, data)
     assert isinstance(result, RowError) and result.row == 7 and result.field == field and result.message
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"id": 2**70, "n": -(2**64)},  # beyond 64 bits: stored exactly, not refused
+        {"nested": {"1": [1.5, None, True, "é \u2028"]}, "empty": {}},
+        {"k": "x" * 100},
+    ],
+)
+def test_vars_are_stored_as_the_json_of_what_was_written(variables: dict[str, Any]) -> None:
+    result = validate_row(1, {"email": "a@example.com", "vars": variables})
+    assert isinstance(result, Recipient) and result.vars == variables
+    assert json.loads(result.vars_json) == variables
 
 
 def rows(text: str | bytes, fmt: ListFormat, chunk: int = 0) -> list[Recipient | RowError]:

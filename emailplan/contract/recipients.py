@@ -95,17 +95,20 @@ Row = Recipient | RowError
 _encode_vars_slowly = json.JSONEncoder(default=str, ensure_ascii=False).encode
 
 
-def _encode_vars(variables: dict[str, Any]) -> str:
-    """The row's vars as the JSON text the ledger stores (jsonb normalizes its form).
+def _encode_vars(variables: dict[Any, Any]) -> str | None:
+    """The row's vars as the JSON text the ledger stores (jsonb normalizes its form), or None
+    when a key is not a string.
 
     orjson, because the standard encoder's set-up on every call was the largest single cost
-    of loading a big list (18 % of the loader's CPU for a one-key object). It refuses integers
-    beyond 64 bits and lone surrogates; those take the standard encoder, which keeps the
-    surrogate for :func:`storable` to refuse.
+    of loading a big list (18 % of the loader's CPU for a one-key object). orjson refuses
+    what the rare row has: a key that is not a string (checked only then), an integer beyond
+    64 bits, a lone surrogate (the standard encoder keeps it for :func:`storable` to refuse).
     """
     try:
         return orjson.dumps(variables, default=str).decode()
-    except orjson.JSONEncodeError:
+    except (orjson.JSONEncodeError, TypeError):
+        if not all(isinstance(key, str) for key in variables):
+            return None
         return _encode_vars_slowly(variables)
 
 
@@ -192,10 +195,10 @@ def validate_row(row: int, data: Mapping[str, Any]) -> Row:
     variables = data.get("vars")
     if not variables:
         return Recipient(row=row, email=normalized, name=name, time_zone=zone)
-    if not _is_mapping(variables) or not all(isinstance(k, str) for k in variables):
+    variables = dict(variables) if _is_mapping(variables) else None
+    encoded = None if variables is None else _encode_vars(variables)
+    if variables is None or encoded is None:
         return RowError(row, "vars", "vars must be an object with string keys")
-    variables = dict(variables)
-    encoded = _encode_vars(variables)
     if not storable(encoded, is_json=True):
         return RowError(row, "vars", "vars contain a NUL or an invalid Unicode character")
     if len(encoded) > MAX_VARS_BYTES:
