@@ -59,8 +59,9 @@ async def insert_recipients(
     """Store recipient rows in big batches; refused rows and duplicates are counted apart.
 
     ``rows`` come from ``RecipientReader`` (validated) or as ``(row_no, {email, ...})``
-    pairs, validated here. Each batch is one INSERT over arrays in its own transaction with
-    the counter update. An address already in the plan is a duplicate (re-uploading adds
+    pairs, validated here. Each batch is stored in its own transaction with the counter
+    update: by COPY until a batch meets an address the plan already has, then by an INSERT
+    that skips such rows. An address already in the plan is a duplicate (re-uploading adds
     nothing); a suppressed address (ours, or in ``account_suppressed``: SES's account list
     by lower-cased address, with its reason) is stored ``suppressed`` and never sent.
     """
