@@ -7,7 +7,9 @@ it is re-exported here for the tests' convenience. No tests live here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import io
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -139,8 +141,21 @@ async def start_api(database_url: str, ident: Identity, **overrides: Any) -> Liv
     )
 
 
+# An in-process API's shutdown once hung until pytest-timeout (600 s), whose dump shows threads,
+# not the coroutines that were waiting. Stopping now fails sooner and names every task's stack.
+STOP_SECONDS = 120
+
+
 async def stop_api(api: LiveApi) -> None:
-    await api.client.close()
+    try:
+        await asyncio.wait_for(api.client.close(), STOP_SECONDS)
+    except TimeoutError:
+        stacks = io.StringIO()
+        for task in asyncio.all_tasks():
+            task.print_stack(file=stacks)
+        raise AssertionError(
+            f"the API did not stop within {STOP_SECONDS} s; its tasks:\n{stacks.getvalue()}"
+        ) from None
     await api.engine.dispose()
     api.certs.stop()
     if api.account_stub is not None:
