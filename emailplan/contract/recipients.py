@@ -36,6 +36,7 @@ RESERVED_COLUMNS = ("email", "name")
 TIME_ZONE_FIELD = "timeZone"  # a row's IANA zone: a field, a var, or a CSV column (any case)
 MAX_ZONE_LEN = 64
 BOM = b"\xef\xbb\xbf"
+VARS_NOT_AN_OBJECT = "vars must be an object with string keys"
 
 
 class ListFormat(StrEnum):
@@ -106,7 +107,7 @@ def _encode_vars(variables: dict[Any, Any]) -> str | None:
     """
     try:
         return orjson.dumps(variables, default=str).decode()
-    except (orjson.JSONEncodeError, TypeError):
+    except orjson.JSONEncodeError:
         if not all(isinstance(key, str) for key in variables):
             return None
         return _encode_vars_slowly(variables)
@@ -195,10 +196,12 @@ def validate_row(row: int, data: Mapping[str, Any]) -> Row:
     variables = data.get("vars")
     if not variables:
         return Recipient(row=row, email=normalized, name=name, time_zone=zone)
-    variables = dict(variables) if _is_mapping(variables) else None
-    encoded = None if variables is None else _encode_vars(variables)
-    if variables is None or encoded is None:
-        return RowError(row, "vars", "vars must be an object with string keys")
+    if not _is_mapping(variables):
+        return RowError(row, "vars", VARS_NOT_AN_OBJECT)
+    variables = dict(variables)
+    encoded = _encode_vars(variables)
+    if encoded is None:
+        return RowError(row, "vars", VARS_NOT_AN_OBJECT)
     if not storable(encoded, is_json=True):
         return RowError(row, "vars", "vars contain a NUL or an invalid Unicode character")
     if len(encoded) > MAX_VARS_BYTES:

@@ -10,7 +10,6 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -90,9 +89,9 @@ class _Batches:
         self.engine, self.plan_id, self.size, self.account = engine, plan_id, size, account
         self.result = LoadResult()
         self.batch: dict[str, Recipient] = {}
-        self.pending: asyncio.Task[None] | None = None
+        self.pending: asyncio.Task[bool] | None = None
         self.seen = 0
-        self.copy = _CopyFirst()
+        self.copy_first = True  # until a batch meets an address the plan has (see _insert_batch)
 
     async def add(self, item: RowInput) -> None:
         """Validate a row into the batch: a full batch starts its insert, else the one in flight goes on."""
@@ -123,12 +122,12 @@ class _Batches:
 
     async def _flush(self) -> None:
         if self.pending is not None:
-            await self.pending
+            self.copy_first = await self.pending
             self.pending = None
         if self.batch:
             rows = [*self.batch.values()]
             self.pending = asyncio.create_task(
-                _insert_batch(self.engine, self.plan_id, rows, self.result, self.account, self.copy)
+                _insert_batch(self.engine, self.plan_id, rows, self.result, self.account, self.copy_first)
             )
             self.batch.clear()
 
@@ -171,8 +170,9 @@ async def _insert_batch(
     batch: list[Recipient],
     result: LoadResult,
     account: Mapping[str, str] | None,
-    copy: _CopyFirst,
-) -> None:
+    copy_first: bool,
+) -> bool:
+    """Store one batch; returns whether the next batch may try COPY first (none met a stored address)."""
     async with engine.begin() as conn:
         if (await conn.execute(_HOLD_PLAN, {"p": plan_id})).first() is None:
             raise PlanNotFoundError(str(plan_id))
@@ -182,8 +182,8 @@ async def _insert_batch(
             _row(plan_id, r, ours.get(r.email) or (account.get(r.email.lower()) if account else None))
             for r in batch
         ]
-        copy.on = copy.on and await _copied(conn, rows)
-        stored = rows if copy.on else await _inserted(conn, plan_id, rows)
+        copied = copy_first and await _copied(conn, rows)
+        stored = rows if copied else await _inserted(conn, plan_id, rows)
         statuses = Counter(r.status for r in stored)
         await shared.bump(
             conn,
@@ -200,29 +200,15 @@ async def _insert_batch(
                 result.add_duplicate(
                     RowProblem(row=r.row_no, field="email", message="address already in this plan")
                 )
+    return copied
 
 
 def _row(plan_id: uuid.UUID, r: Recipient, suppressed_for: str | None) -> _Stored:
     """The stored row: ``suppressed`` (never sent) with its reason when the address is suppressed."""
-    if suppressed_for is None:
-        return _Stored(plan_id, r.row, r.email, r.name, r.vars_json, "created", None, r.time_zone)
-    return _Stored(
-        plan_id,
-        r.row,
-        r.email,
-        r.name,
-        r.vars_json,
-        "suppressed",
-        SUPPRESSED_PREFIX + suppressed_for,
-        r.time_zone,
+    status, reason = (
+        ("created", None) if suppressed_for is None else ("suppressed", SUPPRESSED_PREFIX + suppressed_for)
     )
-
-
-@dataclass
-class _CopyFirst:
-    """Whether a load still tries COPY first: it stops after the first batch that met a stored address."""
-
-    on: bool = True
+    return _Stored(plan_id, r.row, r.email, r.name, r.vars_json, status, reason, r.time_zone)
 
 
 async def _copied(conn: AsyncConnection, rows: list[_Stored]) -> bool:
