@@ -279,6 +279,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (baseline, api) of each")
     parser.add_argument("--profile", default=None, help="write the api process's CPU profile here")
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument(
+        "--only", choices=("pixel", "sns"), default=None, help="measure one endpoint (no report written)"
+    )
     parser.add_argument("--method", default="GET", help=argparse.SUPPRESS)
     parser.add_argument("--bodies", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--paths", default=None, help=argparse.SUPPRESS)
@@ -290,6 +293,9 @@ def main() -> None:
         loadgen(args.loadgen, args.duration, args.concurrency, args.method, args.bodies, args.paths)
         return
     results = asyncio.run(bench(args))
+    if args.only:
+        print(brief(results, args.only))
+        return
     text = report(results)
     print(text)
     if args.out:
@@ -424,6 +430,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(rounds):  # interleaved: each round measures both servers back to back
             for phase in PHASES:
                 kind, side = phase.split("_")
+                if args.only and kind != args.only:
+                    continue
                 if phase == "sns_api":  # every round records the same distinct events afresh
                     await forget_events(engine)
                 server = api_pid if side == "api" else base_pid
@@ -473,6 +481,18 @@ def _spread(values: list[float], fmt: str = ",.0f") -> str:
     if len(ordered) == 1:
         return format(mid, fmt)
     return f"{format(mid, fmt)} ({format(ordered[0], fmt)}-{format(ordered[-1], fmt)})"
+
+
+def brief(r: dict[str, Any], kind: str) -> str:
+    """One endpoint's rounds as plain lines (``--only``): for trying a change, not for the table."""
+    base, api = r[f"{kind}_base"], r[f"{kind}_api"]
+    keys = ("rps", "p99_ms", "server_ms", "db_ms", "loadgen_ms", "machine_ms")
+    lines = [f"{kind}, {r['rounds']} rounds, load {r['load_before']:.1f} before, {r['load_after']:.1f} after"]
+    for side, runs in (("bare", base), ("api", api)):
+        lines.append(f"  {side:4} " + "  ".join(f"{k}={_spread([x[k] for x in runs], '.3f')}" for k in keys))
+    ratios = [a["rps"] / b["rps"] for a, b in zip(api, base, strict=True)]
+    lines.append(f"  ratio {_spread(ratios, '.2f')}; mean events per write {r['mean_batch']:.1f}")
+    return "\n".join(lines)
 
 
 def report(r: dict[str, Any]) -> str:

@@ -14,13 +14,14 @@ that arrive before the send result was written.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from emailplan.contract import jsonbounds
+from emailplan.contract import jsonbounds, textcheck
 
 # Tag / header names the worker puts on every message (fallback mapping; see rendering.py).
 MESSAGE_ID_TAGS = ("emailplan-message", "emailplan-message-id")
@@ -108,6 +109,24 @@ class SesEvent:
     def suppresses(self) -> bool:
         """Whether the recipients must never be mailed again (hard bounce, complaint)."""
         return self.hard_bounce or self.kind is Kind.COMPLAINT
+
+
+def storable_message(text: str) -> str:
+    """The ``Message`` string as PostgreSQL can store it, as jsonb and in the columns taken from it.
+
+    jsonb refuses the escape of a NUL or of an unpaired surrogate, and SES quotes text it does
+    not control (a remote mail server's bounce diagnostic). Such a message is written again
+    from its parsed form with those characters replaced by U+FFFD, so the event is still
+    recorded and counted. Any other message is returned as it is, after one scan for those
+    escapes.
+    """
+    if "\\u0000" not in text and "\\ud" not in text and "\\uD" not in text and not textcheck.unstorable(text):
+        return text
+    try:
+        doc = jsonbounds.loads(text)
+    except jsonbounds.JsonBoundsError:
+        return text  # not JSON: parse_ses_message says so
+    return json.dumps(textcheck.storable_value(doc), ensure_ascii=False, separators=(",", ":"))
 
 
 def parse_ses_message(text: str) -> SesEvent | None:

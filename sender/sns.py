@@ -31,7 +31,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from emailplan.contract import jsonbounds
+from emailplan.contract import jsonbounds, textcheck
 
 NOTIFICATION = "Notification"
 SUBSCRIPTION_CONFIRMATION = "SubscriptionConfirmation"
@@ -111,6 +111,9 @@ def parse_message(body: bytes) -> SnsMessage:
     for key in required:
         if key not in strings:
             raise SnsError("malformed", f"missing or non-string field {key}")
+    for key, value in strings.items():  # SNS signs UTF-8 text; PostgreSQL holds no NUL
+        if textcheck.unstorable(value):
+            raise SnsError("malformed", f"field {textcheck.storable(key[:40])}: {textcheck.MESSAGE}")
     # Optional keys that take part in the string to sign must be strings when present.
     for key in ("Subject",):
         if key in doc and doc[key] is not None and key not in strings:

@@ -199,3 +199,67 @@ async def test_database_restart_costs_a_retry_not_the_process(api: LiveApi, post
     assert statuses[-1] == 200, statuses
     assert (await api.counts(plan))["delivered"] == 2
     assert (await api.client.get("/readyz")).status == 200
+
+
+async def test_ses_text_the_database_cannot_hold_is_recorded_without_it(api: LiveApi) -> None:
+    """A remote mail server writes the bounce diagnostic; SES passes it on, NUL and all.
+
+    PostgreSQL stores neither NUL nor a lone surrogate, in text or in jsonb. Such an event is
+    recorded with each of those characters replaced by U+FFFD, and the events written in the
+    same batch are recorded too (a failed batch would answer 503 to all of them, and SNS's
+    retries of the poison event would fail every batch it lands in).
+    """
+    emails = ["ann@example.com", "bob@example.com", "cat@example.com", "dan@example.com"]
+    plan, _ids, ses = await make_plan(api, emails)
+    bounce = ses_event("Bounce", ses["ann@example.com"], ["ann@example.com"])
+    bounce["bounce"]["bounceSubType"] = "General\u0000"
+    bounce["bounce"]["bouncedRecipients"][0]["diagnosticCode"] = "smtp; 550 no\u0000such \ud800user"
+    complaint = ses_event("Complaint", ses["bob@example.com"], ["bob@example.com"])
+    complaint["complaint"]["complaintFeedbackType"] = "abuse\udfff"
+    complaint["mail"]["headers"] = [{"name": "Subject", "value": "\ud83d\ude00 ok \u0000"}]
+    delivery = ses_event("Delivery", ses["cat@example.com"], ["cat@example.com"])
+    docs = [notification(api.ident, api.certs.cert_url, doc) for doc in (bounce, complaint, delivery)]
+    for _ in range(2):  # the second time each one is a replay
+        answers = await asyncio.gather(*(api.post_sns(doc) for doc in docs))
+        assert [a.status for a in answers] == [200, 200, 200], [await a.text() for a in answers]
+    counts = await api.counts(plan)
+    assert (counts["bounced"], counts["complained"], counts["delivered"]) == (1, 1, 1)
+    assert await events_count(api) == 3
+    suppressed = await api.scalar("SELECT string_agg(email, ',' ORDER BY email) FROM suppressions")
+    assert suppressed == "ann@example.com,bob@example.com"
+    stored = await api.scalar(
+        "SELECT payload #>> '{bounce,bouncedRecipients,0,diagnosticCode}' FROM events"
+        " WHERE event_type = 'bounce'"
+    )
+    assert stored == "smtp; 550 no\ufffdsuch \ufffduser"
+    subtype = await api.scalar("SELECT subtype FROM events WHERE event_type = 'complaint'")
+    assert subtype == "abuse\ufffd"
+    subject = await api.scalar(
+        "SELECT payload #>> '{mail,headers,0,value}' FROM events WHERE event_type = 'complaint'"
+    )
+    assert subject == "\U0001f600 ok \ufffd"  # a surrogate pair is one character, kept
+    later = notification(
+        api.ident, api.certs.cert_url, ses_event("Delivery", ses["dan@example.com"], ["dan@example.com"])
+    )
+    assert (await api.post_sns(later)).status == 200
+    assert (await api.counts(plan))["delivered"] == 2
+
+
+@pytest.mark.parametrize("field", ["Message", "Subject", "MessageId"])
+async def test_an_envelope_field_that_is_not_unicode_text_is_refused_not_a_500(
+    api: LiveApi, field: str
+) -> None:
+    """A lone surrogate escape in the envelope cannot be signed text: refused, nothing written."""
+    plan, _ids, ses = await make_plan(api, ["eve@example.com"])
+    doc = notification(
+        api.ident,
+        api.certs.cert_url,
+        ses_event("Delivery", ses["eve@example.com"], ["eve@example.com"]),
+        subject="s",
+    )
+    doc[field] = doc[field] + "\ud800"
+    resp = await api.post_sns(json.dumps(doc))
+    assert resp.status in (400, 403), await resp.text()
+    assert "message" in (await resp.json())["error"]
+    assert await events_count(api) == 0
+    assert (await api.counts(plan))["delivered"] == 0

@@ -5,9 +5,35 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from support.api import ses_event
 
-from emailplan.sender.sesevents import Kind, SesEventError, normalise, parse_ses_message
+from emailplan.contract.textcheck import REPLACEMENT, find_bad_text
+from emailplan.sender.sesevents import Kind, SesEventError, normalise, parse_ses_message, storable_message
+
+# Any text JSON can carry, lone surrogates and NUL included.
+_TEXT = st.text(st.characters(codec=None, categories=None, exclude_characters=()), max_size=12)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(_JSON, st.booleans())
+def test_a_stored_message_holds_only_text_postgresql_takes_and_changes_nothing_else(
+    doc: object, ascii_escapes: bool
+) -> None:
+    text = json.dumps(doc, ensure_ascii=ascii_escapes)
+    if not ascii_escapes and find_bad_text(doc) is not None:
+        return  # a raw lone surrogate: not text SNS can sign, refused before this (test_api_sns)
+    stored = storable_message(text)
+    assert find_bad_text(json.loads(stored)) is None
+    if find_bad_text(doc) is None:
+        assert json.loads(stored) == doc  # the same message (escapes may be written differently)
+    else:
+        assert REPLACEMENT in stored
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ class EventBatcher:
         self.max_inflight = max_inflight
         self._queue: list[tuple[SesRecord, asyncio.Future[RecordResult]]] = []
         self._pending: dict[str, asyncio.Future[RecordResult]] = {}
-        self._inflight = 0
+        self._writers = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.events = 0
@@ -47,13 +47,28 @@ class EventBatcher:
         return await asyncio.shield(fut)
 
     def _kick(self) -> None:
-        while self._queue and self._inflight < self.max_inflight:
-            batch = self._queue[: self.max_batch]
-            del self._queue[: self.max_batch]
-            self._inflight += 1
-            task = asyncio.get_running_loop().create_task(self._write(batch), name="ses-event-batch")
+        while self._queue and self._writers < self.max_inflight:
+            self._writers += 1
+            task = asyncio.get_running_loop().create_task(self._drain(), name="ses-event-writer")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self) -> None:
+        """Write batches until the queue is empty.
+
+        One task writes batch after batch: the next batch leaves as soon as the previous one is
+        committed, without waiting a loop iteration for a new task to start (under load an
+        iteration is a dozen requests' work, and the writer is the path every request waits on).
+        """
+        try:
+            while self._queue:
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+                await self._write(batch)
+        finally:
+            self._writers -= 1
+            if self._queue:  # a writer cancelled with work left: hand it on
+                self._kick()
 
     async def _write(self, batch: list[tuple[SesRecord, asyncio.Future[RecordResult]]]) -> None:
         try:
@@ -77,8 +92,6 @@ class EventBatcher:
         finally:
             for record, _ in batch:
                 self._pending.pop(record.sns_message_id, None)
-            self._inflight -= 1
-            self._kick()
 
     async def close(self) -> None:
         """Wait for queued and in-flight writes (graceful shutdown)."""

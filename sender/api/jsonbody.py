@@ -2,7 +2,7 @@
 
 Size is checked while reading (413 as soon as the limit is passed), depth and
 syntax by :mod:`emailplan.contract.jsonbounds`, and text PostgreSQL cannot store
-(NUL, lone surrogates) by :mod:`emailplan.sender.api.textcheck`. Each refusal is
+(NUL, lone surrogates) by :mod:`emailplan.contract.textcheck`. Each refusal is
 an :class:`ApiError` whose message names the problem, so a client mistake never
 becomes a 500.
 """
@@ -14,8 +14,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from emailplan.contract import jsonbounds
-from emailplan.sender.api import textcheck
+from emailplan.contract import jsonbounds, textcheck
 from emailplan.sender.api.errors import ApiError, read_body
 
 M = TypeVar("M", bound=BaseModel)

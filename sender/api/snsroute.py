@@ -19,7 +19,7 @@ from emailplan.sender import sns
 from emailplan.sender.api import metrics
 from emailplan.sender.api.errors import ApiError, read_body
 from emailplan.sender.api.state import ApiState, state_of
-from emailplan.sender.sesevents import SesEventError, parse_ses_message
+from emailplan.sender.sesevents import SesEventError, parse_ses_message, storable_message
 from emailplan.sender.store import eventstore
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,9 @@ async def _confirm(state: ApiState, msg: sns.SnsMessage) -> web.Response:
 
 
 async def _notification(state: ApiState, msg: sns.SnsMessage) -> web.Response:
+    payload = storable_message(msg.message)
     try:
-        event = parse_ses_message(msg.message)
+        event = parse_ses_message(payload)
     except SesEventError as exc:
         # Authentic but not an SES event: acknowledge so SNS stops retrying it.
         metrics.sns_outcome("not_ses").inc()
@@ -100,7 +101,7 @@ async def _notification(state: ApiState, msg: sns.SnsMessage) -> web.Response:
         metrics.sns_outcome("ignored").inc()
         return web.json_response({"status": "ignored"})
     try:
-        result = await state.events.record(eventstore.SesRecord(msg.message_id, event, msg.message))
+        result = await state.events.record(eventstore.SesRecord(msg.message_id, event, payload))
     except Exception as exc:
         metrics.sns_outcome("db_error").inc()
         log.exception("recording an SES event failed", extra={"sns_message_id": msg.message_id[:100]})

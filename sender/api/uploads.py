@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 
 from emailplan.contract.recipients import ListFormat, Recipient, RecipientReader, Row, RowError
-from emailplan.sender.api.textcheck import MESSAGE as TEXT_MESSAGE
-from emailplan.sender.api.textcheck import find_bad_text
+from emailplan.contract.textcheck import MESSAGE as TEXT_MESSAGE
+from emailplan.contract.textcheck import find_bad_text
 
 
 class TooLarge(Exception):
