@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -168,9 +169,9 @@ def _once_column(event: SesEvent) -> str | None:
 # one message all count exactly once.
 _EVENTS_SQL = """
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
-                         $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[])
-        AS t(sns_id, ses_id, ref, plan_ref, kind, subtype, rcpt, at, payload, once_col, suppress, reason)
+    SELECT * FROM json_to_recordset($1::json)
+        AS t(sns_id text, ses_id text, ref bigint, plan_ref text, kind text, subtype text, rcpt text,
+             at timestamptz, payload text, once_col text, suppress text, reason text)
 ), found AS (
     SELECT i.sns_id, COALESCE(a.id, b.id) AS message_id, COALESCE(a.plan_id, b.plan_id) AS plan_id
     FROM input i
@@ -258,36 +259,39 @@ class SesRecord:
     payload_json: str
 
 
+def _input_row(r: SesRecord) -> dict[str, Any]:
+    """One event as a row of the statement's ``input`` (its JSON keys are the column names)."""
+    ev = r.event
+    subtype = ev.bounce_type or ev.feedback_type or ev.reason
+    return {
+        "sns_id": r.sns_message_id,
+        "ses_id": ev.ses_message_id,
+        "ref": ev.message_ref,
+        "plan_ref": ev.plan_ref,
+        "kind": ev.kind.value,
+        "subtype": subtype[:200] if subtype else None,
+        "rcpt": ",".join(ev.recipients)[:1000] or None,
+        "at": ev.occurred_at,
+        "payload": r.payload_json,
+        "once_col": _once_column(ev),
+        "suppress": ",".join(ev.recipients) if ev.suppresses else None,
+        "reason": "complaint" if ev.kind is Kind.COMPLAINT else "bounce",
+    }
+
+
 async def record_ses_events(hot: HotConnections, records: Sequence[SesRecord]) -> list[RecordResult]:
     """Record a batch of SES events in one statement; a result per input, in order.
 
     The caller must not pass the same SNS MessageId twice in one batch (the
-    API's batcher folds such duplicates itself).
+    API's batcher folds such duplicates itself), and passes text PostgreSQL can
+    store (the API's goes through ``sesevents.storable_message``). The batch
+    travels as one JSON parameter: as twelve arrays, the driver's per-element
+    type checks made the client's side 22-29 µs per event in batches of ten,
+    against 15-18 µs (2026-12-08).
     """
     if not records:
         return []
-    cols: list[list[Any]] = [[] for _ in range(12)]
-    for r in records:
-        ev = r.event
-        subtype = ev.bounce_type or ev.feedback_type or ev.reason
-        suppress = ",".join(ev.recipients) if ev.suppresses else None
-        values = (
-            r.sns_message_id,
-            ev.ses_message_id,
-            ev.message_ref,
-            ev.plan_ref,
-            ev.kind.value,
-            subtype[:200] if subtype else None,
-            ",".join(ev.recipients)[:1000] or None,
-            ev.occurred_at,
-            r.payload_json,
-            _once_column(ev),
-            suppress,
-            "complaint" if ev.kind is Kind.COMPLAINT else "bounce",
-        )
-        for col, value in zip(cols, values, strict=True):
-            col.append(value)
-    rows = await hot.fetch(_EVENTS_SQL, *cols)
+    rows = await hot.fetch(_EVENTS_SQL, orjson.dumps([_input_row(r) for r in records]).decode())
     inserted = {row["sns_message_id"]: row for row in rows}
     out: list[RecordResult] = []
     for r in records:
