@@ -538,6 +538,13 @@ def report(r: dict[str, Any]) -> str:
             f"{_spread(ratio, '.2f') if ratio else '1.00'} | "
             f"{col('p99_ms', '.1f')} | {sum(x['errors'] for x in runs)} | {cpu} | {col('accounted', '.2f')} |"
         )
+    if not sa[0]["tool"].startswith("wrk"):
+        lines += [
+            "",
+            "**wrk is not installed**: the Python load generator ran instead. It spends about as much "
+            "CPU per request as the bare server, so the baselines here are bounded by their load; "
+            "these ratios are not comparable with runs under wrk (`apt-get install wrk`).",
+        ]
     lines += [
         "",
         f"Targets: pixel >= 10,000 req/s with p99 < 10 ms: **{pixel_ok}**; SNS >= 2,000 notifications/s: "
