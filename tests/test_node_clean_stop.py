@@ -93,6 +93,13 @@ def socket_files(pids: list[int]) -> set[str]:
     return paths
 
 
+def holders(paths: list[str]) -> str:
+    """Which live processes hold these socket paths (for a failure message)."""
+    pids = sorted(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())
+    found = [pid for pid in pids if socket_files([pid]) & set(paths)]
+    return describe(found) if found else "no live process"
+
+
 def _readlink(fd: Path) -> str:
     """Where an open file descriptor points; empty once the process closed it."""
     try:
@@ -168,7 +175,11 @@ def test_node_up_stops_clean(sig: signal.Signals, tmp: Path) -> None:
         proc.wait(180)
         deadline = time.monotonic() + GONE_TIMEOUT
         while time.monotonic() < deadline and (
-            still_running(procs) or netns in netns_list() or mounts_of(base, netns) or base.exists()
+            still_running(procs)
+            or netns in netns_list()
+            or mounts_of(base, netns)
+            or base.exists()
+            or any(os.path.lexists(path) for path in sockets)
         ):
             time.sleep(1)
         assert still_running(procs) == [], f"{sig.name} left processes:\n{describe(still_running(procs))}"
@@ -176,6 +187,6 @@ def test_node_up_stops_clean(sig: signal.Signals, tmp: Path) -> None:
         assert mounts_of(base, netns) == [], f"{sig.name} left mounts:\n" + "\n".join(mounts_of(base, netns))
         assert files_under(tmp) == [], f"{sig.name} left files (keys, data) in TMPDIR"
         left = sorted(path for path in sockets if os.path.lexists(path))
-        assert left == [], f"{sig.name} left socket files: {left}"
+        assert left == [], f"{sig.name} left socket files: {left}; bound now by: {holders(left)}"
     finally:
         end(proc, signal.SIGKILL)
