@@ -12,7 +12,8 @@ export EMAILPLAN_CONTROLPLANE_BIN="$(cat .venv/controlplane-bin)"
 # about as much CPU per request as the bare server, so on two cores the baseline is then
 # bounded by its load and not by its work (measured 2026-12-08).
 if ! command -v wrk >/dev/null && [ "$(id -u)" = 0 ]; then
-  apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
+  apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; } ||
+    echo "wrk could not be installed: the API benchmark falls back to its Python load generator and says so" >&2
 fi
 # Benchmarks run local processes with the built-in development keys (never in production).
 export EMAILPLAN_DEV_MODE=1
