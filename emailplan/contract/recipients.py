@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from emailplan.contract import jsonbounds
+from emailplan.contract import jsonbounds, textcheck
 from emailplan.contract.addresses import AddressError, normalize_address
 from emailplan.contract.headers import header_problem
 
@@ -103,7 +103,7 @@ def _encode_vars(variables: dict[Any, Any]) -> str | None:
     orjson, because the standard encoder's set-up on every call was the largest single cost
     of loading a big list (18 % of the loader's CPU for a one-key object). orjson refuses
     what the rare row has: a key that is not a string (checked only then), an integer beyond
-    64 bits, a lone surrogate (the standard encoder keeps it for :func:`storable` to refuse).
+    64 bits, a lone surrogate (the standard encoder keeps it for :func:`textcheck.unstorable` to refuse).
     """
     try:
         return orjson.dumps(variables, default=str).decode()
@@ -111,19 +111,6 @@ def _encode_vars(variables: dict[Any, Any]) -> str | None:
         if not all(isinstance(key, str) for key in variables):
             return None
         return _encode_vars_slowly(variables)
-
-
-def storable(text: str, *, is_json: bool = False) -> bool:
-    """PostgreSQL cannot store NUL (in JSON: ``\\u0000``); UTF-8 cannot carry lone surrogates."""
-    if "\x00" in text or (is_json and "\\u0000" in text):
-        return False
-    if text.isascii():  # most values: nothing to encode
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def time_zone_problem(value: object) -> str | None:
@@ -175,7 +162,7 @@ def validate_row(row: int, data: Mapping[str, Any]) -> Row:
     email = data.get("email")
     if not isinstance(email, str) or not email.strip():
         return RowError(row, "email", "email is required")
-    if not storable(email):
+    if textcheck.unstorable(email):
         return RowError(row, "email", "email contains a NUL or an invalid Unicode character")
     try:
         normalized = normalize_address(email)
@@ -186,7 +173,7 @@ def validate_row(row: int, data: Mapping[str, Any]) -> Row:
         if not isinstance(name, str):
             return RowError(row, "name", "name must be a string")
         name = name.strip() or None
-        if name is not None and not storable(name):
+        if name is not None and textcheck.unstorable(name):
             return RowError(row, "name", "name contains a NUL or an invalid Unicode character")
         if name is not None and (len(name) > MAX_NAME_LEN or header_problem(name)):
             return RowError(row, "name", f"name must be one line of at most {MAX_NAME_LEN} characters")
@@ -202,7 +189,7 @@ def validate_row(row: int, data: Mapping[str, Any]) -> Row:
     encoded = _encode_vars(variables)
     if encoded is None:
         return RowError(row, "vars", VARS_NOT_AN_OBJECT)
-    if not storable(encoded, is_json=True):
+    if "\\u0000" in encoded or textcheck.unstorable(encoded):  # jsonb refuses the escape too
         return RowError(row, "vars", "vars contain a NUL or an invalid Unicode character")
     if len(encoded) > MAX_VARS_BYTES:
         return RowError(row, "vars", f"vars larger than {MAX_VARS_BYTES} bytes")
