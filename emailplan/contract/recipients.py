@@ -64,9 +64,13 @@ class EmptyListError(ListError):
     """The list holds no row at all (not even a header): nothing to send, and reading again will not help."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Recipient:
-    """A valid row, ready for the ledger."""
+    """A valid row, ready for the ledger.
+
+    Not frozen: one is made for every row of a list, and a frozen dataclass's ``__init__``
+    (``object.__setattr__`` per field) cost three times as much, a tenth of a million-row load.
+    """
 
     row: int
     email: str
@@ -182,7 +186,7 @@ def validate_row(row: int, data: Mapping[str, Any]) -> Row:
         return RowError(row, TIME_ZONE_FIELD, zone_problem)
     variables = data.get("vars")
     if not variables:
-        return Recipient(row=row, email=normalized, name=name, time_zone=zone)
+        return Recipient(row, normalized, name, {}, "{}", zone)
     if not _is_mapping(variables):
         return RowError(row, "vars", VARS_NOT_AN_OBJECT)
     variables = dict(variables)
@@ -193,7 +197,7 @@ def validate_row(row: int, data: Mapping[str, Any]) -> Row:
         return RowError(row, "vars", "vars contain a NUL or an invalid Unicode character")
     if len(encoded) > MAX_VARS_BYTES:
         return RowError(row, "vars", f"vars larger than {MAX_VARS_BYTES} bytes")
-    return Recipient(row=row, email=normalized, name=name, vars=variables, vars_json=encoded, time_zone=zone)
+    return Recipient(row, normalized, name, variables, encoded, zone)  # by position: cheaper than by name
 
 
 class RecipientReader:
