@@ -107,6 +107,9 @@ class Plan(Base):
     state: Mapped[str] = mapped_column(Text, nullable=False, server_default=PlanState.LOADING.value)
     # The share of the list that may be sent now (rollout, A/B cohort); only ever raised.
     release_percent: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("100"))
+    # Set once the plan splits its list (released share below 100 %, or A/B variants), never
+    # cleared: its rows are in the bucket index from then on (migration 0013).
+    bucketed: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     recipients_complete: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     # The last retry generation done (spec.retry.generation); a request at or below it changes nothing.
     retry_generation: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
@@ -128,7 +131,8 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("plan_id", "email"),
         Index("ix_messages_plan_id_status", "plan_id", "status"),
-        Index("ix_messages_plan_id_bucket", "plan_id", "bucket"),
+        # Only rows of plans that split their list: the others never read by bucket (0013).
+        Index("ix_messages_plan_id_bucket", "plan_id", "bucket", postgresql_where=text("bucketed")),
         # "sent in the last N hours" is a range scan on this index.
         Index("ix_messages_sent_at", "sent_at", postgresql_where=text("sent_at IS NOT NULL")),
         # The failures listing pages through a plan's unsent rows by id on this index.
@@ -154,6 +158,8 @@ class Message(Base):
     row_no: Mapped[int] = mapped_column(Integer, nullable=False)
     # The recipient's cohort bucket, computed by the database (``emailplan.contract.cohorts``).
     bucket: Mapped[int] = mapped_column(Integer, Computed(BUCKET_SQL, persisted=True), nullable=False)
+    # The plan's ``bucketed`` when the row was stored, or since the plan became bucketed.
+    bucketed: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     email: Mapped[str] = mapped_column(Text, nullable=False)
     name: Mapped[str | None] = mapped_column(Text, nullable=True)
     vars: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))

@@ -172,6 +172,27 @@ async def test_unreleased_rows_keep_the_plan_open_and_stop_with_it(api: LiveApi)
     assert stopped["counts"]["created"] == 0
 
 
+async def test_an_ab_test_added_to_a_stored_list_counts_every_row_of_its_cohort(api: LiveApi) -> None:
+    """A plan that sends its whole list stores its rows outside the bucket index (a load is
+    cheaper so); an A/B test added later, between two uploads, must still count every row of
+    its cohort: those stored before it and those stored after."""
+    plan_id = uuid.uuid4()
+    addresses = emails(600)
+    assert (await put(api, plan_id, PLAN)).status == 201
+    assert (await upload(api, plan_id, ndjson(addresses[:300]), "application/x-ndjson")).status == 200
+    ab = {**PLAN, "variants": VARIANTS, "testPercent": 30}
+    assert (await put(api, plan_id, ab)).status == 200
+    assert (await upload(api, plan_id, ndjson(addresses[300:]), "application/x-ndjson")).status == 200
+    resp = await api.client.post(f"/v1/plans/{plan_id}/recipients/complete", headers=HEADERS)
+    assert resp.status == 200, await resp.text()
+
+    by_bucket = await buckets(api, plan_id)
+    want = collections.Counter(expected_variant(b, None) for b in by_bucket.values() if b < cutoff(30))
+    assert sum(want.values()) > 100 and len(want) == len(NAMES)
+    shown = await view(api, plan_id)
+    assert {v["name"]: v["recipients"] for v in shown["variantCounts"]} == dict(want)
+
+
 HUMAN_UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15 Version/17.0 Safari/605.1.15"
 MACHINE_UA = "Mozilla/5.0"  # what mail privacy proxies send: not a person's open
 

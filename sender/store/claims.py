@@ -42,6 +42,8 @@ LEFT_SES_EVENTS = ("send", "delivery", "bounce", "complaint", "delivery_delay", 
 # results then read every created and processing row of the plan (70 ms a write, PostgreSQL
 # at three times the worker's CPU per email in the throughput benchmark). ``IS TRUE`` is the
 # same test for a non-null column, but no index can answer it, so the primary key is used.
+# For the same reason the plan's row is joined by ``:plan``, not by ``m.plan_id``: the planner
+# also took the join's ``m.plan_id = p.id`` as a way into the (plan_id, status) index.
 
 # A row taken from an expired lease is *unknown*: its holder may have sent it and died before
 # the result was written. If SES already reported an event for it (tagged with our message id),
@@ -58,7 +60,7 @@ WITH c AS (
         END AS outcome,
         s.reason AS why
     FROM messages m
-    JOIN plans p ON p.id = m.plan_id
+    JOIN plans p ON p.id = CAST(:plan AS uuid)
     LEFT JOIN suppressions s ON s.email = m.email
     WHERE {plan} AND {where}
       AND (m.status = 'created' OR (m.status = 'processing' AND m.lease_until < now()))

@@ -46,10 +46,10 @@ class SourceNotReadyError(Exception):
 def _audience_sql(outcome: FollowUpOutcome) -> str:
     return f"""
     WITH ins AS (
-        INSERT INTO messages (plan_id, row_no, email, name, vars, status, reason)
+        INSERT INTO messages (plan_id, row_no, email, name, vars, status, reason, bucketed)
         SELECT CAST(:plan AS uuid), CAST(row_number() OVER (ORDER BY m.id) AS int), m.email, m.name, m.vars,
                CASE WHEN s.email IS NULL THEN 'created' ELSE 'suppressed' END,
-               CAST(:supp AS text) || s.reason
+               CAST(:supp AS text) || s.reason, CAST(:bucketed AS boolean)
         FROM messages m LEFT JOIN suppressions s ON s.email = m.email
         WHERE m.plan_id = CAST(:source AS uuid) AND {OUTCOME_SQL[outcome]}
         ON CONFLICT (plan_id, email) DO NOTHING
@@ -76,7 +76,7 @@ async def load_audience(
         taken = row["recipients_complete"] and job is not None and job.state is LoadState.LOADED
         if not taken:
             await _check_source(conn, plan_id, source.plan_id)
-            job = await _take(conn, plan_id, source)
+            job = await _take(conn, plan_id, source, bucketed=bool(row["bucketed"]))
     if row["state"] != PlanState.DONE:  # again when taken before: queues what a crash left unqueued
         await loading.complete_recipients(engine, plan_id, queue)
     assert job is not None
@@ -95,8 +95,11 @@ async def _check_source(conn: AsyncConnection, plan_id: uuid.UUID, source_id: uu
         raise SourceNotReadyError(f"source plan {source_id} is {found}, not done: its outcomes are not final")
 
 
-async def _take(conn: AsyncConnection, plan_id: uuid.UUID, source: FromPlanSource) -> LoadJob:
-    """Forget an unfinished earlier attempt, insert the audience, count it and record the job."""
+async def _take(
+    conn: AsyncConnection, plan_id: uuid.UUID, source: FromPlanSource, *, bucketed: bool
+) -> LoadJob:
+    """Forget an unfinished earlier attempt, insert the audience, count it and record the job
+    (``bucketed``: the plan's flag, read under the plan's lock, goes on every row)."""
     await conn.execute(text("DELETE FROM messages WHERE plan_id = :p"), {"p": plan_id})
     await conn.execute(
         text("UPDATE plan_counters SET total = 0, created = 0, suppressed = 0 WHERE plan_id = :p"),
@@ -106,7 +109,7 @@ async def _take(conn: AsyncConnection, plan_id: uuid.UUID, source: FromPlanSourc
     inserted = (
         await conn.execute(
             text(_audience_sql(source.outcome)),
-            {"plan": plan_id, "source": source.plan_id, "supp": SUPPRESSED_PREFIX},
+            {"plan": plan_id, "source": source.plan_id, "supp": SUPPRESSED_PREFIX, "bucketed": bucketed},
         )
     ).all()
     statuses = Counter(status for status, _ in inserted)

@@ -138,8 +138,8 @@ class _Batches:
 
 # One row as a batch stores it: a plain tuple in the order of ``_COLUMNS``, since a million-row
 # load builds one per row (a NamedTuple cost five times as much to make).
-_Stored = tuple[uuid.UUID, int, str, str | None, str, str, str | None, str | None]
-_COLUMNS = ("plan_id", "row_no", "email", "name", "vars", "status", "reason", "time_zone")
+_Stored = tuple[uuid.UUID, int, str, str | None, str, str, str | None, str | None, bool]
+_COLUMNS = ("plan_id", "row_no", "email", "name", "vars", "status", "reason", "time_zone", "bucketed")
 _ROW_NO: Final = 1  # the places of row_no, status and reason in _COLUMNS (the ledger tests of
 # duplicates, suppressions and reasons fail if these drift)
 _STATUS: Final = 5
@@ -147,15 +147,17 @@ _REASON: Final = 6
 
 
 # Taken once per batch: a plan cannot be deleted under a load (the lock a foreign key's check
-# took for every row, migration 0012), and a batch for a plan that is gone stores nothing.
-_HOLD_PLAN = text("SELECT 1 FROM plans WHERE id = :p FOR KEY SHARE")
+# took for every row, migration 0012), and a batch for a plan that is gone stores nothing. Its
+# ``bucketed`` goes on every row: a plan that becomes bucketed waits for the lock (upsert_plan).
+_HOLD_PLAN = text("SELECT bucketed FROM plans WHERE id = :p FOR KEY SHARE")
 _SUPPRESSED = text("SELECT email, reason FROM suppressions WHERE email = ANY(CAST(:emails AS text[]))")
 # The slow path: rows of the batch may be in the plan already (a duplicate beyond this batch, a
 # second upload); those are skipped and reported.
 _INSERT_SQL = text(
     """
-    INSERT INTO messages (plan_id, row_no, email, name, vars, status, reason, time_zone)
-    SELECT CAST(:plan AS uuid), t.row_no, t.email, t.name, CAST(t.vars AS jsonb), t.status, t.reason, t.zone
+    INSERT INTO messages (plan_id, row_no, email, name, vars, status, reason, time_zone, bucketed)
+    SELECT CAST(:plan AS uuid), t.row_no, t.email, t.name, CAST(t.vars AS jsonb), t.status, t.reason, t.zone,
+           CAST(:bucketed AS boolean)
     FROM unnest(CAST(:rows AS int[]), CAST(:emails AS text[]), CAST(:names AS text[]), CAST(:vars AS text[]),
                 CAST(:statuses AS text[]), CAST(:reasons AS text[]), CAST(:zones AS text[]))
          AS t(row_no, email, name, vars, status, reason, zone)
@@ -175,13 +177,14 @@ async def _insert_batch(
 ) -> bool:
     """Store one batch; returns whether the next batch may try COPY first (none met a stored address)."""
     async with engine.begin() as conn:
-        if (await conn.execute(_HOLD_PLAN, {"p": plan_id})).first() is None:
+        plan = (await conn.execute(_HOLD_PLAN, {"p": plan_id})).first()
+        if plan is None:
             raise PlanNotFoundError(str(plan_id))
         found = await conn.execute(_SUPPRESSED, {"emails": [r.email for r in batch]})
         suppressed: dict[str, str] = dict(found.tuples().all())
-        rows = _rows(plan_id, batch, suppressed, account)
+        rows = _rows(plan_id, bool(plan.bucketed), batch, suppressed, account)
         copied = copy_first and await _copied(conn, rows)
-        stored = rows if copied else await _inserted(conn, plan_id, rows)
+        stored = rows if copied else await _inserted(conn, plan_id, bool(plan.bucketed), rows)
         statuses = Counter(r[_STATUS] for r in stored)
         await shared.bump(
             conn,
@@ -202,7 +205,11 @@ async def _insert_batch(
 
 
 def _rows(
-    plan_id: uuid.UUID, batch: list[Recipient], ours: Mapping[str, str], account: Mapping[str, str] | None
+    plan_id: uuid.UUID,
+    bucketed: bool,
+    batch: list[Recipient],
+    ours: Mapping[str, str],
+    account: Mapping[str, str] | None,
 ) -> list[_Stored]:
     """The stored rows: ``suppressed`` (never sent) with its reason when the address is suppressed
     (``ours`` by address, ``account`` by lower-cased address), else ``created``."""
@@ -210,10 +217,14 @@ def _rows(
     for r in batch:
         why = ours.get(r.email) or (account.get(r.email.lower()) if account else None)
         if why is None:
-            rows.append((plan_id, r.row, r.email, r.name, r.vars_json, "created", None, r.time_zone))
+            rows.append(
+                (plan_id, r.row, r.email, r.name, r.vars_json, "created", None, r.time_zone, bucketed)
+            )
         else:
             reason = SUPPRESSED_PREFIX + why
-            rows.append((plan_id, r.row, r.email, r.name, r.vars_json, "suppressed", reason, r.time_zone))
+            rows.append(
+                (plan_id, r.row, r.email, r.name, r.vars_json, "suppressed", reason, r.time_zone, bucketed)
+            )
     return rows
 
 
@@ -236,11 +247,14 @@ async def _copied(conn: AsyncConnection, rows: list[_Stored]) -> bool:
     return True
 
 
-async def _inserted(conn: AsyncConnection, plan_id: uuid.UUID, rows: list[_Stored]) -> list[_Stored]:
+async def _inserted(
+    conn: AsyncConnection, plan_id: uuid.UUID, bucketed: bool, rows: list[_Stored]
+) -> list[_Stored]:
     """INSERT the rows whose address is not in the plan yet; returns those stored."""
     columns = dict(zip(_COLUMNS, zip(*rows, strict=True), strict=True))
     params = {
         "plan": plan_id,
+        "bucketed": bucketed,
         "rows": columns["row_no"],
         "emails": columns["email"],
         "names": columns["name"],
@@ -269,7 +283,8 @@ async def complete_recipients(engine: AsyncEngine, plan_id: uuid.UUID, queue: Qu
         return 0
     async with engine.begin() as conn:
         await _maybe_done(conn, plan_id)  # an empty or all-suppressed list is finished already
-    return await _enqueue_released(engine, plan_id, queue, cutoff(float(row["release_percent"])))
+    below = cutoff(float(row["release_percent"]))
+    return await _enqueue_released(engine, plan_id, queue, below, bucketed=bool(row["bucketed"]))
 
 
 async def release_share(engine: AsyncEngine, plan_id: uuid.UUID, percent: float, queue: QueueSink) -> int:
@@ -286,7 +301,7 @@ async def release_share(engine: AsyncEngine, plan_id: uuid.UUID, percent: float,
     if not row["recipients_complete"] or row["state"] in (PlanState.STOPPED, PlanState.DONE):
         return 0
     percent = max(percent, float(row["release_percent"]))
-    total = await _enqueue_released(engine, plan_id, queue, cutoff(percent))
+    total = await _enqueue_released(engine, plan_id, queue, cutoff(percent), bucketed=bool(row["bucketed"]))
     async with engine.begin() as conn:
         await conn.execute(
             text(
@@ -298,22 +313,27 @@ async def release_share(engine: AsyncEngine, plan_id: uuid.UUID, percent: float,
     return total
 
 
-_RELEASED_WAITING_SQL = """
-    SELECT m.id FROM messages m JOIN plans p ON p.id = m.plan_id
-    WHERE m.plan_id = :p AND m.status = 'created' AND NOT m.enqueued AND m.bucket < :below
-      AND {zone_open} AND m.id > :last ORDER BY m.id LIMIT :n
+_RELEASED_WAITING = shared.by_bucket(
     """
-_RELEASED_WAITING = text(_RELEASED_WAITING_SQL.format(zone_open=shared.ZONE_OPEN))
+    SELECT m.id FROM messages m JOIN plans p ON p.id = m.plan_id
+    WHERE m.plan_id = :p AND m.status = 'created' AND NOT m.enqueued AND m.bucket < :below {bucketed}
+      AND {zone_open} AND m.id > :last ORDER BY m.id LIMIT :n
+    """,
+    zone_open=shared.ZONE_OPEN,
+)
 
 
-async def _enqueue_released(engine: AsyncEngine, plan_id: uuid.UUID, queue: QueueSink, below: int) -> int:
+async def _enqueue_released(
+    engine: AsyncEngine, plan_id: uuid.UUID, queue: QueueSink, below: int, *, bucketed: bool
+) -> int:
     """Put every waiting message whose bucket is below ``below`` on the work queue (the one enqueue path).
 
     Idempotent: only rows with ``enqueued = false`` are sent to SQS, and they are
     flagged after SQS accepted them; a crash in between re-enqueues a few ids,
     which is harmless because the ledger claim decides what is sent. Rows above the
     cutoff stay ``created`` and unqueued: nobody claims them (the orphan sweep takes
-    only queued rows) and the plan is not done while they wait.
+    only queued rows) and the plan is not done while they wait. ``bucketed``: the
+    plan's flag, read with ``below`` (its rows are in the bucket index).
     """
     total = 0
     last_id = 0
@@ -322,7 +342,7 @@ async def _enqueue_released(engine: AsyncEngine, plan_id: uuid.UUID, queue: Queu
             ids = list(
                 (
                     await conn.execute(
-                        _RELEASED_WAITING,
+                        _RELEASED_WAITING[bucketed],
                         {"p": plan_id, "below": below, "last": last_id, "n": ENQUEUE_CHUNK},
                     )
                 ).scalars()

@@ -148,13 +148,13 @@ _FINISHED = shared.state_sql(*(s for s in PlanState if s.finished))
 _UPSERT_PLAN = text(
     f"""
     INSERT INTO plans (id, name, namespace, spec, rate_per_second, start_at, state, release_percent,
-                       open_zones)
+                       open_zones, bucketed)
     VALUES (:id, :name, :ns, CAST(:spec AS jsonb), :rate, :start,
             CASE WHEN CAST(:suspended AS boolean) THEN {_SUSPENDED} ELSE {_LOADING} END, :release,
-            CAST(:zones AS text[]))
+            CAST(:zones AS text[]), :splits)
     ON CONFLICT (id) DO UPDATE SET
         name = excluded.name, namespace = excluded.namespace, spec = excluded.spec,
-        open_zones = excluded.open_zones,
+        open_zones = excluded.open_zones, bucketed = plans.bucketed OR excluded.bucketed,
         rate_per_second = excluded.rate_per_second, start_at = excluded.start_at, updated_at = now(),
         release_percent = CASE WHEN plans.recipients_complete THEN plans.release_percent
                                ELSE greatest(plans.release_percent, excluded.release_percent) END,
@@ -171,11 +171,24 @@ _UNQUEUE_CLOSED_SQL = """
     WHERE p.id = m.plan_id AND m.plan_id = :p AND m.status = 'created' AND m.enqueued AND NOT {zone_open}
     """
 _UNQUEUE_CLOSED = text(_UNQUEUE_CLOSED_SQL.format(zone_open=shared.ZONE_OPEN))
-_RELEASED_BACKLOG_SQL = """
-    SELECT count(*) FROM messages m JOIN plans p ON p.id = m.plan_id
-    WHERE m.plan_id = :p AND m.bucket < :below AND m.status IN ('created', 'processing') AND {zone_open}
+_RELEASED_BACKLOG = shared.by_bucket(
     """
-_RELEASED_BACKLOG = text(_RELEASED_BACKLOG_SQL.format(zone_open=shared.ZONE_OPEN))
+    SELECT count(*) FROM messages m JOIN plans p ON p.id = m.plan_id
+    WHERE m.plan_id = :p AND m.bucket < :below {bucketed} AND m.status IN ('created', 'processing')
+      AND {zone_open}
+    """,
+    zone_open=shared.ZONE_OPEN,
+)
+# A plan that becomes bucketed (an A/B test added after its list was stored): its rows join
+# the bucket index, so every read by bucket finds them (migration 0013).
+_MARK_BUCKETED = text("UPDATE messages SET bucketed = true WHERE plan_id = :p AND NOT bucketed")
+_LOCK_BUCKETED = text("SELECT bucketed FROM plans WHERE id = :p FOR UPDATE")
+
+
+def splits(release_percent: float, spec: Mapping[str, Any]) -> bool:
+    """Whether a plan splits its list by cohort bucket (a share held back, or A/B variants):
+    from then on its rows are in the bucket index."""
+    return release_percent < contract.ALL_RELEASED or bool(spec.get("variants"))
 
 
 async def upsert_plan(
@@ -203,7 +216,12 @@ async def upsert_plan(
     """
     if rate_per_second <= 0:
         raise ValueError("rate_per_second must be positive")
+    split = splits(release_percent, spec)
     async with engine.begin() as conn:
+        # A plan that splits: the lock waits for a load's batch in flight (it holds the plan
+        # with KEY SHARE), so every row stored after this reads the new flag and every row
+        # stored before it is marked below.
+        was_bucketed = (await conn.execute(_LOCK_BUCKETED, {"p": plan_id})).scalar() if split else None
         created = (
             await conn.execute(
                 _UPSERT_PLAN,
@@ -217,9 +235,12 @@ async def upsert_plan(
                     "suspended": suspended,
                     "release": release_percent,
                     "zones": None if open_zones is None else sorted(open_zones),
+                    "splits": split,
                 },
             )
         ).scalar_one()
+        if was_bucketed is False:
+            await conn.execute(_MARK_BUCKETED, {"p": plan_id})
         if open_zones is not None:
             await conn.execute(_UNQUEUE_CLOSED, {"p": plan_id})
         await conn.execute(
@@ -251,9 +272,12 @@ async def describe_plan(engine: AsyncEngine, plan_id: uuid.UUID) -> contract.Pla
         spec = dict(row["spec"] or {})
         release = float(row["release_percent"])
         zones = row["open_zones"]
-        backlog = await _released_backlog(conn, plan_id, release, counts, gated=zones is not None)
+        bucketed = bool(row["bucketed"])
+        backlog = await _released_backlog(
+            conn, plan_id, release, counts, gated=zones is not None, bucketed=bucketed
+        )
         zone_backlog = None if zones is None else await _zone_backlog(conn, plan_id)
-        variants = await _variant_counts(conn, plan_id, spec)
+        variants = await _variant_counts(conn, plan_id, spec, bucketed=bucketed)
         failures = await top_failure_reasons(conn, plan_id)
     return contract.PlanView.model_validate(
         {
@@ -314,10 +338,12 @@ async def _released_backlog(
     counts: Mapping[str, int],
     *,
     gated: bool = False,
+    bucketed: bool = False,
 ) -> int:
     """Messages of the released share still to send (waiting or claimed): what pods are needed for.
 
-    ``gated`` (local-time delivery): only rows whose zone's window is open count.
+    ``gated`` (local-time delivery): only rows whose zone's window is open count. ``bucketed``:
+    the plan's flag (its rows are in the bucket index).
     """
     below = cutoff(release_percent)
     if below >= BUCKETS and not gated:
@@ -327,7 +353,7 @@ async def _released_backlog(
     return int(
         (
             await conn.execute(
-                _RELEASED_BACKLOG,
+                _RELEASED_BACKLOG[bucketed],
                 {"p": plan_id, "below": below},
             )
         ).scalar_one()
@@ -337,19 +363,19 @@ async def _released_backlog(
 # Per-variant counts over the A/B test cohort, one pass on the (plan_id, bucket) index; the
 # variant of a row is ``bucket % n`` (``emailplan.contract.cohorts``). ``opened_at`` is set for
 # human opens only (machine opens are counted apart), so ``opened`` is unique human opens.
-_VARIANT_COUNTS = text(
+_VARIANT_COUNTS = shared.by_bucket(
     """
-    SELECT bucket % :n AS variant, count(*) AS recipients,
-           count(*) FILTER (WHERE status = 'sent') AS sent, count(delivered_at) AS delivered,
-           count(opened_at) AS opened, count(clicked_at) AS clicked, count(bounced_at) AS bounced,
-           count(complained_at) AS complained
-    FROM messages WHERE plan_id = :p AND bucket < :below GROUP BY 1
+    SELECT m.bucket % :n AS variant, count(*) AS recipients,
+           count(*) FILTER (WHERE m.status = 'sent') AS sent, count(m.delivered_at) AS delivered,
+           count(m.opened_at) AS opened, count(m.clicked_at) AS clicked, count(m.bounced_at) AS bounced,
+           count(m.complained_at) AS complained
+    FROM messages m WHERE m.plan_id = :p AND m.bucket < :below {bucketed} GROUP BY 1
     """
 )
 
 
 async def _variant_counts(
-    conn: AsyncConnection, plan_id: uuid.UUID, spec: Mapping[str, Any]
+    conn: AsyncConnection, plan_id: uuid.UUID, spec: Mapping[str, Any], *, bucketed: bool
 ) -> list[contract.VariantCounts]:
     """Each variant's counts over the test cohort, in the plan's order (none without variants)."""
     names = [str(v.get("name")) for v in spec.get("variants") or []]
@@ -357,7 +383,7 @@ async def _variant_counts(
         return []
     rows = (
         await conn.execute(
-            _VARIANT_COUNTS,
+            _VARIANT_COUNTS[bucketed],
             {"p": plan_id, "n": len(names), "below": cutoff(float(spec.get("testPercent") or 0))},
         )
     ).mappings()
@@ -374,7 +400,7 @@ async def variant_counts(engine: AsyncEngine, plan_id: uuid.UUID) -> list[contra
     """The plan's per-variant counts over its test cohort (empty without variants)."""
     async with engine.connect() as conn:
         row = await _plan_row(conn, plan_id)
-        return await _variant_counts(conn, plan_id, dict(row["spec"] or {}))
+        return await _variant_counts(conn, plan_id, dict(row["spec"] or {}), bucketed=bool(row["bucketed"]))
 
 
 async def set_rate(engine: AsyncEngine, plan_id: uuid.UUID, rate_per_second: float) -> None:

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -54,6 +54,15 @@ RETRY_STATES = ("40P01", "40001")
 # only while its zone's window is open; NULL ``open_zones`` is a plan without such a window. A
 # row without a zone is named "" (the window's fallback zone) in ``open_zones``.
 ZONE_OPEN = "(p.open_zones IS NULL OR coalesce(m.time_zone, '') = ANY(p.open_zones))"
+
+
+def by_bucket(sql: str, **parts: str) -> dict[bool, TextClause]:
+    """A read by cohort bucket (of a message ``m``) in two forms: for a bucketed plan, whose rows
+    are all in the partial bucket index, ``{bucketed}`` becomes ``AND m.bucketed`` so PostgreSQL
+    can use it; for any other plan (no bucket index entries) it is dropped (migration 0013)."""
+    return {
+        flag: text(sql.format(bucketed="AND m.bucketed" if flag else "", **parts)) for flag in (True, False)
+    }
 
 
 async def bump(conn: AsyncConnection, plan_id: uuid.UUID, deltas: Mapping[str, int]) -> None:
