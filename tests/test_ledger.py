@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,37 @@ async def test_upsert_is_idempotent_and_suspend_toggles_state(engine: AsyncEngin
     assert not created and view.state == "suspended" and view.rate_per_second == 50
     view, _ = await plans.upsert_plan(engine, plan_id, name="a", namespace="ns", spec=SPEC)
     assert view.state == "loading"
+
+
+async def test_variants_added_during_a_load_count_every_row_of_the_cohort(engine: AsyncEngine) -> None:
+    """A plan that starts to split its list while a load runs: the rows stored before the
+    change and those stored after it, in the same load, are all counted by bucket. (Only a
+    split plan's rows are in the bucket index: the change marks the rows stored so far and
+    waits for a batch in flight, and the loader reads the plan's flag for every batch.)"""
+    plan_id = await new_plan(engine)
+    paused, resume = asyncio.Event(), asyncio.Event()
+
+    async def rows() -> AsyncIterator[tuple[int, dict[str, str]]]:
+        for i in range(1, 401):
+            if i == 201:  # two batches of 100 handed over, the second may still be in flight
+                paused.set()
+                await resume.wait()
+            yield i, {"email": f"r{i}@example.com"}
+
+    load = asyncio.create_task(loading.insert_recipients(engine, plan_id, rows(), batch_size=100))
+    await paused.wait()
+    split = {**SPEC, "variants": [{"name": "a"}, {"name": "b"}], "testPercent": 50}
+    await plans.upsert_plan(engine, plan_id, name="p", namespace="ns", spec=split)
+    resume.set()
+    assert (await load).accepted == 400
+
+    async with engine.connect() as conn:
+        stored = await conn.execute(text("SELECT bucket FROM messages WHERE plan_id = :p"), {"p": plan_id})
+        buckets = [int(b) for b in stored.scalars()]
+    want = Counter("ab"[b % 2] for b in buckets if b < cutoff(50))
+    assert len(buckets) == 400 and 150 < sum(want.values()) < 250
+    counted = {v.name: v.recipients for v in await plans.variant_counts(engine, plan_id)}
+    assert counted == dict(want)
 
 
 async def test_upload_reports_bad_rows_duplicates_and_suppressed(engine: AsyncEngine) -> None:

@@ -140,8 +140,9 @@ class _Batches:
 # load builds one per row (a NamedTuple cost five times as much to make).
 _Stored = tuple[uuid.UUID, int, str, str | None, str, str, str | None, str | None, bool]
 _COLUMNS = ("plan_id", "row_no", "email", "name", "vars", "status", "reason", "time_zone", "bucketed")
-_ROW_NO: Final = 1  # the places of row_no, status and reason in _COLUMNS (the ledger tests of
-# duplicates, suppressions and reasons fail if these drift)
+# The places of row_no, status and reason in _COLUMNS (the ledger tests of duplicates,
+# suppressions and reasons fail if they drift).
+_ROW_NO: Final = 1
 _STATUS: Final = 5
 _REASON: Final = 6
 
