@@ -223,6 +223,16 @@ def parse_sent(item: dict[str, Any]) -> SentMail | None:
 
 def sent_mail(ses_url: str) -> list[SentMail]:
     """Every raw message moto (as SES) accepted, oldest first."""
+    return sent_mail_since(ses_url, 0)[0]
+
+
+def sent_mail_since(ses_url: str, start: int) -> tuple[list[SentMail], int]:
+    """The messages moto (as SES) accepted from the ``start``-th on, and how many it holds.
+
+    moto keeps them in the order it accepted them, so a reader that comes back every second
+    parses only the new ones: parsing all of them every time (a few thousand) took longer
+    than the second, and a simulated reader fell further behind the more mail was sent.
+    """
     url = ses_url.rstrip("/") + "/moto-api/data.json"
     try:
         with urllib.request.urlopen(url, timeout=30) as r:  # noqa: S310 - a local development URL
@@ -235,7 +245,9 @@ def sent_mail(ses_url: str) -> list[SentMail]:
     stored = data.get("ses", {}).get("RawMessage") or []
     if isinstance(stored, dict):  # older moto versions keyed the messages by region or id
         stored = [m for v in stored.values() for m in (v if isinstance(v, list) else [v])]
-    return [m for m in (parse_sent(item) for item in stored) if m is not None]
+    if start > len(stored):  # the store was emptied (moto reset): read it from the beginning
+        start = 0
+    return [m for m in (parse_sent(item) for item in stored[start:]) if m is not None], len(stored)
 
 
 # --- acting on it --------------------------------------------------------------------------------

@@ -97,6 +97,7 @@ class Audience:
         self.stack = stack
         self.seen: set[str] = set()
         self._arrived: dict[str, tuple[float, devsns.SentMail]] = {}
+        self._stored = 0  # messages of SES's store read so far (it only grows)
         self.opens = self.clicks = self.unsubscribes = 0
         self.deliveries = self.bounces = self.complaints = 0
         self.errors: list[str] = []
@@ -138,16 +139,16 @@ class Audience:
         Mailboxes act in parallel (as people do): each SNS post waits for the API's group
         commit, so one at a time would fall far behind the plan's send rate.
         """
-        stored = devsns.sent_mail(self.stack.moto.endpoint_url)
+        new, self._stored = devsns.sent_mail_since(self.stack.moto.endpoint_url, self._stored)
         now = time.monotonic()
-        for mail in stored:
+        for mail in new:
             if mail.address not in self.seen and mail.address not in self._arrived:
                 self._arrived[mail.address] = (now, mail)
         # People read their mail a few seconds after it arrives: a pixel fetched within the data
         # plane's machine-open window of the send is a mail proxy's, and counts apart.
         due = [a for a, (at, _) in self._arrived.items() if now - at >= READ_AFTER_SECONDS]
         self.handle([self._arrived.pop(address)[1] for address in due])
-        return len(stored)
+        return self._stored
 
     def handle(self, mails: list[devsns.SentMail]) -> None:
         """Let each mailbox act on its message; raises the first mailbox's error, if any.
