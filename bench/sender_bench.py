@@ -251,6 +251,7 @@ def ingest_child(url: str, n: int, mode: str) -> None:
     """Run in a subprocess: ingest ``n`` rows, print JSON with seconds and peak RSS."""
 
     async def run() -> dict[str, Any]:
+        from emailplan.contract.plans import ALL_RELEASED
         from emailplan.sender.db import make_engine
         from emailplan.sender.store import loading, plans
 
@@ -264,7 +265,7 @@ def ingest_child(url: str, n: int, mode: str) -> None:
             # "ledger-split": a plan that splits its list (a rollout's first 10 %), whose rows
             # also go into the bucket index (migration 0013); "ledger": one that sends it whole.
             plan_id = uuid.uuid4()
-            release = 10.0 if mode == "ledger-split" else 100.0
+            release = 10.0 if mode == "ledger-split" else ALL_RELEASED
             await plans.upsert_plan(
                 engine, plan_id, name="ingest", namespace="b", spec=SPEC, release_percent=release
             )

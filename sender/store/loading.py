@@ -178,14 +178,14 @@ async def _insert_batch(
 ) -> bool:
     """Store one batch; returns whether the next batch may try COPY first (none met a stored address)."""
     async with engine.begin() as conn:
-        plan = (await conn.execute(_HOLD_PLAN, {"p": plan_id})).first()
-        if plan is None:
+        bucketed = (await conn.execute(_HOLD_PLAN, {"p": plan_id})).scalar()
+        if bucketed is None:
             raise PlanNotFoundError(str(plan_id))
         found = await conn.execute(_SUPPRESSED, {"emails": [r.email for r in batch]})
         suppressed: dict[str, str] = dict(found.tuples().all())
-        rows = _rows(plan_id, bool(plan.bucketed), batch, suppressed, account)
+        rows = _rows(plan_id, bucketed, batch, suppressed, account)
         copied = copy_first and await _copied(conn, rows)
-        stored = rows if copied else await _inserted(conn, plan_id, bool(plan.bucketed), rows)
+        stored = rows if copied else await _inserted(conn, plan_id, bucketed, rows)
         statuses = Counter(r[_STATUS] for r in stored)
         await shared.bump(
             conn,
